@@ -1,0 +1,12 @@
+// Registration of the `dsv4` subcommands. Each family adds its subcommands to the app and sets
+// their callbacks; errors escape as dsv4::Error and are printed by main() as one line.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+namespace dsv4::cli {
+
+void add_model_commands(CLI::App& app);      // inspect, logits          (cmd_model.cc)
+void add_tokenizer_commands(CLI::App& app);  // tokenize, detokenize, template, parse-completion
+
+}  // namespace dsv4::cli

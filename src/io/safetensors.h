@@ -1,0 +1,58 @@
+// Safetensors checkpoints, memory-mapped and zero-copy.
+//
+// A checkpoint is either one `*.safetensors` file or a directory with
+// `model.safetensors.index.json` naming the shard of every tensor (the Hugging Face layout of the
+// official DeepSeek-V4 releases). Every header is validated before anything is used: JSON
+// syntax, known dtypes, shapes whose byte size matches the offsets, offsets inside the file and
+// not overlapping, and (sharded) agreement between the index and the shards. Any violation
+// throws dsv4::Error naming the file and the tensor.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/dtype.h"
+#include "core/mapped_file.h"
+
+namespace dsv4 {
+
+// A tensor as stored: dtype, shape and a pointer into the mapping. Non-owning.
+struct TensorView {
+  std::string name;
+  DType dtype = DType::F32;
+  std::vector<int64_t> shape;
+  const uint8_t* data = nullptr;  // points into a MappedFile owned by the TensorDirectory
+  size_t nbytes = 0;
+  const std::string* file = nullptr;  // path of the shard holding it (for error messages)
+
+  int64_t numel() const;
+  std::string shape_str() const;  // "[4, 256]"
+};
+
+// Parses one safetensors file image (header + data) into views over `bytes`. Exposed for tests
+// and fuzzing; `origin` only labels error messages.
+std::vector<TensorView> parse_safetensors(const uint8_t* bytes, size_t size, const std::string* origin);
+
+class TensorDirectory {
+ public:
+  // `path` is a directory (with model.safetensors.index.json, or exactly one *.safetensors file)
+  // or a single .safetensors file.
+  static std::unique_ptr<TensorDirectory> open(const std::string& path);
+
+  const TensorView* find(const std::string& name) const;
+  const TensorView& get(const std::string& name) const;  // throws Error if absent
+  const std::map<std::string, TensorView>& tensors() const { return tensors_; }
+  size_t total_bytes() const;
+  const std::vector<std::unique_ptr<MappedFile>>& files() const { return files_; }
+
+ private:
+  void add_file(const std::string& path, const std::map<std::string, std::string>* expected_names);
+  std::vector<std::unique_ptr<MappedFile>> files_;
+  std::map<std::string, TensorView> tensors_;
+};
+
+}  // namespace dsv4

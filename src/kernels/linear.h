@@ -1,0 +1,42 @@
+// y = x·Wᵀ over weights in their stored formats; the kernels dequantize on the fly.
+//
+// Formats (spec §3.4): FP8 E4M3 with one UE8M0 scale per 128×128 block (out, in); FP4 E2M1
+// packed in pairs (low nibble = even column) with one UE8M0 scale per 1×32 block along `in`;
+// BF16; F32. Activations are F32. Activation quantization (the reference's act_quant before
+// FP8/FP4 GEMMs) is the caller's decision (numerics mode), applied to `x` before the call.
+#pragma once
+
+#include <cstdint>
+
+namespace dsv4 {
+class ThreadPool;
+
+enum class WeightFormat : uint8_t { kF32, kBF16, kFP8, kFP4 };
+
+// A weight matrix [out, in] as stored, plus its block scales (null for F32/BF16).
+struct Linear {
+  WeightFormat format = WeightFormat::kF32;
+  int64_t out = 0;                 // rows of W
+  int64_t in = 0;                  // columns of W (logical; FP4 stores in/2 bytes per row)
+  const uint8_t* weight = nullptr; // [out, in] elements of `format`
+  const uint8_t* scale = nullptr;  // FP8: [ceil(out/128), ceil(in/128)]; FP4: [out, in/32] UE8M0
+
+  bool empty() const { return weight == nullptr; }
+};
+
+namespace kernels {
+
+// y[r, 0:out] = Σ_k x[r, k] · W[out, k] for r < rows; x: [rows, in] F32, y: [rows, out] F32.
+// Each output row's value is independent of `rows` (batch invariance). `pool` may be null.
+void linear(const Linear& w, const float* x, int64_t rows, float* y, ThreadPool* pool);
+
+// The same restricted to weight rows [row0, row0 + n_out): y is [rows, n_out]. Used by the
+// grouped output projection, whose groups need not align with 128-row scale blocks.
+void linear_rows(const Linear& w, int64_t row0, int64_t n_out, const float* x, int64_t rows, float* y,
+                 ThreadPool* pool);
+
+// Dequantized row `r` of W as F32 (embedding lookups, tests): out has `in` elements.
+void dequant_row(const Linear& w, int64_t r, float* out);
+
+}  // namespace kernels
+}  // namespace dsv4

@@ -1,0 +1,134 @@
+#include "model/attention.h"
+
+#include <cmath>
+
+#include "core/error.h"
+#include "kernels/linear.h"
+#include "kernels/ops.h"
+#include "kernels/quant.h"
+#include "kernels/sparse_attention.h"
+#include "model/compressor.h"
+#include "model/indexer.h"
+#include "model/numerics.h"
+#include "model/trace.h"
+
+namespace dsv4 {
+
+namespace {
+
+// q = wq_b(q_norm(wq_a(x))), per-head weightless RMS norm, RoPE. Returns q [n, H·Dh]; `qr_in`
+// receives wq_b's (quantized) input, which the indexer reuses.
+std::vector<float> query_path(const AttentionArgs& a, std::vector<float>* qr_in) {
+  const ModelConfig& c = *a.config;
+  const AttentionWeights& w = *a.weights;
+  std::vector<float> xq = gemm_input(a.x, a.n, c.dim, a.numerics);
+  std::vector<float> qr(size_t(a.n * c.q_lora_rank));
+  kernels::linear(w.wq_a, xq.data(), a.n, qr.data(), nullptr);
+  for (int64_t i = 0; i < a.n; ++i)
+    kernels::rms_norm(qr.data() + i * c.q_lora_rank, w.q_norm.data(), c.q_lora_rank, c.norm_eps,
+                      qr.data() + i * c.q_lora_rank);
+  *qr_in = gemm_input(qr.data(), a.n, c.q_lora_rank, a.numerics);
+  std::vector<float> q(size_t(a.n * c.n_heads * c.head_dim));
+  kernels::linear(w.wq_b, qr_in->data(), a.n, q.data(), nullptr);
+  for (int64_t i = 0; i < a.n; ++i)
+    for (int h = 0; h < c.n_heads; ++h) {
+      float* qh = q.data() + (i * c.n_heads + h) * c.head_dim;
+      kernels::rms_norm(qh, nullptr, c.head_dim, c.norm_eps, qh);
+      a.rope->apply(qh, c.head_dim, a.start_pos + i);
+    }
+  return q;
+}
+
+// kv = kv_norm(wkv(x)), RoPE, FP8 round trip of the non-rope dims (reference numerics).
+std::vector<float> kv_path(const AttentionArgs& a) {
+  const ModelConfig& c = *a.config;
+  std::vector<float> xq = gemm_input(a.x, a.n, c.dim, a.numerics);
+  std::vector<float> kv(size_t(a.n * c.head_dim));
+  kernels::linear(a.weights->wkv, xq.data(), a.n, kv.data(), nullptr);
+  for (int64_t i = 0; i < a.n; ++i) {
+    float* r = kv.data() + i * c.head_dim;
+    kernels::rms_norm(r, a.weights->kv_norm.data(), c.head_dim, c.norm_eps, r);
+    a.rope->apply(r, c.head_dim, a.start_pos + i);
+    if (a.numerics == Numerics::kReference) kernels::fp8_simulate(r, c.nope_head_dim(), 64);
+  }
+  return kv;
+}
+
+// o [n, H·Dh] → wo_b(wo_a grouped(o)) [n, dim]. Group g maps heads [g·H/G, (g+1)·H/G) through
+// wo_a rows [g·R, (g+1)·R); wo_a takes unquantized input (the reference dequantizes it to BF16).
+void output_projection(const AttentionArgs& a, const float* o) {
+  const ModelConfig& c = *a.config;
+  const int64_t group_in = c.n_heads / c.o_groups * c.head_dim, R = c.o_lora_rank;
+  std::vector<float> z(size_t(a.n * c.o_groups * R)), zg(static_cast<size_t>(R));
+  for (int64_t i = 0; i < a.n; ++i)
+    for (int g = 0; g < c.o_groups; ++g) {
+      kernels::linear_rows(a.weights->wo_a, g * R, R, o + (i * c.o_groups + g) * group_in, 1, zg.data(), nullptr);
+      std::copy(zg.begin(), zg.end(), z.begin() + (i * c.o_groups + g) * R);
+    }
+  std::vector<float> zq = gemm_input(z.data(), a.n, c.o_groups * R, a.numerics);
+  kernels::linear(a.weights->wo_b, zq.data(), a.n, a.out, nullptr);
+}
+
+}  // namespace
+
+void attention_forward(const AttentionArgs& a, LayerState* st) {
+  const ModelConfig& c = *a.config;
+  const AttentionWeights& w = *a.weights;
+  const int64_t Dh = c.head_dim, W = c.window_size;
+  std::vector<float> qr_in;
+  std::vector<float> q = query_path(a, &qr_in);
+  std::vector<float> kv = kv_path(a);
+
+  // Compressed entries completed by this chunk exist before any query attends (spec §4.6).
+  std::vector<std::vector<int32_t>> selected;
+  if (w.compressor) {
+    CompressArgs ca{&c, w.compressor.get(), a.rope, CompressorRole::kMainKv, a.numerics, a.x, a.n, a.start_pos};
+    compress(ca, &st->compressor, &st->compressed_kv);
+  }
+  if (w.indexer) {
+    CompressArgs ci{&c, &w.indexer->compressor, a.rope, CompressorRole::kIndexKey, a.numerics, a.x, a.n, a.start_pos};
+    compress(ci, &st->index_compressor, &st->index_keys);
+    IndexerArgs ia{&c, w.indexer.get(), a.rope, a.numerics, qr_in.data(), a.x, a.n, a.start_pos,
+                   st->index_keys.data(), st->n_index_keys(), a.trace, a.trace_tag};
+    selected = index_select(ia);
+  }
+
+  const int ratio = w.compressor ? w.compressor->ratio : 0;
+  std::vector<float> o(size_t(a.n * c.n_heads * Dh));
+  std::vector<const float*> keys;
+  std::vector<float> logits;
+  for (int64_t i = 0; i < a.n; ++i) {
+    const int64_t t = a.start_pos + i;
+    keys.clear();
+    // Window: positions max(0, t−W+1) … t; older ones from the ring, this chunk's from `kv`.
+    for (int64_t p = std::max<int64_t>(0, t - W + 1); p <= t; ++p)
+      keys.push_back(p < a.start_pos ? st->window_kv.data() + (p % W) * Dh : kv.data() + (p - a.start_pos) * Dh);
+    if (w.indexer) {
+      for (int32_t j : selected[size_t(i)]) keys.push_back(st->compressed_kv.data() + j * Dh);
+    } else if (w.compressor) {
+      for (int64_t j = 0; j < (t + 1) / ratio; ++j) keys.push_back(st->compressed_kv.data() + j * Dh);
+    }
+    logits.resize(keys.size());
+    kernels::SparseAttentionArgs sa;
+    sa.q = q.data() + i * c.n_heads * Dh;
+    sa.kv = keys.data();
+    sa.n_kv = int64_t(keys.size());
+    sa.sink = w.attn_sink.data();
+    sa.n_heads = c.n_heads;
+    sa.head_dim = Dh;
+    sa.softmax_scale = 1.0f / std::sqrt(float(Dh));
+    sa.out = o.data() + i * c.n_heads * Dh;
+    sa.scratch = logits.data();
+    kernels::sparse_attention(sa);
+    // Values carry rotated rope dims; rotating the output back makes them relative (§4.4.8).
+    for (int h = 0; h < c.n_heads; ++h) a.rope->apply(sa.out + h * Dh, Dh, t, /*inverse=*/true);
+  }
+  output_projection(a, o.data());
+
+  // Only now may the ring take this chunk's tokens: earlier queries read the slots they replace.
+  for (int64_t p = std::max(a.start_pos, a.start_pos + a.n - W); p < a.start_pos + a.n; ++p)
+    std::copy(kv.begin() + (p - a.start_pos) * Dh, kv.begin() + (p - a.start_pos + 1) * Dh,
+              st->window_kv.begin() + (p % W) * Dh);
+}
+
+}  // namespace dsv4

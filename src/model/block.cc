@@ -1,0 +1,56 @@
+#include "model/block.h"
+
+#include <vector>
+
+#include "kernels/ops.h"
+#include "model/attention.h"
+#include "model/hyper_connection.h"
+#include "model/moe.h"
+#include "model/trace.h"
+
+namespace dsv4 {
+
+namespace {
+
+// hc_pre + norm for every token: the sub-layer input [n, dim] and each token's mix.
+std::vector<float> pre_norm(const BlockArgs& a, const HcWeights& hc, const Vec& norm, std::vector<HcMix>* mixes) {
+  const ModelConfig& c = *a.config;
+  const int64_t D = c.dim, stride = c.hc_mult * D;
+  std::vector<float> y(size_t(a.n * D));
+  mixes->resize(size_t(a.n));
+  for (int64_t i = 0; i < a.n; ++i) {
+    hc_pre(c, hc, a.x + i * stride, y.data() + i * D, &(*mixes)[size_t(i)]);
+    kernels::rms_norm(y.data() + i * D, norm.data(), D, c.norm_eps, y.data() + i * D);
+  }
+  return y;
+}
+
+void post(const BlockArgs& a, const std::vector<HcMix>& mixes, const float* f) {
+  const int64_t D = a.config->dim, stride = a.config->hc_mult * D;
+  for (int64_t i = 0; i < a.n; ++i) hc_post(*a.config, mixes[size_t(i)], f + i * D, a.x + i * stride);
+}
+
+}  // namespace
+
+void block_forward(const BlockArgs& a, LayerState* state) {
+  const ModelConfig& c = *a.config;
+  const BlockWeights& w = *a.weights;
+  std::vector<HcMix> mixes;
+  std::vector<float> f(size_t(a.n * c.dim));
+
+  std::vector<float> h = pre_norm(a, w.hc_attn, w.attn_norm, &mixes);
+  AttentionArgs aa{&c, &w.attn, a.rope, a.numerics, h.data(), a.n, a.start_pos, f.data(), a.trace, a.trace_tag};
+  attention_forward(aa, state);
+  if (a.trace)
+    for (int64_t i = 0; i < a.n; ++i)
+      a.trace->f32(cat("attn_out.", a.trace_tag), a.start_pos + i, f.data() + i * c.dim, c.dim);
+  post(a, mixes, f.data());
+
+  h = pre_norm(a, w.hc_ffn, w.ffn_norm, &mixes);
+  MoeArgs ma{&c, &w.ffn, c.is_hash_layer(w.layer_id), a.numerics, h.data(), a.tokens, a.n, a.start_pos,
+             f.data(), a.trace, a.trace_tag};
+  moe_forward(ma);
+  post(a, mixes, f.data());
+}
+
+}  // namespace dsv4

@@ -1,0 +1,38 @@
+// The KV compressor (spec §4.4.4), mirroring the reference `Compressor`: every `ratio` tokens
+// are pooled into one compressed entry by a per-channel softmax over learned gate logits.
+// Ratio 4 overlaps: entry j pools block j−1 through the first d channels and block j through
+// the second d. Used twice: the main compressor (head_dim wide KV entries for attention) and
+// the indexer's (index_head_dim wide keys for the lightning indexer).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "model/config.h"
+#include "model/rope.h"
+#include "model/state.h"
+#include "model/weights.h"
+
+namespace dsv4 {
+
+enum class CompressorRole {
+  kMainKv,     // entry: norm, RoPE at j·r, FP8 round trip of the non-rope dims
+  kIndexKey,   // entry: norm, RoPE at j·r, Hadamard, FP4 round trip of all dims
+};
+
+struct CompressArgs {
+  const ModelConfig* config = nullptr;
+  const CompressorWeights* weights = nullptr;
+  const RopeTable* rope = nullptr;  // the layer's (compress) table
+  CompressorRole role = CompressorRole::kMainKv;
+  Numerics numerics = Numerics::kReference;
+  const float* a = nullptr;  // [n, dim] normalized block input of the new tokens
+  int64_t n = 0;
+  int64_t start_pos = 0;     // position of a[0]; the state must hold exactly start_pos % ratio pending tokens
+};
+
+// Consumes the n tokens; appends each entry that completes to `entries` ([·, d] rows, entry j at
+// row j). Entries become visible to a query at t iff (j+1)·ratio ≤ t+1.
+void compress(const CompressArgs& args, CompressorState* state, std::vector<float>* entries);
+
+}  // namespace dsv4

@@ -1,0 +1,95 @@
+#include "model/hyper_connection.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "kernels/ops.h"
+
+namespace dsv4 {
+
+using kernels::sigmoid;
+
+namespace {
+// m = (fn · x) · ρ with ρ = rsqrt(mean(x²) + eps) over the flattened streams (spec §4.3).
+void mix_logits(const float* fn, int64_t m_rows, const float* x, int64_t n, float eps, float* m) {
+  float ss = 0;
+  for (int64_t i = 0; i < n; ++i) ss += x[i] * x[i];
+  const float rho = 1.0f / std::sqrt(ss / float(n) + eps);
+  for (int64_t r = 0; r < m_rows; ++r) m[r] = kernels::dot(fn + r * n, x, n) * rho;
+}
+}  // namespace
+
+void sinkhorn(float* c, int hc, int iters, float eps) {
+  for (int j = 0; j < hc; ++j) {  // row softmax, then + eps
+    float* row = c + j * hc;
+    float mx = *std::max_element(row, row + hc), sum = 0;
+    for (int k = 0; k < hc; ++k) sum += (row[k] = std::exp(row[k] - mx));
+    for (int k = 0; k < hc; ++k) row[k] = row[k] / sum + eps;
+  }
+  auto normalize_columns = [&] {
+    for (int k = 0; k < hc; ++k) {
+      float s = 0;
+      for (int j = 0; j < hc; ++j) s += c[j * hc + k];
+      for (int j = 0; j < hc; ++j) c[j * hc + k] /= s + eps;
+    }
+  };
+  normalize_columns();
+  for (int it = 1; it < iters; ++it) {
+    for (int j = 0; j < hc; ++j) {
+      float s = 0;
+      for (int k = 0; k < hc; ++k) s += c[j * hc + k];
+      for (int k = 0; k < hc; ++k) c[j * hc + k] /= s + eps;
+    }
+    normalize_columns();
+  }
+}
+
+void hc_pre(const ModelConfig& c, const HcWeights& w, const float* x, float* u, HcMix* mix) {
+  const int hc = c.hc_mult;
+  const int64_t D = c.dim;
+  std::vector<float> m(size_t(c.hc_mix_dim()));
+  mix_logits(w.fn.data(), c.hc_mix_dim(), x, hc * D, c.norm_eps, m.data());
+  float pre[16];
+  mix->post.resize(size_t(hc));
+  mix->comb.resize(size_t(hc * hc));
+  for (int j = 0; j < hc; ++j) {
+    pre[j] = sigmoid(m[size_t(j)] * w.scale[0] + w.base[size_t(j)]) + c.hc_eps;
+    mix->post[size_t(j)] = 2.0f * sigmoid(m[size_t(hc + j)] * w.scale[1] + w.base[size_t(hc + j)]);
+  }
+  for (int i = 0; i < hc * hc; ++i)
+    mix->comb[size_t(i)] = m[size_t(2 * hc + i)] * w.scale[2] + w.base[size_t(2 * hc + i)];
+  sinkhorn(mix->comb.data(), hc, c.hc_sinkhorn_iters, c.hc_eps);
+  for (int64_t d = 0; d < D; ++d) {
+    float s = 0;
+    for (int j = 0; j < hc; ++j) s += pre[j] * x[j * D + d];
+    u[d] = s;
+  }
+}
+
+void hc_post(const ModelConfig& c, const HcMix& mix, const float* f, float* x) {
+  const int hc = c.hc_mult;
+  const int64_t D = c.dim;
+  std::vector<float> out(size_t(hc * D));
+  for (int k = 0; k < hc; ++k)
+    for (int64_t d = 0; d < D; ++d) {
+      float s = mix.post[size_t(k)] * f[d];
+      for (int j = 0; j < hc; ++j) s += mix.comb[size_t(j * hc + k)] * x[j * D + d];
+      out[size_t(k * D + d)] = s;
+    }
+  std::copy(out.begin(), out.end(), x);
+}
+
+void hc_head(const ModelConfig& c, const HcHeadWeights& w, const float* x, float* u) {
+  const int hc = c.hc_mult;
+  const int64_t D = c.dim;
+  float m[16], pre[16];
+  mix_logits(w.fn.data(), hc, x, hc * D, c.norm_eps, m);
+  for (int j = 0; j < hc; ++j) pre[j] = sigmoid(m[j] * w.scale[0] + w.base[size_t(j)]) + c.hc_eps;
+  for (int64_t d = 0; d < D; ++d) {
+    float s = 0;
+    for (int j = 0; j < hc; ++j) s += pre[j] * x[j * D + d];
+    u[d] = s;
+  }
+}
+
+}  // namespace dsv4

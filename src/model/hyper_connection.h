@@ -1,0 +1,31 @@
+// Manifold-constrained hyper-connections (mHC, spec §4.3): hc_mult residual streams per token,
+// mixed into one sub-layer input by hc_pre and updated from the sub-layer output by hc_post.
+// Mirrors `hc_pre`, `hc_post`, `hc_head` and the official `hc_split_sinkhorn` kernel.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "model/config.h"
+#include "model/weights.h"
+
+namespace dsv4 {
+
+// The mixing weights hc_pre computes for one token, consumed by hc_post.
+struct HcMix {
+  std::vector<float> post;  // [hc]
+  std::vector<float> comb;  // [hc, hc]: comb[j·hc + k] = weight of source stream j in destination k
+};
+
+// Sinkhorn projection of raw comb logits C [hc, hc] (row softmax + eps, column normalisation,
+// then iters−1 × (row, column) normalisation; eps in every denominator). In place.
+void sinkhorn(float* c, int hc, int iters, float eps);
+
+// x: [hc, dim] streams of one token → u [dim] (the sub-layer input before its norm), mix out.
+void hc_pre(const ModelConfig& c, const HcWeights& w, const float* x, float* u, HcMix* mix);
+// x: [hc, dim] streams updated in place: x'_k = post_k·f + Σ_j comb[j][k]·x_j.
+void hc_post(const ModelConfig& c, const HcMix& mix, const float* f, float* x);
+// Final collapse: x [hc, dim] → u [dim].
+void hc_head(const ModelConfig& c, const HcHeadWeights& w, const float* x, float* u);
+
+}  // namespace dsv4

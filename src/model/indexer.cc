@@ -1,0 +1,68 @@
+#include "model/indexer.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <numeric>
+
+#include "kernels/hadamard.h"
+#include "kernels/linear.h"
+#include "kernels/ops.h"
+#include "kernels/quant.h"
+#include "model/trace.h"
+
+namespace dsv4 {
+
+std::vector<std::vector<int32_t>> index_select(const IndexerArgs& a) {
+  const ModelConfig& c = *a.config;
+  const IndexerWeights& w = *a.weights;
+  const int heads = c.index_n_heads;
+  const int64_t hd = c.index_head_dim;
+
+  // Queries: wq_b(qr), RoPE on the last rope dims, Hadamard, FP4 round trip — per head.
+  std::vector<float> q(size_t(a.n * heads * hd));
+  kernels::linear(w.wq_b, a.qr_in, a.n, q.data(), nullptr);
+  for (int64_t i = 0; i < a.n; ++i)
+    for (int h = 0; h < heads; ++h) {
+      float* qh = q.data() + (i * heads + h) * hd;
+      a.rope->apply(qh, hd, a.start_pos + i);
+      kernels::hadamard_inplace(qh, hd);
+      if (a.numerics == Numerics::kReference) kernels::fp4_simulate(qh, hd, 32);
+    }
+  // Head weights: weights_proj(x) · index_head_dim^-0.5 · index_n_heads^-0.5.
+  std::vector<float> hw(size_t(a.n * heads));
+  kernels::linear(w.weights_proj, a.x, a.n, hw.data(), nullptr);
+  const float wscale = 1.0f / std::sqrt(float(hd)) / std::sqrt(float(heads));
+  for (float& v : hw) v *= wscale;
+
+  std::vector<std::vector<int32_t>> out(size_t(a.n));
+  std::vector<float> score;
+  for (int64_t i = 0; i < a.n; ++i) {
+    const int64_t pos = a.start_pos + i;
+    const int64_t n_cand = std::min<int64_t>((pos + 1) / 4, a.n_keys);  // complete entries only
+    score.assign(size_t(n_cand), 0.0f);
+    for (int64_t j = 0; j < n_cand; ++j) {
+      float s = 0;
+      for (int h = 0; h < heads; ++h) {
+        float dotv = kernels::dot(q.data() + (i * heads + h) * hd, a.keys + j * hd, hd);
+        s += hw[size_t(i * heads + h)] * std::max(dotv, 0.0f);
+      }
+      score[size_t(j)] = s;
+    }
+    const int64_t k = std::min<int64_t>(c.index_topk, n_cand);
+    std::vector<int32_t> ids(static_cast<size_t>(n_cand));
+    std::iota(ids.begin(), ids.end(), 0);
+    std::partial_sort(ids.begin(), ids.begin() + k, ids.end(), [&](int32_t x, int32_t y) {
+      return score[size_t(x)] > score[size_t(y)] || (score[size_t(x)] == score[size_t(y)] && x < y);
+    });
+    ids.resize(size_t(k));
+    if (a.trace) {
+      a.trace->f32(cat("indexer.", a.trace_tag, ".scores"), pos, score.data(), n_cand);
+      a.trace->i32(cat("indexer.", a.trace_tag, ".topk"), pos, ids.data(), k);
+    }
+    out[size_t(i)] = std::move(ids);
+  }
+  return out;
+}
+
+}  // namespace dsv4

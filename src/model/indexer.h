@@ -1,0 +1,37 @@
+// The lightning indexer of ratio-4 (CSA) layers (spec §4.4.5), mirroring the reference
+// `Indexer`: scores every complete compressed entry for each query,
+//   score[j] = Σ_h w_h · relu(qI_h · K_j),
+// and keeps the top index_topk entries for attention.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "model/config.h"
+#include "model/rope.h"
+#include "model/weights.h"
+
+namespace dsv4 {
+
+class Trace;
+
+struct IndexerArgs {
+  const ModelConfig* config = nullptr;
+  const IndexerWeights* weights = nullptr;
+  const RopeTable* rope = nullptr;
+  Numerics numerics = Numerics::kReference;
+  const float* qr_in = nullptr;  // [n, q_lora_rank] wq_b input (already act-quantized in reference mode)
+  const float* x = nullptr;      // [n, dim] attention input (weights_proj input, never quantized)
+  int64_t n = 0;
+  int64_t start_pos = 0;
+  const float* keys = nullptr;   // [n_keys, index_head_dim] indexer compressor entries so far
+  int64_t n_keys = 0;
+  Trace* trace = nullptr;
+  const char* trace_tag = "";    // "block{i}" in trace names
+};
+
+// Returns, per query row, the selected entry ids (descending score, ties to the lower id):
+// out[i] holds min(index_topk, (pos_i+1) div 4) ids.
+std::vector<std::vector<int32_t>> index_select(const IndexerArgs& args);
+
+}  // namespace dsv4

@@ -1,0 +1,78 @@
+// Model: a loaded DeepSeek-V4 checkpoint and its forward pass (spec §4.1, §6).
+//
+//   X = [embed(tok)] × hc  →  blocks  →  hc_head → norm → head  = logits
+//
+// A Model is immutable after load; everything that changes while a sequence runs lives in a
+// SequenceState / MtpState owned by the caller. forward() takes any number of tokens at the
+// state's current position (prefill, chunked prefill, single-token decode and multi-token
+// verification are the same call), and every query sees exactly the keys the reference gives
+// it, so the chunking does not change the result.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "io/safetensors.h"
+#include "model/config.h"
+#include "model/rope.h"
+#include "model/state.h"
+#include "model/weights.h"
+
+namespace dsv4 {
+
+class Trace;
+
+enum class LogitsMode { kNone, kLast, kAll };
+
+struct ForwardOutput {
+  std::vector<float> hidden;  // [n, hc, dim] final residual streams (head / MTP input)
+  std::vector<float> logits;  // [rows, vocab]: rows = 0, 1 or n per LogitsMode
+};
+
+class Model {
+ public:
+  // Opens a checkpoint directory: config.json + safetensors; validates the full inventory.
+  static std::unique_ptr<Model> load(const std::string& dir, Numerics numerics = Numerics::kReference);
+
+  const ModelConfig& config() const { return config_; }
+  const Weights& weights() const { return weights_; }
+  const TensorDirectory& tensors() const { return *dir_; }
+  Numerics numerics() const { return numerics_; }
+  void set_numerics(Numerics n) { numerics_ = n; }
+
+  SequenceState new_sequence() const { return make_sequence_state(config_); }
+  MtpState new_mtp_state() const { return make_mtp_state(config_); }
+
+  // Runs `tokens` at positions state->pos … and advances state->pos.
+  void forward(SequenceState* state, std::span<const int32_t> tokens, LogitsMode logits, ForwardOutput* out,
+               Trace* trace = nullptr) const;
+
+  // One main block on given streams x [n, hc, dim] (in place) at start_pos with `state`.
+  void block_forward(int layer, LayerState* state, int64_t start_pos, float* x, const int32_t* tokens, int64_t n,
+                     Trace* trace = nullptr) const;
+
+  // hc_head → norm → head for each of n rows of streams x [n, hc, dim]; logits [n, vocab].
+  void head_logits(const float* x, int64_t n, float* logits) const;
+
+  // The MTP block (spec §6): row i takes the main model's final streams at position p and the
+  // token at p+1, and predicts the token at p+2. Runs at state->pos … and advances it.
+  void mtp_forward(MtpState* state, const float* hidden, std::span<const int32_t> next_tokens, LogitsMode logits,
+                   ForwardOutput* out, Trace* trace = nullptr) const;
+
+ private:
+  Model() = default;
+  void embed(std::span<const int32_t> tokens, float* x) const;
+  void logits_rows(const HcHeadWeights& hc, const Vec& norm, const float* x, int64_t n, LogitsMode mode,
+                   std::vector<float>* logits) const;
+
+  ModelConfig config_;
+  std::unique_ptr<TensorDirectory> dir_;
+  Weights weights_;
+  std::vector<RopeTable> ropes_;  // [n_layers + n_mtp_layers]
+  Numerics numerics_ = Numerics::kReference;
+};
+
+}  // namespace dsv4

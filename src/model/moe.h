@@ -1,0 +1,34 @@
+// Mixture of experts (spec §4.5), mirroring the reference `Gate`, `Expert` and `MoE`.
+//
+// Router: scores sqrt(softplus(b·gate_e)) in F32; hash layers take the experts from
+// tid2eid[token], others the top-k of score + bias (bias for selection only); weights are the
+// selected unbiased scores renormalised, × route_scale. Experts: SwiGLU with the clamp
+// (up ∈ [−L, L], gate ≤ L), routing weight applied before w2; plus one shared expert.
+#pragma once
+
+#include <cstdint>
+
+#include "model/config.h"
+#include "model/weights.h"
+
+namespace dsv4 {
+
+class Trace;
+
+struct MoeArgs {
+  const ModelConfig* config = nullptr;
+  const MoeWeights* weights = nullptr;
+  bool hash_routed = false;
+  Numerics numerics = Numerics::kReference;
+  const float* x = nullptr;        // [n, dim] = ffn_norm(hc_pre(X))
+  const int32_t* tokens = nullptr; // [n] input ids (hash routing)
+  int64_t n = 0;
+  int64_t start_pos = 0;           // for trace positions only
+  float* out = nullptr;            // [n, dim]
+  Trace* trace = nullptr;
+  const char* trace_tag = "";
+};
+
+void moe_forward(const MoeArgs& args);
+
+}  // namespace dsv4

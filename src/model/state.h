@@ -1,0 +1,60 @@
+// The per-sequence state: everything that persists between forward calls of one sequence.
+//
+// One LayerState per attention layer (and one for the MTP block): the sliding-window ring of
+// KV vectors, the compressed KV entries with the compressor's pending tokens, and (ratio-4
+// layers) the indexer's compressed keys with its compressor's pending tokens. A fresh state is
+// the reference's fresh-process state (zeros / −∞ compressor state, spec §9.24).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "model/config.h"
+
+namespace dsv4 {
+
+// Pending (A, Z) rows of a compressor (spec §4.4.4): the tokens of the block being filled and,
+// for the overlapping compressor, the previous complete block (its low halves feed the next
+// entry). Rows are [coff·d] wide.
+struct CompressorState {
+  int64_t width = 0;            // coff·d
+  std::vector<float> cur_kv;    // [n_cur, width] rows of the incomplete block, in order
+  std::vector<float> cur_score;
+  std::vector<float> prev_kv;   // [ratio, width] the previous complete block (overlap only)
+  std::vector<float> prev_score;
+  bool has_prev = false;        // false until one block has completed (entry 0's "previous" is empty)
+};
+
+struct LayerState {
+  int64_t head_dim = 0;
+  int window_size = 0;
+  std::vector<float> window_kv;      // [window_size, head_dim]; token p lives in slot p mod window
+  std::vector<float> compressed_kv;  // [n_entries, head_dim]; entry j pools tokens [j·r, (j+1)·r)
+  CompressorState compressor;
+  int64_t index_head_dim = 0;
+  std::vector<float> index_keys;     // [n_entries, index_head_dim] (ratio-4 layers)
+  CompressorState index_compressor;
+
+  int64_t n_compressed() const { return head_dim ? int64_t(compressed_kv.size()) / head_dim : 0; }
+  int64_t n_index_keys() const { return index_head_dim ? int64_t(index_keys.size()) / index_head_dim : 0; }
+  size_t bytes() const;
+};
+
+// Main-model state of one sequence: `pos` tokens have been consumed.
+struct SequenceState {
+  int64_t pos = 0;
+  std::vector<LayerState> layers;  // [n_layers]
+  size_t bytes() const;
+};
+
+// The MTP block's own state (it runs over its own positions, spec §6).
+struct MtpState {
+  int64_t pos = 0;
+  LayerState layer;
+};
+
+LayerState make_layer_state(const ModelConfig& c, int layer_id);
+SequenceState make_sequence_state(const ModelConfig& c);
+MtpState make_mtp_state(const ModelConfig& c);
+
+}  // namespace dsv4
