@@ -51,8 +51,16 @@ std::vector<TensorView> parse_safetensors(const uint8_t* bytes, size_t size, con
     throw Error(cat(file, ": header length ", header_len, " exceeds the file size ", size,
                     " (truncated or not a safetensors file)"));
   json header;
+  // nlohmann keeps the last of two equal keys; a header naming a tensor twice is ambiguous about
+  // which bytes the tensor has, so the parse callback refuses it instead of picking one.
+  std::set<std::string> top_keys;
+  auto no_duplicates = [&](int depth, json::parse_event_t event, json& parsed) {
+    if (depth == 1 && event == json::parse_event_t::key && !top_keys.insert(parsed.get<std::string>()).second)
+      throw Error(cat(file, ": tensor '", parsed.get<std::string>(), "' appears twice in the safetensors header"));
+    return true;
+  };
   try {
-    header = json::parse(bytes + 8, bytes + 8 + header_len);
+    header = json::parse(bytes + 8, bytes + 8 + header_len, no_duplicates);
   } catch (const json::exception& e) {
     throw Error(cat(file, ": safetensors header is not valid JSON: ", e.what()));
   }
@@ -85,22 +93,29 @@ std::vector<TensorView> parse_safetensors(const uint8_t* bytes, size_t size, con
     if (end > data_size)
       throw Error(cat(where, ": data ends at byte ", end, " but the file holds only ", data_size,
                       " data bytes (truncated file?)"));
-    uint64_t expect = checked_numel(t.shape, where) * dtype_size(t.dtype);
-    if (expect != end - begin)
-      throw Error(cat(where, ": ", dtype_name(t.dtype), " ", t.shape_str(), " needs ", expect,
-                      " bytes, data_offsets span ", end - begin));
+    // Compared by division: numel × element size can wrap around 2^64 for a hostile shape, and a
+    // wrapped product that happens to equal the span would give a view far larger than its bytes.
+    const uint64_t numel = checked_numel(t.shape, where), esize = dtype_size(t.dtype), span = end - begin;
+    if (span % esize != 0 || numel != span / esize)
+      throw Error(cat(where, ": ", dtype_name(t.dtype), " ", t.shape_str(), " has ", numel, " elements of ", esize,
+                      " bytes, data_offsets span ", span, " bytes"));
     t.data = data + begin;
     t.nbytes = size_t(end - begin);
     out.push_back(std::move(t));
   }
-  // Overlapping tensors would alias each other's weights: refuse.
+  // Overlapping tensors would alias each other's weights: refuse. Each tensor is compared with the
+  // one reaching furthest so far, not just its predecessor: a tensor can overlap an earlier, longer
+  // one with an empty or short tensor sorted between them.
   std::vector<const TensorView*> sorted;
-  for (const auto& t : out) sorted.push_back(&t);
+  for (const auto& t : out)
+    if (t.nbytes > 0) sorted.push_back(&t);  // empty tensors own no bytes
   std::sort(sorted.begin(), sorted.end(), [](auto* a, auto* b) { return a->data < b->data; });
-  for (size_t i = 1; i < sorted.size(); ++i)
-    if (sorted[i - 1]->data + sorted[i - 1]->nbytes > sorted[i]->data && sorted[i]->nbytes > 0)
-      throw Error(cat(file, ": tensors '", sorted[i - 1]->name, "' and '", sorted[i]->name,
-                      "' overlap in the data section"));
+  const TensorView* reach = nullptr;
+  for (const TensorView* t : sorted) {
+    if (reach && reach->data + reach->nbytes > t->data)
+      throw Error(cat(file, ": tensors '", reach->name, "' and '", t->name, "' overlap in the data section"));
+    if (!reach || t->data + t->nbytes > reach->data + reach->nbytes) reach = t;
+  }
   return out;
 }
 
@@ -154,12 +169,15 @@ std::unique_ptr<TensorDirectory> TensorDirectory::open(const std::string& path) 
     }
     for (const auto& [name, shard] : weight_map)
       if (!dir->tensors_.count(name))
-        throw Error(cat("tensor '", name, "' is listed in the index for ", shard, " but not stored there"));
+        throw Error(cat((fs::path(path) / shard).string(), ": tensor '", name, "' is listed for this shard in ",
+                        index_path.string(), " but not stored there"));
     return dir;
   }
   std::vector<std::string> found;
-  for (const auto& e : fs::directory_iterator(path))
-    if (e.path().extension() == ".safetensors") found.push_back(e.path().string());
+  // The error_code form: an unreadable directory is input trouble (Error), not filesystem_error.
+  for (fs::directory_iterator it(path, ec), end; !ec && it != end; it.increment(ec))
+    if (it->path().extension() == ".safetensors") found.push_back(it->path().string());
+  if (ec) throw Error(cat("cannot list ", path, ": ", ec.message()));
   if (found.size() != 1)
     throw Error(cat(path, ": expected model.safetensors.index.json or exactly one .safetensors file, found ",
                     found.size(), " .safetensors files"));

@@ -1,5 +1,8 @@
 #include "model/config.h"
 
+#include <climits>
+#include <cmath>
+#include <cstdint>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
@@ -27,31 +30,42 @@ const char* attention_kind_name(AttentionKind k) {
 
 namespace {
 
+// Every field fits an int: larger values are corruption, and refusing them here keeps the int
+// fields below from silently truncating (num_hidden_layers 2^32 + 1 would read as 1).
+constexpr int64_t kMaxInt = INT32_MAX;
+
 struct Reader {
   const json& j;
   const std::string& origin;
+  std::string prefix = {};  // "rope_scaling." for the nested object, so errors name the full field
 
   [[noreturn]] void fail(const std::string& key, const std::string& what) const {
-    throw Error(cat(origin, ": field \"", key, "\" ", what));
+    throw Error(cat(origin, ": field \"", prefix, key, "\" ", what));
   }
   const json& at(const std::string& key) const {
     if (!j.contains(key)) fail(key, "is missing");
     return j[key];
   }
-  int64_t integer(const std::string& key, int64_t min_value) const {
+  int64_t integer(const std::string& key, int64_t min_value, int64_t max_value = kMaxInt) const {
     const json& v = at(key);
     if (!v.is_number_integer()) fail(key, cat("must be an integer, got ", v.dump()));
+    // Unsigned values above INT64_MAX would wrap to negative through get<int64_t>().
+    if (v.is_number_unsigned() && v.get<uint64_t>() > uint64_t(max_value))
+      fail(key, cat("must be <= ", max_value, ", got ", v.dump()));
     int64_t x = v.get<int64_t>();
     if (x < min_value) fail(key, cat("must be >= ", min_value, ", got ", x));
+    if (x > max_value) fail(key, cat("must be <= ", max_value, ", got ", x));
     return x;
   }
-  int64_t integer_or(const std::string& key, int64_t dflt, int64_t min_value) const {
-    return j.contains(key) ? integer(key, min_value) : dflt;
+  int64_t integer_or(const std::string& key, int64_t dflt, int64_t min_value, int64_t max_value = kMaxInt) const {
+    return j.contains(key) ? integer(key, min_value, max_value) : dflt;
   }
   double number(const std::string& key) const {
     const json& v = at(key);
     if (!v.is_number()) fail(key, cat("must be a number, got ", v.dump()));
-    return v.get<double>();
+    double x = v.get<double>();
+    if (!std::isfinite(x)) fail(key, cat("must be finite, got ", v.dump()));  // 1e999 parses as inf
+    return x;
   }
   double number_or(const std::string& key, double dflt) const { return j.contains(key) ? number(key) : dflt; }
 };
@@ -87,6 +101,9 @@ ModelConfig parse_config(const std::string& text, const std::string& origin) {
   c.n_routed_experts = int(r.integer("n_routed_experts", 1));
   c.n_shared_experts = int(r.integer_or("n_shared_experts", 1, 0));
   c.n_activated_experts = int(r.integer("num_experts_per_tok", 1));
+  // Not j.value(): for a non-string it throws nlohmann's type_error, which is not an Error.
+  if (j.contains("scoring_func") && !j["scoring_func"].is_string())
+    r.fail("scoring_func", cat("must be a string, got ", j["scoring_func"].dump()));
   std::string sf = j.value("scoring_func", std::string("sqrtsoftplus"));
   if (sf == "sqrtsoftplus") c.score_func = ScoreFunc::kSqrtSoftplus;
   else if (sf == "sigmoid") c.score_func = ScoreFunc::kSigmoid;
@@ -100,7 +117,7 @@ ModelConfig parse_config(const std::string& text, const std::string& origin) {
   if (j.contains("rope_scaling") && !j["rope_scaling"].is_null()) {
     const json& rs = j["rope_scaling"];
     if (!rs.is_object()) r.fail("rope_scaling", "must be an object");
-    Reader rr{rs, origin};
+    Reader rr{rs, origin, "rope_scaling."};
     c.rope_factor = rr.number_or("factor", 1.0);
     c.original_seq_len = rr.integer_or("original_max_position_embeddings", 0, 0);
     c.beta_fast = rr.number_or("beta_fast", 32);
@@ -113,7 +130,7 @@ ModelConfig parse_config(const std::string& text, const std::string& origin) {
   c.hc_sinkhorn_iters = int(r.integer("hc_sinkhorn_iters", 1));
   c.hc_eps = float(r.number("hc_eps"));
   c.norm_eps = float(r.number_or("rms_norm_eps", 1e-6));
-  c.max_position_embeddings = r.integer_or("max_position_embeddings", 1 << 20, 1);
+  c.max_position_embeddings = r.integer_or("max_position_embeddings", 1 << 20, 1, INT64_MAX);
   c.bos_token_id = int(r.integer_or("bos_token_id", 0, 0));
   c.eos_token_id = int(r.integer_or("eos_token_id", 1, 0));
   if (j.contains("expert_dtype") && !j["expert_dtype"].is_null()) {
@@ -133,7 +150,7 @@ ModelConfig parse_config(const std::string& text, const std::string& origin) {
 
   // What the math needs (each check names the reason).
   require(c.n_mtp_layers <= 1, origin, "num_nextn_predict_layers > 1 is not supported (one MTP block)");
-  require(c.compress_ratios.size() == size_t(c.n_layers + c.n_mtp_layers), origin,
+  require(c.compress_ratios.size() == size_t(c.n_layers) + size_t(c.n_mtp_layers), origin,
           cat("compress_ratios has ", c.compress_ratios.size(), " entries; expected num_hidden_layers + "
               "num_nextn_predict_layers = ", c.n_layers + c.n_mtp_layers));
   for (int i = c.n_layers; i < c.n_layers + c.n_mtp_layers; ++i)
