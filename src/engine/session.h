@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <span>
 #include <vector>
 
@@ -57,6 +58,7 @@ class Session {
   size_t state_bytes() const { return state_.bytes(); }
 
  private:
+  friend void decode_batch(std::span<Session* const>, std::span<const int32_t>, std::vector<float>*);
   void check_room(int64_t n) const;
   void keep_hidden();
 

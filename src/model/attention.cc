@@ -18,7 +18,7 @@ namespace {
 
 // q = wq_b(q_norm(wq_a(x))), per-head weightless RMS norm, RoPE. Returns q [n, H·Dh]; `qr_in`
 // receives wq_b's (quantized) input, which the indexer reuses.
-std::vector<float> query_path(const AttentionArgs& a, std::vector<float>* qr_in) {
+std::vector<float> query_path(const AttentionArgs& a, const std::vector<int64_t>& pos, std::vector<float>* qr_in) {
   const ModelConfig& c = *a.config;
   const AttentionWeights& w = *a.weights;
   std::vector<float> xq = gemm_input(a.x, a.n, c.dim, a.numerics);
@@ -34,13 +34,13 @@ std::vector<float> query_path(const AttentionArgs& a, std::vector<float>* qr_in)
     for (int h = 0; h < c.n_heads; ++h) {
       float* qh = q.data() + (i * c.n_heads + h) * c.head_dim;
       kernels::rms_norm(qh, nullptr, c.head_dim, c.norm_eps, qh);
-      a.rope->apply(qh, c.head_dim, a.start_pos + i);
+      a.rope->apply(qh, c.head_dim, pos[size_t(i)]);
     }
   return q;
 }
 
 // kv = kv_norm(wkv(x)), RoPE, FP8 round trip of the non-rope dims (reference numerics).
-std::vector<float> kv_path(const AttentionArgs& a) {
+std::vector<float> kv_path(const AttentionArgs& a, const std::vector<int64_t>& pos) {
   const ModelConfig& c = *a.config;
   std::vector<float> xq = gemm_input(a.x, a.n, c.dim, a.numerics);
   std::vector<float> kv(size_t(a.n * c.head_dim));
@@ -48,7 +48,7 @@ std::vector<float> kv_path(const AttentionArgs& a) {
   for (int64_t i = 0; i < a.n; ++i) {
     float* r = kv.data() + i * c.head_dim;
     kernels::rms_norm(r, a.weights->kv_norm.data(), c.head_dim, c.norm_eps, r);
-    a.rope->apply(r, c.head_dim, a.start_pos + i);
+    a.rope->apply(r, c.head_dim, pos[size_t(i)]);
     if (a.numerics == Numerics::kReference) kernels::fp8_simulate(r, c.nope_head_dim(), 64);
   }
   return kv;
@@ -69,40 +69,23 @@ void output_projection(const AttentionArgs& a, const float* o) {
   kernels::linear(a.weights->wo_b, zq.data(), a.n, a.out, nullptr);
 }
 
-}  // namespace
-
-void attention_forward(const AttentionArgs& a, LayerState* st) {
+// Attention of one sequence's rows over its window and compressed keys.
+void attend_segment(const AttentionArgs& a, const Segment& seg, const std::vector<float>& q,
+                    const std::vector<float>& kv, const std::vector<std::vector<int32_t>>& selected, float* o) {
   const ModelConfig& c = *a.config;
   const AttentionWeights& w = *a.weights;
+  const LayerState* st = seg.state;
   const int64_t Dh = c.head_dim, W = c.window_size;
-  std::vector<float> qr_in;
-  std::vector<float> q = query_path(a, &qr_in);
-  std::vector<float> kv = kv_path(a);
-
-  // Compressed entries completed by this chunk exist before any query attends (spec §4.6).
-  std::vector<std::vector<int32_t>> selected;
-  if (w.compressor) {
-    CompressArgs ca{&c, w.compressor.get(), a.rope, CompressorRole::kMainKv, a.numerics, a.x, a.n, a.start_pos};
-    compress(ca, &st->compressor, &st->compressed_kv);
-  }
-  if (w.indexer) {
-    CompressArgs ci{&c, &w.indexer->compressor, a.rope, CompressorRole::kIndexKey, a.numerics, a.x, a.n, a.start_pos};
-    compress(ci, &st->index_compressor, &st->index_keys);
-    IndexerArgs ia{&c, w.indexer.get(), a.rope, a.numerics, qr_in.data(), a.x, a.n, a.start_pos,
-                   st->index_keys.data(), st->n_index_keys(), a.trace, a.trace_tag};
-    selected = index_select(ia);
-  }
-
   const int ratio = w.compressor ? w.compressor->ratio : 0;
-  std::vector<float> o(size_t(a.n * c.n_heads * Dh));
   std::vector<const float*> keys;
   std::vector<float> logits;
-  for (int64_t i = 0; i < a.n; ++i) {
-    const int64_t t = a.start_pos + i;
+  for (int64_t i = seg.row0; i < seg.row0 + seg.n; ++i) {
+    const int64_t t = seg.start_pos + (i - seg.row0);
     keys.clear();
-    // Window: positions max(0, t−W+1) … t; older ones from the ring, this chunk's from `kv`.
+    // Window: positions max(0, t−W+1) … t; older ones from the ring, this call's from `kv`.
     for (int64_t p = std::max<int64_t>(0, t - W + 1); p <= t; ++p)
-      keys.push_back(p < a.start_pos ? st->window_kv.data() + (p % W) * Dh : kv.data() + (p - a.start_pos) * Dh);
+      keys.push_back(p < seg.start_pos ? st->window_kv.data() + (p % W) * Dh
+                                       : kv.data() + (seg.row0 + p - seg.start_pos) * Dh);
     if (w.indexer) {
       for (int32_t j : selected[size_t(i)]) keys.push_back(st->compressed_kv.data() + j * Dh);
     } else if (w.compressor) {
@@ -117,18 +100,65 @@ void attention_forward(const AttentionArgs& a, LayerState* st) {
     sa.n_heads = c.n_heads;
     sa.head_dim = Dh;
     sa.softmax_scale = 1.0f / std::sqrt(float(Dh));
-    sa.out = o.data() + i * c.n_heads * Dh;
+    sa.out = o + i * c.n_heads * Dh;
     sa.scratch = logits.data();
     kernels::sparse_attention(sa);
     // Values carry rotated rope dims; rotating the output back makes them relative (§4.4.8).
     for (int h = 0; h < c.n_heads; ++h) a.rope->apply(sa.out + h * Dh, Dh, t, /*inverse=*/true);
   }
-  output_projection(a, o.data());
+}
 
-  // Only now may the ring take this chunk's tokens: earlier queries read the slots they replace.
-  for (int64_t p = std::max(a.start_pos, a.start_pos + a.n - W); p < a.start_pos + a.n; ++p)
-    std::copy(kv.begin() + (p - a.start_pos) * Dh, kv.begin() + (p - a.start_pos + 1) * Dh,
-              st->window_kv.begin() + (p % W) * Dh);
+// Only after attention may a ring take the new tokens: earlier queries read the slots they replace.
+void write_window(const ModelConfig& c, const Segment& seg, const std::vector<float>& kv) {
+  const int64_t Dh = c.head_dim, W = c.window_size;
+  for (int64_t p = std::max(seg.start_pos, seg.start_pos + seg.n - W); p < seg.start_pos + seg.n; ++p) {
+    const float* row = kv.data() + (seg.row0 + p - seg.start_pos) * Dh;
+    std::copy(row, row + Dh, seg.state->window_kv.begin() + (p % W) * Dh);
+  }
+}
+
+}  // namespace
+
+void attention_forward(const AttentionArgs& a) {
+  const ModelConfig& c = *a.config;
+  const AttentionWeights& w = *a.weights;
+  std::vector<int64_t> pos(size_t(a.n));
+  std::vector<const LayerState*> row_state(size_t(a.n));
+  for (int s = 0; s < a.n_segments; ++s)
+    for (int64_t i = 0; i < a.segments[s].n; ++i) {
+      pos[size_t(a.segments[s].row0 + i)] = a.segments[s].start_pos + i;
+      row_state[size_t(a.segments[s].row0 + i)] = a.segments[s].state;
+    }
+  std::vector<float> qr_in;
+  std::vector<float> q = query_path(a, pos, &qr_in);
+  std::vector<float> kv = kv_path(a, pos);
+
+  // Compressed entries completed by this call exist before any query attends (spec §4.6).
+  if (w.compressor) {
+    CompressArgs ca{&c, w.compressor.get(), a.rope, CompressorRole::kMainKv, a.numerics};
+    CompressorProjections proj = compressor_project(*w.compressor, a.x, a.n);
+    for (int s = 0; s < a.n_segments; ++s) {
+      const Segment& g = a.segments[s];
+      compress(ca, proj, g.row0, g.n, g.start_pos, &g.state->compressor, &g.state->compressed_kv);
+    }
+  }
+  std::vector<std::vector<int32_t>> selected;
+  if (w.indexer) {
+    CompressArgs ci{&c, &w.indexer->compressor, a.rope, CompressorRole::kIndexKey, a.numerics};
+    CompressorProjections proj = compressor_project(w.indexer->compressor, a.x, a.n);
+    for (int s = 0; s < a.n_segments; ++s) {
+      const Segment& g = a.segments[s];
+      compress(ci, proj, g.row0, g.n, g.start_pos, &g.state->index_compressor, &g.state->index_keys);
+    }
+    IndexerArgs ia{&c, w.indexer.get(), a.rope, a.numerics, qr_in.data(), a.x, a.n, pos.data(), row_state.data(),
+                   a.trace, a.trace_tag};
+    selected = index_select(ia);
+  }
+
+  std::vector<float> o(size_t(a.n * c.n_heads * c.head_dim));
+  for (int s = 0; s < a.n_segments; ++s) attend_segment(a, a.segments[s], q, kv, selected, o.data());
+  output_projection(a, o.data());
+  for (int s = 0; s < a.n_segments; ++s) write_window(c, a.segments[s], kv);
 }
 
 }  // namespace dsv4

@@ -6,8 +6,9 @@
 // (HCA) or the indexer's top-k (CSA); sparse attention with a per-head sink; inverse RoPE on the
 // output; grouped low-rank output projection wo_a → wo_b.
 //
-// Works on a chunk of n consecutive tokens at any start position: every query sees exactly the
-// keys single-token decode would give it, so prefill, chunked prefill and decode agree.
+// Works on chunks of consecutive tokens of one or several sequences (segments) at any start
+// position: every query sees exactly the keys single-token decode would give it, so prefill,
+// chunked prefill, decode and batched decode agree. Projections run once over all rows.
 #pragma once
 
 #include <cstdint>
@@ -26,14 +27,15 @@ struct AttentionArgs {
   const AttentionWeights* weights = nullptr;
   const RopeTable* rope = nullptr;  // the layer's table
   Numerics numerics = Numerics::kReference;
-  const float* x = nullptr;  // [n, dim] = attn_norm(hc_pre(X))
+  const float* x = nullptr;  // [n, dim] = attn_norm(hc_pre(X)), all segments' rows
   int64_t n = 0;
-  int64_t start_pos = 0;
+  const Segment* segments = nullptr;  // which rows belong to which sequence (and its state)
+  int n_segments = 0;
   float* out = nullptr;      // [n, dim]
   Trace* trace = nullptr;
   const char* trace_tag = "";
 };
 
-void attention_forward(const AttentionArgs& args, LayerState* state);
+void attention_forward(const AttentionArgs& args);
 
 }  // namespace dsv4

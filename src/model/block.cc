@@ -32,22 +32,24 @@ void post(const BlockArgs& a, const std::vector<HcMix>& mixes, const float* f) {
 
 }  // namespace
 
-void block_forward(const BlockArgs& a, LayerState* state) {
+void block_forward(const BlockArgs& a) {
   const ModelConfig& c = *a.config;
   const BlockWeights& w = *a.weights;
   std::vector<HcMix> mixes;
   std::vector<float> f(size_t(a.n * c.dim));
 
   std::vector<float> h = pre_norm(a, w.hc_attn, w.attn_norm, &mixes);
-  AttentionArgs aa{&c, &w.attn, a.rope, a.numerics, h.data(), a.n, a.start_pos, f.data(), a.trace, a.trace_tag};
-  attention_forward(aa, state);
+  AttentionArgs aa{&c, &w.attn, a.rope, a.numerics, h.data(), a.n, a.segments, a.n_segments, f.data(), a.trace, a.trace_tag};
+  attention_forward(aa);
+  std::vector<int64_t> pos(static_cast<size_t>(a.n));
+  for (int s = 0; s < a.n_segments; ++s)
+    for (int64_t i = 0; i < a.segments[s].n; ++i) pos[size_t(a.segments[s].row0 + i)] = a.segments[s].start_pos + i;
   if (a.trace)
-    for (int64_t i = 0; i < a.n; ++i)
-      a.trace->f32(cat("attn_out.", a.trace_tag), a.start_pos + i, f.data() + i * c.dim, c.dim);
+    for (int64_t i = 0; i < a.n; ++i) a.trace->f32(cat("attn_out.", a.trace_tag), pos[size_t(i)], f.data() + i * c.dim, c.dim);
   post(a, mixes, f.data());
 
   h = pre_norm(a, w.hc_ffn, w.ffn_norm, &mixes);
-  MoeArgs ma{&c, &w.ffn, c.is_hash_layer(w.layer_id), a.numerics, h.data(), a.tokens, a.n, a.start_pos,
+  MoeArgs ma{&c, &w.ffn, c.is_hash_layer(w.layer_id), a.numerics, h.data(), a.tokens, a.n, pos.data(),
              f.data(), a.trace, a.trace_tag};
   moe_forward(ma);
   post(a, mixes, f.data());

@@ -22,11 +22,12 @@ struct BlockArgs {
   float* x = nullptr;               // [n, hc, dim] residual streams, updated in place
   const int32_t* tokens = nullptr;  // [n] (hash routing)
   int64_t n = 0;
-  int64_t start_pos = 0;
+  const Segment* segments = nullptr;  // the sequences the rows belong to, with this layer's states
+  int n_segments = 0;
   Trace* trace = nullptr;
   const char* trace_tag = "";       // "block{i}" or "mtp"
 };
 
-void block_forward(const BlockArgs& args, LayerState* state);
+void block_forward(const BlockArgs& args);
 
 }  // namespace dsv4

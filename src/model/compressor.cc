@@ -62,22 +62,30 @@ void emit_entry(const CompressArgs& args, CompressorState* st, int64_t j, std::v
 
 }  // namespace
 
-void compress(const CompressArgs& args, CompressorState* st, std::vector<float>* entries) {
+CompressorProjections compressor_project(const CompressorWeights& w, const float* a, int64_t n) {
+  // F32 with F32-upcast BF16 weights and no activation quantization, as the reference.
+  CompressorProjections p;
+  p.kv.resize(size_t(n * w.wkv.out));
+  p.score.resize(size_t(n * w.wgate.out));
+  kernels::linear(w.wkv, a, n, p.kv.data(), nullptr);
+  kernels::linear(w.wgate, a, n, p.score.data(), nullptr);
+  return p;
+}
+
+void compress(const CompressArgs& args, const CompressorProjections& proj, int64_t row0, int64_t n,
+              int64_t start_pos, CompressorState* st, std::vector<float>* entries) {
   const CompressorWeights& w = *args.weights;
   const int64_t width = st->width, r = w.ratio;
   DSV4_CHECK(width == w.wkv.out, "compressor state width ", width, " vs weight rows ", w.wkv.out);
-  DSV4_CHECK(int64_t(st->cur_kv.size()) == (args.start_pos % r) * width, "compressor state out of step at pos ",
-             args.start_pos);
-  // A = Wkv·a, Z = Wgate·a + ape[pos mod r]: F32 with F32-upcast BF16 weights, no act quant.
-  std::vector<float> kv(size_t(args.n * width)), score(size_t(args.n * width));
-  kernels::linear(w.wkv, args.a, args.n, kv.data(), nullptr);
-  kernels::linear(w.wgate, args.a, args.n, score.data(), nullptr);
-  for (int64_t i = 0; i < args.n; ++i) {
-    const int64_t pos = args.start_pos + i;
-    const float* ape = w.ape.data() + (pos % r) * width;
-    for (int64_t c = 0; c < width; ++c) score[size_t(i * width + c)] += ape[c];
-    st->cur_kv.insert(st->cur_kv.end(), kv.begin() + i * width, kv.begin() + (i + 1) * width);
-    st->cur_score.insert(st->cur_score.end(), score.begin() + i * width, score.begin() + (i + 1) * width);
+  DSV4_CHECK(int64_t(st->cur_kv.size()) == (start_pos % r) * width, "compressor state out of step at pos ",
+             start_pos);
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t pos = start_pos + i;
+    const float* kv = proj.kv.data() + (row0 + i) * width;
+    const float* score = proj.score.data() + (row0 + i) * width;
+    const float* ape = w.ape.data() + (pos % r) * width;  // Z = Wgate·a + ape[pos mod r]
+    st->cur_kv.insert(st->cur_kv.end(), kv, kv + width);
+    for (int64_t c = 0; c < width; ++c) st->cur_score.push_back(score[c] + ape[c]);
     if ((pos + 1) % r == 0) emit_entry(args, st, pos / r, entries);
   }
 }

@@ -26,13 +26,20 @@ struct CompressArgs {
   const RopeTable* rope = nullptr;  // the layer's (compress) table
   CompressorRole role = CompressorRole::kMainKv;
   Numerics numerics = Numerics::kReference;
-  const float* a = nullptr;  // [n, dim] normalized block input of the new tokens
-  int64_t n = 0;
-  int64_t start_pos = 0;     // position of a[0]; the state must hold exactly start_pos % ratio pending tokens
 };
 
-// Consumes the n tokens; appends each entry that completes to `entries` ([·, d] rows, entry j at
-// row j). Entries become visible to a query at t iff (j+1)·ratio ≤ t+1.
-void compress(const CompressArgs& args, CompressorState* state, std::vector<float>* entries);
+// The per-token projections of all rows of a call: A = Wkv·a and Z = Wgate·a (ape not yet
+// added), each [n, coff·d]; a: [n, dim].
+struct CompressorProjections {
+  std::vector<float> kv, score;
+};
+CompressorProjections compressor_project(const CompressorWeights& w, const float* a, int64_t n);
+
+// Consumes one sequence's rows [row0, row0 + n) of `proj` at positions start_pos …; the state
+// must hold exactly start_pos % ratio pending tokens. Appends each entry that completes to
+// `entries` ([·, d] rows, entry j at row j); entries become visible to a query at t iff
+// (j+1)·ratio ≤ t+1.
+void compress(const CompressArgs& args, const CompressorProjections& proj, int64_t row0, int64_t n,
+              int64_t start_pos, CompressorState* state, std::vector<float>* entries);
 
 }  // namespace dsv4

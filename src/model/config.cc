@@ -1,6 +1,7 @@
 #include "model/config.h"
 
 #include <climits>
+#include <cfloat>
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
@@ -68,6 +69,12 @@ struct Reader {
     return x;
   }
   double number_or(const std::string& key, double dflt) const { return j.contains(key) ? number(key) : dflt; }
+  // For float fields: a double beyond FLT_MAX has no float value (the conversion is undefined).
+  float number_f32_or(const std::string& key, double dflt) const {
+    double x = number_or(key, dflt);
+    if (std::fabs(x) > double(FLT_MAX)) fail(key, cat("is out of float range: ", x));
+    return float(x);
+  }
 };
 
 void require(bool ok, const std::string& origin, const std::string& what) {
@@ -109,8 +116,8 @@ ModelConfig parse_config(const std::string& text, const std::string& origin) {
   else if (sf == "sigmoid") c.score_func = ScoreFunc::kSigmoid;
   else if (sf == "softmax") c.score_func = ScoreFunc::kSoftmax;
   else r.fail("scoring_func", cat("has unsupported value \"", sf, "\" (sqrtsoftplus, sigmoid, softmax)"));
-  c.route_scale = float(r.number_or("routed_scaling_factor", 1.0));
-  c.swiglu_limit = float(r.number_or("swiglu_limit", 0.0));
+  c.route_scale = r.number_f32_or("routed_scaling_factor", 1.0);
+  c.swiglu_limit = r.number_f32_or("swiglu_limit", 0.0);
   c.window_size = int(r.integer("sliding_window", 1));
   c.rope_theta = r.number("rope_theta");
   c.compress_rope_theta = r.number_or("compress_rope_theta", c.rope_theta);
@@ -128,8 +135,9 @@ ModelConfig parse_config(const std::string& text, const std::string& origin) {
   c.index_topk = int(r.integer("index_topk", 1));
   c.hc_mult = int(r.integer("hc_mult", 1));
   c.hc_sinkhorn_iters = int(r.integer("hc_sinkhorn_iters", 1));
-  c.hc_eps = float(r.number("hc_eps"));
-  c.norm_eps = float(r.number_or("rms_norm_eps", 1e-6));
+  r.at("hc_eps");  // required, unlike the other float fields
+  c.hc_eps = r.number_f32_or("hc_eps", 0.0);
+  c.norm_eps = r.number_f32_or("rms_norm_eps", 1e-6);
   c.max_position_embeddings = r.integer_or("max_position_embeddings", 1 << 20, 1, INT64_MAX);
   c.bos_token_id = int(r.integer_or("bos_token_id", 0, 0));
   c.eos_token_id = int(r.integer_or("eos_token_id", 1, 0));
@@ -152,9 +160,9 @@ ModelConfig parse_config(const std::string& text, const std::string& origin) {
   require(c.n_mtp_layers <= 1, origin, "num_nextn_predict_layers > 1 is not supported (one MTP block)");
   require(c.compress_ratios.size() == size_t(c.n_layers) + size_t(c.n_mtp_layers), origin,
           cat("compress_ratios has ", c.compress_ratios.size(), " entries; expected num_hidden_layers + "
-              "num_nextn_predict_layers = ", c.n_layers + c.n_mtp_layers));
+              "num_nextn_predict_layers = ", int64_t(c.n_layers) + c.n_mtp_layers));  // int64: no overflow
   for (int i = c.n_layers; i < c.n_layers + c.n_mtp_layers; ++i)
-    require(c.compress_ratios[size_t(i)] == 0, origin, "the MTP block's compress ratio must be 0");
+    require(c.compress_ratios[size_t(i)] == 0, origin, "compress_ratios: the MTP block's (last) entry must be 0");
   require(c.n_shared_experts == 1, origin, "n_shared_experts must be 1 (as in the reference)");
   require(c.n_activated_experts <= c.n_routed_experts, origin, "num_experts_per_tok exceeds n_routed_experts");
   require(c.n_hash_layers <= c.n_layers, origin, "num_hash_layers exceeds num_hidden_layers");

@@ -25,7 +25,7 @@ std::vector<std::vector<int32_t>> index_select(const IndexerArgs& a) {
   for (int64_t i = 0; i < a.n; ++i)
     for (int h = 0; h < heads; ++h) {
       float* qh = q.data() + (i * heads + h) * hd;
-      a.rope->apply(qh, hd, a.start_pos + i);
+      a.rope->apply(qh, hd, a.positions[i]);
       kernels::hadamard_inplace(qh, hd);
       if (a.numerics == Numerics::kReference) kernels::fp4_simulate(qh, hd, 32);
     }
@@ -38,13 +38,14 @@ std::vector<std::vector<int32_t>> index_select(const IndexerArgs& a) {
   std::vector<std::vector<int32_t>> out(size_t(a.n));
   std::vector<float> score;
   for (int64_t i = 0; i < a.n; ++i) {
-    const int64_t pos = a.start_pos + i;
-    const int64_t n_cand = std::min<int64_t>((pos + 1) / 4, a.n_keys);  // complete entries only
+    const int64_t pos = a.positions[i];
+    const float* keys = a.states[i]->index_keys.data();
+    const int64_t n_cand = std::min<int64_t>((pos + 1) / 4, a.states[i]->n_index_keys());  // complete entries only
     score.assign(size_t(n_cand), 0.0f);
     for (int64_t j = 0; j < n_cand; ++j) {
       float s = 0;
       for (int h = 0; h < heads; ++h) {
-        float dotv = kernels::dot(q.data() + (i * heads + h) * hd, a.keys + j * hd, hd);
+        float dotv = kernels::dot(q.data() + (i * heads + h) * hd, keys + j * hd, hd);
         s += hw[size_t(i * heads + h)] * std::max(dotv, 0.0f);
       }
       score[size_t(j)] = s;

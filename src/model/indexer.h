@@ -9,6 +9,7 @@
 
 #include "model/config.h"
 #include "model/rope.h"
+#include "model/state.h"
 #include "model/weights.h"
 
 namespace dsv4 {
@@ -23,9 +24,8 @@ struct IndexerArgs {
   const float* qr_in = nullptr;  // [n, q_lora_rank] wq_b input (already act-quantized in reference mode)
   const float* x = nullptr;      // [n, dim] attention input (weights_proj input, never quantized)
   int64_t n = 0;
-  int64_t start_pos = 0;
-  const float* keys = nullptr;   // [n_keys, index_head_dim] indexer compressor entries so far
-  int64_t n_keys = 0;
+  const int64_t* positions = nullptr;          // [n] position of each row
+  const LayerState* const* states = nullptr;   // [n] each row's sequence state (its indexer keys)
   Trace* trace = nullptr;
   const char* trace_tag = "";    // "block{i}" in trace names
 };

@@ -1,5 +1,6 @@
 #include "model/inventory.h"
 
+#include <filesystem>
 #include <set>
 
 #include "core/error.h"
@@ -139,11 +140,24 @@ void detect_expert_format(ModelConfig* c, const TensorDirectory& dir) {
 }
 
 void check_inventory(const ModelConfig& c, const TensorDirectory& dir) {
+  // A missing tensor has no file of its own; name where it was looked for (the checkpoint's
+  // directory, or its one file) so the message still says which checkpoint is incomplete.
+  std::string where = "checkpoint";
+  if (dir.files().size() == 1) where = dir.files()[0]->path();
+  else if (!dir.files().empty()) where = std::filesystem::path(dir.files()[0]->path()).parent_path().string();
+  // A config that disagrees wildly with the checkpoint (say n_routed_experts = 2^31 - 1) would make
+  // expected_tensors() build billions of names before the first lookup fails. The routed-expert
+  // tensors alone bound the count from below, so refuse such a pairing first, cheaply.
+  const int64_t min_expected = (int64_t(c.n_layers) + c.n_mtp_layers) * int64_t(c.n_routed_experts) * 6;
+  if (min_expected > int64_t(dir.tensors().size()))
+    throw Error(cat(where, ": config.json implies at least ", min_expected, " tensors (", c.n_layers + c.n_mtp_layers,
+                    " blocks x ", c.n_routed_experts, " routed experts x 6), the checkpoint holds ",
+                    dir.tensors().size()));
   std::set<std::string> expected_names;
   for (const TensorSpec& s : expected_tensors(c)) {
     expected_names.insert(s.name);
     const TensorView* t = dir.find(s.name);
-    if (!t) throw Error(cat("checkpoint is missing tensor '", s.name, "' (", dtype_name(s.dtype), " ",
+    if (!t) throw Error(cat(where, ": checkpoint is missing tensor '", s.name, "' (", dtype_name(s.dtype), " ",
                             TensorView{s.name, s.dtype, s.shape}.shape_str(), ") required by config.json"));
     // FP4 pairs are stored as I8 by the official checkpoints; accept U8 bytes too.
     bool dtype_ok = t->dtype == s.dtype || (s.dtype == DType::I8 && t->dtype == DType::U8);

@@ -36,27 +36,57 @@ void Model::embed(std::span<const int32_t> tokens, float* x) const {
 void Model::block_forward(int layer, LayerState* state, int64_t start_pos, float* x, const int32_t* tokens,
                           int64_t n, Trace* trace) const {
   const std::string tag = cat("block", layer);
-  BlockArgs a{&config_, &weights_.layers.at(size_t(layer)), &ropes_[size_t(layer)], numerics_, x, tokens, n,
-              start_pos, trace, tag.c_str()};
-  dsv4::block_forward(a, state);
+  Segment seg{state, start_pos, 0, n};
+  BlockArgs a{&config_, &weights_.layers.at(size_t(layer)), &ropes_[size_t(layer)], numerics_, x, tokens, n, &seg, 1,
+              trace, tag.c_str()};
+  dsv4::block_forward(a);
 }
 
 void Model::forward(SequenceState* state, std::span<const int32_t> tokens, LogitsMode logits, ForwardOutput* out,
                     Trace* trace) const {
-  const int64_t n = int64_t(tokens.size()), stride = config_.hc_mult * config_.dim;
-  DSV4_CHECK(int64_t(state->layers.size()) == config_.n_layers, "sequence state has the wrong layer count");
-  out->hidden.assign(size_t(n * stride), 0.0f);
-  embed(tokens, out->hidden.data());
-  if (trace)
-    for (int64_t i = 0; i < n; ++i) trace->f32("hidden.embed", state->pos + i, out->hidden.data() + i * stride, stride);
-  for (int l = 0; l < config_.n_layers; ++l) {
-    block_forward(l, &state->layers[size_t(l)], state->pos, out->hidden.data(), tokens.data(), n, trace);
-    if (trace)
-      for (int64_t i = 0; i < n; ++i)
-        trace->f32(cat("hidden.block", l), state->pos + i, out->hidden.data() + i * stride, stride);
+  std::vector<ForwardOutput> outs;
+  BatchItem item{state, tokens, logits};
+  forward_batch(std::span<const BatchItem>(&item, 1), &outs, trace);
+  *out = std::move(outs[0]);
+}
+
+void Model::forward_batch(std::span<const BatchItem> items, std::vector<ForwardOutput>* outs, Trace* trace) const {
+  const int64_t stride = config_.hc_mult * config_.dim;
+  std::vector<int32_t> tokens;
+  std::vector<int64_t> row0;
+  for (const BatchItem& it : items) {
+    DSV4_CHECK(int64_t(it.state->layers.size()) == config_.n_layers, "sequence state has the wrong layer count");
+    row0.push_back(int64_t(tokens.size()));
+    tokens.insert(tokens.end(), it.tokens.begin(), it.tokens.end());
   }
-  state->pos += n;
-  logits_rows(weights_.hc_head, weights_.norm, out->hidden.data(), n, logits, &out->logits);
+  const int64_t n = int64_t(tokens.size());
+  std::vector<float> x(size_t(n * stride));
+  embed(tokens, x.data());
+  auto trace_rows = [&](const std::string& name) {
+    if (!trace) return;
+    for (size_t k = 0; k < items.size(); ++k)
+      for (size_t i = 0; i < items[k].tokens.size(); ++i)
+        trace->f32(name, items[k].state->pos + int64_t(i), x.data() + (row0[k] + int64_t(i)) * stride, stride);
+  };
+  trace_rows("hidden.embed");
+  std::vector<Segment> segs(items.size());
+  for (int l = 0; l < config_.n_layers; ++l) {
+    for (size_t k = 0; k < items.size(); ++k)
+      segs[k] = Segment{&items[k].state->layers[size_t(l)], items[k].state->pos, row0[k], int64_t(items[k].tokens.size())};
+    const std::string tag = cat("block", l);
+    BlockArgs a{&config_, &weights_.layers[size_t(l)], &ropes_[size_t(l)], numerics_, x.data(), tokens.data(), n,
+                segs.data(), int(segs.size()), trace, tag.c_str()};
+    dsv4::block_forward(a);
+    trace_rows(cat("hidden.block", l));
+  }
+  outs->resize(items.size());
+  for (size_t k = 0; k < items.size(); ++k) {
+    const int64_t m = int64_t(items[k].tokens.size());
+    ForwardOutput& o = (*outs)[k];
+    o.hidden.assign(x.begin() + row0[k] * stride, x.begin() + (row0[k] + m) * stride);
+    items[k].state->pos += m;
+    logits_rows(weights_.hc_head, weights_.norm, o.hidden.data(), m, items[k].logits, &o.logits);
+  }
 }
 
 void Model::logits_rows(const HcHeadWeights& hc, const Vec& norm, const float* x, int64_t n, LogitsMode mode,

@@ -50,6 +50,15 @@ class Model {
   void forward(SequenceState* state, std::span<const int32_t> tokens, LogitsMode logits, ForwardOutput* out,
                Trace* trace = nullptr) const;
 
+  // Several sequences in one forward (batched decode / prefill): weights are read once for all
+  // rows; each sequence attends only within itself. outs[i] gets sequence i's results.
+  struct BatchItem {
+    SequenceState* state = nullptr;
+    std::span<const int32_t> tokens;
+    LogitsMode logits = LogitsMode::kLast;
+  };
+  void forward_batch(std::span<const BatchItem> items, std::vector<ForwardOutput>* outs, Trace* trace = nullptr) const;
+
   // One main block on given streams x [n, hc, dim] (in place) at start_pos with `state`.
   void block_forward(int layer, LayerState* state, int64_t start_pos, float* x, const int32_t* tokens, int64_t n,
                      Trace* trace = nullptr) const;

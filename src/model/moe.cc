@@ -94,7 +94,7 @@ void moe_forward(const MoeArgs& a) {
   std::vector<float> xq = gemm_input(a.x, a.n, c.dim, a.numerics);
   std::vector<float> acc(static_cast<size_t>(c.dim));
   for (int64_t i = 0; i < a.n; ++i) {
-    Route r = route(a, logits.data() + i * E, a.tokens[i], a.start_pos + i);
+    Route r = route(a, logits.data() + i * E, a.tokens[i], a.positions[i]);
     // Routed outputs summed in increasing expert id, as the reference does; then the shared one.
     std::vector<int> order(r.experts.size());
     std::iota(order.begin(), order.end(), 0);

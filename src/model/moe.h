@@ -23,7 +23,7 @@ struct MoeArgs {
   const float* x = nullptr;        // [n, dim] = ffn_norm(hc_pre(X))
   const int32_t* tokens = nullptr; // [n] input ids (hash routing)
   int64_t n = 0;
-  int64_t start_pos = 0;           // for trace positions only
+  const int64_t* positions = nullptr;  // [n] for trace names only
   float* out = nullptr;            // [n, dim]
   Trace* trace = nullptr;
   const char* trace_tag = "";

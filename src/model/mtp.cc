@@ -39,9 +39,10 @@ void Model::mtp_forward(MtpState* state, const float* hidden, std::span<const in
       for (int64_t d = 0; d < D; ++d)
         out->hidden[size_t((i * hc + s) * D + d)] = ep[size_t(i * D + d)] + hp[size_t((i * hc + s) * D + d)];
 
+  Segment seg{&state->layer, state->pos, 0, n};
   BlockArgs a{&config_, &w.block, &ropes_[size_t(config_.n_layers)], numerics_, out->hidden.data(),
-              next_tokens.data(), n, state->pos, trace, "mtp"};
-  dsv4::block_forward(a, &state->layer);
+              next_tokens.data(), n, &seg, 1, trace, "mtp"};
+  dsv4::block_forward(a);
   if (trace)
     for (int64_t i = 0; i < n; ++i) trace->f32("hidden.mtp", state->pos + i, out->hidden.data() + i * hc * D, hc * D);
   state->pos += n;

@@ -40,6 +40,17 @@ struct LayerState {
   size_t bytes() const;
 };
 
+// A run of consecutive rows of a forward call that belong to one sequence: rows
+// [row0, row0 + n) are that sequence's tokens at positions start_pos … start_pos + n − 1.
+// Several segments in one call are several sequences batched together (their projections
+// share one pass over the weights; attention stays within each sequence).
+struct Segment {
+  LayerState* state = nullptr;  // this layer's state of the sequence
+  int64_t start_pos = 0;
+  int64_t row0 = 0;
+  int64_t n = 0;
+};
+
 // Main-model state of one sequence: `pos` tokens have been consumed.
 struct SequenceState {
   int64_t pos = 0;
