@@ -8,5 +8,8 @@ namespace dsv4::cli {
 
 void add_model_commands(CLI::App& app);      // inspect, logits          (cmd_model.cc)
 void add_tokenizer_commands(CLI::App& app);  // tokenize, detokenize, template, parse-completion
+void add_make_model_commands(CLI::App& app);  // make-model                (cmd_make_model.cc)
+void add_generate_commands(CLI::App& app);  // run, chat                  (cmd_generate.cc)
+void add_serve_commands(CLI::App& app);      // serve                     (cmd_serve.cc)
 
 }  // namespace dsv4::cli

@@ -12,6 +12,9 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", "dsv4 0.1.0");
   dsv4::cli::add_model_commands(app);
   dsv4::cli::add_tokenizer_commands(app);
+  dsv4::cli::add_generate_commands(app);
+  dsv4::cli::add_make_model_commands(app);
+  dsv4::cli::add_serve_commands(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -48,7 +48,7 @@ struct Emitter {
 }  // namespace
 
 GenerateResult generate(Session* s, std::span<const int32_t> prompt, const GenerateOptions& o,
-                        const ProgressFn& progress) {
+                        const PrefillProgressFn& progress) {
   GenerateResult r;
   r.prompt_tokens = int64_t(prompt.size());
   if (prompt.empty() && s->position() == 0) throw Error("empty prompt: nothing to continue from");

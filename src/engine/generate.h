@@ -39,6 +39,6 @@ struct GenerateResult {
 
 // Appends `prompt` to the session (which may already hold history) and generates.
 GenerateResult generate(Session* session, std::span<const int32_t> prompt, const GenerateOptions& options,
-                        const ProgressFn& progress = {});
+                        const PrefillProgressFn& progress = {});
 
 }  // namespace dsv4

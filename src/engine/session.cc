@@ -28,7 +28,7 @@ void Session::keep_hidden() {
   if (options_.keep_mtp) unpaired_hidden_.insert(unpaired_hidden_.end(), out_.hidden.begin(), out_.hidden.end());
 }
 
-std::span<const float> Session::append(std::span<const int32_t> tokens, const ProgressFn& progress) {
+std::span<const float> Session::append(std::span<const int32_t> tokens, const PrefillProgressFn& progress) {
   check_room(int64_t(tokens.size()));
   const int64_t n = int64_t(tokens.size());
   for (int64_t s = 0; s < n; s += options_.prefill_chunk) {

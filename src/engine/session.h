@@ -22,7 +22,7 @@ struct SessionOptions {
 };
 
 // Called during prefill with (tokens done, tokens total).
-using ProgressFn = std::function<void(int64_t, int64_t)>;
+using PrefillProgressFn = std::function<void(int64_t, int64_t)>;
 
 class Session {
  public:
@@ -35,7 +35,7 @@ class Session {
 
   // Appends tokens and runs them through the model in chunks. Returns the logits of the last
   // token [vocab]. Throws Error if the context would overflow (nothing is changed then).
-  std::span<const float> append(std::span<const int32_t> tokens, const ProgressFn& progress = {});
+  std::span<const float> append(std::span<const int32_t> tokens, const PrefillProgressFn& progress = {});
 
   // Appends tokens in ONE forward and returns logits for each [n, vocab] (multi-token decode:
   // each row equals what single-token decode would give). Keeps a checkpoint so that

@@ -1,6 +1,7 @@
 #include "tokenizer/bpe.h"
 
 #include <algorithm>
+#include <atomic>
 
 #include "core/error.h"
 #include "tokenizer/byte_level.h"
@@ -17,6 +18,8 @@ BpeModel BpeModel::from_json(const nlohmann::json& model) {
       throw Error(cat("tokenizer.json: BPE ", f, " is not supported"));
   }
   BpeModel m;
+  static std::atomic<uint64_t> next_instance{1};
+  m.instance_ = next_instance++;
   const auto& vocab = model.at("vocab");
   if (!vocab.is_object()) throw Error("tokenizer.json: model.vocab must be an object");
   std::unordered_map<std::string, int32_t> ids;
@@ -79,6 +82,17 @@ struct Cand {
 // Min-heap order on (rank, pos): the lowest rank wins, ties go to the leftmost pair.
 bool heap_less(const Cand& a, const Cand& b) { return a.rank != b.rank ? a.rank > b.rank : a.pos > b.pos; }
 
+struct StringHash {
+  using is_transparent = void;
+  std::size_t operator()(std::string_view s) const { return std::hash<std::string_view>()(s); }
+};
+
+struct PieceCache {
+  static constexpr std::size_t kMaxPiece = 32, kMaxEntries = 1 << 16;
+  uint64_t owner = 0;
+  std::unordered_map<std::string, std::vector<int32_t>, StringHash, std::equal_to<>> map;
+};
+
 }  // namespace
 
 void BpeModel::encode_piece(std::string_view piece, std::vector<int32_t>& out) const {
@@ -88,6 +102,26 @@ void BpeModel::encode_piece(std::string_view piece, std::vector<int32_t>& out) c
     out.push_back(byte_ids_[static_cast<unsigned char>(piece[0])]);
     return;
   }
+  if (n > PieceCache::kMaxPiece) {
+    merge(piece, out);
+    return;
+  }
+  thread_local PieceCache cache;
+  if (cache.owner != instance_ || cache.map.size() >= PieceCache::kMaxEntries) {
+    cache.map.clear();
+    cache.owner = instance_;
+  }
+  if (auto it = cache.map.find(piece); it != cache.map.end()) {
+    out.insert(out.end(), it->second.begin(), it->second.end());
+    return;
+  }
+  const std::size_t start = out.size();
+  merge(piece, out);
+  cache.map.emplace(std::string(piece), std::vector<int32_t>(out.begin() + static_cast<std::ptrdiff_t>(start), out.end()));
+}
+
+void BpeModel::merge(std::string_view piece, std::vector<int32_t>& out) const {
+  const std::size_t n = piece.size();
   thread_local std::vector<Sym> syms;
   thread_local std::vector<Cand> heap;
   syms.resize(n);

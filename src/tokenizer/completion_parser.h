@@ -81,7 +81,7 @@ class IncrementalParser {
   void advance(std::vector<ParseEvent>& ev);
   bool step_text(std::vector<ParseEvent>& ev);
   bool step_tools(std::vector<ParseEvent>& ev);
-  void emit_text(std::vector<ParseEvent>& ev, ParseEvent::Kind kind, std::size_t end);
+  void emit_text(std::vector<ParseEvent>& ev, ParseEvent::Kind kind, std::size_t end, bool final);
 
   bool thinking_;
   bool finished_ = false;

@@ -44,10 +44,10 @@ std::size_t partial_start(std::string_view text, std::size_t from, std::span<con
 IncrementalParser::IncrementalParser(bool thinking)
     : thinking_(thinking), state_(thinking ? State::Reasoning : State::Content) {}
 
-void IncrementalParser::emit_text(std::vector<ParseEvent>& ev, ParseEvent::Kind kind, std::size_t end) {
+void IncrementalParser::emit_text(std::vector<ParseEvent>& ev, ParseEvent::Kind kind, std::size_t end, bool final) {
   if (end <= pos_) return;
-  // Never split a UTF-8 character between two events.
-  end = pos_ + utf8::complete_prefix_len(std::string_view(buf_).substr(pos_, end - pos_));
+  // Never split a UTF-8 character between two events (unless the text ends here for good).
+  if (!final) end = pos_ + utf8::complete_prefix_len(std::string_view(buf_).substr(pos_, end - pos_));
   if (end <= pos_) return;
   std::string piece = buf_.substr(pos_, end - pos_);
   (kind == ParseEvent::Kind::Reasoning ? result_.reasoning_content : result_.content) += piece;
@@ -82,19 +82,15 @@ bool IncrementalParser::step_text(std::vector<ParseEvent>& ev) {
   const std::size_t r = partial_start(text, pos_, watch);
   if (hit && r < q) hit = nullptr;  // a token starting earlier may still complete
   if (!hit) {
-    emit_text(ev, kind, std::min(r, q));
+    emit_text(ev, kind, std::min(r, q), false);
     return false;
   }
   if (!hit->stop) {
-    emit_text(ev, kind, q);
+    emit_text(ev, kind, q, true);
     state_ = State::Failed;
     return false;
   }
-  emit_text(ev, kind, q);
-  if (pos_ != q) {  // only an unfinished UTF-8 tail could stop short; a stop ends it for good
-    state_ = State::Failed;
-    return false;
-  }
+  emit_text(ev, kind, q, true);
   pos_ = q + std::char_traits<char>::length(hit->token);
   if (reasoning) {
     state_ = hit->token == kThinkEnd ? State::Content : State::Failed;

@@ -1,0 +1,271 @@
+#include "server/anthropic_api.h"
+
+#include "server/openai_api.h"
+
+namespace dsv4::server {
+
+namespace {
+
+// Text of a string or an array of text blocks; other block types are refused by name.
+std::string block_text(const Json& c, const std::string& path) {
+  if (c.is_string()) return c.get<std::string>();
+  if (!c.is_array()) bad_request(path + " must be a string or an array of text blocks", "messages");
+  std::string out;
+  for (size_t i = 0; i < c.size(); ++i) {
+    const Json& b = c[i];
+    if (!b.is_object() || b.value("type", "") != "text" || !b.contains("text") || !b["text"].is_string())
+      bad_request(cat(path, "[", i, "] must be a text block"), "messages");
+    if (!out.empty()) out += "\n\n";
+    out += b["text"].get<std::string>();
+  }
+  return out;
+}
+
+Json convert_messages(const Json& body) {
+  Json out = Json::array();
+  if (auto it = body.find("system"); it != body.end() && !it->is_null())
+    out.push_back(Json{{"role", "system"}, {"content", block_text(*it, "system")}});
+  auto it = body.find("messages");
+  if (it == body.end() || !it->is_array() || it->empty())
+    bad_request("'messages' must be a non-empty array of message objects", "messages");
+  for (size_t i = 0; i < it->size(); ++i) {
+    const Json& m = (*it)[i];
+    const std::string path = cat("messages[", i, "]");
+    if (!m.is_object() || !m.contains("role") || !m["role"].is_string())
+      bad_request(path + " must be an object with a string 'role'", "messages");
+    const std::string role = m["role"];
+    if (role != "user" && role != "assistant")
+      bad_request(cat(path, ".role: unknown role '", role, "' (use user or assistant)"), "messages");
+    if (!m.contains("content")) bad_request(path + ".content is required", "messages");
+    const Json& c = m["content"];
+    if (c.is_string()) {
+      out.push_back(Json{{"role", role}, {"content", c}});
+      continue;
+    }
+    if (!c.is_array()) bad_request(path + ".content must be a string or an array of content blocks", "messages");
+    std::string text, thinking;
+    Json calls = Json::array();
+    for (size_t k = 0; k < c.size(); ++k) {
+      const Json& b = c[k];
+      const std::string bp = cat(path, ".content[", k, "]");
+      if (!b.is_object() || !b.contains("type") || !b["type"].is_string())
+        bad_request(bp + " must be an object with a 'type'", "messages");
+      const std::string type = b["type"];
+      if (type == "text") {
+        if (!b.contains("text") || !b["text"].is_string()) bad_request(bp + ".text must be a string", "messages");
+        if (!text.empty()) text += "\n\n";
+        text += b["text"].get<std::string>();
+      } else if (type == "thinking" && role == "assistant") {
+        if (b.contains("thinking") && b["thinking"].is_string()) thinking += b["thinking"].get<std::string>();
+      } else if (type == "redacted_thinking" && role == "assistant") {
+      } else if (type == "tool_use" && role == "assistant") {
+        if (!b.contains("name") || !b["name"].is_string()) bad_request(bp + ".name must be a string", "messages");
+        const Json input = b.contains("input") ? b["input"] : Json::object();
+        if (!input.is_object()) bad_request(bp + ".input must be an object", "messages");
+        calls.push_back(Json{{"id", b.value("id", "")}, {"type", "function"},
+                             {"function", {{"name", b["name"]}, {"arguments", dump(input)}}}});
+      } else if (type == "tool_result" && role == "user") {
+        Json content = b.contains("content") ? b["content"] : Json("");
+        std::string result = content.is_null() ? "" : block_text(content, bp + ".content");
+        if (b.value("is_error", false)) result = "Error: " + result;
+        // Tool messages come before the user's text: V4 renders them first in the turn anyway.
+        out.push_back(Json{{"role", "tool"}, {"tool_call_id", b.value("tool_use_id", "")}, {"content", result}});
+      } else {
+        bad_request(cat(bp, ": block type '", type, "' is not supported in a ", role, " message"), "messages");
+      }
+    }
+    if (role == "assistant") {
+      Json a = {{"role", "assistant"}, {"content", text}};
+      if (!thinking.empty()) a["reasoning_content"] = thinking;
+      if (!calls.empty()) a["tool_calls"] = calls;
+      out.push_back(std::move(a));
+    } else if (!text.empty() || out.empty() || out.back()["role"] != "tool") {
+      out.push_back(Json{{"role", "user"}, {"content", text}});
+    }
+  }
+  return out;
+}
+
+Json convert_tools(const Json& body) {
+  auto it = body.find("tools");
+  if (it == body.end() || it->is_null()) return nullptr;
+  if (!it->is_array()) bad_request("'tools' must be an array", "tools");
+  if (auto tc = body.find("tool_choice"); tc != body.end() && !tc->is_null()) {
+    if (!tc->is_object() || !tc->contains("type") || !(*tc)["type"].is_string())
+      bad_request("'tool_choice' must be {\"type\": \"auto\" | \"any\" | \"tool\" | \"none\"}", "tool_choice");
+    const std::string t = (*tc)["type"];
+    if (t != "auto" && t != "any" && t != "tool" && t != "none")
+      bad_request("'tool_choice.type' must be auto, any, tool or none", "tool_choice");
+    if (t == "none") return nullptr;
+  }
+  Json tools = Json::array();
+  for (size_t i = 0; i < it->size(); ++i) {
+    const Json& t = (*it)[i];
+    if (!t.is_object() || !t.contains("name") || !t["name"].is_string())
+      bad_request(cat("tools[", i, "] must be an object with a string 'name'"), "tools");
+    if (t.contains("type") && t["type"] != "custom")
+      bad_request(cat("tools[", i, "]: tool type '", t["type"].is_string() ? t["type"].get<std::string>() : "?",
+                      "' is not supported (custom tools only)"), "tools");
+    Json fn = {{"name", t["name"]}};
+    if (t.contains("description") && t["description"].is_string()) fn["description"] = t["description"];
+    fn["parameters"] = t.contains("input_schema") ? t["input_schema"] : Json{{"type", "object"}};
+    tools.push_back(Json{{"type", "function"}, {"function", fn}});
+  }
+  return tools.empty() ? Json(nullptr) : tools;
+}
+
+bool parse_thinking(const Json& body) {
+  auto it = body.find("thinking");
+  if (it == body.end() || it->is_null()) return false;
+  if (!it->is_object() || !it->contains("type") || !(*it)["type"].is_string())
+    bad_request("'thinking' must be {\"type\": \"enabled\", \"budget_tokens\": N} or {\"type\": \"disabled\"}", "thinking");
+  const std::string t = (*it)["type"];
+  if (t != "enabled" && t != "disabled" && t != "adaptive")
+    bad_request("'thinking.type' must be enabled or disabled", "thinking");
+  get_int(*it, "budget_tokens", 0, INT64_MAX);
+  return t != "disabled";
+}
+
+std::vector<int32_t> render(const Json& body, const Tokenizer& tok, bool thinking) {
+  ChatOptions o;
+  o.thinking = thinking;
+  return render_chat(convert_messages(body), convert_tools(body), o, tok);
+}
+
+Json usage(const JobOutcome& o) {
+  return Json{{"input_tokens", o.prompt_tokens - o.cached_tokens}, {"cache_creation_input_tokens", 0},
+              {"cache_read_input_tokens", o.cached_tokens}, {"output_tokens", o.completion_tokens}};
+}
+
+std::string stop_reason(const JobOutcome& o, bool tool_use) {
+  if (o.finish == Finish::kLength) return "max_tokens";
+  if (!o.stop_string.empty()) return "stop_sequence";
+  return tool_use ? "tool_use" : "end_turn";
+}
+
+Json tool_input(const std::string& args) {
+  // The parser builds argument JSON from DSML; a value the model wrote that is not JSON is kept.
+  Json j = Json::parse(args, nullptr, false);
+  return j.is_object() ? j : Json{{"arguments", args}};
+}
+
+}  // namespace
+
+MessagesRequest parse_messages_request(const Json& body, const Tokenizer& tok, const ApiConfig& cfg) {
+  MessagesRequest r;
+  get_string(body, "model");
+  auto max_tokens = get_int(body, "max_tokens", 1, INT64_MAX);
+  if (!max_tokens) bad_request("'max_tokens' is required", "max_tokens");
+  r.gen.max_tokens = *max_tokens;
+  r.stream = get_bool(body, "stream").value_or(false);
+  parse_sampling(body, &r.gen, 1);
+  r.gen.stop_strings = get_string_list(body, "stop_sequences", 16);
+  r.gen.stop_tokens = {cfg.eos_id};
+  r.thinking = parse_thinking(body);
+  r.gen.prompt = render(body, tok, r.thinking);
+  apply_test_hook(body, tok, cfg, &r.gen);
+  fit_context(cfg, &r.gen);
+  return r;
+}
+
+int64_t count_message_tokens(const Json& body, const Tokenizer& tok, const ApiConfig&) {
+  return int64_t(render(body, tok, parse_thinking(body)).size());
+}
+
+Json messages_response(const std::string& id, const ApiConfig& cfg, const MessagesRequest& req,
+                       const std::vector<JobEvent>& events, const JobOutcome& outcome) {
+  CompletionSplitter sp(req.thinking);
+  for (const JobEvent& e : events) sp.feed(e.text);
+  sp.finish();
+  const ParsedMessage& m = sp.message();
+  Json content = Json::array();
+  if (!m.reasoning_content.empty())
+    content.push_back(Json{{"type", "thinking"}, {"thinking", m.reasoning_content}, {"signature", ""}});
+  if (!m.content.empty()) content.push_back(Json{{"type", "text"}, {"text", m.content}});
+  for (const ToolCall& c : m.tool_calls)
+    content.push_back(Json{{"type", "tool_use"}, {"id", random_id("toolu_")}, {"name", c.name}, {"input", tool_input(c.arguments)}});
+  return Json{{"id", id}, {"type", "message"}, {"role", "assistant"}, {"model", cfg.model_name}, {"content", content},
+              {"stop_reason", stop_reason(outcome, !m.tool_calls.empty())},
+              {"stop_sequence", outcome.stop_string.empty() ? Json() : Json(outcome.stop_string)},
+              {"usage", usage(outcome)}};
+}
+
+std::string sse_event(const Json& j) { return "event: " + j["type"].get<std::string>() + "\ndata: " + dump(j) + "\n\n"; }
+
+MessagesStream::MessagesStream(std::string id, const ApiConfig& cfg, const MessagesRequest& req)
+    : id_(std::move(id)), cfg_(cfg), splitter_(req.thinking) {}
+
+std::string MessagesStream::start(int64_t prompt_tokens) {
+  Json msg = {{"id", id_}, {"type", "message"}, {"role", "assistant"}, {"model", cfg_.model_name},
+              {"content", Json::array()}, {"stop_reason", nullptr}, {"stop_sequence", nullptr},
+              {"usage", {{"input_tokens", prompt_tokens}, {"output_tokens", 0}}}};
+  return sse_event(Json{{"type", "message_start"}, {"message", msg}});
+}
+
+std::string MessagesStream::open_block(const std::string& type, Json block) {
+  std::string out = close_block();
+  ++index_;
+  open_type_ = type;
+  return out + sse_event(Json{{"type", "content_block_start"}, {"index", index_}, {"content_block", std::move(block)}});
+}
+
+std::string MessagesStream::close_block() {
+  if (open_type_.empty()) return "";
+  std::string out;
+  if (open_type_ == "thinking")
+    out = sse_event(Json{{"type", "content_block_delta"}, {"index", index_}, {"delta", {{"type", "signature_delta"}, {"signature", ""}}}});
+  open_type_.clear();
+  return out + sse_event(Json{{"type", "content_block_stop"}, {"index", index_}});
+}
+
+std::string MessagesStream::to_sse(const std::vector<ParseEvent>& ev) {
+  std::string out;
+  auto delta = [&](Json d) { out += sse_event(Json{{"type", "content_block_delta"}, {"index", index_}, {"delta", std::move(d)}}); };
+  for (const ParseEvent& e : ev) {
+    switch (e.kind) {
+      case ParseEvent::Kind::Reasoning:
+        if (open_type_ != "thinking") out += open_block("thinking", Json{{"type", "thinking"}, {"thinking", ""}, {"signature", ""}});
+        delta(Json{{"type", "thinking_delta"}, {"thinking", e.text}});
+        break;
+      case ParseEvent::Kind::Content:
+        if (open_type_ != "text") out += open_block("text", Json{{"type", "text"}, {"text", ""}});
+        delta(Json{{"type", "text_delta"}, {"text", e.text}});
+        break;
+      case ParseEvent::Kind::ToolCallBegin:
+        out += open_block("tool_use", Json{{"type", "tool_use"}, {"id", random_id("toolu_")}, {"name", e.text}, {"input", Json::object()}});
+        break;
+      case ParseEvent::Kind::ToolCallArgs: delta(Json{{"type", "input_json_delta"}, {"partial_json", e.text}}); break;
+      case ParseEvent::Kind::ToolCallEnd: out += close_block(); break;
+    }
+  }
+  return out;
+}
+
+std::string MessagesStream::on_event(const JobEvent& e) { return to_sse(splitter_.feed(e.text)); }
+
+std::string MessagesStream::finish(const JobOutcome& o) {
+  std::string out = to_sse(splitter_.finish()) + close_block();
+  Json d = {{"stop_reason", stop_reason(o, !splitter_.message().tool_calls.empty())},
+            {"stop_sequence", o.stop_string.empty() ? Json() : Json(o.stop_string)}};
+  out += sse_event(Json{{"type", "message_delta"}, {"delta", d}, {"usage", usage(o)}});
+  return out + sse_event(Json{{"type", "message_stop"}});
+}
+
+Json anthropic_error(const std::string& type, const std::string& message) {
+  return Json{{"type", "error"}, {"error", {{"type", type}, {"message", message}}}};
+}
+
+std::string anthropic_error_type(int status) {
+  switch (status) {
+    case 400: return "invalid_request_error";
+    case 401: return "authentication_error";
+    case 403: return "permission_error";
+    case 404: return "not_found_error";
+    case 413: return "request_too_large";
+    case 429: return "rate_limit_error";
+    case 503: case 529: return "overloaded_error";
+    default: return status >= 500 ? "api_error" : "invalid_request_error";
+  }
+}
+
+}  // namespace dsv4::server

@@ -1,0 +1,165 @@
+#include "server/api_common.h"
+
+#include <chrono>
+#include <cmath>
+#include <random>
+
+namespace dsv4::server {
+
+void bad_request(const std::string& message, const std::string& param) {
+  throw ApiError(400, "invalid_request_error", message, param);
+}
+
+Json parse_body(const std::string& body) {
+  Json j;
+  try {
+    j = Json::parse(body);
+  } catch (const nlohmann::json::exception& e) {
+    bad_request(cat("the request body is not valid JSON: ", e.what()));
+  }
+  if (!j.is_object()) bad_request("the request body must be a JSON object");
+  return j;
+}
+
+namespace {
+const Json* present(const Json& o, const char* key) {
+  auto it = o.find(key);
+  return it == o.end() || it->is_null() ? nullptr : &*it;
+}
+}  // namespace
+
+std::optional<double> get_number(const Json& o, const char* key, double lo, double hi) {
+  const Json* v = present(o, key);
+  if (!v) return std::nullopt;
+  if (!v->is_number()) bad_request(cat("'", key, "' must be a number"), key);
+  const double d = v->get<double>();
+  if (!(d >= lo && d <= hi)) bad_request(cat("'", key, "' must be between ", lo, " and ", hi, ", got ", d), key);
+  return d;
+}
+
+std::optional<int64_t> get_int(const Json& o, const char* key, int64_t lo, int64_t hi) {
+  const Json* v = present(o, key);
+  if (!v) return std::nullopt;
+  if (v->is_number_float() && v->get<double>() == std::floor(v->get<double>()) && std::abs(v->get<double>()) < 1e15)
+    return get_int(Json{{key, int64_t(v->get<double>())}}, key, lo, hi);
+  if (!v->is_number_integer()) bad_request(cat("'", key, "' must be an integer"), key);
+  const int64_t i = v->is_number_unsigned() && v->get<uint64_t>() > uint64_t(INT64_MAX) ? INT64_MAX : v->get<int64_t>();
+  if (i < lo || i > hi) bad_request(cat("'", key, "' must be between ", lo, " and ", hi, ", got ", i), key);
+  return i;
+}
+
+std::optional<bool> get_bool(const Json& o, const char* key) {
+  const Json* v = present(o, key);
+  if (!v) return std::nullopt;
+  if (!v->is_boolean()) bad_request(cat("'", key, "' must be a boolean"), key);
+  return v->get<bool>();
+}
+
+std::optional<std::string> get_string(const Json& o, const char* key) {
+  const Json* v = present(o, key);
+  if (!v) return std::nullopt;
+  if (!v->is_string()) bad_request(cat("'", key, "' must be a string"), key);
+  return v->get<std::string>();
+}
+
+std::vector<std::string> get_string_list(const Json& o, const char* key, size_t max_items) {
+  const Json* v = present(o, key);
+  if (!v) return {};
+  std::vector<std::string> out;
+  if (v->is_string()) {
+    out.push_back(v->get<std::string>());
+  } else if (v->is_array()) {
+    for (const Json& s : *v) {
+      if (!s.is_string()) bad_request(cat("'", key, "' must be a string or an array of strings"), key);
+      out.push_back(s.get<std::string>());
+    }
+  } else {
+    bad_request(cat("'", key, "' must be a string or an array of strings"), key);
+  }
+  if (out.size() > max_items) bad_request(cat("'", key, "' may hold at most ", max_items, " entries"), key);
+  for (const std::string& s : out)
+    if (s.empty()) bad_request(cat("'", key, "' entries must not be empty"), key);
+  return out;
+}
+
+void apply_test_hook(const Json& body, const Tokenizer& tok, const ApiConfig& cfg, GenParams* gen) {
+  const Json* v = present(body, "dsv4_test_completion");
+  if (!v) return;
+  if (!cfg.test_hooks)
+    bad_request("'dsv4_test_completion' is a test hook; it needs a server started with --test-hooks",
+                "dsv4_test_completion");
+  if (!v->is_string()) bad_request("'dsv4_test_completion' must be a string", "dsv4_test_completion");
+  gen->forced = tok.encode(v->get<std::string>());
+  gen->forced->push_back(cfg.eos_id);
+}
+
+void fit_context(const ApiConfig& cfg, GenParams* gen) {
+  const int64_t n = int64_t(gen->prompt.size());
+  if (n == 0) bad_request("the prompt is empty");
+  if (n >= cfg.max_context)
+    throw ApiError(400, "invalid_request_error",
+                   cat("the prompt is ", n, " tokens but the context holds ", cfg.max_context,
+                       " (one more is needed to generate)"),
+                   "messages");
+  gen->max_tokens = std::min(gen->max_tokens, cfg.max_context - n);
+}
+
+std::string dump(const Json& j) { return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace); }
+
+std::string random_id(const std::string& prefix) {
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  static const char* hex = "0123456789abcdef";
+  std::string s = prefix;
+  for (int i = 0; i < 24; ++i) s += hex[rng() & 15];
+  return s;
+}
+
+int64_t unix_time() {
+  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+void CompletionSplitter::record(const std::vector<ParseEvent>& ev) {
+  for (const ParseEvent& e : ev) {
+    switch (e.kind) {
+      case ParseEvent::Kind::Reasoning: msg_.reasoning_content += e.text; break;
+      case ParseEvent::Kind::Content: msg_.content += e.text; break;
+      case ParseEvent::Kind::ToolCallBegin: msg_.tool_calls.push_back(ToolCall{e.text, ""}); break;
+      case ParseEvent::Kind::ToolCallArgs:
+        if (!msg_.tool_calls.empty()) msg_.tool_calls.back().arguments += e.text;
+        break;
+      case ParseEvent::Kind::ToolCallEnd: break;
+    }
+  }
+}
+
+std::vector<ParseEvent> CompletionSplitter::feed(const std::string& text) {
+  std::vector<ParseEvent> ev;
+  if (text.empty()) return ev;
+  if (!raw_) {
+    ev = parser_.feed(text);
+    if (parser_.failed()) {
+      // Not V4 markup after all: from here on everything is content.
+      raw_ = true;
+      ev.push_back(ParseEvent{ParseEvent::Kind::Content, text});
+    }
+  } else {
+    ev.push_back(ParseEvent{ParseEvent::Kind::Content, text});
+  }
+  record(ev);
+  return ev;
+}
+
+std::vector<ParseEvent> CompletionSplitter::finish() {
+  std::vector<ParseEvent> ev;
+  if (raw_) return ev;
+  try {
+    ev = parser_.finish();
+  } catch (const Error&) {
+    // A completion cut off (max_tokens) inside markup: what was released stands.
+    ev.clear();
+  }
+  record(ev);
+  return ev;
+}
+
+}  // namespace dsv4::server

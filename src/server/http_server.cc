@@ -1,0 +1,277 @@
+#include "server/http_server.h"
+
+#include <httplib.h>
+
+#include <functional>
+
+#include "server/anthropic_api.h"
+#include "server/openai_api.h"
+
+namespace dsv4::server {
+
+namespace {
+
+bool is_anthropic(const httplib::Request& req) {
+  return req.path.rfind("/v1/messages", 0) == 0 || req.has_header("anthropic-version");
+}
+
+void send_error(const httplib::Request& req, httplib::Response& res, int status, const std::string& message,
+                const std::string& param = "", const std::string& openai_type = "") {
+  res.status = status;
+  if (is_anthropic(req)) {
+    res.set_content(dump(anthropic_error(anthropic_error_type(status), message)), "application/json");
+  } else {
+    std::string type = openai_type;
+    if (type.empty()) {
+      type = status == 401 ? "authentication_error"
+             : status == 404 ? "not_found_error"
+             : status == 429 ? "rate_limit_error"
+             : status >= 500 ? "server_error"
+                             : "invalid_request_error";
+    }
+    res.set_content(dump(openai_error(type, message, param)), "application/json");
+  }
+}
+
+// The Worker output as it arrives; `on_event`/`finish` format it for one API.
+struct StreamFormat {
+  std::function<std::string()> start;
+  std::function<std::string(const JobEvent&)> on_event;
+  std::function<std::string(const JobOutcome&)> finish;
+  std::function<std::string(const std::string&)> error;
+};
+
+}  // namespace
+
+struct HttpServer::Impl {
+  Worker& worker;
+  const Tokenizer& tok;
+  ApiConfig api;
+  ServerOptions opt;
+  httplib::Server svr;
+  int port = 0;
+
+  Impl(Worker& w, const Tokenizer& t, ApiConfig a, ServerOptions o) : worker(w), tok(t), api(std::move(a)), opt(std::move(o)) {}
+
+  bool authorized(const httplib::Request& req) const {
+    if (opt.api_key.empty()) return true;
+    const std::string auth = req.get_header_value("Authorization");
+    return auth == "Bearer " + opt.api_key || req.get_header_value("x-api-key") == opt.api_key;
+  }
+
+  std::shared_ptr<Job> submit(GenParams gen) {
+    try {
+      return worker.submit(std::move(gen));
+    } catch (const QueueFull& e) {
+      throw ApiError(429, "rate_limit_error", e.what());
+    }
+  }
+
+  // Waits for a job to finish (non-streaming); kError → 500.
+  JobOutcome collect(const std::shared_ptr<Job>& job, std::vector<JobEvent>* events) {
+    while (!job->wait(events, std::chrono::milliseconds(1000))) {
+    }
+    JobOutcome o = job->outcome();
+    if (o.finish == Finish::kError) throw ApiError(500, "server_error", "generation failed: " + o.error);
+    return o;
+  }
+
+  void stream(httplib::Response& res, std::shared_ptr<Job> job, std::shared_ptr<StreamFormat> fmt) {
+    res.set_header("Cache-Control", "no-cache");
+    res.set_header("X-Accel-Buffering", "no");
+    auto started = std::make_shared<bool>(false);
+    res.set_chunked_content_provider(
+        "text/event-stream",
+        [job, fmt, started](size_t, httplib::DataSink& sink) {
+          std::string out;
+          if (!*started) out = fmt->start(), *started = true;
+          std::vector<JobEvent> events;
+          const bool done = job->wait(&events, std::chrono::milliseconds(1000));
+          for (const JobEvent& e : events) out += fmt->on_event(e);
+          if (done) {
+            JobOutcome o = job->outcome();
+            out += o.finish == Finish::kError ? fmt->error("generation failed: " + o.error) : fmt->finish(o);
+          }
+          // A comment line during silence (queued, long prefill): keeps proxies from timing
+          // out and lets a failed write reveal a client that went away.
+          if (out.empty()) out = ": keep-alive\n\n";
+          if (!sink.write(out.data(), out.size())) {
+            job->cancel();
+            return false;
+          }
+          if (done) sink.done();
+          return true;
+        },
+        [job](bool) { job->cancel(); });  // no-op when finished; stops generation otherwise
+  }
+
+  void chat(const httplib::Request& req, httplib::Response& res) {
+    auto r = std::make_shared<ChatRequest>(parse_chat_request(parse_body(req.body), tok, api));
+    auto job = submit(r->gen);
+    const std::string id = random_id("chatcmpl-");
+    if (!r->stream) {
+      std::vector<JobEvent> events;
+      JobOutcome o = collect(job, &events);
+      res.set_content(dump(chat_response(id, api, *r, events, o, tok)), "application/json");
+      return;
+    }
+    auto cs = std::make_shared<ChatStream>(id, api, *r, tok);
+    auto fmt = std::make_shared<StreamFormat>();
+    fmt->start = [cs, r] { return cs->start(); };  // r: the stream refers to the request
+    fmt->on_event = [cs](const JobEvent& e) { return cs->on_event(e); };
+    fmt->finish = [cs](const JobOutcome& o) { return cs->finish(o); };
+    fmt->error = [](const std::string& m) { return sse_data(openai_error("server_error", m)) + "data: [DONE]\n\n"; };
+    stream(res, job, fmt);
+  }
+
+  void completions(const httplib::Request& req, httplib::Response& res) {
+    auto r = std::make_shared<CompletionRequest>(parse_completion_request(parse_body(req.body), tok, api));
+    auto job = submit(r->gen);
+    const std::string id = random_id("cmpl-");
+    if (!r->stream) {
+      std::vector<JobEvent> events;
+      JobOutcome o = collect(job, &events);
+      res.set_content(dump(completion_response(id, api, *r, events, o, tok)), "application/json");
+      return;
+    }
+    auto fmt = std::make_shared<StreamFormat>();
+    fmt->start = [] { return std::string(); };
+    fmt->on_event = [this, r, id](const JobEvent& e) { return completion_chunk(id, api, *r, &e, nullptr, tok); };
+    fmt->finish = [this, r, id](const JobOutcome& o) { return completion_chunk(id, api, *r, nullptr, &o, tok); };
+    fmt->error = [](const std::string& m) { return sse_data(openai_error("server_error", m)) + "data: [DONE]\n\n"; };
+    stream(res, job, fmt);
+  }
+
+  void messages(const httplib::Request& req, httplib::Response& res) {
+    auto r = std::make_shared<MessagesRequest>(parse_messages_request(parse_body(req.body), tok, api));
+    auto job = submit(r->gen);
+    const std::string id = random_id("msg_");
+    if (!r->stream) {
+      std::vector<JobEvent> events;
+      JobOutcome o = collect(job, &events);
+      res.set_content(dump(messages_response(id, api, *r, events, o)), "application/json");
+      return;
+    }
+    auto ms = std::make_shared<MessagesStream>(id, api, *r);
+    const int64_t prompt_tokens = int64_t(r->gen.prompt.size());
+    auto fmt = std::make_shared<StreamFormat>();
+    fmt->start = [ms, r, prompt_tokens] { return ms->start(prompt_tokens); };
+    fmt->on_event = [ms](const JobEvent& e) { return ms->on_event(e); };
+    fmt->finish = [ms](const JobOutcome& o) { return ms->finish(o); };
+    fmt->error = [](const std::string& m) { return sse_event(anthropic_error("api_error", m)); };
+    stream(res, job, fmt);
+  }
+
+  Json health() const {
+    const WorkerStats s = worker.stats();
+    return Json{{"status", "ok"},
+                {"model", api.model_name},
+                {"max_context", api.max_context},
+                {"active", s.active},
+                {"queued", s.queued},
+                {"prefix_cache",
+                 {{"entries", s.cache_entries}, {"bytes", s.cache_bytes}, {"max_bytes", s.cache_max_bytes},
+                  {"hits", s.cache_hits}, {"misses", s.cache_misses}, {"evictions", s.cache_evictions}}},
+                {"totals",
+                 {{"completed", s.jobs_done}, {"cancelled", s.jobs_cancelled}, {"failed", s.jobs_failed},
+                  {"prompt_tokens_prefilled", s.tokens_prefilled}, {"prompt_tokens_cached", s.tokens_cached},
+                  {"generated_tokens", s.tokens_generated}, {"decode_steps", s.decode_steps},
+                  {"decode_rows", s.decode_rows}}}};
+  }
+
+  Json models(const httplib::Request& req) const {
+    if (req.has_header("anthropic-version")) {
+      Json m = {{"type", "model"}, {"id", api.model_name}, {"display_name", api.model_name}, {"created_at", "1970-01-01T00:00:00Z"}};
+      return Json{{"data", Json::array({m})}, {"has_more", false}, {"first_id", api.model_name}, {"last_id", api.model_name}};
+    }
+    Json m = {{"id", api.model_name}, {"object", "model"}, {"created", 0}, {"owned_by", "dsv4"}, {"max_model_len", api.max_context}};
+    return Json{{"object", "list"}, {"data", Json::array({m})}};
+  }
+
+  // Runs a handler, turning ApiError / Error into 4xx/5xx bodies in the API's shape.
+  httplib::Server::Handler guarded(void (Impl::*fn)(const httplib::Request&, httplib::Response&)) {
+    return [this, fn](const httplib::Request& req, httplib::Response& res) {
+      try {
+        (this->*fn)(req, res);
+      } catch (const ApiError& e) {
+        if (e.status() == 429) res.set_header("Retry-After", "1");
+        send_error(req, res, e.status(), e.what(), e.param(), e.type());
+      } catch (const Error& e) {
+        send_error(req, res, 400, e.what());
+      } catch (const std::exception& e) {
+        send_error(req, res, 500, std::string("internal error: ") + e.what());
+      }
+    };
+  }
+
+  void setup() {
+    const int threads = opt.http_threads > 0 ? opt.http_threads : 64;
+    svr.new_task_queue = [threads] { return new httplib::ThreadPool(size_t(threads)); };
+    svr.set_payload_max_length(opt.max_body_bytes);
+    svr.set_keep_alive_timeout(2);
+    svr.set_read_timeout(30);
+    svr.set_write_timeout(30);
+    svr.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+      if (authorized(req)) return httplib::Server::HandlerResponse::Unhandled;
+      send_error(req, res, 401, "missing or wrong API key (send 'Authorization: Bearer KEY' or 'x-api-key: KEY')");
+      return httplib::Server::HandlerResponse::Handled;
+    });
+    svr.set_error_handler([this](const httplib::Request& req, httplib::Response& res) {
+      if (!res.body.empty()) return;
+      if (res.status == 404) send_error(req, res, 404, cat("no route for ", req.method, " ", req.path));
+      else if (res.status == 413) send_error(req, res, 413, cat("the request body exceeds ", opt.max_body_bytes, " bytes"));
+      else send_error(req, res, res.status, cat("HTTP error ", res.status));
+    });
+    svr.set_exception_handler([](const httplib::Request& req, httplib::Response& res, std::exception_ptr ep) {
+      std::string what = "unknown";
+      try {
+        std::rethrow_exception(ep);
+      } catch (const std::exception& e) {
+        what = e.what();
+      } catch (...) {
+      }
+      send_error(req, res, 500, "internal error: " + what);
+    });
+    svr.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
+      res.set_content(dump(health()), "application/json");
+    });
+    svr.Get("/v1/models", [this](const httplib::Request& req, httplib::Response& res) {
+      res.set_content(dump(models(req)), "application/json");
+    });
+    svr.Get(R"(/v1/models/(.+))", [this](const httplib::Request& req, httplib::Response& res) {
+      if (req.matches[1] != api.model_name) return send_error(req, res, 404, cat("model '", req.matches[1].str(), "' not found"));
+      res.set_content(dump(models(req)["data"][0]), "application/json");
+    });
+    svr.Post("/v1/chat/completions", guarded(&Impl::chat));
+    svr.Post("/v1/completions", guarded(&Impl::completions));
+    svr.Post("/v1/messages", guarded(&Impl::messages));
+    svr.Post("/v1/messages/count_tokens", guarded(&Impl::count_tokens));
+  }
+
+  void count_tokens(const httplib::Request& req, httplib::Response& res) {
+    res.set_content(dump(Json{{"input_tokens", count_message_tokens(parse_body(req.body), tok, api)}}), "application/json");
+  }
+};
+
+HttpServer::HttpServer(Worker& worker, const Tokenizer& tok, ApiConfig api, ServerOptions options)
+    : impl_(std::make_unique<Impl>(worker, tok, std::move(api), std::move(options))) {
+  impl_->setup();
+}
+
+HttpServer::~HttpServer() { stop(); }
+
+int HttpServer::bind() {
+  auto& i = *impl_;
+  if (i.opt.port == 0) {
+    i.port = i.svr.bind_to_any_port(i.opt.host.c_str());
+  } else {
+    i.port = i.svr.bind_to_port(i.opt.host.c_str(), i.opt.port) ? i.opt.port : -1;
+  }
+  if (i.port <= 0) throw Error(cat("cannot listen on ", i.opt.host, ":", i.opt.port, " (in use, or not a local address?)"));
+  return i.port;
+}
+
+void HttpServer::listen() { impl_->svr.listen_after_bind(); }
+void HttpServer::stop() { impl_->svr.stop(); }
+
+}  // namespace dsv4::server

@@ -1,0 +1,41 @@
+// The HTTP front end of `dsv4 serve` on cpp-httplib: routes, API-key check, body limits, JSON
+// errors in each API's own shape, and SSE streaming. HTTP threads only parse, validate, submit
+// to the Worker and format its output; a streaming client that goes away cancels its job (the
+// next write fails, or the heartbeat sent during silence does).
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "server/api_common.h"
+#include "server/worker.h"
+
+namespace dsv4::server {
+
+struct ServerOptions {
+  std::string host = "127.0.0.1";
+  int port = 8000;               // 0 = any free port (see bind())
+  std::string api_key;           // "" = no authentication
+  size_t max_body_bytes = 8 << 20;
+  int http_threads = 0;          // 0 = enough for every running and queued request plus spare
+};
+
+class HttpServer {
+ public:
+  HttpServer(Worker& worker, const Tokenizer& tok, ApiConfig api, ServerOptions options);
+  ~HttpServer();
+  HttpServer(const HttpServer&) = delete;
+  HttpServer& operator=(const HttpServer&) = delete;
+
+  // Binds the socket; returns the port. Throws Error when it cannot.
+  int bind();
+  // Serves until stop() (from any thread).
+  void listen();
+  void stop();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace dsv4::server

@@ -1,0 +1,60 @@
+#include "server/prefix_cache.h"
+
+#include <algorithm>
+
+namespace dsv4::server {
+
+namespace {
+bool is_prefix(std::span<const int32_t> p, std::span<const int32_t> of) {
+  return p.size() <= of.size() && std::equal(p.begin(), p.end(), of.begin());
+}
+}  // namespace
+
+std::unique_ptr<Session> PrefixCache::lookup(std::span<const int32_t> prompt) {
+  auto best = entries_.end();
+  // A linear scan: the cache holds at most a few hundred entries and a comparison stops at the
+  // first differing token, which is cheap next to one forward pass.
+  for (auto it = entries_.begin(); it != entries_.end(); ++it) {
+    const auto& t = (*it)->tokens();
+    if (t.size() < prompt.size() && is_prefix(t, prompt) && (best == entries_.end() || t.size() > (*best)->tokens().size()))
+      best = it;
+  }
+  if (best == entries_.end()) {
+    ++misses_;
+    return nullptr;
+  }
+  ++hits_;
+  entries_.splice(entries_.begin(), entries_, best);
+  return std::make_unique<Session>(*entries_.front());
+}
+
+bool PrefixCache::contains(std::span<const int32_t> tokens) const {
+  return std::any_of(entries_.begin(), entries_.end(), [&](const auto& e) {
+    return e->tokens().size() == tokens.size() && is_prefix(e->tokens(), tokens);
+  });
+}
+
+void PrefixCache::insert(std::unique_ptr<Session> s) {
+  if (!s || s->tokens().empty()) return;
+  for (auto it = entries_.begin(); it != entries_.end(); ++it) {
+    if ((*it)->tokens() == s->tokens()) {
+      entries_.splice(entries_.begin(), entries_, it);
+      return;
+    }
+  }
+  const size_t b = entry_bytes(*s);
+  if (b > max_bytes_) return;  // would evict everything and still not fit
+  evict_to(max_bytes_ - b);
+  bytes_ += b;
+  entries_.push_front(std::move(s));
+}
+
+void PrefixCache::evict_to(size_t limit) {
+  while (bytes_ > limit && !entries_.empty()) {
+    bytes_ -= entry_bytes(*entries_.back());
+    entries_.pop_back();
+    ++evictions_;
+  }
+}
+
+}  // namespace dsv4::server

@@ -1,0 +1,55 @@
+// PrefixCache: snapshots of sequence states keyed by the tokens they hold, so that a request
+// whose prompt starts with a cached sequence continues from it instead of prefilling again.
+//
+// Multi-turn chat and agent loops resend the whole conversation each turn. The worker stores a
+// snapshot (a Session copy) at every message boundary of a prompt and the final state of every
+// finished sequence; the next turn then only prefills what is new. Snapshots at boundaries (not
+// only the final state) matter because V4 drops earlier turns' reasoning: the re-rendered
+// conversation diverges inside the previous assistant turn, and the snapshot taken just before
+// that turn's `<｜Assistant｜>` still matches.
+//
+// Memory is bounded by `max_bytes` (Session::state_bytes() + the token list), evicting the
+// least recently used entries. Not thread-safe: only the worker thread touches it.
+#pragma once
+
+#include <cstdint>
+#include <list>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "engine/session.h"
+
+namespace dsv4::server {
+
+class PrefixCache {
+ public:
+  explicit PrefixCache(size_t max_bytes) : max_bytes_(max_bytes) {}
+
+  // The longest cached entry whose tokens are a prefix of `prompt` and strictly shorter than
+  // it (at least one prompt token is always run, so the caller gets fresh logits), as a copy;
+  // nullptr when none matches.
+  std::unique_ptr<Session> lookup(std::span<const int32_t> prompt);
+
+  // Stores `session` (taking ownership). An entry with the same tokens is only refreshed.
+  void insert(std::unique_ptr<Session> session);
+  // Whether an entry with exactly these tokens exists (the caller can skip making a copy).
+  bool contains(std::span<const int32_t> tokens) const;
+
+  size_t entries() const { return entries_.size(); }
+  size_t bytes() const { return bytes_; }
+  size_t max_bytes() const { return max_bytes_; }
+  int64_t hits() const { return hits_; }
+  int64_t misses() const { return misses_; }
+  int64_t evictions() const { return evictions_; }
+
+  static size_t entry_bytes(const Session& s) { return s.state_bytes() + s.tokens().size() * sizeof(int32_t); }
+
+ private:
+  void evict_to(size_t limit);
+  std::list<std::unique_ptr<Session>> entries_;  // most recently used first
+  size_t max_bytes_, bytes_ = 0;
+  int64_t hits_ = 0, misses_ = 0, evictions_ = 0;
+};
+
+}  // namespace dsv4::server

@@ -1,0 +1,158 @@
+// The inference worker: one thread owns the model's Sessions; HTTP threads submit Jobs and read
+// their output through a Job's event queue.
+//
+// Why one thread: Sessions are not thread-safe and a forward pass already uses the machine's
+// cores, so concurrency comes from batching instead — every loop iteration runs at most one
+// prefill chunk (so a long prompt does not stall streams in flight) and then ONE decode_batch()
+// step over all decoding sequences. New jobs join between steps, up to `parallel` at a time;
+// further jobs wait in a bounded queue, and submit() refuses jobs beyond it (HTTP 429).
+//
+// Text handling also happens here (detokenization, stop strings), because a stop string must
+// end generation before another token is spent; the HTTP side only formats what it receives.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "core/error.h"
+#include "engine/sampler.h"
+#include "engine/session.h"
+#include "server/prefix_cache.h"
+#include "tokenizer/tokenizer.h"
+
+namespace dsv4::server {
+
+struct GenParams {
+  std::vector<int32_t> prompt;
+  int64_t max_tokens = 256;
+  SamplingParams sampling;
+  std::vector<int32_t> stop_tokens;       // end of generation, not returned (EOS)
+  std::vector<std::string> stop_strings;  // end of generation, cut from the text
+  bool logprobs = false;                  // report TokenInfo for each token
+  // Test hook (server --test-hooks only): these tokens are emitted instead of sampled ones
+  // (still run through the model, so the state and the prefix cache stay consistent).
+  std::optional<std::vector<int32_t>> forced;
+};
+
+struct TokenInfo {
+  int32_t id = 0;
+  float logprob = 0;
+  std::vector<std::pair<int32_t, float>> top;
+};
+
+// One delivery from the worker: text released since the last one, and the tokens behind it.
+struct JobEvent {
+  std::string text;
+  std::vector<TokenInfo> tokens;  // only with GenParams::logprobs
+};
+
+enum class Finish { kStop, kLength, kCancelled, kError };
+
+struct JobOutcome {
+  Finish finish = Finish::kStop;
+  std::string stop_string;  // the stop string that ended generation, if one did
+  int64_t prompt_tokens = 0, cached_tokens = 0, completion_tokens = 0;
+  std::string error;        // kError: what went wrong
+};
+
+class QueueFull : public Error {
+ public:
+  using Error::Error;
+};
+
+// Shared by the HTTP thread (reader) and the worker (writer).
+class Job {
+ public:
+  explicit Job(GenParams p) : params(std::move(p)) {}
+  const GenParams params;
+
+  // Reader: waits up to `timeout` for events; moves them into *out. Returns true once the job
+  // has finished and every event has been taken (outcome() is then final).
+  bool wait(std::vector<JobEvent>* out, std::chrono::milliseconds timeout);
+  JobOutcome outcome() const;
+  // Reader: the client went away or stopped reading; the worker drops the sequence.
+  void cancel() { cancelled_ = true; }
+  bool cancelled() const { return cancelled_; }
+
+  // Writer.
+  void push(JobEvent e);
+  void finish(JobOutcome o);
+
+ private:
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<JobEvent> events_;
+  bool done_ = false;
+  JobOutcome outcome_;
+  std::atomic<bool> cancelled_{false};
+};
+
+struct WorkerOptions {
+  int parallel = 4;           // sequences decoded together
+  int max_queue = 16;         // jobs waiting for a slot
+  int64_t max_context = 0;    // per sequence; 0 = the model's
+  int64_t prefill_chunk = 256;
+  size_t cache_bytes = size_t(1) << 30;
+};
+
+struct WorkerStats {
+  int active = 0, queued = 0;
+  size_t cache_entries = 0, cache_bytes = 0, cache_max_bytes = 0;
+  int64_t cache_hits = 0, cache_misses = 0, cache_evictions = 0;
+  int64_t jobs_done = 0, jobs_cancelled = 0, jobs_failed = 0;
+  int64_t tokens_prefilled = 0, tokens_cached = 0, tokens_generated = 0;
+  int64_t decode_steps = 0, decode_rows = 0;  // rows / steps = mean batch size
+};
+
+class Worker {
+ public:
+  Worker(const Model& model, const Tokenizer& tok, WorkerOptions options);
+  ~Worker();  // stops the thread; unfinished jobs end as cancelled
+  Worker(const Worker&) = delete;
+  Worker& operator=(const Worker&) = delete;
+
+  // Queues a job. Throws QueueFull when the queue is full.
+  std::shared_ptr<Job> submit(GenParams params);
+  WorkerStats stats() const;
+  int64_t max_context() const { return max_context_; }
+
+ private:
+  struct Seq;
+  void run();
+  void prefill_step(Seq& s);
+  void decode_step();
+  void start(std::shared_ptr<Job> job);
+  void next_token(Seq& s, std::span<const float> logits);
+  void emit(Seq& s, int32_t token, const SampleInfo* info);
+  void retire(Seq& s, Finish f, const std::string& detail = "");
+  void publish();
+
+  const Model& model_;
+  const Tokenizer& tok_;
+  const WorkerOptions opt_;
+  const int64_t max_context_;
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::shared_ptr<Job>> queue_;
+  bool stop_ = false;
+  WorkerStats stats_;  // guarded by mu_; the worker publishes its counters after each step
+
+  // Worker thread only.
+  std::vector<std::unique_ptr<Seq>> active_;
+  PrefixCache cache_;
+  WorkerStats counters_;
+  int32_t user_id_ = -1, assistant_id_ = -1;  // message-boundary tokens (snapshot points)
+  std::thread thread_;
+};
+
+}  // namespace dsv4::server

