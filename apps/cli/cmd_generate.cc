@@ -62,7 +62,7 @@ struct Loaded {
 };
 
 Loaded load(const GenFlags& f) {
-  const std::string dir = f.model == "demo" ? ensure_demo_model() : f.model;
+  const std::string dir = resolve_model_dir(f.model);
   std::fprintf(stderr, "loading %s ...\n", dir.c_str());
   Loaded l{Model::load(dir, f.numerics == "plain" ? Numerics::kPlain : Numerics::kReference), Tokenizer::load(dir)};
   if (l.tok.vocab_size() > l.model->config().vocab_size)

@@ -24,8 +24,14 @@ void run_make_model(const MakeModelFlags& f) {
   namespace fs = std::filesystem;
   const ModelConfig c = preset_config(f.preset, f.layers, f.experts);
   std::error_code ec;
-  if (fs::exists(fs::path(f.out) / "config.json", ec) && !f.force)
-    throw Error(cat(f.out, " already holds a checkpoint (config.json); pass --force to overwrite it"));
+  if (fs::exists(fs::path(f.out) / "config.json", ec)) {
+    if (!f.force) throw Error(cat(f.out, " already holds a checkpoint (config.json); pass --force to overwrite it"));
+    // Shards of the old checkpoint would linger beside the new ones (their count may differ).
+    for (const auto& e : fs::directory_iterator(f.out, ec)) {
+      const std::string n = e.path().filename().string();
+      if (n.rfind("model", 0) == 0 && e.path().extension() == ".safetensors") fs::remove(e.path(), ec);
+    }
+  }
   // Fail before writing gigabytes: the tokenizer base must exist, and the disk must hold the model.
   if (!f.no_tokenizer) require_tokenizer_base(f.tokenizer_base);
   const int64_t bytes = synthetic_checkpoint_bytes(c);

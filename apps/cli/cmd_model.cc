@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "apps/cli/commands.h"
+#include "apps/cli/demo_model.h"
 #include "io/safetensors_writer.h"
 #include "core/error.h"
 #include "model/inventory.h"
@@ -155,9 +156,9 @@ void add_model_commands(CLI::App& app) {
   auto* inspect = app.add_subcommand("inspect", "Summarise a checkpoint and validate its tensor inventory");
   static std::string dir;
   static int64_t context = 65536;
-  inspect->add_option("--model", dir, "Checkpoint directory (config.json + safetensors)")->required();
+  inspect->add_option("--model", dir, "Checkpoint directory (config.json + safetensors), or 'demo'")->required();
   inspect->add_option("--context", context, "Context length for the KV-state estimate")->check(CLI::PositiveNumber);
-  inspect->callback([] { run_inspect(dir, context); });
+  inspect->callback([] { run_inspect(resolve_model_dir(dir), context); });
 
   auto* logits = app.add_subcommand("logits", "Prefill + decode given ids and write the logits as safetensors");
   static std::string ids, numerics = "reference", out;
@@ -170,7 +171,7 @@ void add_model_commands(CLI::App& app) {
   logits->add_flag("--mtp", mtp, "Also run the MTP block (logits.mtp_prefill, logits.mtp_decode)");
   logits->add_option("--chunk", chunk, "Prefill in chunks of N tokens")->check(CLI::PositiveNumber);
   logits->add_option("--out", out, "Output .safetensors path")->required();
-  logits->callback([] { run_logits(dir, ids, numerics, mtp, chunk, out); });
+  logits->callback([] { run_logits(resolve_model_dir(dir), ids, numerics, mtp, chunk, out); });
 }
 
 }  // namespace dsv4::cli

@@ -11,5 +11,6 @@ void add_tokenizer_commands(CLI::App& app);  // tokenize, detokenize, template, 
 void add_make_model_commands(CLI::App& app);  // make-model                (cmd_make_model.cc)
 void add_generate_commands(CLI::App& app);  // run, chat                  (cmd_generate.cc)
 void add_serve_commands(CLI::App& app);      // serve                     (cmd_serve.cc)
+void add_bench_commands(CLI::App& app);      // bench                     (cmd_bench.cc)
 
 }  // namespace dsv4::cli

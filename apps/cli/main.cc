@@ -15,6 +15,7 @@ int main(int argc, char** argv) {
   dsv4::cli::add_generate_commands(app);
   dsv4::cli::add_make_model_commands(app);
   dsv4::cli::add_serve_commands(app);
+  dsv4::cli::add_bench_commands(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

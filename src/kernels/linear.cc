@@ -1,94 +1,58 @@
+// kernels::linear: dispatch to the active ISA's kernel (kernels/isa.h), parallel over output
+// rows; the scalar reference (kernels/reference/linear_ref.cc) is the fallback and twin.
 #include "kernels/linear.h"
 
 #include <cstring>
 
 #include "core/dtype.h"
 #include "core/error.h"
+#include "core/thread_pool.h"
+#include "kernels/isa.h"
+#include "kernels/linear_isa.h"
+#include "kernels/reference/linear_ref.h"
 
 namespace dsv4::kernels {
 
 namespace {
 
-// One output element for each format. The FP8/FP4 paths sum each scale block in F32, then
-// apply the weight scale once per block: the official kernels' two-level accumulation.
-// Safetensors does not align tensors to their element size (real files have odd offsets), so
-// BF16/F32 weights are read with memcpy, which compiles to plain unaligned loads.
-float dot_f32(const uint8_t* w, const float* x, int64_t n) {
-  float acc = 0;
-  for (int64_t k = 0; k < n; ++k) {
-    float v;
-    std::memcpy(&v, w + 4 * k, 4);
-    acc += v * x[k];
+// The scalar reference split over output rows: each thread writes y[r, b:e) for every row r.
+void reference_rows(const Linear& w, int64_t row0, int64_t n_out, const float* x, int64_t rows, float* y,
+                    ThreadPool* pool) {
+  if (rows == 1) {
+    parallel_for(pool, n_out, [&](int64_t b, int64_t e) { reference::linear_rows(w, row0 + b, e - b, x, 1, y + b); }, 16);
+    return;
   }
-  return acc;
-}
-
-float dot_bf16(const uint8_t* w, const float* x, int64_t n) {
-  float acc = 0;
-  for (int64_t k = 0; k < n; ++k) {
-    uint16_t v;
-    std::memcpy(&v, w + 2 * k, 2);
-    acc += bf16_to_f32(v) * x[k];
-  }
-  return acc;
-}
-
-float dot_fp8(const Linear& w, int64_t row, const float* x) {
-  const uint8_t* wr = w.weight + row * w.in;
-  const int64_t kblocks = (w.in + 127) / 128;
-  const uint8_t* srow = w.scale + (row / 128) * kblocks;
-  float acc = 0;
-  for (int64_t kb = 0; kb < kblocks; ++kb) {
-    int64_t k0 = kb * 128, k1 = k0 + 128 < w.in ? k0 + 128 : w.in;
-    float part = 0;
-    for (int64_t k = k0; k < k1; ++k) part += e4m3_to_f32(wr[k]) * x[k];
-    acc += part * e8m0_to_f32(srow[kb]);
-  }
-  return acc;
-}
-
-float dot_fp4(const Linear& w, int64_t row, const float* x) {
-  const uint8_t* wr = w.weight + row * (w.in / 2);
-  const uint8_t* srow = w.scale + row * (w.in / 32);
-  float acc = 0;
-  for (int64_t kb = 0; kb < w.in / 32; ++kb) {
-    float part = 0;
-    for (int64_t j = 0; j < 16; ++j) {
-      uint8_t b = wr[kb * 16 + j];
-      part += e2m1_to_f32(b & 15) * x[kb * 32 + 2 * j] + e2m1_to_f32(b >> 4) * x[kb * 32 + 2 * j + 1];
-    }
-    acc += part * e8m0_to_f32(srow[kb]);
-  }
-  return acc;
+  parallel_for(pool, rows, [&](int64_t b, int64_t e) {
+    reference::linear_rows(w, row0, n_out, x + b * w.in, e - b, y + b * n_out);
+  });
 }
 
 }  // namespace
 
 void linear_rows(const Linear& w, int64_t row0, int64_t n_out, const float* x, int64_t rows, float* y,
-                 ThreadPool* /*pool*/) {
+                 ThreadPool* pool) {
   DSV4_CHECK(!w.empty(), "linear with no weight");
   DSV4_CHECK(row0 >= 0 && row0 + n_out <= w.out, "linear rows out of range");
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* xr = x + r * w.in;
-    float* yr = y + r * n_out;
-    for (int64_t i = 0; i < n_out; ++i) {
-      const int64_t n = row0 + i;
-      switch (w.format) {
-        case WeightFormat::kF32:
-          yr[i] = dot_f32(w.weight + n * w.in * 4, xr, w.in);
-          break;
-        case WeightFormat::kBF16:
-          yr[i] = dot_bf16(w.weight + n * w.in * 2, xr, w.in);
-          break;
-        case WeightFormat::kFP8: yr[i] = dot_fp8(w, n, xr); break;
-        case WeightFormat::kFP4: yr[i] = dot_fp4(w, n, xr); break;
-      }
-    }
+  if (rows <= 0 || n_out <= 0) return;
+  switch (active_isa()) {
+    case Isa::kAvx512:
+      if (detail::linear_rows_avx512(w, row0, n_out, x, rows, y, pool)) return;
+      break;
+    case Isa::kAvx2:
+      if (detail::linear_rows_avx2(w, row0, n_out, x, rows, y, pool)) return;
+      break;
+    case Isa::kScalar: break;
   }
+  reference_rows(w, row0, n_out, x, rows, y, pool);
 }
 
 void linear(const Linear& w, const float* x, int64_t rows, float* y, ThreadPool* pool) {
   linear_rows(w, 0, w.out, x, rows, y, pool);
+}
+
+void linear_sequential(const Linear& w, const float* x, int64_t rows, float* y, ThreadPool* pool) {
+  DSV4_CHECK(!w.empty(), "linear with no weight");
+  if (rows > 0) reference_rows(w, 0, w.out, x, rows, y, pool);
 }
 
 void dequant_row(const Linear& w, int64_t r, float* out) {

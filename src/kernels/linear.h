@@ -35,6 +35,12 @@ void linear(const Linear& w, const float* x, int64_t rows, float* y, ThreadPool*
 void linear_rows(const Linear& w, int64_t row0, int64_t n_out, const float* x, int64_t rows, float* y,
                  ThreadPool* pool);
 
+// The same product summed strictly in column order (the scalar reference's order), threaded over
+// output rows. For small products whose outputs are compared against each other — router
+// logits — where a last-bit difference can flip a near-tie of an expert choice against the
+// official outputs.
+void linear_sequential(const Linear& w, const float* x, int64_t rows, float* y, ThreadPool* pool);
+
 // Dequantized row `r` of W as F32 (embedding lookups, tests): out has `in` elements.
 void dequant_row(const Linear& w, int64_t r, float* out);
 

@@ -23,13 +23,13 @@ std::vector<float> query_path(const AttentionArgs& a, const std::vector<int64_t>
   const AttentionWeights& w = *a.weights;
   std::vector<float> xq = gemm_input(a.x, a.n, c.dim, a.numerics);
   std::vector<float> qr(size_t(a.n * c.q_lora_rank));
-  kernels::linear(w.wq_a, xq.data(), a.n, qr.data(), nullptr);
+  kernels::linear(w.wq_a, xq.data(), a.n, qr.data(), a.pool);
   for (int64_t i = 0; i < a.n; ++i)
     kernels::rms_norm(qr.data() + i * c.q_lora_rank, w.q_norm.data(), c.q_lora_rank, c.norm_eps,
                       qr.data() + i * c.q_lora_rank);
   *qr_in = gemm_input(qr.data(), a.n, c.q_lora_rank, a.numerics);
   std::vector<float> q(size_t(a.n * c.n_heads * c.head_dim));
-  kernels::linear(w.wq_b, qr_in->data(), a.n, q.data(), nullptr);
+  kernels::linear(w.wq_b, qr_in->data(), a.n, q.data(), a.pool);
   for (int64_t i = 0; i < a.n; ++i)
     for (int h = 0; h < c.n_heads; ++h) {
       float* qh = q.data() + (i * c.n_heads + h) * c.head_dim;
@@ -44,7 +44,7 @@ std::vector<float> kv_path(const AttentionArgs& a, const std::vector<int64_t>& p
   const ModelConfig& c = *a.config;
   std::vector<float> xq = gemm_input(a.x, a.n, c.dim, a.numerics);
   std::vector<float> kv(size_t(a.n * c.head_dim));
-  kernels::linear(a.weights->wkv, xq.data(), a.n, kv.data(), nullptr);
+  kernels::linear(a.weights->wkv, xq.data(), a.n, kv.data(), a.pool);
   for (int64_t i = 0; i < a.n; ++i) {
     float* r = kv.data() + i * c.head_dim;
     kernels::rms_norm(r, a.weights->kv_norm.data(), c.head_dim, c.norm_eps, r);
@@ -59,14 +59,17 @@ std::vector<float> kv_path(const AttentionArgs& a, const std::vector<int64_t>& p
 void output_projection(const AttentionArgs& a, const float* o) {
   const ModelConfig& c = *a.config;
   const int64_t group_in = c.n_heads / c.o_groups * c.head_dim, R = c.o_lora_rank;
-  std::vector<float> z(size_t(a.n * c.o_groups * R)), zg(static_cast<size_t>(R));
-  for (int64_t i = 0; i < a.n; ++i)
-    for (int g = 0; g < c.o_groups; ++g) {
-      kernels::linear_rows(a.weights->wo_a, g * R, R, o + (i * c.o_groups + g) * group_in, 1, zg.data(), nullptr);
-      std::copy(zg.begin(), zg.end(), z.begin() + (i * c.o_groups + g) * R);
-    }
+  // One call per group over all rows (its weights read once): gather [n, group_in], scatter [n, R].
+  std::vector<float> z(size_t(a.n * c.o_groups * R)), og(size_t(a.n * group_in)), zg(size_t(a.n * R));
+  for (int g = 0; g < c.o_groups; ++g) {
+    for (int64_t i = 0; i < a.n; ++i)
+      std::copy(o + (i * c.o_groups + g) * group_in, o + (i * c.o_groups + g + 1) * group_in, og.begin() + i * group_in);
+    kernels::linear_rows(a.weights->wo_a, g * R, R, og.data(), a.n, zg.data(), a.pool);
+    for (int64_t i = 0; i < a.n; ++i)
+      std::copy(zg.begin() + i * R, zg.begin() + (i + 1) * R, z.begin() + (i * c.o_groups + g) * R);
+  }
   std::vector<float> zq = gemm_input(z.data(), a.n, c.o_groups * R, a.numerics);
-  kernels::linear(a.weights->wo_b, zq.data(), a.n, a.out, nullptr);
+  kernels::linear(a.weights->wo_b, zq.data(), a.n, a.out, a.pool);
 }
 
 // Attention of one sequence's rows over its window and compressed keys.
@@ -136,7 +139,7 @@ void attention_forward(const AttentionArgs& a) {
   // Compressed entries completed by this call exist before any query attends (spec §4.6).
   if (w.compressor) {
     CompressArgs ca{&c, w.compressor.get(), a.rope, CompressorRole::kMainKv, a.numerics};
-    CompressorProjections proj = compressor_project(*w.compressor, a.x, a.n);
+    CompressorProjections proj = compressor_project(*w.compressor, a.x, a.n, a.pool);
     for (int s = 0; s < a.n_segments; ++s) {
       const Segment& g = a.segments[s];
       compress(ca, proj, g.row0, g.n, g.start_pos, &g.state->compressor, &g.state->compressed_kv);
@@ -145,13 +148,13 @@ void attention_forward(const AttentionArgs& a) {
   std::vector<std::vector<int32_t>> selected;
   if (w.indexer) {
     CompressArgs ci{&c, &w.indexer->compressor, a.rope, CompressorRole::kIndexKey, a.numerics};
-    CompressorProjections proj = compressor_project(w.indexer->compressor, a.x, a.n);
+    CompressorProjections proj = compressor_project(w.indexer->compressor, a.x, a.n, a.pool);
     for (int s = 0; s < a.n_segments; ++s) {
       const Segment& g = a.segments[s];
       compress(ci, proj, g.row0, g.n, g.start_pos, &g.state->index_compressor, &g.state->index_keys);
     }
     IndexerArgs ia{&c, w.indexer.get(), a.rope, a.numerics, qr_in.data(), a.x, a.n, pos.data(), row_state.data(),
-                   a.trace, a.trace_tag};
+                   a.trace, a.trace_tag, a.pool};
     selected = index_select(ia);
   }
 

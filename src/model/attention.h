@@ -21,6 +21,7 @@
 namespace dsv4 {
 
 class Trace;
+class ThreadPool;
 
 struct AttentionArgs {
   const ModelConfig* config = nullptr;
@@ -34,6 +35,7 @@ struct AttentionArgs {
   float* out = nullptr;      // [n, dim]
   Trace* trace = nullptr;
   const char* trace_tag = "";
+  ThreadPool* pool = nullptr;  // kernels' threads (null: serial)
 };
 
 void attention_forward(const AttentionArgs& args);

@@ -39,7 +39,7 @@ void block_forward(const BlockArgs& a) {
   std::vector<float> f(size_t(a.n * c.dim));
 
   std::vector<float> h = pre_norm(a, w.hc_attn, w.attn_norm, &mixes);
-  AttentionArgs aa{&c, &w.attn, a.rope, a.numerics, h.data(), a.n, a.segments, a.n_segments, f.data(), a.trace, a.trace_tag};
+  AttentionArgs aa{&c, &w.attn, a.rope, a.numerics, h.data(), a.n, a.segments, a.n_segments, f.data(), a.trace, a.trace_tag, a.pool};
   attention_forward(aa);
   std::vector<int64_t> pos(static_cast<size_t>(a.n));
   for (int s = 0; s < a.n_segments; ++s)
@@ -50,7 +50,7 @@ void block_forward(const BlockArgs& a) {
 
   h = pre_norm(a, w.hc_ffn, w.ffn_norm, &mixes);
   MoeArgs ma{&c, &w.ffn, c.is_hash_layer(w.layer_id), a.numerics, h.data(), a.tokens, a.n, pos.data(),
-             f.data(), a.trace, a.trace_tag};
+             f.data(), a.trace, a.trace_tag, a.pool};
   moe_forward(ma);
   post(a, mixes, f.data());
 }

@@ -13,6 +13,7 @@
 namespace dsv4 {
 
 class Trace;
+class ThreadPool;
 
 struct BlockArgs {
   const ModelConfig* config = nullptr;
@@ -26,6 +27,7 @@ struct BlockArgs {
   int n_segments = 0;
   Trace* trace = nullptr;
   const char* trace_tag = "";       // "block{i}" or "mtp"
+  ThreadPool* pool = nullptr;       // kernels' threads (null: serial)
 };
 
 void block_forward(const BlockArgs& args);

@@ -62,13 +62,13 @@ void emit_entry(const CompressArgs& args, CompressorState* st, int64_t j, std::v
 
 }  // namespace
 
-CompressorProjections compressor_project(const CompressorWeights& w, const float* a, int64_t n) {
+CompressorProjections compressor_project(const CompressorWeights& w, const float* a, int64_t n, ThreadPool* pool) {
   // F32 with F32-upcast BF16 weights and no activation quantization, as the reference.
   CompressorProjections p;
   p.kv.resize(size_t(n * w.wkv.out));
   p.score.resize(size_t(n * w.wgate.out));
-  kernels::linear(w.wkv, a, n, p.kv.data(), nullptr);
-  kernels::linear(w.wgate, a, n, p.score.data(), nullptr);
+  kernels::linear(w.wkv, a, n, p.kv.data(), pool);
+  kernels::linear(w.wgate, a, n, p.score.data(), pool);
   return p;
 }
 

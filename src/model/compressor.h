@@ -15,6 +15,8 @@
 
 namespace dsv4 {
 
+class ThreadPool;
+
 enum class CompressorRole {
   kMainKv,     // entry: norm, RoPE at j·r, FP8 round trip of the non-rope dims
   kIndexKey,   // entry: norm, RoPE at j·r, Hadamard, FP4 round trip of all dims
@@ -33,7 +35,8 @@ struct CompressArgs {
 struct CompressorProjections {
   std::vector<float> kv, score;
 };
-CompressorProjections compressor_project(const CompressorWeights& w, const float* a, int64_t n);
+CompressorProjections compressor_project(const CompressorWeights& w, const float* a, int64_t n,
+                                         ThreadPool* pool = nullptr);
 
 // Consumes one sequence's rows [row0, row0 + n) of `proj` at positions start_pos …; the state
 // must hold exactly start_pos % ratio pending tokens. Appends each entry that completes to

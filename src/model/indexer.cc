@@ -21,7 +21,7 @@ std::vector<std::vector<int32_t>> index_select(const IndexerArgs& a) {
 
   // Queries: wq_b(qr), RoPE on the last rope dims, Hadamard, FP4 round trip — per head.
   std::vector<float> q(size_t(a.n * heads * hd));
-  kernels::linear(w.wq_b, a.qr_in, a.n, q.data(), nullptr);
+  kernels::linear(w.wq_b, a.qr_in, a.n, q.data(), a.pool);
   for (int64_t i = 0; i < a.n; ++i)
     for (int h = 0; h < heads; ++h) {
       float* qh = q.data() + (i * heads + h) * hd;
@@ -31,7 +31,7 @@ std::vector<std::vector<int32_t>> index_select(const IndexerArgs& a) {
     }
   // Head weights: weights_proj(x) · index_head_dim^-0.5 · index_n_heads^-0.5.
   std::vector<float> hw(size_t(a.n * heads));
-  kernels::linear(w.weights_proj, a.x, a.n, hw.data(), nullptr);
+  kernels::linear(w.weights_proj, a.x, a.n, hw.data(), a.pool);
   const float wscale = 1.0f / std::sqrt(float(hd)) / std::sqrt(float(heads));
   for (float& v : hw) v *= wscale;
 

@@ -15,6 +15,7 @@
 namespace dsv4 {
 
 class Trace;
+class ThreadPool;
 
 struct IndexerArgs {
   const ModelConfig* config = nullptr;
@@ -28,6 +29,7 @@ struct IndexerArgs {
   const LayerState* const* states = nullptr;   // [n] each row's sequence state (its indexer keys)
   Trace* trace = nullptr;
   const char* trace_tag = "";    // "block{i}" in trace names
+  ThreadPool* pool = nullptr;    // kernels' threads (null: serial)
 };
 
 // Returns, per query row, the selected entry ids (descending score, ties to the lower id):

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "core/error.h"
+#include "core/thread_pool.h"
 #include "kernels/linear.h"
 #include "kernels/ops.h"
 #include "model/block.h"
@@ -11,7 +12,7 @@
 
 namespace dsv4 {
 
-std::unique_ptr<Model> Model::load(const std::string& dir, Numerics numerics) {
+std::unique_ptr<Model> Model::load(const std::string& dir, Numerics numerics, ThreadPool* pool) {
   std::unique_ptr<Model> m(new Model());
   m->config_ = load_config(dir);
   m->dir_ = TensorDirectory::open(dir);
@@ -19,6 +20,7 @@ std::unique_ptr<Model> Model::load(const std::string& dir, Numerics numerics) {
   for (int l = 0; l < m->config_.n_layers + m->config_.n_mtp_layers; ++l)
     m->ropes_.push_back(layer_rope_table(m->config_, l));
   m->numerics_ = numerics;
+  m->pool_ = pool ? pool : ThreadPool::shared();
   return m;
 }
 
@@ -38,7 +40,7 @@ void Model::block_forward(int layer, LayerState* state, int64_t start_pos, float
   const std::string tag = cat("block", layer);
   Segment seg{state, start_pos, 0, n};
   BlockArgs a{&config_, &weights_.layers.at(size_t(layer)), &ropes_[size_t(layer)], numerics_, x, tokens, n, &seg, 1,
-              trace, tag.c_str()};
+              trace, tag.c_str(), pool_};
   dsv4::block_forward(a);
 }
 
@@ -75,7 +77,7 @@ void Model::forward_batch(std::span<const BatchItem> items, std::vector<ForwardO
       segs[k] = Segment{&items[k].state->layers[size_t(l)], items[k].state->pos, row0[k], int64_t(items[k].tokens.size())};
     const std::string tag = cat("block", l);
     BlockArgs a{&config_, &weights_.layers[size_t(l)], &ropes_[size_t(l)], numerics_, x.data(), tokens.data(), n,
-                segs.data(), int(segs.size()), trace, tag.c_str()};
+                segs.data(), int(segs.size()), trace, tag.c_str(), pool_};
     dsv4::block_forward(a);
     trace_rows(cat("hidden.block", l));
   }
@@ -99,7 +101,7 @@ void Model::logits_rows(const HcHeadWeights& hc, const Vec& norm, const float* x
   for (int64_t r = 0; r < rows; ++r) {
     hc_head(config_, hc, x + (first + r) * stride, z.data());
     kernels::rms_norm(z.data(), norm.data(), D, config_.norm_eps, z.data());
-    kernels::linear(weights_.head, z.data(), 1, logits->data() + r * V, nullptr);
+    kernels::linear(weights_.head, z.data(), 1, logits->data() + r * V, pool_);
   }
 }
 

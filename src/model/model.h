@@ -24,6 +24,7 @@
 namespace dsv4 {
 
 class Trace;
+class ThreadPool;
 
 enum class LogitsMode { kNone, kLast, kAll };
 
@@ -35,13 +36,18 @@ struct ForwardOutput {
 class Model {
  public:
   // Opens a checkpoint directory: config.json + safetensors; validates the full inventory.
-  static std::unique_ptr<Model> load(const std::string& dir, Numerics numerics = Numerics::kReference);
+  // Kernels run on `pool` (null: ThreadPool::shared(), sized to the machine or $DSV4_THREADS).
+  static std::unique_ptr<Model> load(const std::string& dir, Numerics numerics = Numerics::kReference,
+                                     ThreadPool* pool = nullptr);
 
   const ModelConfig& config() const { return config_; }
   const Weights& weights() const { return weights_; }
   const TensorDirectory& tensors() const { return *dir_; }
   Numerics numerics() const { return numerics_; }
   void set_numerics(Numerics n) { numerics_ = n; }
+  ThreadPool* thread_pool() const { return pool_; }
+  // The pool must outlive the model's use of it; null runs the kernels serially.
+  void set_thread_pool(ThreadPool* pool) { pool_ = pool; }
 
   SequenceState new_sequence() const { return make_sequence_state(config_); }
   MtpState new_mtp_state() const { return make_mtp_state(config_); }
@@ -82,6 +88,7 @@ class Model {
   Weights weights_;
   std::vector<RopeTable> ropes_;  // [n_layers + n_mtp_layers]
   Numerics numerics_ = Numerics::kReference;
+  ThreadPool* pool_ = nullptr;
 };
 
 }  // namespace dsv4

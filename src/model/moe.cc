@@ -63,25 +63,32 @@ Route route(const MoeArgs& a, const float* logits, int32_t token, int64_t pos) {
   return r;
 }
 
-// One expert on one token: w2( weight · silu(min(g, L)) · clamp(v, ±L) ), added into `acc`.
-void expert_forward(const MoeArgs& a, const ExpertWeights& w, const float* xq, float weight, float* acc) {
+// One expert on m gathered tokens: y = w2( weight · silu(min(g, L)) · clamp(v, ±L) ), each row
+// added into acc rows `dst`. Rows are independent (batch-invariant kernels), so grouping the
+// tokens of one expert reads its weights once per call instead of once per token.
+void expert_forward(const MoeArgs& a, const ExpertWeights& w, const float* xq, int64_t m, const float* weight,
+                    const int64_t* dst, float* acc) {
   const ModelConfig& c = *a.config;
-  const int64_t I = c.moe_inter_dim;
-  std::vector<float> g(static_cast<size_t>(I)), v(static_cast<size_t>(I)), y(static_cast<size_t>(c.dim));
-  kernels::linear(w.w1, xq, 1, g.data(), nullptr);
-  kernels::linear(w.w3, xq, 1, v.data(), nullptr);
+  const int64_t I = c.moe_inter_dim, D = c.dim;
+  std::vector<float> g(size_t(m * I)), v(size_t(m * I)), y(size_t(m * D));
+  kernels::linear(w.w1, xq, m, g.data(), a.pool);
+  kernels::linear(w.w3, xq, m, v.data(), a.pool);
   const float L = c.swiglu_limit;
-  for (int64_t i = 0; i < I; ++i) {
-    float gi = g[size_t(i)], vi = v[size_t(i)];
-    if (L > 0) {
-      vi = std::clamp(vi, -L, L);
-      gi = std::min(gi, L);
+  for (int64_t r = 0; r < m; ++r)
+    for (int64_t i = 0; i < I; ++i) {
+      float gi = g[size_t(r * I + i)], vi = v[size_t(r * I + i)];
+      if (L > 0) {
+        vi = std::clamp(vi, -L, L);
+        gi = std::min(gi, L);
+      }
+      g[size_t(r * I + i)] = kernels::silu(gi) * vi * weight[r];
     }
-    g[size_t(i)] = kernels::silu(gi) * vi * weight;
+  std::vector<float> hq = gemm_input(g.data(), m, I, a.numerics);
+  kernels::linear(w.w2, hq.data(), m, y.data(), a.pool);
+  for (int64_t r = 0; r < m; ++r) {
+    float* out = acc + dst[r] * D;
+    for (int64_t d = 0; d < D; ++d) out[d] += y[size_t(r * D + d)];
   }
-  std::vector<float> hq = gemm_input(g.data(), 1, I, a.numerics);
-  kernels::linear(w.w2, hq.data(), 1, y.data(), nullptr);
-  for (int64_t d = 0; d < c.dim; ++d) acc[d] += y[size_t(d)];
 }
 
 }  // namespace
@@ -89,23 +96,36 @@ void expert_forward(const MoeArgs& a, const ExpertWeights& w, const float* xq, f
 void moe_forward(const MoeArgs& a) {
   const ModelConfig& c = *a.config;
   const int E = c.n_routed_experts;
+  const int64_t D = c.dim;
   std::vector<float> logits(size_t(a.n * E));
-  kernels::linear(a.weights->gate, a.x, a.n, logits.data(), nullptr);
-  std::vector<float> xq = gemm_input(a.x, a.n, c.dim, a.numerics);
-  std::vector<float> acc(static_cast<size_t>(c.dim));
+  kernels::linear(a.weights->gate, a.x, a.n, logits.data(), a.pool);
+  std::vector<float> xq = gemm_input(a.x, a.n, D, a.numerics);
+  // Tokens grouped by expert. Experts run in increasing id, so every token still sums its
+  // routed outputs in increasing expert id (as the reference), then the shared expert.
+  std::vector<std::vector<int64_t>> tok(static_cast<size_t>(E));
+  std::vector<std::vector<float>> wgt(static_cast<size_t>(E));
   for (int64_t i = 0; i < a.n; ++i) {
     Route r = route(a, logits.data() + i * E, a.tokens[i], a.positions[i]);
-    // Routed outputs summed in increasing expert id, as the reference does; then the shared one.
-    std::vector<int> order(r.experts.size());
-    std::iota(order.begin(), order.end(), 0);
-    std::sort(order.begin(), order.end(), [&](int x, int y) { return r.experts[size_t(x)] < r.experts[size_t(y)]; });
-    std::fill(acc.begin(), acc.end(), 0.0f);
-    const float* xr = xq.data() + i * c.dim;
-    for (int k : order)
-      expert_forward(a, a.weights->experts[size_t(r.experts[size_t(k)])], xr, r.weights[size_t(k)], acc.data());
-    expert_forward(a, a.weights->shared, xr, 1.0f, acc.data());
-    std::copy(acc.begin(), acc.end(), a.out + i * c.dim);
+    for (size_t k = 0; k < r.experts.size(); ++k) {
+      tok[size_t(r.experts[k])].push_back(i);
+      wgt[size_t(r.experts[k])].push_back(r.weights[k]);
+    }
   }
+  std::fill(a.out, a.out + a.n * D, 0.0f);
+  std::vector<float> xg;
+  for (int e = 0; e < E; ++e) {
+    const std::vector<int64_t>& rows = tok[size_t(e)];
+    if (rows.empty()) continue;
+    xg.resize(rows.size() * size_t(D));
+    for (size_t r = 0; r < rows.size(); ++r)
+      std::copy(xq.begin() + rows[r] * D, xq.begin() + (rows[r] + 1) * D, xg.begin() + int64_t(r) * D);
+    expert_forward(a, a.weights->experts[size_t(e)], xg.data(), int64_t(rows.size()), wgt[size_t(e)].data(),
+                   rows.data(), a.out);
+  }
+  std::vector<int64_t> all(static_cast<size_t>(a.n));
+  std::iota(all.begin(), all.end(), 0);
+  std::vector<float> ones(static_cast<size_t>(a.n), 1.0f);
+  expert_forward(a, a.weights->shared, xq.data(), a.n, ones.data(), all.data(), a.out);
 }
 
 }  // namespace dsv4

@@ -14,6 +14,7 @@
 namespace dsv4 {
 
 class Trace;
+class ThreadPool;
 
 struct MoeArgs {
   const ModelConfig* config = nullptr;
@@ -27,6 +28,7 @@ struct MoeArgs {
   float* out = nullptr;            // [n, dim]
   Trace* trace = nullptr;
   const char* trace_tag = "";
+  ThreadPool* pool = nullptr;  // kernels' threads (null: serial)
 };
 
 void moe_forward(const MoeArgs& args);

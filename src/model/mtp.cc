@@ -31,8 +31,8 @@ void Model::mtp_forward(MtpState* state, const float* hidden, std::span<const in
   }
   std::vector<float> eq = gemm_input(e.data(), n, D, numerics_);
   std::vector<float> hq = gemm_input(hn.data(), n * hc, D, numerics_);
-  kernels::linear(w.e_proj, eq.data(), n, ep.data(), nullptr);
-  kernels::linear(w.h_proj, hq.data(), n * hc, hp.data(), nullptr);
+  kernels::linear(w.e_proj, eq.data(), n, ep.data(), pool_);
+  kernels::linear(w.h_proj, hq.data(), n * hc, hp.data(), pool_);
   out->hidden.resize(size_t(n * hc * D));
   for (int64_t i = 0; i < n; ++i)
     for (int64_t s = 0; s < hc; ++s)
@@ -41,7 +41,7 @@ void Model::mtp_forward(MtpState* state, const float* hidden, std::span<const in
 
   Segment seg{&state->layer, state->pos, 0, n};
   BlockArgs a{&config_, &w.block, &ropes_[size_t(config_.n_layers)], numerics_, out->hidden.data(),
-              next_tokens.data(), n, &seg, 1, trace, "mtp"};
+              next_tokens.data(), n, &seg, 1, trace, "mtp", pool_};
   dsv4::block_forward(a);
   if (trace)
     for (int64_t i = 0; i < n; ++i) trace->f32("hidden.mtp", state->pos + i, out->hidden.data() + i * hc * D, hc * D);

@@ -10,8 +10,8 @@ import sys
 import time
 
 dsv4 = sys.argv[1]
+# The demo model and the tokenizer base live in the user's dsv4 cache (scripts/setup.sh fills it).
 env = dict(os.environ)
-env.setdefault("DSV4_CACHE", os.path.join(os.path.dirname(dsv4), "..", "cache"))
 p = subprocess.Popen([dsv4, "chat", "--model", "demo", "-n", "200", "--ctx", "4096"], stdin=subprocess.PIPE,
                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
 out, err = b"", b""

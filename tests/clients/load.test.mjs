@@ -101,10 +101,10 @@ async function idle() {
 }
 
 test('concurrent clients, cancellations and malformed requests', async () => {
-  const r1 = await round(16);
+  const r1 = await round(12);
   const h1 = await idle();
   const rss1 = rssMb();
-  const r2 = await round(16);
+  const r2 = await round(12);
   const h2 = await idle();
   const rss2 = rssMb();
   const outcomes = [...r1.clients, ...r2.clients];

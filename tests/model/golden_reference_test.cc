@@ -145,7 +145,9 @@ TEST_P(GoldenReference, EndToEndStatistical) {
     }
     min_cos = std::min(min_cos, dot / std::sqrt(na * nb));
     agree += std::max_element(a, a + V) - a == std::max_element(b, b + V) - b;
-    if (r < 7) EXPECT_LE(m / ref_rms, 1e-3) << "prefill position " << r;
+    if (r < 7) {
+      EXPECT_LE(m / ref_rms, 1e-3) << "prefill position " << r;
+    }
   }
   EXPECT_GE(min_cos, 0.9);
   EXPECT_GE(double(agree) / double(rows), 0.8);

@@ -173,7 +173,10 @@ TEST_F(Api, AnthropicMessagesMapOntoTheSamePrompt) {
   EXPECT_EQ(resp["content"][0]["input"], J(R"({"location":"Paris"})"));
 
   MessagesStream s("msg", cfg_, a);
-  std::string sse = s.start(10) + s.on_event(JobEvent{"Hello", {}}) + s.on_event(JobEvent{kToolCompletion, {}}) + s.finish(o);
+  std::string sse = s.start(10);
+  sse += s.on_event(JobEvent{"Hello", {}});
+  sse += s.on_event(JobEvent{kToolCompletion, {}});
+  sse += s.finish(o);
   for (const char* ev : {"message_start", "content_block_start", "text_delta", "content_block_stop", "input_json_delta",
                          "message_delta", "message_stop"})
     EXPECT_NE(sse.find(std::string("event: ") + (std::string(ev).find("delta") != std::string::npos &&

@@ -1,0 +1,215 @@
+// `dsv4 bench`: this machine's measured limits, then the model's prefill and decode speed
+// against them (issue 5). Decode is memory-bound: its figure of merit is the weight bytes a
+// decoded token touches × tokens/s over the measured read bandwidth. Prefill is compute-bound:
+// linear-layer FLOPs × tokens/s over the measured BF16 dot-product peak.
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "apps/cli/commands.h"
+#include "apps/cli/demo_model.h"
+#include "core/error.h"
+#include "core/thread_pool.h"
+#include "kernels/isa.h"
+#include "kernels/probe.h"
+#include "model/model.h"
+
+namespace dsv4::cli {
+
+namespace {
+
+struct BenchFlags {
+  std::string model, numerics = "reference", isa;
+  int prompt = 512, gen = 16, context = 0, threads = 0, reps = 3;
+  bool json = false;
+};
+
+double now_s() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+int64_t linear_bytes(const Linear& l) {
+  if (l.empty()) return 0;
+  switch (l.format) {
+    case WeightFormat::kF32: return l.out * l.in * 4;
+    case WeightFormat::kBF16: return l.out * l.in * 2;
+    case WeightFormat::kFP8: return l.out * l.in + ((l.out + 127) / 128) * ((l.in + 127) / 128);
+    case WeightFormat::kFP4: return l.out * l.in / 2 + l.out * l.in / 32;
+  }
+  return 0;
+}
+int64_t macs(const Linear& l) { return l.empty() ? 0 : l.out * l.in; }
+int64_t vec_bytes(const Vec& v) { return int64_t(v.size()) * 4; }
+
+struct PerToken {
+  int64_t bytes = 0;  // weight bytes one decoded token reads
+  int64_t macs = 0;   // multiply-adds of one token's matrix products (excluding the head)
+};
+
+PerToken per_token(const Model& m) {
+  const ModelConfig& c = m.config();
+  const Weights& w = m.weights();
+  PerToken p;
+  auto lin = [&](const Linear& l) { p.bytes += linear_bytes(l), p.macs += macs(l); };
+  auto expert = [&](const ExpertWeights& e) { lin(e.w1), lin(e.w2), lin(e.w3); };
+  auto hc = [&](const HcWeights& h) { p.bytes += vec_bytes(h.fn), p.macs += int64_t(h.fn.size()); };
+  auto comp = [&](const CompressorWeights& cw) { lin(cw.wkv), lin(cw.wgate), p.bytes += vec_bytes(cw.ape) + vec_bytes(cw.norm); };
+  for (const BlockWeights& b : w.layers) {
+    hc(b.hc_attn), hc(b.hc_ffn);
+    const AttentionWeights& a = b.attn;
+    lin(a.wq_a), lin(a.wq_b), lin(a.wkv), lin(a.wo_a), lin(a.wo_b);
+    p.bytes += vec_bytes(a.q_norm) + vec_bytes(a.kv_norm) + vec_bytes(a.attn_sink) + vec_bytes(b.attn_norm) + vec_bytes(b.ffn_norm);
+    if (a.compressor) comp(*a.compressor);
+    if (a.indexer) lin(a.indexer->wq_b), lin(a.indexer->weights_proj), comp(a.indexer->compressor);
+    lin(b.ffn.gate);
+    expert(b.ffn.shared);
+    for (int k = 0; k < c.n_activated_experts && !b.ffn.experts.empty(); ++k) expert(b.ffn.experts[0]);
+  }
+  p.bytes += linear_bytes(w.head) + vec_bytes(w.hc_head.fn) + c.dim * 2;  // + one embedding row
+  return p;
+}
+
+double rss_gb(const char* field) {
+  std::ifstream f("/proc/self/status");
+  std::string line;
+  while (std::getline(f, line))
+    if (line.rfind(field, 0) == 0) return std::atof(line.c_str() + std::strlen(field)) / 1024.0 / 1024.0;
+  return 0;
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0 : v[v.size() / 2];
+}
+
+void run_bench(const BenchFlags& f) {
+  if (!f.isa.empty()) kernels::set_isa(kernels::parse_isa(f.isa));
+  // OpenBLAS settings of this environment must not shape a benchmark (machine notes).
+  unsetenv("OPENBLAS_CORETYPE");
+  unsetenv("OPENBLAS_L2_SIZE");
+  const int T = f.threads > 0 ? f.threads : int(std::max(1u, std::thread::hardware_concurrency()));
+  ThreadPool pool(T);
+  const std::string dir = resolve_model_dir(f.model);
+
+  // 1. Machine limits.
+  const double bw = kernels::measure_read_bandwidth(&pool, size_t(2) << 30, 5);
+  const double bf16_peak = kernels::measure_dot_peak(&pool, true);
+  const double f32_peak = kernels::measure_dot_peak(&pool, false);
+
+  // 2. Model.
+  double t0 = now_s();
+  std::unique_ptr<Model> model = Model::load(dir, f.numerics == "plain" ? Numerics::kPlain : Numerics::kReference, &pool);
+  const double load_s = now_s() - t0;
+  const ModelConfig& c = model->config();
+  const PerToken pt = per_token(*model);
+  std::mt19937 rng(42);
+  std::uniform_int_distribution<int32_t> tok(100, int32_t(std::min<int64_t>(c.vocab_size, 100000)) - 1);
+  auto tokens = [&](int n) {
+    std::vector<int32_t> v(static_cast<size_t>(n));
+    for (auto& t : v) t = tok(rng);
+    return v;
+  };
+  ForwardOutput out;
+  auto decode = [&](SequenceState* st, int n) {  // tokens/s of n single-token forwards (median per-token time)
+    std::vector<double> dt;
+    for (int i = 0; i < n; ++i) {
+      std::vector<int32_t> t1 = tokens(1);
+      const double a = now_s();
+      model->forward(st, t1, LogitsMode::kLast, &out);
+      dt.push_back(now_s() - a);
+    }
+    return 1.0 / median(dt);
+  };
+  // Warm-up: first touch of the weights (page faults, page cache) is not what we measure.
+  {
+    SequenceState st = model->new_sequence();
+    decode(&st, 2);
+  }
+  std::vector<double> dec_empty, prefill, dec_filled;
+  for (int r = 0; r < f.reps; ++r) {
+    SequenceState st = model->new_sequence();
+    dec_empty.push_back(decode(&st, f.gen));
+    SequenceState sp = model->new_sequence();
+    std::vector<int32_t> prompt = tokens(f.prompt);
+    const double a = now_s();
+    model->forward(&sp, prompt, LogitsMode::kLast, &out);
+    prefill.push_back(f.prompt / (now_s() - a));
+    for (int64_t left = f.context - f.prompt; left > 0; left -= 512)
+      model->forward(&sp, tokens(int(std::min<int64_t>(left, 512))), LogitsMode::kNone, &out);
+    dec_filled.push_back(decode(&sp, f.gen));
+  }
+  const double dec = median(dec_empty), pre = median(prefill), decf = median(dec_filled);
+  const double dec_gbs = dec * double(pt.bytes) / 1e9;
+  const double pre_gflops = pre * 2.0 * double(pt.macs) / 1e9;
+  const int64_t ctx = std::max(f.context, f.prompt) + f.gen;
+
+  if (f.json) {
+    nlohmann::ordered_json j;
+    j["model"] = dir;
+    j["isa"] = std::string(kernels::isa_name(kernels::active_isa()));
+    j["threads"] = T;
+    j["numerics"] = f.numerics;
+    j["read_bandwidth_gbs"] = bw;
+    j["bf16_peak_gflops"] = bf16_peak;
+    j["f32_peak_gflops"] = f32_peak;
+    j["load_s"] = load_s;
+    j["rss_gb"] = rss_gb("VmRSS:");
+    j["rss_peak_gb"] = rss_gb("VmHWM:");
+    j["prompt_tokens"] = f.prompt;
+    j["prefill_tokens_per_s"] = pre;
+    j["prefill_gflops"] = pre_gflops;
+    j["prefill_peak_fraction"] = pre_gflops / bf16_peak;
+    j["decode_tokens_per_s"] = dec;
+    j["decode_filled_context"] = ctx;
+    j["decode_filled_tokens_per_s"] = decf;
+    j["decode_bytes_per_token"] = pt.bytes;
+    j["decode_gbs"] = dec_gbs;
+    j["decode_bandwidth_fraction"] = dec_gbs / bw;
+    j["decode_filled_bandwidth_fraction"] = decf * double(pt.bytes) / 1e9 / bw;
+    std::printf("%s\n", j.dump(2).c_str());
+    return;
+  }
+  std::printf("dsv4 bench: %s (%s numerics), ISA %s, %d threads\n", dir.c_str(), f.numerics.c_str(),
+              std::string(kernels::isa_name(kernels::active_isa())).c_str(), T);
+  std::printf("  %-34s %10.1f GB/s\n", "read bandwidth (measured)", bw);
+  std::printf("  %-34s %10.1f GFLOP/s\n", "BF16 dot peak (measured)", bf16_peak);
+  std::printf("  %-34s %10.1f GFLOP/s\n", "F32 FMA peak (measured)", f32_peak);
+  std::printf("  %-34s %10.2f s\n", "load time", load_s);
+  std::printf("  %-34s %10.2f GB (peak %.2f)\n", "resident memory", rss_gb("VmRSS:"), rss_gb("VmHWM:"));
+  std::printf("  %-34s %10.1f tok/s  %7.1f GFLOP/s  %5.1f%% of peak\n", cat("prefill (", f.prompt, " tokens)").c_str(), pre,
+              pre_gflops, 100 * pre_gflops / bf16_peak);
+  std::printf("  %-34s %10.2f tok/s  %7.1f GB/s     %5.1f%% of bandwidth\n", "decode (empty context)", dec, dec_gbs,
+              100 * dec_gbs / bw);
+  std::printf("  %-34s %10.2f tok/s  %7.1f GB/s     %5.1f%% of bandwidth\n", cat("decode (context ", ctx, ")").c_str(),
+              decf, decf * double(pt.bytes) / 1e9, 100 * decf * double(pt.bytes) / 1e9 / bw);
+  std::printf("  %-34s %10.1f MB\n", "weight bytes per decoded token", double(pt.bytes) / 1e6);
+}
+
+}  // namespace
+
+void add_bench_commands(CLI::App& app) {
+  auto f = std::make_shared<BenchFlags>();
+  CLI::App* c = app.add_subcommand("bench", "Measure memory bandwidth / compute peak, then prefill and decode speed");
+  c->add_option("--model", f->model, "Checkpoint directory, or 'demo'")->required();
+  c->add_option("--prompt", f->prompt, "Prefill length in tokens")->check(CLI::PositiveNumber);
+  c->add_option("--gen", f->gen, "Decoded tokens per measurement")->check(CLI::PositiveNumber);
+  c->add_option("--context", f->context, "Context filled before the second decode measurement (default: --prompt)");
+  c->add_option("--threads", f->threads, "Kernel threads (default: all CPUs)");
+  c->add_option("--reps", f->reps, "Repetitions (medians are reported)")->check(CLI::PositiveNumber);
+  c->add_option("--numerics", f->numerics, "reference | plain")->check(CLI::IsMember({"reference", "plain"}));
+  c->add_option("--isa", f->isa, "Force kernels: scalar | avx2 | avx512 (default: best, or $DSV4_ISA)");
+  c->add_flag("--json", f->json, "Print one JSON object");
+  c->callback([f] { run_bench(*f); });
+}
+
+}  // namespace dsv4::cli

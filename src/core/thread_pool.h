@@ -1,0 +1,61 @@
+// One pool of worker threads for the whole process's kernels (design §4.6).
+//
+// parallel_for(n, fn) splits [0, n) into at most size() contiguous static chunks and runs
+// fn(begin, end) on them, the caller taking the first chunk. Static chunks keep each output
+// row on a fixed thread and make false sharing a matter of chunk boundaries only. Workers spin
+// briefly on an atomic generation counter before sleeping (a futex wake costs ~22 µs and a
+// missed wake a 4 ms scheduler tick on the target machine), so the many short regions of one
+// decoded token stay cheap. Regions do not nest: a parallel_for issued from inside a task, or
+// while another thread's region runs, executes serially on the calling thread.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <thread>
+#include <vector>
+
+namespace dsv4 {
+
+class ThreadPool {
+ public:
+  // n_threads counts the caller: 1 means no workers (everything runs on the caller).
+  explicit ThreadPool(int n_threads);
+  ~ThreadPool();
+  ThreadPool(const ThreadPool&) = delete;
+  ThreadPool& operator=(const ThreadPool&) = delete;
+
+  int size() const { return n_threads_; }
+
+  // fn(begin, end) over chunks of [0, n); chunk boundaries are multiples of `grain` (except the
+  // last end). Returns when every chunk has finished. Exceptions from fn terminate.
+  void parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn, int64_t grain = 1);
+
+  // The process default: $DSV4_THREADS threads if set, else std::thread::hardware_concurrency().
+  static ThreadPool* shared();
+
+ private:
+  void worker(int index);
+
+  int n_threads_;
+  std::vector<std::thread> threads_;
+  std::atomic<uint64_t> generation_{0};   // bumped once per region; workers wait on it
+  std::atomic<int> pending_{0};           // workers still running the current region
+  std::atomic<bool> busy_{false};         // a region is in flight (nesting → serial)
+  std::atomic<bool> stop_{false};
+  const std::function<void(int64_t, int64_t)>* fn_ = nullptr;
+  int64_t n_ = 0, chunk_ = 0;
+};
+
+// parallel_for on `pool`, or a plain call fn(0, n) when pool is null.
+inline void parallel_for(ThreadPool* pool, int64_t n, const std::function<void(int64_t, int64_t)>& fn,
+                         int64_t grain = 1) {
+  if (pool && n > grain) {
+    pool->parallel_for(n, fn, grain);
+  } else if (n > 0) {
+    fn(0, n);
+  }
+}
+
+}  // namespace dsv4
