@@ -170,6 +170,9 @@ void run_range(const Call& c, int64_t b, int64_t e, float* wbuf, float* sbuf) {
 bool linear_rows_avx2(const Linear& w, int64_t row0, int64_t n_out, const float* x, int64_t rows, float* y,
                       ThreadPool* pool) {
   if (w.in % 128 != 0) return false;
+  // FP8 stays on the scalar reference here: this target's 8-lane F32 order still flipped an FP8
+  // rounding tie against the official outputs (golden MTP test, flash-mini); to revisit.
+  if (w.format == WeightFormat::kFP8) return false;
   Call c{&w, row0, n_out, rows, w.in, x, y};
   parallel_for(pool, n_out, [&](int64_t b, int64_t e) {
     thread_local std::vector<float> wbuf, sbuf;  // [4, K] decoded rows, [4, K/32] block scales
