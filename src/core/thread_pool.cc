@@ -1,6 +1,8 @@
 #include "core/thread_pool.h"
 
+#include <algorithm>
 #include <cstdlib>
+#include <thread>
 
 #include "core/error.h"
 
@@ -21,7 +23,7 @@ constexpr int kSpinIters = 20000;
 }  // namespace
 
 ThreadPool::ThreadPool(int n_threads) : n_threads_(n_threads < 1 ? 1 : n_threads) {
-  for (int i = 1; i < n_threads_; ++i) threads_.emplace_back([this, i] { worker(i); });
+  for (int i = 1; i < n_threads_; ++i) threads_.emplace_back([this] { worker(); });
 }
 
 ThreadPool::~ThreadPool() {
@@ -40,7 +42,7 @@ ThreadPool* ThreadPool::shared() {
   return &pool;
 }
 
-void ThreadPool::worker(int index) {
+void ThreadPool::worker() {
   uint64_t seen = 0;
   for (;;) {
     uint64_t g = generation_.load(std::memory_order_acquire);
@@ -54,9 +56,27 @@ void ThreadPool::worker(int index) {
     }
     seen = g;
     if (stop_.load()) return;
-    const int64_t b = int64_t(index) * chunk_, e = b + chunk_ < n_ ? b + chunk_ : n_;
-    if (b < e) (*fn_)(b, e);
-    pending_.fetch_sub(1, std::memory_order_acq_rel);
+    run_chunks(g);
+  }
+}
+
+namespace {
+constexpr uint64_t kIndexBits = 20, kIndexMask = (uint64_t(1) << kIndexBits) - 1;
+}  // namespace
+
+void ThreadPool::run_chunks(uint64_t generation) {
+  const uint64_t tag = generation & 0xffffff;
+  uint64_t c = claim_.load(std::memory_order_acquire);
+  for (;;) {
+    // The region's chunk count travels in the claim word itself, so a late worker never reads
+    // fields that the next region may be rewriting.
+    if ((c >> 2 * kIndexBits) != tag || (c & kIndexMask) >= ((c >> kIndexBits) & kIndexMask)) return;
+    if (!claim_.compare_exchange_weak(c, c + 1, std::memory_order_acq_rel, std::memory_order_acquire)) continue;
+    // A claimed, unfinished chunk keeps the caller waiting, so fn_, n_ and chunk_ are stable.
+    const int64_t b = int64_t(c & kIndexMask) * chunk_, e = b + chunk_ < n_ ? b + chunk_ : n_;
+    (*fn_)(b, e);
+    done_.fetch_add(1, std::memory_order_acq_rel);
+    c = claim_.load(std::memory_order_acquire);
   }
 }
 
@@ -68,16 +88,25 @@ void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int64
     fn(0, n);  // one thread, too little work, or nested: serial on the caller
     return;
   }
+  // A few chunks per thread: whoever runs claims the next one (rows are independent, so which
+  // thread computes a row never changes its value).
   const int64_t units = (n + grain - 1) / grain;
-  const int64_t per = (units + n_threads_ - 1) / n_threads_;
+  const int64_t n_chunks = std::min<int64_t>(units, int64_t(n_threads_) * 4);
+  const int64_t per = (units + n_chunks - 1) / n_chunks;
   fn_ = &fn;
   n_ = n;
   chunk_ = per * grain;
-  pending_.store(n_threads_ - 1, std::memory_order_relaxed);
-  generation_.fetch_add(1, std::memory_order_acq_rel);
+  const int64_t chunks = (n + chunk_ - 1) / chunk_;
+  done_.store(0, std::memory_order_relaxed);
+  const uint64_t g = generation_.load(std::memory_order_relaxed) + 1;
+  claim_.store(((g & 0xffffff) << 2 * kIndexBits) | (uint64_t(chunks) << kIndexBits), std::memory_order_release);
+  generation_.store(g, std::memory_order_release);
   generation_.notify_all();
-  fn(0, chunk_ < n ? chunk_ : n);
-  while (pending_.load(std::memory_order_acquire) != 0) cpu_relax();
+  run_chunks(g);
+  for (int spin = 0; done_.load(std::memory_order_acquire) != chunks; ++spin) {
+    if (spin < kSpinIters) cpu_relax();
+    else std::this_thread::yield();
+  }
   fn_ = nullptr;
   busy_.store(false, std::memory_order_release);
 }

@@ -36,12 +36,17 @@ class ThreadPool {
   static ThreadPool* shared();
 
  private:
-  void worker(int index);
+  void worker();
+  void run_chunks(uint64_t generation);
 
   int n_threads_;
   std::vector<std::thread> threads_;
   std::atomic<uint64_t> generation_{0};   // bumped once per region; workers wait on it
-  std::atomic<int> pending_{0};           // workers still running the current region
+  // Chunks are claimed, not assigned: (generation << 40) | (n_chunks << 20) | next chunk. A
+  // participant that never gets scheduled claims nothing, so the caller never waits on a
+  // descheduled thread (the machines are small and often oversubscribed).
+  std::atomic<uint64_t> claim_{0};
+  std::atomic<int64_t> done_{0};          // chunks finished in the current region
   std::atomic<bool> busy_{false};         // a region is in flight (nesting → serial)
   std::atomic<bool> stop_{false};
   const std::function<void(int64_t, int64_t)>* fn_ = nullptr;

@@ -12,7 +12,7 @@ import time
 dsv4 = sys.argv[1]
 # The demo model and the tokenizer base live in the user's dsv4 cache (scripts/setup.sh fills it).
 env = dict(os.environ)
-p = subprocess.Popen([dsv4, "chat", "--model", "demo", "-n", "200", "--ctx", "4096"], stdin=subprocess.PIPE,
+p = subprocess.Popen([dsv4, "chat", "--model", "demo", "-n", "80", "--ctx", "4096"], stdin=subprocess.PIPE,
                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
 out, err = b"", b""
 
@@ -43,14 +43,14 @@ def send(line: str) -> None:
 send("Hello there")
 read_until(b"[prompt ", 600)  # the first call may create the demo model
 send("And a second question?")
-read_until(b"[prompt ", 120)
+read_until(b"[prompt ", 300)
 # A long answer, interrupted while it streams.
 send("/think off")
 p.stdin.write(b"Tell me a long story\n")
 p.stdin.flush()
 time.sleep(0.3)
 p.send_signal(signal.SIGINT)
-read_until(b"[prompt ", 120)
+read_until(b"[prompt ", 300)
 send("/exit")
 rest_out, rest_err = p.communicate(timeout=60)
 out += rest_out
