@@ -81,14 +81,36 @@ void Model::forward_batch(std::span<const BatchItem> items, std::vector<ForwardO
     dsv4::block_forward(a);
     trace_rows(cat("hidden.block", l));
   }
+  // The head is the largest single matrix: one pass over it for the rows of every sequence.
+  const int64_t D = config_.dim, V = config_.vocab_size;
+  std::vector<float> z;
+  std::vector<int64_t> first_row(items.size());
+  for (size_t k = 0; k < items.size(); ++k) {
+    const int64_t m = int64_t(items[k].tokens.size());
+    const int64_t from = items[k].logits == LogitsMode::kAll ? 0 : items[k].logits == LogitsMode::kLast ? m - 1 : m;
+    first_row[k] = int64_t(z.size()) / D;
+    for (int64_t i = std::max<int64_t>(from, 0); i < m; ++i) {
+      z.resize(z.size() + size_t(D));
+      head_input(weights_.hc_head, weights_.norm, x.data() + (row0[k] + i) * stride, z.data() + z.size() - size_t(D));
+    }
+  }
+  const int64_t head_rows = int64_t(z.size()) / D;
+  std::vector<float> logits(size_t(head_rows * V));
+  if (head_rows) kernels::linear(weights_.head, z.data(), head_rows, logits.data(), pool_);
   outs->resize(items.size());
   for (size_t k = 0; k < items.size(); ++k) {
     const int64_t m = int64_t(items[k].tokens.size());
     ForwardOutput& o = (*outs)[k];
     o.hidden.assign(x.begin() + row0[k] * stride, x.begin() + (row0[k] + m) * stride);
     items[k].state->pos += m;
-    logits_rows(weights_.hc_head, weights_.norm, o.hidden.data(), m, items[k].logits, &o.logits);
+    const int64_t end = k + 1 < items.size() ? first_row[k + 1] : head_rows;
+    o.logits.assign(logits.begin() + first_row[k] * V, logits.begin() + end * V);
   }
+}
+
+void Model::head_input(const HcHeadWeights& hc, const Vec& norm, const float* x, float* z) const {
+  hc_head(config_, hc, x, z);
+  kernels::rms_norm(z, norm.data(), config_.dim, config_.norm_eps, z);
 }
 
 void Model::logits_rows(const HcHeadWeights& hc, const Vec& norm, const float* x, int64_t n, LogitsMode mode,
@@ -97,12 +119,9 @@ void Model::logits_rows(const HcHeadWeights& hc, const Vec& norm, const float* x
   const int64_t first = mode == LogitsMode::kAll ? 0 : n - 1;
   const int64_t rows = mode == LogitsMode::kNone || n == 0 ? 0 : n - first;
   logits->assign(size_t(rows * V), 0.0f);
-  std::vector<float> z(static_cast<size_t>(D));
-  for (int64_t r = 0; r < rows; ++r) {
-    hc_head(config_, hc, x + (first + r) * stride, z.data());
-    kernels::rms_norm(z.data(), norm.data(), D, config_.norm_eps, z.data());
-    kernels::linear(weights_.head, z.data(), 1, logits->data() + r * V, pool_);
-  }
+  std::vector<float> z(size_t(rows * D));
+  for (int64_t r = 0; r < rows; ++r) head_input(hc, norm, x + (first + r) * stride, z.data() + r * D);
+  if (rows) kernels::linear(weights_.head, z.data(), rows, logits->data(), pool_);  // one pass over the head
 }
 
 void Model::head_logits(const float* x, int64_t n, float* logits) const {

@@ -80,6 +80,7 @@ class Model {
  private:
   Model() = default;
   void embed(std::span<const int32_t> tokens, float* x) const;
+  void head_input(const HcHeadWeights& hc, const Vec& norm, const float* x, float* z) const;  // hc_head → norm
   void logits_rows(const HcHeadWeights& hc, const Vec& norm, const float* x, int64_t n, LogitsMode mode,
                    std::vector<float>* logits) const;
 

@@ -12,7 +12,7 @@ import time
 dsv4 = sys.argv[1]
 # The demo model and the tokenizer base live in the user's dsv4 cache (scripts/setup.sh fills it).
 env = dict(os.environ)
-p = subprocess.Popen([dsv4, "chat", "--model", "demo", "-n", "80", "--ctx", "4096"], stdin=subprocess.PIPE,
+p = subprocess.Popen([dsv4, "chat", "--model", "demo", "-n", "300", "--ctx", "4096"], stdin=subprocess.PIPE,
                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
 out, err = b"", b""
 
@@ -46,9 +46,24 @@ send("And a second question?")
 read_until(b"[prompt ", 300)
 # A long answer, interrupted while it streams.
 send("/think off")
+deadline = time.time() + 60
+while b"(thinking off)" not in out and time.time() < deadline and p.poll() is None:
+    r, _, _ = select.select([p.stdout], [], [], 0.1)
+    if r:
+        out += os.read(p.stdout.fileno(), 65536)
+before = out.rindex(b"(thinking off)") + len(b"(thinking off)\n> ")
 p.stdin.write(b"Tell me a long story\n")
 p.stdin.flush()
-time.sleep(0.3)
+# Interrupt once the answer has started streaming (a few bytes past the "> " prompt).
+deadline = time.time() + 300
+while len(out) < before + 8 and time.time() < deadline and p.poll() is None:
+    r, _, _ = select.select([p.stdout, p.stderr], [], [], 0.1)
+    for f in r:
+        chunk = os.read(f.fileno(), 65536)
+        if f is p.stdout:
+            out += chunk
+        else:
+            err += chunk
 p.send_signal(signal.SIGINT)
 read_until(b"[prompt ", 300)
 send("/exit")
