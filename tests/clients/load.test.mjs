@@ -21,9 +21,11 @@ async function streamingClient(i) {
   const abortAfter = rand() < 0.4 ? 50 + rand() * 1500 : null;
   const timer = abortAfter ? setTimeout(() => ctrl.abort(), abortAfter) : null;
   const anthropic = i % 3 === 2;
+  // A client that will hang up asks for a long answer, so it is still generating when it does.
+  const maxTokens = abortAfter ? 3000 : 4 + (i % 12);
   const body = anthropic
-    ? { model: 'm', max_tokens: 4 + (i % 12), stream: true, messages: [{ role: 'user', content: `client ${i}` }] }
-    : { model: 'm', max_tokens: 4 + (i % 12), stream: true, temperature: 0.8, seed: i,
+    ? { model: 'm', max_tokens: maxTokens, stream: true, messages: [{ role: 'user', content: `client ${i}` }] }
+    : { model: 'm', max_tokens: maxTokens, stream: true, temperature: 0.8, seed: i,
         messages: [{ role: 'user', content: `client ${i} says ${'hello '.repeat(i % 7)}` }] };
   try {
     const r = await post(anthropic ? '/v1/messages' : '/v1/chat/completions', JSON.stringify(body), {}, ctrl.signal);
