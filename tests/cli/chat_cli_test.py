@@ -17,22 +17,27 @@ p = subprocess.Popen([dsv4, "chat", "--model", "demo", "-n", "300", "--ctx", "40
 out, err = b"", b""
 
 
-def read_until(marker: bytes, timeout: float) -> None:
-    """Reads stdout/stderr until `marker` has appeared once more in stderr (a stats line)."""
+def pump(done, timeout: float, what: str) -> None:
+    """Collects stdout/stderr until done() holds; fails the test on timeout or early exit."""
     global out, err
-    start = err.count(marker)
     deadline = time.time() + timeout
-    while err.count(marker) == start:
+    while not done():
         if time.time() > deadline or p.poll() is not None:
-            sys.exit(f"timeout or exit waiting for {marker!r}\nstdout:\n{out.decode(errors='replace')}\n"
+            sys.exit(f"timeout or exit waiting for {what}\nstdout:\n{out.decode(errors='replace')}\n"
                      f"stderr:\n{err.decode(errors='replace')}")
-        r, _, _ = select.select([p.stdout, p.stderr], [], [], 0.5)
+        r, _, _ = select.select([p.stdout, p.stderr], [], [], 0.1)
         for f in r:
             chunk = os.read(f.fileno(), 65536)
             if f is p.stdout:
                 out += chunk
             else:
                 err += chunk
+
+
+def read_until(marker: bytes, timeout: float) -> None:
+    """Waits until `marker` has appeared once more in stderr (a turn's stats line)."""
+    start = err.count(marker)
+    pump(lambda: err.count(marker) > start, timeout, repr(marker))
 
 
 def send(line: str) -> None:
@@ -44,26 +49,12 @@ send("Hello there")
 read_until(b"[prompt ", 600)  # the first call may create the demo model
 send("And a second question?")
 read_until(b"[prompt ", 300)
-# A long answer, interrupted while it streams.
+# A long answer, interrupted once it has started streaming (a few bytes past the "> " prompt).
 send("/think off")
-deadline = time.time() + 60
-while b"(thinking off)" not in out and time.time() < deadline and p.poll() is None:
-    r, _, _ = select.select([p.stdout], [], [], 0.1)
-    if r:
-        out += os.read(p.stdout.fileno(), 65536)
+pump(lambda: b"(thinking off)" in out, 60, "the /think reply")
 before = out.rindex(b"(thinking off)") + len(b"(thinking off)\n> ")
-p.stdin.write(b"Tell me a long story\n")
-p.stdin.flush()
-# Interrupt once the answer has started streaming (a few bytes past the "> " prompt).
-deadline = time.time() + 300
-while len(out) < before + 8 and time.time() < deadline and p.poll() is None:
-    r, _, _ = select.select([p.stdout, p.stderr], [], [], 0.1)
-    for f in r:
-        chunk = os.read(f.fileno(), 65536)
-        if f is p.stdout:
-            out += chunk
-        else:
-            err += chunk
+send("Tell me a long story")
+pump(lambda: len(out) >= before + 8, 300, "the third answer")
 p.send_signal(signal.SIGINT)
 read_until(b"[prompt ", 300)
 send("/exit")
