@@ -1,5 +1,6 @@
 #include "model/attention.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "core/error.h"
@@ -125,13 +126,10 @@ void write_window(const ModelConfig& c, const Segment& seg, const std::vector<fl
 void attention_forward(const AttentionArgs& a) {
   const ModelConfig& c = *a.config;
   const AttentionWeights& w = *a.weights;
-  std::vector<int64_t> pos(size_t(a.n));
+  const std::vector<int64_t> pos = segment_positions(a.segments, a.n_segments, a.n);
   std::vector<const LayerState*> row_state(size_t(a.n));
   for (int s = 0; s < a.n_segments; ++s)
-    for (int64_t i = 0; i < a.segments[s].n; ++i) {
-      pos[size_t(a.segments[s].row0 + i)] = a.segments[s].start_pos + i;
-      row_state[size_t(a.segments[s].row0 + i)] = a.segments[s].state;
-    }
+    std::fill_n(row_state.begin() + a.segments[s].row0, a.segments[s].n, a.segments[s].state);
   std::vector<float> qr_in;
   std::vector<float> q = query_path(a, pos, &qr_in);
   std::vector<float> kv = kv_path(a, pos);

@@ -41,9 +41,7 @@ void block_forward(const BlockArgs& a) {
   std::vector<float> h = pre_norm(a, w.hc_attn, w.attn_norm, &mixes);
   AttentionArgs aa{&c, &w.attn, a.rope, a.numerics, h.data(), a.n, a.segments, a.n_segments, f.data(), a.trace, a.trace_tag, a.pool};
   attention_forward(aa);
-  std::vector<int64_t> pos(static_cast<size_t>(a.n));
-  for (int s = 0; s < a.n_segments; ++s)
-    for (int64_t i = 0; i < a.segments[s].n; ++i) pos[size_t(a.segments[s].row0 + i)] = a.segments[s].start_pos + i;
+  const std::vector<int64_t> pos = segment_positions(a.segments, a.n_segments, a.n);
   if (a.trace)
     for (int64_t i = 0; i < a.n; ++i) a.trace->f32(cat("attn_out.", a.trace_tag), pos[size_t(i)], f.data() + i * c.dim, c.dim);
   post(a, mixes, f.data());

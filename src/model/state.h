@@ -51,6 +51,14 @@ struct Segment {
   int64_t n = 0;
 };
 
+// The position of every row of a call ([n]), from its segments.
+inline std::vector<int64_t> segment_positions(const Segment* segments, int n_segments, int64_t n) {
+  std::vector<int64_t> pos(static_cast<size_t>(n));
+  for (int s = 0; s < n_segments; ++s)
+    for (int64_t i = 0; i < segments[s].n; ++i) pos[size_t(segments[s].row0 + i)] = segments[s].start_pos + i;
+  return pos;
+}
+
 // Main-model state of one sequence: `pos` tokens have been consumed.
 struct SequenceState {
   int64_t pos = 0;
