@@ -18,6 +18,7 @@
 
 #include "apps/cli/commands.h"
 #include "apps/cli/demo_model.h"
+#include "apps/cli/load_flags.h"
 #include "core/error.h"
 #include "core/thread_pool.h"
 #include "kernels/isa.h"
@@ -29,7 +30,8 @@ namespace dsv4::cli {
 namespace {
 
 struct BenchFlags {
-  std::string model, numerics = "reference", isa;
+  std::string model, isa;
+  LoadFlags load;
   int prompt = 512, gen = 16, context = 0, threads = 0, reps = 3;
   bool json = false;
 };
@@ -108,8 +110,9 @@ void run_bench(const BenchFlags& f) {
 
   // 2. Model.
   double t0 = now_s();
-  std::unique_ptr<Model> model = Model::load(dir, f.numerics == "plain" ? Numerics::kPlain : Numerics::kReference, &pool);
+  std::unique_ptr<Model> model = Model::load(dir, f.load.numerics_mode(), &pool, f.load.residency);
   const double load_s = now_s() - t0;
+  const double load_gbs = double(model->tensors().total_bytes()) / 1e9 / load_s;
   const ModelConfig& c = model->config();
   const PerToken pt = per_token(*model);
   std::mt19937 rng(42);
@@ -158,11 +161,13 @@ void run_bench(const BenchFlags& f) {
     j["model"] = dir;
     j["isa"] = std::string(kernels::isa_name(kernels::active_isa()));
     j["threads"] = T;
-    j["numerics"] = f.numerics;
+    j["numerics"] = f.load.numerics;
     j["read_bandwidth_gbs"] = bw;
     j["bf16_peak_gflops"] = bf16_peak;
     j["f32_peak_gflops"] = f32_peak;
     j["load_s"] = load_s;
+    j["load_gbs"] = load_gbs;
+    j["weights_copied"] = model->tensors().copied();
     j["rss_gb"] = rss_gb("VmRSS:");
     j["rss_peak_gb"] = rss_gb("VmHWM:");
     j["prompt_tokens"] = f.prompt;
@@ -179,12 +184,13 @@ void run_bench(const BenchFlags& f) {
     std::printf("%s\n", j.dump(2).c_str());
     return;
   }
-  std::printf("dsv4 bench: %s (%s numerics), ISA %s, %d threads\n", dir.c_str(), f.numerics.c_str(),
+  std::printf("dsv4 bench: %s (%s numerics), ISA %s, %d threads\n", dir.c_str(), f.load.numerics.c_str(),
               std::string(kernels::isa_name(kernels::active_isa())).c_str(), T);
   std::printf("  %-34s %10.1f GB/s\n", "read bandwidth (measured)", bw);
   std::printf("  %-34s %10.1f GFLOP/s\n", "BF16 dot peak (measured)", bf16_peak);
   std::printf("  %-34s %10.1f GFLOP/s\n", "F32 FMA peak (measured)", f32_peak);
-  std::printf("  %-34s %10.2f s\n", "load time", load_s);
+  std::printf("  %-34s %10.2f s       %7.2f GB/s     %s\n", "load time", load_s, load_gbs,
+              model->tensors().copied() ? "copied to huge pages (--no-mmap)" : "memory-mapped (--mmap)");
   std::printf("  %-34s %10.2f GB (peak %.2f)\n", "resident memory", rss_gb("VmRSS:"), rss_gb("VmHWM:"));
   std::printf("  %-34s %10.1f tok/s  %7.1f GFLOP/s  %5.1f%% of peak\n", cat("prefill (", f.prompt, " tokens)").c_str(), pre,
               pre_gflops, 100 * pre_gflops / bf16_peak);
@@ -206,7 +212,7 @@ void add_bench_commands(CLI::App& app) {
   c->add_option("--context", f->context, "Context filled before the second decode measurement (default: --prompt)");
   c->add_option("--threads", f->threads, "Kernel threads (default: all CPUs)");
   c->add_option("--reps", f->reps, "Repetitions (medians are reported)")->check(CLI::PositiveNumber);
-  c->add_option("--numerics", f->numerics, "reference | plain")->check(CLI::IsMember({"reference", "plain"}));
+  add_load_flags(c, f->load);
   c->add_option("--isa", f->isa, "Force kernels: scalar | avx2 | avx512 (default: best, or $DSV4_ISA)");
   c->add_flag("--json", f->json, "Print one JSON object");
   c->callback([f] { run_bench(*f); });

@@ -12,6 +12,7 @@
 
 #include "apps/cli/commands.h"
 #include "apps/cli/demo_model.h"
+#include "apps/cli/load_flags.h"
 #include "core/error.h"
 #include "engine/generate.h"
 #include "tokenizer/chat.h"
@@ -37,7 +38,7 @@ struct GenFlags {
   bool think = false, no_think = false, speculative = false;
   std::string effort;
   int64_t ctx = 0;
-  std::string numerics = "reference";
+  LoadFlags load;
 };
 
 void add_gen_flags(CLI::App* c, GenFlags& f) {
@@ -53,7 +54,7 @@ void add_gen_flags(CLI::App* c, GenFlags& f) {
   c->add_option("--effort", f.effort, "Reasoning effort in thinking mode")->check(CLI::IsMember({"high", "max"}));
   c->add_flag("--speculative", f.speculative, "MTP speculative decoding (exact; off by default)");
   c->add_option("--ctx", f.ctx, "Context limit in tokens (default: the model's)")->check(CLI::PositiveNumber);
-  c->add_option("--numerics", f.numerics, "reference or plain")->check(CLI::IsMember({"reference", "plain"}));
+  add_load_flags(c, f.load);
 }
 
 struct Loaded {
@@ -64,7 +65,7 @@ struct Loaded {
 Loaded load(const GenFlags& f) {
   const std::string dir = resolve_model_dir(f.model);
   std::fprintf(stderr, "loading %s ...\n", dir.c_str());
-  Loaded l{Model::load(dir, f.numerics == "plain" ? Numerics::kPlain : Numerics::kReference), Tokenizer::load(dir)};
+  Loaded l{Model::load(dir, f.load.numerics_mode(), nullptr, f.load.residency), Tokenizer::load(dir)};
   if (l.tok.vocab_size() > l.model->config().vocab_size)
     throw Error(cat(dir, ": the tokenizer has ", l.tok.vocab_size(), " tokens but the model only ",
                     l.model->config().vocab_size));

@@ -11,6 +11,7 @@
 
 #include "apps/cli/commands.h"
 #include "apps/cli/demo_model.h"
+#include "apps/cli/load_flags.h"
 #include "core/error.h"
 #include "model/model.h"
 #include "server/http_server.h"
@@ -33,14 +34,14 @@ struct ServeFlags {
   int64_t max_body_mb = 8;
   int64_t default_max_tokens = 1024;
   std::string name;
-  std::string numerics = "reference";
+  LoadFlags load;
   bool test_hooks = false;
 };
 
 void serve(const ServeFlags& f) {
   const std::string dir = resolve_model_dir(f.model);
   std::fprintf(stderr, "loading %s ...\n", dir.c_str());
-  std::unique_ptr<Model> model = Model::load(dir, f.numerics == "plain" ? Numerics::kPlain : Numerics::kReference);
+  std::unique_ptr<Model> model = Model::load(dir, f.load.numerics_mode(), nullptr, f.load.residency);
   Tokenizer tok = Tokenizer::load(dir);
   if (tok.vocab_size() > model->config().vocab_size)
     throw Error(cat(dir, ": the tokenizer has ", tok.vocab_size(), " tokens but the model only ", model->config().vocab_size));
@@ -106,7 +107,7 @@ void add_serve_commands(CLI::App& app) {
   c->add_option("--default-max-tokens", f.default_max_tokens, "max_tokens when a chat request gives none")
       ->check(CLI::PositiveNumber);
   c->add_option("--served-model-name", f.name, "Model name reported by the API");
-  c->add_option("--numerics", f.numerics, "reference or plain")->check(CLI::IsMember({"reference", "plain"}));
+  add_load_flags(c, f.load);
   c->add_flag("--test-hooks", f.test_hooks,
               "Testing only: accept the request field 'dsv4_test_completion' that forces the generated text");
   c->callback([] { serve(f); });

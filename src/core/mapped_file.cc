@@ -5,16 +5,58 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
 #include <sstream>
+#include <thread>
+#include <vector>
 
 #include "core/error.h"
 
 namespace dsv4 {
 
-MappedFile::MappedFile(const std::string& path) : path_(path) {
+namespace {
+
+constexpr size_t kHugePage = size_t(2) << 20;
+
+// Reads fd[0, size) into dst with a few threads: first touch of fresh pages (the kernel zeroes
+// them) is the bottleneck, and it scales with cores. Returns an errno-style message or "".
+std::string read_all(int fd, uint8_t* dst, size_t size) {
+  constexpr size_t kChunk = size_t(64) << 20;
+  std::atomic<size_t> next{0};
+  std::atomic<bool> failed{false};
+  std::string error;
+  std::atomic_flag error_set = ATOMIC_FLAG_INIT;
+  auto work = [&] {
+    for (size_t off; !failed && (off = next.fetch_add(kChunk)) < size;) {
+      const size_t end = std::min(size, off + kChunk);
+      for (size_t at = off; at < end;) {
+        const ssize_t got = ::pread(fd, dst + at, end - at, off_t(at));
+        if (got > 0) {
+          at += size_t(got);
+          continue;
+        }
+        if (got < 0 && errno == EINTR) continue;
+        if (!error_set.test_and_set()) error = got == 0 ? "file shrank while being read" : std::strerror(errno);
+        failed = true;
+        break;
+      }
+    }
+  };
+  const unsigned n = std::clamp(std::thread::hardware_concurrency(), 1u, 4u);
+  std::vector<std::thread> threads;
+  for (unsigned i = 1; i < n; ++i) threads.emplace_back(work);
+  work();
+  for (auto& t : threads) t.join();
+  return failed ? error : std::string();
+}
+
+}  // namespace
+
+MappedFile::MappedFile(const std::string& path, bool copy, bool populate) : path_(path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) throw Error(cat("cannot open ", path, ": ", std::strerror(errno)));
   struct stat st {};
@@ -23,25 +65,45 @@ MappedFile::MappedFile(const std::string& path) : path_(path) {
     throw Error(cat("cannot map ", path, ": not a regular file"));
   }
   size_ = size_t(st.st_size);
-  if (size_ > 0) {
-    // Files that fit comfortably in RAM are pre-faulted at map time: otherwise every decoded
-    // token that reaches a not-yet-touched expert pays page faults (~2 GB/s instead of DRAM speed,
-    // machine notes). Larger-than-RAM checkpoints are left to demand paging.
-    const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGESIZE);
-    const bool populate = pages > 0 && page > 0 && double(size_) < 0.5 * double(pages) * double(page);
-    void* p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE | (populate ? MAP_POPULATE : 0), fd, 0);
-    if (p == MAP_FAILED) {
-      int err = errno;
-      ::close(fd);
-      throw Error(cat("cannot map ", path, ": ", std::strerror(err)));
-    }
-    data_ = static_cast<const uint8_t*>(p);
+  if (size_ == 0) {
+    ::close(fd);
+    return;
   }
+  void* p = MAP_FAILED;
+  if (copy) {
+    reserved_ = (size_ + kHugePage - 1) / kHugePage * kHugePage;
+    p = ::mmap(nullptr, reserved_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p != MAP_FAILED) {
+      ::madvise(p, reserved_, MADV_HUGEPAGE);
+      const std::string err = read_all(fd, static_cast<uint8_t*>(p), size_);
+      if (!err.empty()) {
+        ::munmap(p, reserved_);
+        ::close(fd);
+        throw Error(cat("cannot read ", path, ": ", err));
+      }
+      ::mprotect(p, reserved_, PROT_READ);  // weights are never written
+      copied_ = true;
+    }
+  } else {
+    reserved_ = size_;
+    p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE | (populate ? MAP_POPULATE : 0), fd, 0);
+  }
+  if (p == MAP_FAILED) {
+    const int err = errno;
+    ::close(fd);
+    throw Error(cat("cannot map ", path, ": ", std::strerror(err)));
+  }
+  data_ = static_cast<const uint8_t*>(p);
   ::close(fd);
 }
 
 MappedFile::~MappedFile() {
-  if (data_) ::munmap(const_cast<uint8_t*>(data_), size_);
+  if (data_) ::munmap(const_cast<uint8_t*>(data_), reserved_);
+}
+
+size_t physical_memory_bytes() {
+  const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGESIZE);
+  return pages > 0 && page > 0 ? size_t(pages) * size_t(page) : 0;
 }
 
 std::string read_text_file(const std::string& path) {

@@ -1,6 +1,7 @@
 #include "io/safetensors.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -119,8 +120,9 @@ std::vector<TensorView> parse_safetensors(const uint8_t* bytes, size_t size, con
   return out;
 }
 
-void TensorDirectory::add_file(const std::string& path, const std::map<std::string, std::string>* expected) {
-  files_.push_back(std::make_unique<MappedFile>(path));
+void TensorDirectory::add_file(const std::string& path, const std::map<std::string, std::string>* expected, bool copy,
+                               bool populate) {
+  files_.push_back(std::make_unique<MappedFile>(path, copy, populate));
   const MappedFile& f = *files_.back();
   for (TensorView& t : parse_safetensors(f.data(), f.size(), &f.path())) {
     if (expected) {
@@ -134,16 +136,28 @@ void TensorDirectory::add_file(const std::string& path, const std::map<std::stri
   }
 }
 
-std::unique_ptr<TensorDirectory> TensorDirectory::open(const std::string& path) {
-  auto dir = std::unique_ptr<TensorDirectory>(new TensorDirectory());
+namespace {
+
+// The files of a checkpoint path, and the index's tensor → shard map when it has one.
+struct Listing {
+  std::vector<std::string> files;
+  std::map<std::string, std::string> weight_map;
+  bool indexed = false;
+  std::string index_path;
+};
+
+Listing list_checkpoint(const std::string& path) {
+  Listing out;
   std::error_code ec;
   if (!fs::exists(path, ec)) throw Error(cat("checkpoint path ", path, " does not exist"));
   if (!fs::is_directory(path, ec)) {
-    dir->add_file(path, nullptr);
-    return dir;
+    out.files.push_back(path);
+    return out;
   }
   const fs::path index_path = fs::path(path) / "model.safetensors.index.json";
   if (fs::exists(index_path, ec)) {
+    out.indexed = true;
+    out.index_path = index_path.string();
     json index;
     try {
       index = json::parse(read_text_file(index_path.string()));
@@ -152,36 +166,60 @@ std::unique_ptr<TensorDirectory> TensorDirectory::open(const std::string& path) 
     }
     if (!index.is_object() || !index.contains("weight_map") || !index["weight_map"].is_object())
       throw Error(cat(index_path.string(), ": missing the \"weight_map\" object"));
-    std::map<std::string, std::string> weight_map;
     std::set<std::string> shards;
     for (auto it = index["weight_map"].begin(); it != index["weight_map"].end(); ++it) {
       if (!it.value().is_string()) throw Error(cat(index_path.string(), ": weight_map entry '", it.key(), "' is not a file name"));
       std::string shard = it.value().get<std::string>();
       if (shard.find('/') != std::string::npos || shard.find("..") != std::string::npos)
         throw Error(cat(index_path.string(), ": shard name '", shard, "' must be a plain file name"));
-      weight_map[it.key()] = shard;
+      out.weight_map[it.key()] = shard;
       shards.insert(shard);
     }
     for (const std::string& shard : shards) {
       fs::path p = fs::path(path) / shard;
       if (!fs::exists(p, ec)) throw Error(cat(index_path.string(), " names shard ", shard, ", which is missing"));
-      dir->add_file(p.string(), &weight_map);
+      out.files.push_back(p.string());
     }
-    for (const auto& [name, shard] : weight_map)
-      if (!dir->tensors_.count(name))
-        throw Error(cat((fs::path(path) / shard).string(), ": tensor '", name, "' is listed for this shard in ",
-                        index_path.string(), " but not stored there"));
-    return dir;
+    return out;
   }
-  std::vector<std::string> found;
   // The error_code form: an unreadable directory is input trouble (Error), not filesystem_error.
   for (fs::directory_iterator it(path, ec), end; !ec && it != end; it.increment(ec))
-    if (it->path().extension() == ".safetensors") found.push_back(it->path().string());
+    if (it->path().extension() == ".safetensors") out.files.push_back(it->path().string());
   if (ec) throw Error(cat("cannot list ", path, ": ", ec.message()));
-  if (found.size() != 1)
+  if (out.files.size() != 1)
     throw Error(cat(path, ": expected model.safetensors.index.json or exactly one .safetensors file, found ",
-                    found.size(), " .safetensors files"));
-  dir->add_file(found[0], nullptr);
+                    out.files.size(), " .safetensors files"));
+  return out;
+}
+
+}  // namespace
+
+std::unique_ptr<TensorDirectory> TensorDirectory::open(const std::string& path, Residency residency) {
+  const Listing listing = list_checkpoint(path);
+  size_t bytes = 0;
+  for (const std::string& f : listing.files) {
+    std::error_code ec;
+    const auto n = fs::file_size(f, ec);
+    if (!ec) bytes += size_t(n);
+  }
+  // Room is left for activations, KV state and the rest of the system.
+  const size_t ram = physical_memory_bytes();
+  const bool fits = ram == 0 || double(bytes) < 0.85 * double(ram);
+  bool copy = residency == Residency::kCopy;
+  if (!fits) {
+    std::fprintf(stderr,
+                 "dsv4: warning: the checkpoint (%.1f GB) does not fit in memory (%.1f GB): weights stay "
+                 "memory-mapped and decoding will be bound by disk reads\n",
+                 double(bytes) / 1e9, double(ram) / 1e9);
+    copy = false;
+  }
+  auto dir = std::unique_ptr<TensorDirectory>(new TensorDirectory());
+  for (const std::string& f : listing.files) dir->add_file(f, listing.indexed ? &listing.weight_map : nullptr, copy, fits);
+  if (listing.indexed)
+    for (const auto& [name, shard] : listing.weight_map)
+      if (!dir->tensors_.count(name))
+        throw Error(cat((fs::path(path) / shard).string(), ": tensor '", name, "' is listed for this shard in ",
+                        listing.index_path, " but not stored there"));
   return dir;
 }
 
@@ -194,6 +232,10 @@ const TensorView& TensorDirectory::get(const std::string& name) const {
   const TensorView* t = find(name);
   if (!t) throw Error(cat("checkpoint has no tensor '", name, "'"));
   return *t;
+}
+
+bool TensorDirectory::copied() const {
+  return !files_.empty() && files_.front()->copied();
 }
 
 size_t TensorDirectory::total_bytes() const {

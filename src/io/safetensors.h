@@ -40,17 +40,21 @@ std::vector<TensorView> parse_safetensors(const uint8_t* bytes, size_t size, con
 class TensorDirectory {
  public:
   // `path` is a directory (with model.safetensors.index.json, or exactly one *.safetensors file)
-  // or a single .safetensors file.
-  static std::unique_ptr<TensorDirectory> open(const std::string& path);
+  // or a single .safetensors file. `residency` says where the bytes live (core/mapped_file.h).
+  // Files that fit in memory are pre-faulted; otherwise they are mapped whatever was asked, and a
+  // warning on stderr says that every token will read from disk.
+  static std::unique_ptr<TensorDirectory> open(const std::string& path, Residency residency = Residency::kAuto);
 
   const TensorView* find(const std::string& name) const;
   const TensorView& get(const std::string& name) const;  // throws Error if absent
   const std::map<std::string, TensorView>& tensors() const { return tensors_; }
   size_t total_bytes() const;
+  bool copied() const;  // the bytes live in anonymous memory (kCopy), not a file mapping
   const std::vector<std::unique_ptr<MappedFile>>& files() const { return files_; }
 
  private:
-  void add_file(const std::string& path, const std::map<std::string, std::string>* expected_names);
+  void add_file(const std::string& path, const std::map<std::string, std::string>* expected_names, bool copy,
+                bool populate);
   std::vector<std::unique_ptr<MappedFile>> files_;
   std::map<std::string, TensorView> tensors_;
 };

@@ -122,127 +122,155 @@ bool prep_row_x(const float* x, int64_t K, const int16_t* perm, bool try_bf16, u
   return exact;
 }
 
-// Decodes weight rows n0..n0+nw-1 (all groups) into BF16 slots wb[i][K] and their per-group
-// scales sv[i][G] (one __m512 per group: broadcast for FP8, per 128-bit lane for FP4).
-void decode_rows(const Linear& w, int64_t n0, int nw, uint16_t* wb, __m512* sv) {
-  const Tables& t = tables();
-  const int64_t K = w.in, G = K / kGroup;
-  if (w.format == WeightFormat::kFP8) {
-    const __m512i lo0 = _mm512_load_si512(t.fp8_lo), lo1 = _mm512_load_si512(t.fp8_lo + 64);
-    const __m512i hi0 = _mm512_load_si512(t.fp8_hi), hi1 = _mm512_load_si512(t.fp8_hi + 64);
-    const __m512i sign = _mm512_set1_epi8(char(0x80));
-    const int64_t kblocks = (K + 127) / 128;
-    for (int64_t g = 0; g < G; ++g)
-      for (int i = 0; i < nw; ++i) {  // rows interleaved: nw read streams
-        const uint8_t* p = w.weight + (n0 + i) * K + g * kGroup;
-        __m512i* out = reinterpret_cast<__m512i*>(wb + i * K + g * kGroup);
-        for (int h = 0; h < 2; ++h) {
-          const __m512i v = _mm512_loadu_si512(p + 64 * h);
-          const __m512i lo = _mm512_permutex2var_epi8(lo0, v, lo1);
-          __m512i hi = _mm512_permutex2var_epi8(hi0, v, hi1);
-          hi = _mm512_ternarylogic_epi32(hi, v, sign, 0xF8);  // hi | (v & 0x80)
-          _mm512_store_si512(out + 2 * h, _mm512_unpacklo_epi8(lo, hi));
-          _mm512_store_si512(out + 2 * h + 1, _mm512_unpackhi_epi8(lo, hi));
-        }
-        sv[i * G + g] = _mm512_set1_ps(e8m0_to_f32(w.scale[((n0 + i) / 128) * kblocks + g]));
-      }
-  } else {  // FP4
-    const __m512i tl = _mm512_broadcast_i32x4(_mm_load_si128(reinterpret_cast<const __m128i*>(t.fp4_lo)));
-    const __m512i th = _mm512_broadcast_i32x4(_mm_load_si128(reinterpret_cast<const __m128i*>(t.fp4_hi)));
-    const __m512i nib = _mm512_set1_epi8(0x0f);
-    for (int64_t g = 0; g < G; ++g)
-      for (int i = 0; i < nw; ++i) {
-        const uint8_t* p = w.weight + (n0 + i) * (K / 2) + g * (kGroup / 2);
-        __m512i* out = reinterpret_cast<__m512i*>(wb + i * K + g * kGroup);
-        const __m512i v = _mm512_loadu_si512(p);
-        const __m512i lo = _mm512_and_si512(v, nib), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), nib);
-        const __m512i le = _mm512_shuffle_epi8(tl, lo), he = _mm512_shuffle_epi8(th, lo);
-        const __m512i oe = _mm512_shuffle_epi8(tl, hi), oh = _mm512_shuffle_epi8(th, hi);
-        _mm512_store_si512(out + 0, _mm512_unpacklo_epi8(le, he));
-        _mm512_store_si512(out + 1, _mm512_unpackhi_epi8(le, he));
-        _mm512_store_si512(out + 2, _mm512_unpacklo_epi8(oe, oh));
-        _mm512_store_si512(out + 3, _mm512_unpackhi_epi8(oe, oh));
-        const uint8_t* s = w.scale + (n0 + i) * (K / 32) + g * 4;
-        const __m128 s4 = _mm_setr_ps(e8m0_to_f32(s[0]), e8m0_to_f32(s[1]), e8m0_to_f32(s[2]), e8m0_to_f32(s[3]));
-        sv[i * G + g] = _mm512_permutexvar_ps(
-            _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3), _mm512_castps128_ps512(s4));
-      }
+// One 128-column group of one weight row as 4 registers of 32 BF16 slots.
+inline void decode_fp8_group(const uint8_t* p, const __m512i lut[4], __m512i w[4]) {
+  const __m512i sign = _mm512_set1_epi8(char(0x80));
+  for (int h = 0; h < 2; ++h) {
+    const __m512i v = _mm512_loadu_si512(p + 64 * h);
+    const __m512i lo = _mm512_permutex2var_epi8(lut[0], v, lut[1]);
+    __m512i hi = _mm512_permutex2var_epi8(lut[2], v, lut[3]);
+    hi = _mm512_ternarylogic_epi32(hi, v, sign, 0xF8);  // hi | (v & 0x80)
+    w[2 * h] = _mm512_unpacklo_epi8(lo, hi);
+    w[2 * h + 1] = _mm512_unpackhi_epi8(lo, hi);
   }
 }
 
-// BF16 path: out[r][i] = Σ_g scale[i][g] · Σ_slots x[r]·w[i] for RT x rows, NW weight rows.
-template <int RT, int NW>
-inline void tile_bf16(const uint16_t* const* wb, const __m512* const* sv, const uint16_t* const* xr, int64_t G,
-                      float* const* out, int64_t ostride, bool lane_scales) {
-  __m512 acc[RT][NW];
-  float accs[RT][NW] = {};
+inline void decode_fp4_group(const uint8_t* p, const __m512i lut[2], __m512i w[4]) {
+  const __m512i nib = _mm512_set1_epi8(0x0f);
+  const __m512i v = _mm512_loadu_si512(p);
+  const __m512i lo = _mm512_and_si512(v, nib), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), nib);
+  const __m512i le = _mm512_shuffle_epi8(lut[0], lo), he = _mm512_shuffle_epi8(lut[1], lo);
+  const __m512i oe = _mm512_shuffle_epi8(lut[0], hi), oh = _mm512_shuffle_epi8(lut[1], hi);
+  w[0] = _mm512_unpacklo_epi8(le, he);
+  w[1] = _mm512_unpackhi_epi8(le, he);
+  w[2] = _mm512_unpacklo_epi8(oe, oh);
+  w[3] = _mm512_unpackhi_epi8(oe, oh);
+}
+
+// UE8M0 bytes (in 32-bit lanes) → their F32 values (core/dtype.h e8m0_to_f32, vectorized).
+inline __m512 e8m0_lanes(__m512i b) {
+  __m512 f = _mm512_castsi512_ps(_mm512_slli_epi32(b, 23));
+  f = _mm512_mask_mov_ps(f, _mm512_cmpeq_epi32_mask(b, _mm512_setzero_si512()),
+                         _mm512_castsi512_ps(_mm512_set1_epi32(0x00400000)));
+  return _mm512_mask_mov_ps(f, _mm512_cmpeq_epi32_mask(b, _mm512_set1_epi32(255)),
+                            _mm512_castsi512_ps(_mm512_set1_epi32(0x7fc00000)));
+}
+
+// FP4: the four scales of a group's 32-column blocks, block L on 128-bit lane L (the slot order
+// puts columns 32L..32L+31 there).
+inline __m512 fp4_lane_scales(const uint8_t* s) {
+  uint32_t word;
+  std::memcpy(&word, s, 4);
+  const __m512i sh = _mm512_setr_epi32(0, 0, 0, 0, 8, 8, 8, 8, 16, 16, 16, 16, 24, 24, 24, 24);
+  return e8m0_lanes(_mm512_and_si512(_mm512_srlv_epi32(_mm512_set1_epi32(int(word)), sh), _mm512_set1_epi32(0xff)));
+}
+
+// FP8: the block scale of weight row i of a quad on lanes 4i..4i+3 (where reduce4 leaves row i).
+inline __m512 fp8_quad_scales(const uint8_t* const* srow, int64_t g) {
+  const __m512i b = _mm512_setr_epi32(srow[0][g], 0, 0, 0, srow[1][g], 0, 0, 0, srow[2][g], 0, 0, 0, srow[3][g], 0, 0, 0);
+  return e8m0_lanes(b);
+}
+
+// Horizontal sums of a, b, c, d on lanes 0, 4, 8, 12, each added up in hsum512's pairing tree
+// (so every row gets the same bits as a lone hsum512 would give it), in 13 instructions instead
+// of 32.
+inline __m512 reduce4(__m512 a, __m512 b, __m512 c, __m512 d) {
+  const __m512 ab = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, 0x44), _mm512_shuffle_f32x4(a, b, 0xEE));
+  const __m512 cd = _mm512_add_ps(_mm512_shuffle_f32x4(c, d, 0x44), _mm512_shuffle_f32x4(c, d, 0xEE));
+  __m512 s = _mm512_add_ps(_mm512_shuffle_f32x4(ab, cd, 0x88), _mm512_shuffle_f32x4(ab, cd, 0xDD));
+  s = _mm512_add_ps(s, _mm512_permute_ps(s, 0x4E));
+  return _mm512_add_ps(s, _mm512_permute_ps(s, 0xB1));
+}
+
+// How one register of 32 x slots meets one register of 32 BF16 weight slots.
+struct Bf16Product {  // x exactly BF16: exact products, F32 accumulation
+  using X = uint16_t;
+  static __m512 step(__m512 acc, const X* x, __m512i w) {
+    return _mm512_dpbf16_ps(acc, (__m512bh)_mm512_loadu_si512(x), (__m512bh)w);
+  }
+};
+struct F32Product {  // F32 x: widen the weight slots (even halves, then odd halves) and FMA
+  using X = float;
+  static __m512 step(__m512 acc, const X* x, __m512i w) {
+    const __m512 we = _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
+    const __m512 wo = _mm512_castsi512_ps(_mm512_and_si512(w, _mm512_set1_epi32(int(0xffff0000u))));
+    acc = _mm512_fmadd_ps(we, _mm512_loadu_ps(x), acc);
+    return _mm512_fmadd_ps(wo, _mm512_loadu_ps(x + 16), acc);
+  }
+};
+
+// Where a quad's weight registers come from. get(i, g, w) fills the 4 registers of row i, group g.
+enum class Scaling { kNone, kBlock, kLane };  // BF16 | FP8 (per group, after the sum) | FP4 (per lane)
+
+struct ScratchRows {  // rows decoded once into per-thread scratch (many x rows reuse them)
+  const uint16_t* wb[4];
+  const uint8_t* srow[4];    // FP8 scale rows
+  const uint8_t* fp4s[4];    // FP4 scale rows
+  void get(int i, int64_t g, __m512i w[4]) const {
+    for (int q = 0; q < 4; ++q) w[q] = _mm512_load_si512(wb[i] + g * kGroup + 32 * q);
+  }
+};
+struct Fp8Rows {  // decoded on the fly (few x rows: the decode is not worth storing)
+  const uint8_t* row[4];
+  const uint8_t* srow[4];
+  const __m512i* lut;
+  void get(int i, int64_t g, __m512i w[4]) const { decode_fp8_group(row[i] + g * kGroup, lut, w); }
+};
+struct Fp4Rows {
+  const uint8_t* row[4];
+  const uint8_t* fp4s[4];
+  const __m512i* lut;
+  void get(int i, int64_t g, __m512i w[4]) const { decode_fp4_group(row[i] + g * (kGroup / 2), lut, w); }
+};
+struct Bf16Rows {  // BF16 weights are already BF16 slots (identity order)
+  const uint16_t* row[4];
+  void get(int i, int64_t g, __m512i w[4]) const {
+    for (int q = 0; q < 4; ++q) w[q] = _mm512_loadu_si512(row[i] + g * kGroup + 32 * q);
+  }
+};
+
+// out[r][i] for RT x rows and nw ≤ 4 weight rows. Per (x row, weight row) the operations and
+// their order are the same whatever RT, nw and the weight source: batch invariance.
+template <class P, Scaling S, int RT, class Rows>
+inline void quad(const Rows& rows, int nw, const typename P::X* const* xr, int64_t G, float* const* out) {
+  constexpr int NA = S == Scaling::kLane ? 4 : 1;  // accumulators per x row
+  __m512 acc[RT][NA];
   for (int r = 0; r < RT; ++r)
-    for (int i = 0; i < NW; ++i) acc[r][i] = _mm512_setzero_ps();
+    for (int a = 0; a < NA; ++a) acc[r][a] = _mm512_setzero_ps();
   for (int64_t g = 0; g < G; ++g) {
-    __m512 part[RT][NW];
+    __m512 part[RT][4];
     for (int r = 0; r < RT; ++r)
-      for (int i = 0; i < NW; ++i) part[r][i] = _mm512_setzero_ps();
-    for (int q = 0; q < 4; ++q) {
-      const int64_t off = g * kGroup + 32 * q;
-      __m512bh xv[RT];
-      for (int r = 0; r < RT; ++r) xv[r] = (__m512bh)_mm512_loadu_si512(xr[r] + off);
-      for (int i = 0; i < NW; ++i) {
-        const __m512bh wv = (__m512bh)_mm512_load_si512(wb[i] + off);
-        for (int r = 0; r < RT; ++r) part[r][i] = _mm512_dpbf16_ps(part[r][i], xv[r], wv);
-      }
+      for (int i = 0; i < 4; ++i) part[r][i] = _mm512_setzero_ps();
+    for (int i = 0; i < 4; ++i) {
+      if (i >= nw) break;
+      __m512i w[4];
+      rows.get(i, g, w);
+      for (int q = 0; q < 4; ++q)
+        for (int r = 0; r < RT; ++r) part[r][i] = P::step(part[r][i], xr[r] + g * kGroup + 32 * q, w[q]);
     }
-    for (int i = 0; i < NW; ++i) {
-      const __m512 s = sv[i][g];
-      if (lane_scales) {
+    if constexpr (S == Scaling::kLane) {
+      for (int i = 0; i < 4; ++i) {
+        if (i >= nw) break;
+        const __m512 s = fp4_lane_scales(rows.fp4s[i] + 4 * g);
         for (int r = 0; r < RT; ++r) acc[r][i] = _mm512_fmadd_ps(part[r][i], s, acc[r][i]);
-      } else {
-        const float sc = _mm512_cvtss_f32(s);
-        for (int r = 0; r < RT; ++r) accs[r][i] += hsum512(part[r][i]) * sc;
       }
-    }
-  }
-  for (int r = 0; r < RT; ++r)
-    for (int i = 0; i < NW; ++i) out[r][i * ostride] = lane_scales ? hsum512(acc[r][i]) : accs[r][i];
-}
-
-// F32 path over BF16 slots (decoded FP8/FP4, or BF16 weights in place: sv null = unscaled).
-template <int RT, int NW>
-inline void tile_f32(const uint16_t* const* wb, const __m512* const* sv, const float* const* xr, int64_t G,
-                     float* const* out, int64_t ostride, bool lane_scales) {
-  const __m512i himask = _mm512_set1_epi32(int(0xffff0000u));
-  __m512 acc[RT][NW];
-  float accs[RT][NW] = {};
-  for (int r = 0; r < RT; ++r)
-    for (int i = 0; i < NW; ++i) acc[r][i] = _mm512_setzero_ps();
-  for (int64_t g = 0; g < G; ++g) {
-    __m512 part[RT][NW];
-    for (int r = 0; r < RT; ++r)
-      for (int i = 0; i < NW; ++i) part[r][i] = _mm512_setzero_ps();
-    for (int q = 0; q < 4; ++q) {
-      const int64_t off = g * kGroup + 32 * q;
-      for (int i = 0; i < NW; ++i) {
-        const __m512i wv = _mm512_loadu_si512(wb[i] + off);
-        const __m512 we = _mm512_castsi512_ps(_mm512_slli_epi32(wv, 16));
-        const __m512 wo = _mm512_castsi512_ps(_mm512_and_si512(wv, himask));
-        for (int r = 0; r < RT; ++r) {
-          part[r][i] = _mm512_fmadd_ps(we, _mm512_loadu_ps(xr[r] + off), part[r][i]);
-          part[r][i] = _mm512_fmadd_ps(wo, _mm512_loadu_ps(xr[r] + off + 16), part[r][i]);
-        }
-      }
-    }
-    for (int i = 0; i < NW; ++i)
+    } else {
       for (int r = 0; r < RT; ++r) {
-        if (lane_scales) {
-          acc[r][i] = _mm512_fmadd_ps(part[r][i], sv[i][g], acc[r][i]);
-        } else if (sv) {
-          accs[r][i] += hsum512(part[r][i]) * _mm512_cvtss_f32(sv[i][g]);
-        } else {
-          accs[r][i] += hsum512(part[r][i]);
-        }
+        const __m512 red = reduce4(part[r][0], part[r][1], part[r][2], part[r][3]);
+        if constexpr (S == Scaling::kBlock) acc[r][0] = _mm512_fmadd_ps(red, fp8_quad_scales(rows.srow, g), acc[r][0]);
+        else acc[r][0] = _mm512_add_ps(acc[r][0], red);
       }
+    }
   }
-  for (int r = 0; r < RT; ++r)
-    for (int i = 0; i < NW; ++i) out[r][i * ostride] = lane_scales ? hsum512(acc[r][i]) : accs[r][i];
+  for (int r = 0; r < RT; ++r) {
+    alignas(64) float lanes[16];
+    if constexpr (S == Scaling::kLane) {
+      for (int i = 0; i < nw; ++i) out[r][i] = hsum512(acc[r][i]);
+    } else {
+      _mm512_store_ps(lanes, acc[r][0]);
+      for (int i = 0; i < nw; ++i) out[r][i] = lanes[4 * i];
+    }
+  }
 }
 
 // F32 weights, natural column order.
@@ -250,28 +278,6 @@ void dot_rows_f32w(const float* w, const float* x, int64_t K, float* out) {
   __m512 acc = _mm512_setzero_ps();
   for (int64_t k = 0; k < K; k += 16) acc = _mm512_fmadd_ps(_mm512_loadu_ps(w + k), _mm512_loadu_ps(x + k), acc);
   *out = hsum512(acc);
-}
-
-template <int RT>
-void tile_dispatch(bool bf16, int nw, const uint16_t* const* wb, const __m512* const* sv, const void* const* xr,
-                   int64_t G, float* const* out, int64_t ostride, bool lane_scales) {
-  if (bf16) {
-    auto x = reinterpret_cast<const uint16_t* const*>(xr);
-    switch (nw) {
-      case 4: tile_bf16<RT, 4>(wb, sv, x, G, out, ostride, lane_scales); break;
-      case 3: tile_bf16<RT, 3>(wb, sv, x, G, out, ostride, lane_scales); break;
-      case 2: tile_bf16<RT, 2>(wb, sv, x, G, out, ostride, lane_scales); break;
-      default: tile_bf16<RT, 1>(wb, sv, x, G, out, ostride, lane_scales); break;
-    }
-  } else {
-    auto x = reinterpret_cast<const float* const*>(xr);
-    switch (nw) {
-      case 4: tile_f32<RT, 4>(wb, sv, x, G, out, ostride, lane_scales); break;
-      case 3: tile_f32<RT, 3>(wb, sv, x, G, out, ostride, lane_scales); break;
-      case 2: tile_f32<RT, 2>(wb, sv, x, G, out, ostride, lane_scales); break;
-      default: tile_f32<RT, 1>(wb, sv, x, G, out, ostride, lane_scales); break;
-    }
-  }
 }
 
 struct Call {
@@ -283,51 +289,116 @@ struct Call {
   const uint8_t* exact;  // [rows]
 };
 
-// Output rows [b, e) (relative to row0) for every x row. wb: [4, K] BF16, sv: [4, G].
-void run_range(const Call& c, int64_t b, int64_t e, uint16_t* wbuf, __m512* svbuf) {
+// Runs quad() over the x rows [x0, x1) for one weight quad: rows of each path (BF16-exact or
+// F32) in tiles of RT, leftovers one at a time (the per-row sequence is the same).
+template <Scaling S, int RT, class Rows>
+void quad_over_x(const Call& c, const Rows& rows, int nw, int64_t x0, int64_t x1, int64_t n) {
+  for (int pass = 0; pass < 2; ++pass) {
+    const bool bf16 = pass == 0;
+    int64_t pend[RT];
+    int np = 0;
+    auto flush = [&](int count) {
+      const void* xr[RT];
+      float* out[RT];
+      for (int k = 0; k < count; ++k) xr[k] = c.xprep + pend[k] * c.K * 4, out[k] = c.y + pend[k] * c.n_out + n;
+      if (count == RT) {
+        if (bf16) quad<Bf16Product, S, RT>(rows, nw, reinterpret_cast<const uint16_t* const*>(xr), c.G, out);
+        else quad<F32Product, S, RT>(rows, nw, reinterpret_cast<const float* const*>(xr), c.G, out);
+      } else {
+        for (int k = 0; k < count; ++k) {
+          if (bf16) quad<Bf16Product, S, 1>(rows, nw, reinterpret_cast<const uint16_t* const*>(xr + k), c.G, out + k);
+          else quad<F32Product, S, 1>(rows, nw, reinterpret_cast<const float* const*>(xr + k), c.G, out + k);
+        }
+      }
+    };
+    for (int64_t r = x0; r < x1; ++r) {
+      if (bool(c.exact[r]) != bf16) continue;
+      pend[np++] = r;
+      if (np == RT) flush(RT), np = 0;
+    }
+    if (np) flush(np);
+  }
+}
+
+// Decodes weight rows n0..n0+nw-1 (all groups) into BF16 slots wb[i][K].
+void decode_rows(const Linear& w, int64_t n0, int nw, uint16_t* wb, const __m512i* lut) {
+  const int64_t K = w.in, G = K / kGroup;
+  for (int64_t g = 0; g < G; ++g)
+    for (int i = 0; i < nw; ++i) {  // rows interleaved: nw read streams
+      __m512i v[4];
+      if (w.format == WeightFormat::kFP8) decode_fp8_group(w.weight + (n0 + i) * K + g * kGroup, lut, v);
+      else decode_fp4_group(w.weight + (n0 + i) * (K / 2) + g * (kGroup / 2), lut, v);
+      for (int q = 0; q < 4; ++q) _mm512_store_si512(wb + i * K + g * kGroup + 32 * q, v[q]);
+    }
+}
+
+// Output rows [b, e) (relative to row0) for every x row. wbuf: [4, K] BF16 scratch.
+void run_range(const Call& c, int64_t b, int64_t e, uint16_t* wbuf) {
   const Linear& w = *c.w;
-  const bool quant = w.format == WeightFormat::kFP8 || w.format == WeightFormat::kFP4;
-  const bool fp4 = w.format == WeightFormat::kFP4;
+  const Tables& t = tables();
+  __m512i lut[4];
+  if (w.format == WeightFormat::kFP8) {
+    lut[0] = _mm512_load_si512(t.fp8_lo), lut[1] = _mm512_load_si512(t.fp8_lo + 64);
+    lut[2] = _mm512_load_si512(t.fp8_hi), lut[3] = _mm512_load_si512(t.fp8_hi + 64);
+  } else if (w.format == WeightFormat::kFP4) {
+    lut[0] = _mm512_broadcast_i32x4(_mm_load_si128(reinterpret_cast<const __m128i*>(t.fp4_lo)));
+    lut[1] = _mm512_broadcast_i32x4(_mm_load_si128(reinterpret_cast<const __m128i*>(t.fp4_hi)));
+  }
+  const int64_t K = c.K, kblocks = (K + 127) / 128;
+  // Few x rows: decode each weight group in registers as it is used. Many: decode each weight
+  // row once per block of x rows into scratch and reuse it.
+  const bool direct = c.rows <= 2;
   for (int64_t x0 = 0; x0 < c.rows; x0 += kRowsX) {
     const int64_t x1 = std::min(c.rows, x0 + kRowsX);
     for (int64_t n = b; n < e; n += kRowsW) {
       const int nw = int(std::min<int64_t>(kRowsW, e - n));
-      const uint16_t* wb[kRowsW];
-      const __m512* sv[kRowsW];
-      if (w.format == WeightFormat::kF32) {
-        for (int64_t r = x0; r < x1; ++r)
-          for (int i = 0; i < nw; ++i)
-            dot_rows_f32w(reinterpret_cast<const float*>(w.weight) + (c.row0 + n + i) * c.K, c.x + r * c.K, c.K,
-                          c.y + r * c.n_out + n + i);
-        continue;
+      const int64_t r0 = c.row0 + n;
+      const uint8_t* srow[4];
+      const uint8_t* fp4s[4];
+      for (int i = 0; i < 4; ++i) {
+        const int64_t r = r0 + std::min(i, nw - 1);  // padding lanes repeat a real row
+        if (w.format == WeightFormat::kFP8) srow[i] = w.scale + (r / 128) * kblocks;
+        if (w.format == WeightFormat::kFP4) fp4s[i] = w.scale + r * (K / 32);
       }
-      if (quant) {
-        decode_rows(w, c.row0 + n, nw, wbuf, svbuf);
-        for (int i = 0; i < nw; ++i) wb[i] = wbuf + i * c.K, sv[i] = svbuf + i * c.G;
-      } else {
-        for (int i = 0; i < nw; ++i)
-          wb[i] = reinterpret_cast<const uint16_t*>(w.weight) + (c.row0 + n + i) * c.K, sv[i] = nullptr;
-      }
-      // Rows of each path in pairs; a lone row uses the one-row tile (same per-row sequence).
-      for (int pass = 0; pass < 2; ++pass) {
-        const bool bf16 = pass == 0;
-        int64_t pend = -1;
-        for (int64_t r = x0; r < x1; ++r) {
-          if (bool(c.exact[r]) != bf16) continue;
-          if (pend < 0) {
-            pend = r;
-            continue;
+      switch (w.format) {
+        case WeightFormat::kF32:
+          for (int64_t r = x0; r < x1; ++r)
+            for (int i = 0; i < nw; ++i)
+              dot_rows_f32w(reinterpret_cast<const float*>(w.weight) + (r0 + i) * K, c.x + r * K, K,
+                            c.y + r * c.n_out + n + i);
+          break;
+        case WeightFormat::kBF16: {
+          Bf16Rows rows{};
+          for (int i = 0; i < 4; ++i) rows.row[i] = reinterpret_cast<const uint16_t*>(w.weight) + (r0 + std::min(i, nw - 1)) * K;
+          quad_over_x<Scaling::kNone, 4>(c, rows, nw, x0, x1, n);
+          break;
+        }
+        case WeightFormat::kFP8:
+          if (direct) {
+            Fp8Rows rows{};
+            for (int i = 0; i < 4; ++i) rows.row[i] = w.weight + (r0 + std::min(i, nw - 1)) * K, rows.srow[i] = srow[i];
+            rows.lut = lut;
+            quad_over_x<Scaling::kBlock, 2>(c, rows, nw, x0, x1, n);
+          } else {
+            decode_rows(w, r0, nw, wbuf, lut);
+            ScratchRows rows{};
+            for (int i = 0; i < 4; ++i) rows.wb[i] = wbuf + std::min(i, nw - 1) * K, rows.srow[i] = srow[i];
+            quad_over_x<Scaling::kBlock, 4>(c, rows, nw, x0, x1, n);
           }
-          const void* xr[2] = {c.xprep + pend * c.K * 4, c.xprep + r * c.K * 4};
-          float* out[2] = {c.y + pend * c.n_out + n, c.y + r * c.n_out + n};
-          tile_dispatch<2>(bf16, nw, wb, quant ? sv : nullptr, xr, c.G, out, 1, fp4);
-          pend = -1;
-        }
-        if (pend >= 0) {
-          const void* xr[1] = {c.xprep + pend * c.K * 4};
-          float* out[1] = {c.y + pend * c.n_out + n};
-          tile_dispatch<1>(bf16, nw, wb, quant ? sv : nullptr, xr, c.G, out, 1, fp4);
-        }
+          break;
+        case WeightFormat::kFP4:
+          if (direct) {
+            Fp4Rows rows{};
+            for (int i = 0; i < 4; ++i) rows.row[i] = w.weight + (r0 + std::min(i, nw - 1)) * (K / 2), rows.fp4s[i] = fp4s[i];
+            rows.lut = lut;
+            quad_over_x<Scaling::kLane, 2>(c, rows, nw, x0, x1, n);
+          } else {
+            decode_rows(w, r0, nw, wbuf, lut);
+            ScratchRows rows{};
+            for (int i = 0; i < 4; ++i) rows.wb[i] = wbuf + std::min(i, nw - 1) * K, rows.fp4s[i] = fp4s[i];
+            quad_over_x<Scaling::kLane, 2>(c, rows, nw, x0, x1, n);
+          }
+          break;
       }
     }
   }
@@ -361,12 +432,11 @@ bool linear_rows_avx512(const Linear& w, int64_t row0, int64_t n_out, const floa
     c.exact = ex;
   }
   parallel_for(pool, n_out, [&](int64_t b, int64_t e) {
-    // Per-thread decode scratch: 4 rows of BF16 slots plus their group scales (64-byte aligned).
+    // Per-thread decode scratch: 4 rows of BF16 slots (64-byte aligned).
     thread_local std::vector<Line> scratch;
-    const size_t need = size_t(kRowsW * c.K * 2 / 64 + kRowsW * c.G);
+    const size_t need = size_t(kRowsW * c.K * 2 / 64);
     if (scratch.size() < need) scratch.resize(need);
-    run_range(c, b, e, reinterpret_cast<uint16_t*>(scratch.data()),
-              reinterpret_cast<__m512*>(scratch.data() + kRowsW * c.K * 2 / 64));
+    run_range(c, b, e, reinterpret_cast<uint16_t*>(scratch.data()));
   }, 16);
   return true;
 }

@@ -12,10 +12,10 @@
 
 namespace dsv4 {
 
-std::unique_ptr<Model> Model::load(const std::string& dir, Numerics numerics, ThreadPool* pool) {
+std::unique_ptr<Model> Model::load(const std::string& dir, Numerics numerics, ThreadPool* pool, Residency residency) {
   std::unique_ptr<Model> m(new Model());
   m->config_ = load_config(dir);
-  m->dir_ = TensorDirectory::open(dir);
+  m->dir_ = TensorDirectory::open(dir, residency);
   m->weights_ = bind_weights(&m->config_, *m->dir_);
   for (int l = 0; l < m->config_.n_layers + m->config_.n_mtp_layers; ++l)
     m->ropes_.push_back(layer_rope_table(m->config_, l));

@@ -37,8 +37,9 @@ class Model {
  public:
   // Opens a checkpoint directory: config.json + safetensors; validates the full inventory.
   // Kernels run on `pool` (null: ThreadPool::shared(), sized to the machine or $DSV4_THREADS).
+  // `residency`: where the weight bytes live (core/mapped_file.h); they stay in stored format.
   static std::unique_ptr<Model> load(const std::string& dir, Numerics numerics = Numerics::kReference,
-                                     ThreadPool* pool = nullptr);
+                                     ThreadPool* pool = nullptr, Residency residency = Residency::kAuto);
 
   const ModelConfig& config() const { return config_; }
   const Weights& weights() const { return weights_; }

@@ -1,0 +1,31 @@
+// Flags shared by every command that loads a model: numerics and weight residency.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <string>
+
+#include "core/mapped_file.h"
+#include "model/config.h"
+
+namespace dsv4::cli {
+
+struct LoadFlags {
+  std::string numerics = "reference";
+  Residency residency = Residency::kAuto;
+
+  Numerics numerics_mode() const { return numerics == "plain" ? Numerics::kPlain : Numerics::kReference; }
+};
+
+inline void add_load_flags(CLI::App* c, LoadFlags& f) {
+  c->add_option("--numerics", f.numerics, "reference (official QAT numerics) or plain")
+      ->check(CLI::IsMember({"reference", "plain"}));
+  auto* map = c->add_flag_callback(
+      "--mmap", [&f] { f.residency = Residency::kMap; },
+      "Use weights from the file mapping, pre-faulted when they fit in RAM (default)");
+  auto* copy = c->add_flag_callback(
+      "--no-mmap", [&f] { f.residency = Residency::kCopy; },
+      "Copy weights once into huge-page memory: slower to load, immune to page-cache reclaim");
+  map->excludes(copy);
+}
+
+}  // namespace dsv4::cli

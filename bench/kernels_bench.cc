@@ -1,0 +1,164 @@
+// Kernel micro-benchmarks (Google Benchmark): the linear kernels on every stored weight format,
+// at decode shape (1 row: memory-bound, reported as bytes/s of weights read) and at prefill
+// shapes (many rows: compute-bound, reported as FLOP/s), for each ISA the CPU supports; and the
+// sparse attention kernel. Matrices are 64 MB or more so that decode reads come from DRAM.
+//
+//   build/bench/kernels_bench --benchmark_filter='Linear/fp4' --benchmark_repetitions=5
+//
+// Compare the bytes_per_second of the 1-row cases with `dsv4 bench`'s measured read bandwidth
+// and the GFLOPs counter with its BF16 dot peak (same machine, same run of the machine).
+#include <benchmark/benchmark.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "core/dtype.h"
+#include "core/thread_pool.h"
+#include "kernels/isa.h"
+#include "kernels/linear.h"
+#include "kernels/quant.h"
+#include "kernels/sparse_attention.h"
+
+namespace {
+
+using namespace dsv4;
+
+struct Matrix {
+  std::vector<uint8_t> weight, scale;
+  Linear lin;
+};
+
+// Random codes of `format`, shape [out, in], with scales near 2^-8 (real checkpoints' range).
+Matrix make_matrix(WeightFormat format, int64_t out, int64_t in) {
+  Matrix m;
+  std::mt19937 rng(7);
+  const int64_t bytes = format == WeightFormat::kFP4 ? out * in / 2 : format == WeightFormat::kFP8 ? out * in : out * in * 2;
+  m.weight.resize(size_t(bytes));
+  for (auto& b : m.weight) b = uint8_t(rng());
+  if (format == WeightFormat::kFP8) {
+    for (auto& b : m.weight)
+      if ((b & 0x7f) == 0x7f) b &= 0xfe;  // no NaN codes
+    m.scale.assign(size_t(((out + 127) / 128) * ((in + 127) / 128)), uint8_t(119));
+  } else if (format == WeightFormat::kFP4) {
+    m.scale.assign(size_t(out * in / 32), uint8_t(119));
+  } else {
+    for (int64_t i = 0; i < out * in; ++i) {  // finite BF16 of moderate size
+      const uint16_t v = f32_to_bf16(std::uniform_real_distribution<float>(-1, 1)(rng));
+      std::memcpy(m.weight.data() + 2 * i, &v, 2);
+    }
+  }
+  m.lin = Linear{format, out, in, m.weight.data(), m.scale.empty() ? nullptr : m.scale.data()};
+  return m;
+}
+
+// Activations as the reference numerics feeds FP8/FP4 linears: FP8-simulated (BF16-exact).
+std::vector<float> make_x(int64_t rows, int64_t in, bool bf16_exact) {
+  std::mt19937 rng(11);
+  std::normal_distribution<float> nd(0, 1);
+  std::vector<float> x(size_t(rows * in));
+  for (auto& v : x) v = nd(rng);
+  if (bf16_exact) kernels::fp8_simulate(x.data(), rows * in, 128);
+  return x;
+}
+
+const char* format_name(WeightFormat f) {
+  switch (f) {
+    case WeightFormat::kFP8: return "fp8";
+    case WeightFormat::kFP4: return "fp4";
+    case WeightFormat::kBF16: return "bf16";
+    case WeightFormat::kF32: return "f32";
+  }
+  return "?";
+}
+
+// One weight shape per format, each ≥ 64 MB of stored weights: FP8 [16384, 4096] (an attention
+// projection's width), FP4 [32768, 4096] (16 routed experts' w1), BF16 [8192, 4096] (head-like).
+Matrix& matrix(WeightFormat f) {
+  static Matrix fp8 = make_matrix(WeightFormat::kFP8, 16384, 4096);
+  static Matrix fp4 = make_matrix(WeightFormat::kFP4, 32768, 4096);
+  static Matrix bf16 = make_matrix(WeightFormat::kBF16, 8192, 4096);
+  return f == WeightFormat::kFP8 ? fp8 : f == WeightFormat::kFP4 ? fp4 : bf16;
+}
+
+void BM_Linear(benchmark::State& state, WeightFormat format, kernels::Isa isa) {
+  if (!kernels::isa_supported(isa)) {
+    state.SkipWithError("ISA not supported by this CPU");
+    return;
+  }
+  kernels::set_isa(isa);
+  const int64_t rows = state.range(0);
+  const Matrix& m = matrix(format);
+  const std::vector<float> x = make_x(rows, m.lin.in, format != WeightFormat::kBF16);
+  std::vector<float> y(size_t(rows * m.lin.out));
+  ThreadPool* pool = ThreadPool::shared();
+  for (auto _ : state) {
+    kernels::linear(m.lin, x.data(), rows, y.data(), pool);
+    benchmark::DoNotOptimize(y.data());
+  }
+  const double stored = double(m.weight.size() + m.scale.size());
+  state.SetBytesProcessed(int64_t(stored) * state.iterations());
+  state.counters["GFLOPs"] = benchmark::Counter(2.0 * double(rows * m.lin.out * m.lin.in) * double(state.iterations()) / 1e9,
+                                                benchmark::Counter::kIsRate);
+  state.counters["threads"] = pool->size();
+}
+
+void BM_SparseAttention(benchmark::State& state, kernels::Isa isa) {
+  if (!kernels::isa_supported(isa)) {
+    state.SkipWithError("ISA not supported by this CPU");
+    return;
+  }
+  kernels::set_isa(isa);
+  const int heads = 64;
+  const int64_t dim = 512, n_kv = state.range(0);
+  std::mt19937 rng(3);
+  std::normal_distribution<float> nd(0, 1);
+  std::vector<float> q(size_t(heads) * size_t(dim)), kv(size_t(n_kv) * size_t(dim)), sink(static_cast<size_t>(heads)),
+      out(size_t(heads) * size_t(dim)), scratch(size_t(n_kv) * size_t(heads));
+  for (auto& v : q) v = nd(rng);
+  for (auto& v : kv) v = nd(rng);
+  for (auto& v : sink) v = nd(rng);
+  std::vector<const float*> rows(static_cast<size_t>(n_kv));
+  for (int64_t i = 0; i < n_kv; ++i) rows[size_t(i)] = kv.data() + i * dim;
+  kernels::SparseAttentionArgs a{q.data(), rows.data(), n_kv, sink.data(), heads, dim, 1.0f / std::sqrt(float(dim)),
+                                 out.data(), scratch.data()};
+  for (auto _ : state) {
+    kernels::sparse_attention(a);
+    benchmark::DoNotOptimize(out.data());
+  }
+  state.counters["GFLOPs"] =
+      benchmark::Counter(4.0 * double(heads * n_kv * dim) * double(state.iterations()) / 1e9, benchmark::Counter::kIsRate);
+}
+
+void register_all() {
+  using kernels::Isa;
+  for (Isa isa : {Isa::kAvx512, Isa::kAvx2, Isa::kScalar}) {
+    const std::string isa_s(kernels::isa_name(isa));
+    for (WeightFormat f : {WeightFormat::kFP8, WeightFormat::kFP4, WeightFormat::kBF16}) {
+      auto* b = benchmark::RegisterBenchmark(("Linear/" + std::string(format_name(f)) + "/" + isa_s).c_str(),
+                                             [f, isa](benchmark::State& s) { BM_Linear(s, f, isa); });
+      // Scalar prefill shapes take minutes; its decode shape is the speed-up baseline.
+      if (isa == Isa::kScalar) b->Arg(1);
+      else b->Arg(1)->Arg(16)->Arg(128);
+      b->Unit(benchmark::kMillisecond)->UseRealTime();
+    }
+    benchmark::RegisterBenchmark(("SparseAttention/" + isa_s).c_str(),
+                                 [isa](benchmark::State& s) { BM_SparseAttention(s, isa); })
+        ->Arg(128)
+        ->Arg(640)
+        ->Unit(benchmark::kMicrosecond)
+        ->UseRealTime();
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  register_all();
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
