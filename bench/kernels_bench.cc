@@ -5,7 +5,7 @@
 //
 //   build/bench/kernels_bench --benchmark_filter='Linear/fp4' --benchmark_repetitions=5
 //
-// Compare the bytes_per_second of the 1-row cases with `dsv4 bench`'s measured read bandwidth
+// Compare the GBps of the 1-row cases with `dsv4 bench`'s measured read bandwidth
 // and the GFLOPs counter with its BF16 dot peak (same machine, same run of the machine).
 #include <benchmark/benchmark.h>
 
@@ -18,6 +18,7 @@
 #include "core/thread_pool.h"
 #include "kernels/isa.h"
 #include "kernels/linear.h"
+#include "kernels/probe.h"
 #include "kernels/quant.h"
 #include "kernels/sparse_attention.h"
 
@@ -82,14 +83,22 @@ Matrix& matrix(WeightFormat f) {
   return f == WeightFormat::kFP8 ? fp8 : f == WeightFormat::kFP4 ? fp4 : bf16;
 }
 
-void BM_Linear(benchmark::State& state, WeightFormat format, kernels::Isa isa) {
+// Cache-resident twins (256 rows, ≤ 2 MB): the kernels' compute speed without DRAM.
+Matrix& small_matrix(WeightFormat f) {
+  static Matrix fp8 = make_matrix(WeightFormat::kFP8, 256, 4096);
+  static Matrix fp4 = make_matrix(WeightFormat::kFP4, 256, 4096);
+  static Matrix bf16 = make_matrix(WeightFormat::kBF16, 256, 4096);
+  return f == WeightFormat::kFP8 ? fp8 : f == WeightFormat::kFP4 ? fp4 : bf16;
+}
+
+void BM_Linear(benchmark::State& state, WeightFormat format, kernels::Isa isa, bool cached) {
   if (!kernels::isa_supported(isa)) {
     state.SkipWithError("ISA not supported by this CPU");
     return;
   }
   kernels::set_isa(isa);
   const int64_t rows = state.range(0);
-  const Matrix& m = matrix(format);
+  const Matrix& m = cached ? small_matrix(format) : matrix(format);
   const std::vector<float> x = make_x(rows, m.lin.in, format != WeightFormat::kBF16);
   std::vector<float> y(size_t(rows * m.lin.out));
   ThreadPool* pool = ThreadPool::shared();
@@ -98,7 +107,8 @@ void BM_Linear(benchmark::State& state, WeightFormat format, kernels::Isa isa) {
     benchmark::DoNotOptimize(y.data());
   }
   const double stored = double(m.weight.size() + m.scale.size());
-  state.SetBytesProcessed(int64_t(stored) * state.iterations());
+  // Decimal GB/s of stored weight bytes, comparable with ReadBandwidth's GBps.
+  state.counters["GBps"] = benchmark::Counter(stored * double(state.iterations()) / 1e9, benchmark::Counter::kIsRate);
   state.counters["GFLOPs"] = benchmark::Counter(2.0 * double(rows * m.lin.out * m.lin.in) * double(state.iterations()) / 1e9,
                                                 benchmark::Counter::kIsRate);
   state.counters["threads"] = pool->size();
@@ -131,13 +141,26 @@ void BM_SparseAttention(benchmark::State& state, kernels::Isa isa) {
       benchmark::Counter(4.0 * double(heads * n_kv * dim) * double(state.iterations()) / 1e9, benchmark::Counter::kIsRate);
 }
 
+// The machine's read bandwidth, measured the way `dsv4 bench` does: the yardstick for the
+// 1-row Linear cases' bytes_per_second.
+void BM_ReadBandwidth(benchmark::State& state) {
+  double gbs = 0;
+  for (auto _ : state) gbs = kernels::measure_read_bandwidth(ThreadPool::shared(), size_t(1) << 30, 3);
+  state.counters["GBps"] = gbs;
+}
+
 void register_all() {
+  benchmark::RegisterBenchmark("ReadBandwidth", BM_ReadBandwidth)->Iterations(1)->Unit(benchmark::kMillisecond);
   using kernels::Isa;
   for (Isa isa : {Isa::kAvx512, Isa::kAvx2, Isa::kScalar}) {
     const std::string isa_s(kernels::isa_name(isa));
     for (WeightFormat f : {WeightFormat::kFP8, WeightFormat::kFP4, WeightFormat::kBF16}) {
       auto* b = benchmark::RegisterBenchmark(("Linear/" + std::string(format_name(f)) + "/" + isa_s).c_str(),
-                                             [f, isa](benchmark::State& s) { BM_Linear(s, f, isa); });
+                                             [f, isa](benchmark::State& s) { BM_Linear(s, f, isa, false); });
+      benchmark::RegisterBenchmark(("LinearCached/" + std::string(format_name(f)) + "/" + isa_s).c_str(),
+                                   [f, isa](benchmark::State& s) { BM_Linear(s, f, isa, true); })
+          ->Arg(1)
+          ->UseRealTime();
       // Scalar prefill shapes take minutes; its decode shape is the speed-up baseline.
       if (isa == Isa::kScalar) b->Arg(1);
       else b->Arg(1)->Arg(16)->Arg(128);

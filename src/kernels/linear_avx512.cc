@@ -34,15 +34,14 @@ namespace dsv4::kernels::detail {
 namespace {
 
 constexpr int64_t kGroup = 128;  // columns per group
-constexpr int kRowsW = 4;        // weight rows decoded together
+constexpr int kRowsW = 8;        // weight rows read together (interleaved read streams)
 constexpr int64_t kRowsX = 64;   // x rows per cache block (x block stays in L2)
 
 // Built in default-target code: nothing here may run before the ISA check.
 struct Tables {
   alignas(64) uint8_t fp8_lo[128];  // E4M3 magnitude code → low byte of its BF16
   alignas(64) uint8_t fp8_hi[128];  // → high byte (sign added from the code's bit 7)
-  alignas(16) uint8_t fp4_lo[16];   // E2M1 code (with sign) → low / high byte of its BF16
-  alignas(16) uint8_t fp4_hi[16];
+  alignas(64) uint16_t fp4[32];     // E2M1 code (with sign) → its BF16, twice (index bit 4 ignored)
   // slot → column within a 128-column group, per weight format; f32 slots: even then odd
   // BF16 halves of each 32-bit lane of each 32-slot register.
   int16_t perm_fp8[128], perm_fp4[128], perm_id[128];
@@ -58,8 +57,7 @@ const Tables& tables() {
     }
     for (int c = 0; c < 16; ++c) {
       uint16_t b = f32_to_bf16(e2m1_to_f32(uint8_t(c)));
-      t.fp4_lo[c] = uint8_t(b & 0xff);
-      t.fp4_hi[c] = uint8_t(b >> 8);
+      t.fp4[c] = t.fp4[c + 16] = b;
     }
     for (int q = 0; q < 4; ++q)
       for (int L = 0; L < 4; ++L)
@@ -68,7 +66,9 @@ const Tables& tables() {
           // FP8: registers [lo(bytes 0-63), hi(0-63), lo(64-127), hi(64-127)] of unpack{lo,hi}_epi8.
           t.perm_fp8[s] = int16_t(64 * (q >> 1) + 16 * L + 8 * (q & 1) + j);
           // FP4: [even cols lo, even hi, odd lo, odd hi]; lane L holds columns 32L..32L+31.
-          t.perm_fp4[s] = int16_t(32 * L + 16 * (q & 1) + 2 * j + (q >> 1));
+          // FP4: register q holds nibble q of each 16-bit word m of the group's 64 bytes, i.e.
+          // column 4m + q; lane L (words 8L..8L+7) holds columns 32L..32L+31.
+          t.perm_fp4[s] = int16_t(4 * (8 * L + j) + q);
           t.perm_id[s] = int16_t(s);
         }
     return t;
@@ -135,16 +135,14 @@ inline void decode_fp8_group(const uint8_t* p, const __m512i lut[4], __m512i w[4
   }
 }
 
-inline void decode_fp4_group(const uint8_t* p, const __m512i lut[2], __m512i w[4]) {
-  const __m512i nib = _mm512_set1_epi8(0x0f);
+// Each 16-bit word of the 64 bytes holds 4 codes; vpermw looks up the word's low 5 bits in a
+// 32-entry table that repeats the 16 codes, so only the low nibble selects.
+inline void decode_fp4_group(const uint8_t* p, const __m512i lut[1], __m512i w[4]) {
   const __m512i v = _mm512_loadu_si512(p);
-  const __m512i lo = _mm512_and_si512(v, nib), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), nib);
-  const __m512i le = _mm512_shuffle_epi8(lut[0], lo), he = _mm512_shuffle_epi8(lut[1], lo);
-  const __m512i oe = _mm512_shuffle_epi8(lut[0], hi), oh = _mm512_shuffle_epi8(lut[1], hi);
-  w[0] = _mm512_unpacklo_epi8(le, he);
-  w[1] = _mm512_unpackhi_epi8(le, he);
-  w[2] = _mm512_unpacklo_epi8(oe, oh);
-  w[3] = _mm512_unpackhi_epi8(oe, oh);
+  w[0] = _mm512_permutexvar_epi16(v, lut[0]);
+  w[1] = _mm512_permutexvar_epi16(_mm512_srli_epi16(v, 4), lut[0]);
+  w[2] = _mm512_permutexvar_epi16(_mm512_srli_epi16(v, 8), lut[0]);
+  w[3] = _mm512_permutexvar_epi16(_mm512_srli_epi16(v, 12), lut[0]);
 }
 
 // UE8M0 bytes (in 32-bit lanes) → their F32 values (core/dtype.h e8m0_to_f32, vectorized).
@@ -157,12 +155,35 @@ inline __m512 e8m0_lanes(__m512i b) {
 }
 
 // FP4: the four scales of a group's 32-column blocks, block L on 128-bit lane L (the slot order
-// puts columns 32L..32L+31 there).
+// puts columns 32L..32L+31 there). Exact for every byte, including 0 (2^-127) and 255 (NaN).
 inline __m512 fp4_lane_scales(const uint8_t* s) {
   uint32_t word;
   std::memcpy(&word, s, 4);
   const __m512i sh = _mm512_setr_epi32(0, 0, 0, 0, 8, 8, 8, 8, 16, 16, 16, 16, 24, 24, 24, 24);
   return e8m0_lanes(_mm512_and_si512(_mm512_srlv_epi32(_mm512_set1_epi32(int(word)), sh), _mm512_set1_epi32(0xff)));
+}
+
+// The same in 3 instructions for bytes 1..254 (byte → bits 24..31 of its lane, then >> 1).
+inline __m512 fp4_lane_scales_fast(const uint8_t* s) {
+  const __m512i idx = _mm512_setr_epi32(0, 0, 0, 0, 1 << 24, 1 << 24, 1 << 24, 1 << 24, 2 << 24, 2 << 24, 2 << 24,
+                                        2 << 24, 3 << 24, 3 << 24, 3 << 24, 3 << 24);
+  int32_t word;
+  std::memcpy(&word, s, 4);
+  const __m512i b = _mm512_maskz_permutexvar_epi8(0x8888888888888888ull, idx, _mm512_set1_epi32(word));
+  return _mm512_castsi512_ps(_mm512_srli_epi32(b, 1));
+}
+
+// Whether n scale bytes are all in 1..254 (fp4_lane_scales_fast applies).
+inline bool plain_scales(const uint8_t* s, int64_t n) {
+  int64_t i = 0;
+  for (; i + 64 <= n; i += 64) {
+    const __m512i v = _mm512_loadu_si512(s + i);
+    if (_mm512_cmpeq_epi8_mask(v, _mm512_setzero_si512()) | _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8(char(255))))
+      return false;
+  }
+  for (; i < n; ++i)
+    if (s[i] == 0 || s[i] == 255) return false;
+  return true;
 }
 
 // FP8: the block scale of weight row i of a quad on lanes 4i..4i+3 (where reduce4 leaves row i).
@@ -200,74 +221,93 @@ struct F32Product {  // F32 x: widen the weight slots (even halves, then odd hal
 };
 
 // Where a quad's weight registers come from. get(i, g, w) fills the 4 registers of row i, group g.
-enum class Scaling { kNone, kBlock, kLane };  // BF16 | FP8 (per group, after the sum) | FP4 (per lane)
+// BF16 | FP8 (per group, after the sum) | FP4 (per lane; kLaneSpecial: some scale byte is 0 or 255)
+enum class Scaling { kNone, kBlock, kLane, kLaneSpecial };
 
 struct ScratchRows {  // rows decoded once into per-thread scratch (many x rows reuse them)
-  const uint16_t* wb[4];
-  const uint8_t* srow[4];    // FP8 scale rows
-  const uint8_t* fp4s[4];    // FP4 scale rows
+  const uint16_t* wb[kRowsW];
+  const uint8_t* srow[kRowsW];    // FP8 scale rows
+  const uint8_t* fp4s[kRowsW];    // FP4 scale rows
   void get(int i, int64_t g, __m512i w[4]) const {
     for (int q = 0; q < 4; ++q) w[q] = _mm512_load_si512(wb[i] + g * kGroup + 32 * q);
   }
 };
 struct Fp8Rows {  // decoded on the fly (few x rows: the decode is not worth storing)
-  const uint8_t* row[4];
-  const uint8_t* srow[4];
+  const uint8_t* row[kRowsW];
+  const uint8_t* srow[kRowsW];
   const __m512i* lut;
-  void get(int i, int64_t g, __m512i w[4]) const { decode_fp8_group(row[i] + g * kGroup, lut, w); }
+  int64_t ahead = 0;
+  void get(int i, int64_t g, __m512i w[4]) const {
+    const char* p = reinterpret_cast<const char*>(row[i] + g * kGroup + ahead);
+    _mm_prefetch(p, _MM_HINT_T0);
+    _mm_prefetch(p + 64, _MM_HINT_T0);
+    decode_fp8_group(row[i] + g * kGroup, lut, w);
+  }
 };
 struct Fp4Rows {
-  const uint8_t* row[4];
-  const uint8_t* fp4s[4];
+  const uint8_t* row[kRowsW];
+  const uint8_t* fp4s[kRowsW];
   const __m512i* lut;
-  void get(int i, int64_t g, __m512i w[4]) const { decode_fp4_group(row[i] + g * (kGroup / 2), lut, w); }
+  int64_t ahead = 0;  // bytes to the same place in the next tile's rows (software prefetch)
+  void get(int i, int64_t g, __m512i w[4]) const {
+    _mm_prefetch(reinterpret_cast<const char*>(row[i] + g * (kGroup / 2) + ahead), _MM_HINT_T0);
+    decode_fp4_group(row[i] + g * (kGroup / 2), lut, w);
+  }
 };
 struct Bf16Rows {  // BF16 weights are already BF16 slots (identity order)
-  const uint16_t* row[4];
+  const uint16_t* row[kRowsW];
   void get(int i, int64_t g, __m512i w[4]) const {
     for (int q = 0; q < 4; ++q) w[q] = _mm512_loadu_si512(row[i] + g * kGroup + 32 * q);
   }
 };
 
-// out[r][i] for RT x rows and nw ≤ 4 weight rows. Per (x row, weight row) the operations and
-// their order are the same whatever RT, nw and the weight source: batch invariance.
-template <class P, Scaling S, int RT, class Rows>
-inline void quad(const Rows& rows, int nw, const typename P::X* const* xr, int64_t G, float* const* out) {
-  constexpr int NA = S == Scaling::kLane ? 4 : 1;  // accumulators per x row
+// out[r][i] for RT x rows and nw ≤ NW weight rows (NW a multiple of 4: one reduce4 per four).
+// Per (x row, weight row) the operations and their order are the same whatever RT, NW, nw and
+// the weight source: batch invariance.
+template <class P, Scaling S, int RT, int NW, class Rows>
+inline void tile(const Rows& rows, int nw, const typename P::X* const* xr, int64_t G, float* const* out) {
+  constexpr bool lane = S == Scaling::kLane || S == Scaling::kLaneSpecial;
+  constexpr int NA = lane ? NW : NW / 4;  // accumulators per x row
   __m512 acc[RT][NA];
   for (int r = 0; r < RT; ++r)
     for (int a = 0; a < NA; ++a) acc[r][a] = _mm512_setzero_ps();
   for (int64_t g = 0; g < G; ++g) {
-    __m512 part[RT][4];
+    __m512 part[RT][NW];
     for (int r = 0; r < RT; ++r)
-      for (int i = 0; i < 4; ++i) part[r][i] = _mm512_setzero_ps();
-    for (int i = 0; i < 4; ++i) {
+      for (int i = 0; i < NW; ++i) part[r][i] = _mm512_setzero_ps();
+    for (int i = 0; i < NW; ++i) {
       if (i >= nw) break;
       __m512i w[4];
       rows.get(i, g, w);
       for (int q = 0; q < 4; ++q)
         for (int r = 0; r < RT; ++r) part[r][i] = P::step(part[r][i], xr[r] + g * kGroup + 32 * q, w[q]);
     }
-    if constexpr (S == Scaling::kLane) {
-      for (int i = 0; i < 4; ++i) {
+    if constexpr (lane) {
+      for (int i = 0; i < NW; ++i) {
         if (i >= nw) break;
-        const __m512 s = fp4_lane_scales(rows.fp4s[i] + 4 * g);
+        const __m512 s = S == Scaling::kLane ? fp4_lane_scales_fast(rows.fp4s[i] + 4 * g)
+                                             : fp4_lane_scales(rows.fp4s[i] + 4 * g);
         for (int r = 0; r < RT; ++r) acc[r][i] = _mm512_fmadd_ps(part[r][i], s, acc[r][i]);
       }
     } else {
-      for (int r = 0; r < RT; ++r) {
-        const __m512 red = reduce4(part[r][0], part[r][1], part[r][2], part[r][3]);
-        if constexpr (S == Scaling::kBlock) acc[r][0] = _mm512_fmadd_ps(red, fp8_quad_scales(rows.srow, g), acc[r][0]);
-        else acc[r][0] = _mm512_add_ps(acc[r][0], red);
+      for (int k = 0; k < NW / 4; ++k) {
+        if (4 * k >= nw) break;
+        for (int r = 0; r < RT; ++r) {
+          const __m512 red = reduce4(part[r][4 * k], part[r][4 * k + 1], part[r][4 * k + 2], part[r][4 * k + 3]);
+          if constexpr (S == Scaling::kBlock)
+            acc[r][k] = _mm512_fmadd_ps(red, fp8_quad_scales(rows.srow + 4 * k, g), acc[r][k]);
+          else
+            acc[r][k] = _mm512_add_ps(acc[r][k], red);
+        }
       }
     }
   }
   for (int r = 0; r < RT; ++r) {
-    alignas(64) float lanes[16];
-    if constexpr (S == Scaling::kLane) {
+    if constexpr (lane) {
       for (int i = 0; i < nw; ++i) out[r][i] = hsum512(acc[r][i]);
     } else {
-      _mm512_store_ps(lanes, acc[r][0]);
+      alignas(64) float lanes[NW * 4];
+      for (int k = 0; k < NW / 4; ++k) _mm512_store_ps(lanes + 16 * k, acc[r][k]);
       for (int i = 0; i < nw; ++i) out[r][i] = lanes[4 * i];
     }
   }
@@ -291,8 +331,8 @@ struct Call {
 
 // Runs quad() over the x rows [x0, x1) for one weight quad: rows of each path (BF16-exact or
 // F32) in tiles of RT, leftovers one at a time (the per-row sequence is the same).
-template <Scaling S, int RT, class Rows>
-void quad_over_x(const Call& c, const Rows& rows, int nw, int64_t x0, int64_t x1, int64_t n) {
+template <Scaling S, int RT, int NW, class Rows>
+void tile_over_x(const Call& c, const Rows& rows, int nw, int64_t x0, int64_t x1, int64_t n) {
   for (int pass = 0; pass < 2; ++pass) {
     const bool bf16 = pass == 0;
     int64_t pend[RT];
@@ -302,12 +342,12 @@ void quad_over_x(const Call& c, const Rows& rows, int nw, int64_t x0, int64_t x1
       float* out[RT];
       for (int k = 0; k < count; ++k) xr[k] = c.xprep + pend[k] * c.K * 4, out[k] = c.y + pend[k] * c.n_out + n;
       if (count == RT) {
-        if (bf16) quad<Bf16Product, S, RT>(rows, nw, reinterpret_cast<const uint16_t* const*>(xr), c.G, out);
-        else quad<F32Product, S, RT>(rows, nw, reinterpret_cast<const float* const*>(xr), c.G, out);
+        if (bf16) tile<Bf16Product, S, RT, NW>(rows, nw, reinterpret_cast<const uint16_t* const*>(xr), c.G, out);
+        else tile<F32Product, S, RT, NW>(rows, nw, reinterpret_cast<const float* const*>(xr), c.G, out);
       } else {
         for (int k = 0; k < count; ++k) {
-          if (bf16) quad<Bf16Product, S, 1>(rows, nw, reinterpret_cast<const uint16_t* const*>(xr + k), c.G, out + k);
-          else quad<F32Product, S, 1>(rows, nw, reinterpret_cast<const float* const*>(xr + k), c.G, out + k);
+          if (bf16) tile<Bf16Product, S, 1, NW>(rows, nw, reinterpret_cast<const uint16_t* const*>(xr + k), c.G, out + k);
+          else tile<F32Product, S, 1, NW>(rows, nw, reinterpret_cast<const float* const*>(xr + k), c.G, out + k);
         }
       }
     };
@@ -341,8 +381,7 @@ void run_range(const Call& c, int64_t b, int64_t e, uint16_t* wbuf) {
     lut[0] = _mm512_load_si512(t.fp8_lo), lut[1] = _mm512_load_si512(t.fp8_lo + 64);
     lut[2] = _mm512_load_si512(t.fp8_hi), lut[3] = _mm512_load_si512(t.fp8_hi + 64);
   } else if (w.format == WeightFormat::kFP4) {
-    lut[0] = _mm512_broadcast_i32x4(_mm_load_si128(reinterpret_cast<const __m128i*>(t.fp4_lo)));
-    lut[1] = _mm512_broadcast_i32x4(_mm_load_si128(reinterpret_cast<const __m128i*>(t.fp4_hi)));
+    lut[0] = _mm512_load_si512(t.fp4);
   }
   const int64_t K = c.K, kblocks = (K + 127) / 128;
   // Few x rows: decode each weight group in registers as it is used. Many: decode each weight
@@ -353,13 +392,28 @@ void run_range(const Call& c, int64_t b, int64_t e, uint16_t* wbuf) {
     for (int64_t n = b; n < e; n += kRowsW) {
       const int nw = int(std::min<int64_t>(kRowsW, e - n));
       const int64_t r0 = c.row0 + n;
-      const uint8_t* srow[4];
-      const uint8_t* fp4s[4];
-      for (int i = 0; i < 4; ++i) {
+      const uint8_t* srow[kRowsW];
+      const uint8_t* fp4s[kRowsW];
+      for (int i = 0; i < kRowsW; ++i) {
         const int64_t r = r0 + std::min(i, nw - 1);  // padding lanes repeat a real row
         if (w.format == WeightFormat::kFP8) srow[i] = w.scale + (r / 128) * kblocks;
         if (w.format == WeightFormat::kFP4) fp4s[i] = w.scale + r * (K / 32);
       }
+      // Scratch path: the decoded rows in quads, so that 4 x rows fit the registers.
+      auto scratch_quads = [&](Scaling s) {
+        decode_rows(w, r0, nw, wbuf, lut);
+        for (int k = 0; 4 * k < nw; ++k) {
+          ScratchRows rows{};
+          const int nq = std::min(4, nw - 4 * k);
+          for (int i = 0; i < 4; ++i) {
+            const int j = 4 * k + std::min(i, nq - 1);
+            rows.wb[i] = wbuf + j * K, rows.srow[i] = srow[j], rows.fp4s[i] = fp4s[j];
+          }
+          if (s == Scaling::kBlock) tile_over_x<Scaling::kBlock, 4, 4>(c, rows, nq, x0, x1, n + 4 * k);
+          else if (s == Scaling::kLane) tile_over_x<Scaling::kLane, 2, 4>(c, rows, nq, x0, x1, n + 4 * k);
+          else tile_over_x<Scaling::kLaneSpecial, 2, 4>(c, rows, nq, x0, x1, n + 4 * k);
+        }
+      };
       switch (w.format) {
         case WeightFormat::kF32:
           for (int64_t r = x0; r < x1; ++r)
@@ -368,37 +422,41 @@ void run_range(const Call& c, int64_t b, int64_t e, uint16_t* wbuf) {
                             c.y + r * c.n_out + n + i);
           break;
         case WeightFormat::kBF16: {
-          Bf16Rows rows{};
-          for (int i = 0; i < 4; ++i) rows.row[i] = reinterpret_cast<const uint16_t*>(w.weight) + (r0 + std::min(i, nw - 1)) * K;
-          quad_over_x<Scaling::kNone, 4>(c, rows, nw, x0, x1, n);
+          for (int k = 0; 4 * k < nw; ++k) {
+            Bf16Rows rows{};
+            const int nq = std::min(4, nw - 4 * k);
+            for (int i = 0; i < 4; ++i)
+              rows.row[i] = reinterpret_cast<const uint16_t*>(w.weight) + (r0 + 4 * k + std::min(i, nq - 1)) * K;
+            tile_over_x<Scaling::kNone, 4, 4>(c, rows, nq, x0, x1, n + 4 * k);
+          }
           break;
         }
         case WeightFormat::kFP8:
           if (direct) {
             Fp8Rows rows{};
-            for (int i = 0; i < 4; ++i) rows.row[i] = w.weight + (r0 + std::min(i, nw - 1)) * K, rows.srow[i] = srow[i];
+            for (int i = 0; i < kRowsW; ++i) rows.row[i] = w.weight + (r0 + std::min(i, nw - 1)) * K, rows.srow[i] = srow[i];
             rows.lut = lut;
-            quad_over_x<Scaling::kBlock, 2>(c, rows, nw, x0, x1, n);
+            rows.ahead = kRowsW * K;
+            tile_over_x<Scaling::kBlock, 2, kRowsW>(c, rows, nw, x0, x1, n);
           } else {
-            decode_rows(w, r0, nw, wbuf, lut);
-            ScratchRows rows{};
-            for (int i = 0; i < 4; ++i) rows.wb[i] = wbuf + std::min(i, nw - 1) * K, rows.srow[i] = srow[i];
-            quad_over_x<Scaling::kBlock, 4>(c, rows, nw, x0, x1, n);
+            scratch_quads(Scaling::kBlock);
           }
           break;
-        case WeightFormat::kFP4:
+        case WeightFormat::kFP4: {
+          // The rows' scales are contiguous: [nw, K/32].
+          const bool plain = plain_scales(w.scale + r0 * (K / 32), nw * (K / 32));
           if (direct) {
             Fp4Rows rows{};
-            for (int i = 0; i < 4; ++i) rows.row[i] = w.weight + (r0 + std::min(i, nw - 1)) * (K / 2), rows.fp4s[i] = fp4s[i];
+            for (int i = 0; i < kRowsW; ++i) rows.row[i] = w.weight + (r0 + std::min(i, nw - 1)) * (K / 2), rows.fp4s[i] = fp4s[i];
             rows.lut = lut;
-            quad_over_x<Scaling::kLane, 2>(c, rows, nw, x0, x1, n);
+            rows.ahead = kRowsW * (K / 2);
+            if (plain) tile_over_x<Scaling::kLane, 1, kRowsW>(c, rows, nw, x0, x1, n);
+            else tile_over_x<Scaling::kLaneSpecial, 1, kRowsW>(c, rows, nw, x0, x1, n);
           } else {
-            decode_rows(w, r0, nw, wbuf, lut);
-            ScratchRows rows{};
-            for (int i = 0; i < 4; ++i) rows.wb[i] = wbuf + std::min(i, nw - 1) * K, rows.fp4s[i] = fp4s[i];
-            quad_over_x<Scaling::kLane, 2>(c, rows, nw, x0, x1, n);
+            scratch_quads(plain ? Scaling::kLane : Scaling::kLaneSpecial);
           }
           break;
+        }
       }
     }
   }

@@ -58,12 +58,15 @@ Matrix make(WeightFormat f, int64_t out, int64_t in, uint32_t seed) {
       for (int i = 0; i < 64; ++i) m.w[size_t(byte(rng)) % m.w.size()] = uint8_t(byte(rng) & 0x87);  // subnormals
       m.s.resize(size_t(((out + 127) / 128) * ((in + 127) / 128)));
       for (auto& b : m.s) b = uint8_t(120 + byte(rng) % 10);
+      m.s[1] = 0;  // 2^-127, the one subnormal scale
       break;
     case WeightFormat::kFP4:
       m.w.resize(size_t(out * in / 2));
       for (auto& b : m.w) b = uint8_t(byte(rng));
       m.s.resize(size_t(out * in / 32));
       for (auto& b : m.s) b = uint8_t(120 + byte(rng) % 10);
+      // 2^-127 (the subnormal scale) in a few rows: those take the kernels' exact-scale path.
+      for (int i = 0; i < 3; ++i) m.s[size_t(byte(rng)) * 97 % m.s.size()] = 0;
       break;
   }
   m.lin.weight = m.w.data();
@@ -128,6 +131,13 @@ TEST_P(LinearKernels, MatchReferenceAndAreBatchInvariant) {
     std::vector<float> all(size_t(rows * n_out)), threaded(all.size());
     linear_rows(m.lin, row0, n_out, x.data(), rows, all.data(), nullptr);
     linear_rows(m.lin, row0, n_out, x.data(), rows, threaded.data(), &pool);
+    for (int64_t r = 0; r + 1 < rows; r += 2) {  // pairs: the 2-row register path
+      std::vector<float> two(size_t(2 * n_out));
+      linear_rows(m.lin, row0, n_out, x.data() + r * in, 2, two.data(), &pool);
+      for (int64_t k = 0; k < 2 * n_out; ++k)
+        ASSERT_EQ(std::bit_cast<uint32_t>(two[size_t(k)]), std::bit_cast<uint32_t>(all[size_t(r * n_out + k)]))
+            << "pair at row " << r << ", element " << k;
+    }
     for (int64_t r = 0; r < rows; ++r) {
       std::vector<float> one(static_cast<size_t>(n_out));
       linear_rows(m.lin, row0, n_out, x.data() + r * in, 1, one.data(), &pool);
