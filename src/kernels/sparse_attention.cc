@@ -3,9 +3,17 @@
 #include <cmath>
 #include <limits>
 
+#include "kernels/isa.h"
+#include "kernels/sparse_attention_isa.h"
+
 namespace dsv4::kernels {
 
 void sparse_attention(const SparseAttentionArgs& a) {
+  if (active_isa() == Isa::kAvx512 && detail::sparse_attention_avx512(a)) return;
+  sparse_attention_reference(a);
+}
+
+void sparse_attention_reference(const SparseAttentionArgs& a) {
   for (int h = 0; h < a.n_heads; ++h) {
     const float* q = a.q + h * a.head_dim;
     float* o = a.out + h * a.head_dim;

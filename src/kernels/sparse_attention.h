@@ -18,9 +18,12 @@ struct SparseAttentionArgs {
   int64_t head_dim = 0;
   float softmax_scale = 0;             // head_dim^-0.5
   float* out = nullptr;                // [n_heads, head_dim]
-  float* scratch = nullptr;            // [n_kv] logits workspace
+  float* scratch = nullptr;            // [n_heads, n_kv] logits workspace
 };
 
+// The active ISA's kernel (kernels/isa.h).
 void sparse_attention(const SparseAttentionArgs& a);
+// The scalar twin, summing in plain index order.
+void sparse_attention_reference(const SparseAttentionArgs& a);
 
 }  // namespace dsv4::kernels

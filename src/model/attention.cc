@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "core/error.h"
+#include "core/thread_pool.h"
 #include "kernels/linear.h"
 #include "kernels/ops.h"
 #include "kernels/quant.h"
@@ -81,35 +82,38 @@ void attend_segment(const AttentionArgs& a, const Segment& seg, const std::vecto
   const LayerState* st = seg.state;
   const int64_t Dh = c.head_dim, W = c.window_size;
   const int ratio = w.compressor ? w.compressor->ratio : 0;
-  std::vector<const float*> keys;
-  std::vector<float> logits;
-  for (int64_t i = seg.row0; i < seg.row0 + seg.n; ++i) {
-    const int64_t t = seg.start_pos + (i - seg.row0);
-    keys.clear();
-    // Window: positions max(0, t−W+1) … t; older ones from the ring, this call's from `kv`.
-    for (int64_t p = std::max<int64_t>(0, t - W + 1); p <= t; ++p)
-      keys.push_back(p < seg.start_pos ? st->window_kv.data() + (p % W) * Dh
-                                       : kv.data() + (seg.row0 + p - seg.start_pos) * Dh);
-    if (w.indexer) {
-      for (int32_t j : selected[size_t(i)]) keys.push_back(st->compressed_kv.data() + j * Dh);
-    } else if (w.compressor) {
-      for (int64_t j = 0; j < (t + 1) / ratio; ++j) keys.push_back(st->compressed_kv.data() + j * Dh);
+  // Rows are independent: threads take chunks of them, each with its own key list and logits.
+  parallel_for(a.pool, seg.n, [&](int64_t b, int64_t e) {
+    std::vector<const float*> keys;
+    std::vector<float> logits;
+    for (int64_t i = seg.row0 + b; i < seg.row0 + e; ++i) {
+      const int64_t t = seg.start_pos + (i - seg.row0);
+      keys.clear();
+      // Window: positions max(0, t−W+1) … t; older ones from the ring, this call's from `kv`.
+      for (int64_t p = std::max<int64_t>(0, t - W + 1); p <= t; ++p)
+        keys.push_back(p < seg.start_pos ? st->window_kv.data() + (p % W) * Dh
+                                         : kv.data() + (seg.row0 + p - seg.start_pos) * Dh);
+      if (w.indexer) {
+        for (int32_t j : selected[size_t(i)]) keys.push_back(st->compressed_kv.data() + j * Dh);
+      } else if (w.compressor) {
+        for (int64_t j = 0; j < (t + 1) / ratio; ++j) keys.push_back(st->compressed_kv.data() + j * Dh);
+      }
+      logits.resize(keys.size() * size_t(c.n_heads));
+      kernels::SparseAttentionArgs sa;
+      sa.q = q.data() + i * c.n_heads * Dh;
+      sa.kv = keys.data();
+      sa.n_kv = int64_t(keys.size());
+      sa.sink = w.attn_sink.data();
+      sa.n_heads = c.n_heads;
+      sa.head_dim = Dh;
+      sa.softmax_scale = 1.0f / std::sqrt(float(Dh));
+      sa.out = o + i * c.n_heads * Dh;
+      sa.scratch = logits.data();
+      kernels::sparse_attention(sa);
+      // Values carry rotated rope dims; rotating the output back makes them relative (§4.4.8).
+      for (int h = 0; h < c.n_heads; ++h) a.rope->apply(sa.out + h * Dh, Dh, t, /*inverse=*/true);
     }
-    logits.resize(keys.size());
-    kernels::SparseAttentionArgs sa;
-    sa.q = q.data() + i * c.n_heads * Dh;
-    sa.kv = keys.data();
-    sa.n_kv = int64_t(keys.size());
-    sa.sink = w.attn_sink.data();
-    sa.n_heads = c.n_heads;
-    sa.head_dim = Dh;
-    sa.softmax_scale = 1.0f / std::sqrt(float(Dh));
-    sa.out = o + i * c.n_heads * Dh;
-    sa.scratch = logits.data();
-    kernels::sparse_attention(sa);
-    // Values carry rotated rope dims; rotating the output back makes them relative (§4.4.8).
-    for (int h = 0; h < c.n_heads; ++h) a.rope->apply(sa.out + h * Dh, Dh, t, /*inverse=*/true);
-  }
+  });
 }
 
 // Only after attention may a ring take the new tokens: earlier queries read the slots they replace.

@@ -1,0 +1,149 @@
+// AVX-512 sparse attention (twin: the scalar kernels::sparse_attention_reference).
+//
+// Three passes per query token, each shaped for the cache: scores for 4 heads × 2 keys at a
+// time (one reduce4 per key gives 4 heads' sums), the softmax numerators with a vectorized
+// exp, then P·V in blocks of 4 heads × 64 dims so a block's accumulators stay in registers while
+// the keys' 256-byte slices stream from L2. Summation order differs from the twin; the values
+// agree to F32 rounding (tests/kernels/sparse_attention_test.cc).
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+
+#include <cmath>
+#include <limits>
+
+#include "kernels/sparse_attention.h"
+#include "kernels/sparse_attention_isa.h"
+
+namespace dsv4::kernels::detail {
+
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,fma")
+
+namespace {
+
+// Same pairing tree as linear_avx512.cc's reduce4: sums of a..d on lanes 0, 4, 8, 12.
+inline __m512 reduce4(__m512 a, __m512 b, __m512 c, __m512 d) {
+  const __m512 ab = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, 0x44), _mm512_shuffle_f32x4(a, b, 0xEE));
+  const __m512 cd = _mm512_add_ps(_mm512_shuffle_f32x4(c, d, 0x44), _mm512_shuffle_f32x4(c, d, 0xEE));
+  __m512 s = _mm512_add_ps(_mm512_shuffle_f32x4(ab, cd, 0x88), _mm512_shuffle_f32x4(ab, cd, 0xDD));
+  s = _mm512_add_ps(s, _mm512_permute_ps(s, 0x4E));
+  return _mm512_add_ps(s, _mm512_permute_ps(s, 0xB1));
+}
+
+// e^x for x ≤ 0 (softmax arguments), within 2 ulp of expf: x = n·ln2 + r, |r| ≤ ln2/2,
+// degree-7 Taylor polynomial of e^r, scaled by 2^n. Below −87.3 (e^x under F32's normal range)
+// the result flushes to 0, as softmax weights that small vanish against the max term's 1.
+inline __m512 exp_nonpositive(__m512 x) {
+  const __m512 log2e = _mm512_set1_ps(1.44269504088896341f);
+  const __m512 ln2_hi = _mm512_set1_ps(0.693359375f), ln2_lo = _mm512_set1_ps(-2.12194440e-4f);
+  const __mmask16 tiny = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.3f), _CMP_LT_OQ);
+  x = _mm512_max_ps(x, _mm512_set1_ps(-87.3f));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, log2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, ln2_hi, x);
+  r = _mm512_fnmadd_ps(n, ln2_lo, r);
+  __m512 p = _mm512_set1_ps(1.0f / 5040);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+  return _mm512_maskz_mov_ps(~tiny, _mm512_scalef_ps(p, n));
+}
+
+// scores[h, i] = scale · q_h·kv_i for heads [h0, h0+4) and all keys.
+void scores4(const SparseAttentionArgs& a, int h0, float* scores) {
+  const int64_t D = a.head_dim, N = a.n_kv;
+  const float* q[4];
+  for (int j = 0; j < 4; ++j) q[j] = a.q + (h0 + j) * D;
+  alignas(64) float lanes[16];
+  for (int64_t i = 0; i < N; i += 2) {
+    const bool two = i + 1 < N;
+    const float* k0 = a.kv[i];
+    const float* k1 = two ? a.kv[i + 1] : k0;
+    __m512 acc0[4], acc1[4];
+    for (int j = 0; j < 4; ++j) acc0[j] = acc1[j] = _mm512_setzero_ps();
+    for (int64_t d = 0; d < D; d += 16) {
+      const __m512 v0 = _mm512_loadu_ps(k0 + d), v1 = _mm512_loadu_ps(k1 + d);
+      for (int j = 0; j < 4; ++j) {
+        const __m512 qv = _mm512_loadu_ps(q[j] + d);
+        acc0[j] = _mm512_fmadd_ps(qv, v0, acc0[j]);
+        acc1[j] = _mm512_fmadd_ps(qv, v1, acc1[j]);
+      }
+    }
+    _mm512_store_ps(lanes, reduce4(acc0[0], acc0[1], acc0[2], acc0[3]));
+    for (int j = 0; j < 4; ++j) scores[(h0 + j) * N + i] = lanes[4 * j] * a.softmax_scale;
+    if (two) {
+      _mm512_store_ps(lanes, reduce4(acc1[0], acc1[1], acc1[2], acc1[3]));
+      for (int j = 0; j < 4; ++j) scores[(h0 + j) * N + i + 1] = lanes[4 * j] * a.softmax_scale;
+    }
+  }
+}
+
+// scores[h, :] ← e^(ℓ − μ_h) in place; returns the denominator including the sink.
+float softmax_numerators(float* s, int64_t N, float sink) {
+  float mu = -std::numeric_limits<float>::infinity();
+  for (int64_t i = 0; i < N; ++i) mu = std::max(mu, s[i]);
+  const __m512 m = _mm512_set1_ps(mu);
+  __m512 den = _mm512_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= N; i += 16) {
+    const __m512 p = exp_nonpositive(_mm512_sub_ps(_mm512_loadu_ps(s + i), m));
+    _mm512_storeu_ps(s + i, p);
+    den = _mm512_add_ps(den, p);
+  }
+  if (i < N) {
+    const __mmask16 k = __mmask16((1u << (N - i)) - 1);
+    const __m512 p = _mm512_maskz_mov_ps(k, exp_nonpositive(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, s + i), m)));
+    _mm512_mask_storeu_ps(s + i, k, p);
+    den = _mm512_add_ps(den, p);
+  }
+  return _mm512_reduce_add_ps(den) + std::exp(sink - mu);
+}
+
+// out[h0..h0+4) = Σ_i p[h, i]·kv_i / den[h], 64 dims at a time.
+void weighted_sum4(const SparseAttentionArgs& a, int h0, const float* p, const float* den) {
+  const int64_t D = a.head_dim, N = a.n_kv;
+  for (int64_t d0 = 0; d0 < D; d0 += 64) {
+    const int nd = int(std::min<int64_t>(4, (D - d0) / 16));
+    __m512 acc[4][4];
+    for (int j = 0; j < 4; ++j)
+      for (int t = 0; t < 4; ++t) acc[j][t] = _mm512_setzero_ps();
+    for (int64_t i = 0; i < N; ++i) {
+      const float* k = a.kv[i] + d0;
+      __m512 v[4];
+      for (int t = 0; t < nd; ++t) v[t] = _mm512_loadu_ps(k + 16 * t);
+      for (int j = 0; j < 4; ++j) {
+        const __m512 pj = _mm512_set1_ps(p[(h0 + j) * N + i]);
+        for (int t = 0; t < nd; ++t) acc[j][t] = _mm512_fmadd_ps(pj, v[t], acc[j][t]);
+      }
+    }
+    for (int j = 0; j < 4; ++j) {
+      const __m512 inv = _mm512_set1_ps(1.0f / den[j]);
+      for (int t = 0; t < nd; ++t) _mm512_storeu_ps(a.out + (h0 + j) * D + d0 + 16 * t, _mm512_mul_ps(acc[j][t], inv));
+    }
+  }
+}
+
+}  // namespace
+
+bool sparse_attention_avx512(const SparseAttentionArgs& a) {
+  if (a.head_dim % 16 != 0 || a.n_heads % 4 != 0) return false;
+  if (a.n_kv == 0) {  // only the sink: zero value, zero output
+    for (int64_t k = 0; k < a.n_heads * a.head_dim; ++k) a.out[k] = 0;
+    return true;
+  }
+  for (int h0 = 0; h0 < a.n_heads; h0 += 4) scores4(a, h0, a.scratch);
+  for (int h0 = 0; h0 < a.n_heads; h0 += 4) {
+    float den[4];
+    for (int j = 0; j < 4; ++j) den[j] = softmax_numerators(a.scratch + (h0 + j) * a.n_kv, a.n_kv, a.sink[h0 + j]);
+    weighted_sum4(a, h0, a.scratch, den);
+  }
+  return true;
+}
+
+#pragma GCC pop_options
+
+}  // namespace dsv4::kernels::detail
