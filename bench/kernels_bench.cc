@@ -149,8 +149,16 @@ void BM_ReadBandwidth(benchmark::State& state) {
   state.counters["GBps"] = gbs;
 }
 
+// The BF16 dot-product peak, as `dsv4 bench` measures it: the yardstick for the GFLOPs counters.
+void BM_Bf16Peak(benchmark::State& state) {
+  double gflops = 0;
+  for (auto _ : state) gflops = kernels::measure_dot_peak(ThreadPool::shared(), true);
+  state.counters["GFLOPs"] = gflops;
+}
+
 void register_all() {
   benchmark::RegisterBenchmark("ReadBandwidth", BM_ReadBandwidth)->Iterations(1)->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark("Bf16Peak", BM_Bf16Peak)->Iterations(1)->Unit(benchmark::kMillisecond);
   using kernels::Isa;
   for (Isa isa : {Isa::kAvx512, Isa::kAvx2, Isa::kScalar}) {
     const std::string isa_s(kernels::isa_name(isa));

@@ -188,6 +188,7 @@ inline bool plain_scales(const uint8_t* s, int64_t n) {
 
 // FP8: the block scale of weight row i of a quad on lanes 4i..4i+3 (where reduce4 leaves row i).
 inline __m512 fp8_quad_scales(const uint8_t* const* srow, int64_t g) {
+  if (srow[0] == srow[3]) return _mm512_set1_ps(e8m0_to_f32(srow[0][g]));  // one 128-row block (usual)
   const __m512i b = _mm512_setr_epi32(srow[0][g], 0, 0, 0, srow[1][g], 0, 0, 0, srow[2][g], 0, 0, 0, srow[3][g], 0, 0, 0);
   return e8m0_lanes(b);
 }
@@ -292,12 +293,12 @@ inline void tile(const Rows& rows, int nw, const typename P::X* const* xr, int64
     } else {
       for (int k = 0; k < NW / 4; ++k) {
         if (4 * k >= nw) break;
+        __m512 scale = _mm512_setzero_ps();
+        if constexpr (S == Scaling::kBlock) scale = fp8_quad_scales(rows.srow + 4 * k, g);
         for (int r = 0; r < RT; ++r) {
           const __m512 red = reduce4(part[r][4 * k], part[r][4 * k + 1], part[r][4 * k + 2], part[r][4 * k + 3]);
-          if constexpr (S == Scaling::kBlock)
-            acc[r][k] = _mm512_fmadd_ps(red, fp8_quad_scales(rows.srow + 4 * k, g), acc[r][k]);
-          else
-            acc[r][k] = _mm512_add_ps(acc[r][k], red);
+          if constexpr (S == Scaling::kBlock) acc[r][k] = _mm512_fmadd_ps(red, scale, acc[r][k]);
+          else acc[r][k] = _mm512_add_ps(acc[r][k], red);
         }
       }
     }

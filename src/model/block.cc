@@ -2,6 +2,7 @@
 
 #include <vector>
 
+#include "core/thread_pool.h"
 #include "kernels/ops.h"
 #include "model/attention.h"
 #include "model/hyper_connection.h"
@@ -18,16 +19,20 @@ std::vector<float> pre_norm(const BlockArgs& a, const HcWeights& hc, const Vec& 
   const int64_t D = c.dim, stride = c.hc_mult * D;
   std::vector<float> y(size_t(a.n * D));
   mixes->resize(size_t(a.n));
-  for (int64_t i = 0; i < a.n; ++i) {
-    hc_pre(c, hc, a.x + i * stride, y.data() + i * D, &(*mixes)[size_t(i)]);
-    kernels::rms_norm(y.data() + i * D, norm.data(), D, c.norm_eps, y.data() + i * D);
-  }
+  parallel_for(a.pool, a.n, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      hc_pre(c, hc, a.x + i * stride, y.data() + i * D, &(*mixes)[size_t(i)]);
+      kernels::rms_norm(y.data() + i * D, norm.data(), D, c.norm_eps, y.data() + i * D);
+    }
+  });
   return y;
 }
 
 void post(const BlockArgs& a, const std::vector<HcMix>& mixes, const float* f) {
   const int64_t D = a.config->dim, stride = a.config->hc_mult * D;
-  for (int64_t i = 0; i < a.n; ++i) hc_post(*a.config, mixes[size_t(i)], f + i * D, a.x + i * stride);
+  parallel_for(a.pool, a.n, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) hc_post(*a.config, mixes[size_t(i)], f + i * D, a.x + i * stride);
+  });
 }
 
 }  // namespace
