@@ -257,7 +257,10 @@ struct Fp4Rows {
 };
 struct Bf16Rows {  // BF16 weights are already BF16 slots (identity order)
   const uint16_t* row[kRowsW];
+  int64_t ahead = 0;  // bytes to the same place in the next tile's rows (software prefetch)
   void get(int i, int64_t g, __m512i w[4]) const {
+    const char* p = reinterpret_cast<const char*>(row[i] + g * kGroup) + ahead;
+    for (int q = 0; q < 4; ++q) _mm_prefetch(p + 64 * q, _MM_HINT_T0);
     for (int q = 0; q < 4; ++q) w[q] = _mm512_loadu_si512(row[i] + g * kGroup + 32 * q);
   }
 };
@@ -423,6 +426,14 @@ void run_range(const Call& c, int64_t b, int64_t e, uint16_t* wbuf) {
                             c.y + r * c.n_out + n + i);
           break;
         case WeightFormat::kBF16: {
+          if (direct) {  // all rows' read streams at once, prefetching the next tile's
+            Bf16Rows rows{};
+            for (int i = 0; i < kRowsW; ++i)
+              rows.row[i] = reinterpret_cast<const uint16_t*>(w.weight) + (r0 + std::min(i, nw - 1)) * K;
+            rows.ahead = kRowsW * K * 2;
+            tile_over_x<Scaling::kNone, 2, kRowsW>(c, rows, nw, x0, x1, n);
+            break;
+          }
           for (int k = 0; 4 * k < nw; ++k) {
             Bf16Rows rows{};
             const int nq = std::min(4, nw - 4 * k);
