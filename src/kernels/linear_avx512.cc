@@ -1,20 +1,24 @@
 // AVX-512 (+BF16, VBMI) linear kernels.
 //
-// Weights are decoded, 4 rows at a time (4 interleaved read streams: one stream per core does
-// not reach DRAM bandwidth here), into BF16 in per-thread scratch, in a fixed slot order per
-// 128-column group that the byte shuffles produce naturally; x is permuted into the same slot
-// order once per call. E4M3 and E2M1 values are exact in BF16, so:
+// Weights become BF16 "slots": a fixed order per 128-column group that the decoding shuffles
+// produce naturally (x is permuted into the same order once per call). E4M3 and E2M1 values
+// are exact in BF16, so:
 //  * BF16 path: when an x row is exactly BF16 (reference numerics: FP8 act-quantized input),
 //    vdpbf16ps multiplies exactly and accumulates in F32. (E4M3 subnormals are BF16 normals,
 //    so its denormals-are-zero rule never bites; products of these values are F32 normals.)
 //  * F32 path: other rows (plain numerics, BF16 weights) widen the BF16 slots to F32 and FMA.
+// Where the weights come from depends on how many x rows share them: for 1–2 rows (decode) each
+// group is decoded in registers as it is used, 8 weight rows interleaved with a software
+// prefetch of the next 8 (one or two read streams per core do not reach DRAM bandwidth); for
+// more rows each weight row is decoded once per 64-row block of x into per-thread scratch.
 // Per group of 128 columns a vector partial sum starts at zero. FP8, BF16, F32: it is summed
-// horizontally, multiplied by the block scale (FP8) and added to a scalar accumulator — the
-// reference's two-level structure; keeping lanes apart across groups flipped FP8 rounding ties
-// against the official outputs (golden MTP test). FP4 (one scale per 32 = per 128-bit lane):
-// the partial is multiplied by per-lane scales into a vector accumulator, lanes summed last. Every
-// (x row, weight row) pair sees the same operations in the same order whatever the tile
-// shape, so results do not depend on how many rows are computed together.
+// horizontally (reduce4: four rows' sums at once, in one fixed pairing tree), multiplied by the
+// block scale (FP8) and accumulated — the reference's two-level structure; keeping lanes apart
+// across groups flipped FP8 rounding ties against the official outputs (golden MTP test). FP4
+// (one scale per 32 = per 128-bit lane): the partial is multiplied by per-lane scales into a
+// vector accumulator, lanes summed last. Every (x row, weight row) pair sees the same operations
+// in the same order whatever the tile shape or weight source, so results do not depend on how
+// many rows are computed together (tests/kernels/linear_test.cc checks bit equality).
 // GCC 12 reports its own AVX-512 intrinsics' deliberately undefined pass-through operands as
 // uninitialized when they are inlined into target("...") functions at -O3 (GCC PR 105593).
 #pragma GCC diagnostic ignored "-Wuninitialized"
@@ -205,19 +209,24 @@ inline __m512 reduce4(__m512 a, __m512 b, __m512 c, __m512 d) {
 }
 
 // How one register of 32 x slots meets one register of 32 BF16 weight slots.
+// XV: x slots loaded for one step (held in registers across a group's weight rows).
 struct Bf16Product {  // x exactly BF16: exact products, F32 accumulation
   using X = uint16_t;
-  static __m512 step(__m512 acc, const X* x, __m512i w) {
-    return _mm512_dpbf16_ps(acc, (__m512bh)_mm512_loadu_si512(x), (__m512bh)w);
-  }
+  using XV = __m512i;
+  static XV load(const X* x) { return _mm512_loadu_si512(x); }
+  static __m512 step(__m512 acc, XV x, __m512i w) { return _mm512_dpbf16_ps(acc, (__m512bh)x, (__m512bh)w); }
 };
 struct F32Product {  // F32 x: widen the weight slots (even halves, then odd halves) and FMA
   using X = float;
-  static __m512 step(__m512 acc, const X* x, __m512i w) {
+  struct XV {
+    __m512 even, odd;
+  };
+  static XV load(const X* x) { return {_mm512_loadu_ps(x), _mm512_loadu_ps(x + 16)}; }
+  static __m512 step(__m512 acc, XV x, __m512i w) {
     const __m512 we = _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
     const __m512 wo = _mm512_castsi512_ps(_mm512_and_si512(w, _mm512_set1_epi32(int(0xffff0000u))));
-    acc = _mm512_fmadd_ps(we, _mm512_loadu_ps(x), acc);
-    return _mm512_fmadd_ps(wo, _mm512_loadu_ps(x + 16), acc);
+    acc = _mm512_fmadd_ps(we, x.even, acc);
+    return _mm512_fmadd_ps(wo, x.odd, acc);
   }
 };
 
@@ -279,12 +288,15 @@ inline void tile(const Rows& rows, int nw, const typename P::X* const* xr, int64
     __m512 part[RT][NW];
     for (int r = 0; r < RT; ++r)
       for (int i = 0; i < NW; ++i) part[r][i] = _mm512_setzero_ps();
+    typename P::XV xv[RT][4];
+    for (int r = 0; r < RT; ++r)
+      for (int q = 0; q < 4; ++q) xv[r][q] = P::load(xr[r] + g * kGroup + 32 * q);
     for (int i = 0; i < NW; ++i) {
       if (i >= nw) break;
       __m512i w[4];
       rows.get(i, g, w);
       for (int q = 0; q < 4; ++q)
-        for (int r = 0; r < RT; ++r) part[r][i] = P::step(part[r][i], xr[r] + g * kGroup + 32 * q, w[q]);
+        for (int r = 0; r < RT; ++r) part[r][i] = P::step(part[r][i], xv[r][q], w[q]);
     }
     if constexpr (lane) {
       for (int i = 0; i < NW; ++i) {
