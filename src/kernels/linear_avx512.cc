@@ -258,7 +258,7 @@ struct Fp4Rows {
   const uint8_t* row[kRowsW];
   const uint8_t* fp4s[kRowsW];
   const __m512i* lut;
-  int64_t ahead = 0;  // bytes to the same place in the next tile's rows (software prefetch)
+  int64_t ahead = 0;  // bytes to the same place two tiles on (software prefetch)
   void get(int i, int64_t g, __m512i w[4]) const {
     _mm_prefetch(reinterpret_cast<const char*>(row[i] + g * (kGroup / 2) + ahead), _MM_HINT_T0);
     decode_fp4_group(row[i] + g * (kGroup / 2), lut, w);
@@ -266,7 +266,7 @@ struct Fp4Rows {
 };
 struct Bf16Rows {  // BF16 weights are already BF16 slots (identity order)
   const uint16_t* row[kRowsW];
-  int64_t ahead = 0;  // bytes to the same place in the next tile's rows (software prefetch)
+  int64_t ahead = 0;  // bytes to the same place two tiles on (software prefetch)
   void get(int i, int64_t g, __m512i w[4]) const {
     const char* p = reinterpret_cast<const char*>(row[i] + g * kGroup) + ahead;
     for (int q = 0; q < 4; ++q) _mm_prefetch(p + 64 * q, _MM_HINT_T0);
@@ -442,7 +442,7 @@ void run_range(const Call& c, int64_t b, int64_t e, uint16_t* wbuf) {
             Bf16Rows rows{};
             for (int i = 0; i < kRowsW; ++i)
               rows.row[i] = reinterpret_cast<const uint16_t*>(w.weight) + (r0 + std::min(i, nw - 1)) * K;
-            rows.ahead = kRowsW * K * 2;
+            rows.ahead = 2 * kRowsW * K * 2;
             tile_over_x<Scaling::kNone, 2, kRowsW>(c, rows, nw, x0, x1, n);
             break;
           }
@@ -460,7 +460,7 @@ void run_range(const Call& c, int64_t b, int64_t e, uint16_t* wbuf) {
             Fp8Rows rows{};
             for (int i = 0; i < kRowsW; ++i) rows.row[i] = w.weight + (r0 + std::min(i, nw - 1)) * K, rows.srow[i] = srow[i];
             rows.lut = lut;
-            rows.ahead = kRowsW * K;
+            rows.ahead = 2 * kRowsW * K;
             tile_over_x<Scaling::kBlock, 2, kRowsW>(c, rows, nw, x0, x1, n);
           } else {
             scratch_quads(Scaling::kBlock);
@@ -473,7 +473,7 @@ void run_range(const Call& c, int64_t b, int64_t e, uint16_t* wbuf) {
             Fp4Rows rows{};
             for (int i = 0; i < kRowsW; ++i) rows.row[i] = w.weight + (r0 + std::min(i, nw - 1)) * (K / 2), rows.fp4s[i] = fp4s[i];
             rows.lut = lut;
-            rows.ahead = kRowsW * (K / 2);
+            rows.ahead = 2 * kRowsW * (K / 2);
             if (plain) tile_over_x<Scaling::kLane, 1, kRowsW>(c, rows, nw, x0, x1, n);
             else tile_over_x<Scaling::kLaneSpecial, 1, kRowsW>(c, rows, nw, x0, x1, n);
           } else {
