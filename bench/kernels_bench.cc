@@ -11,6 +11,8 @@
 
 #include <cmath>
 #include <cstring>
+#include <map>
+#include <utility>
 #include <random>
 #include <vector>
 
@@ -74,21 +76,18 @@ const char* format_name(WeightFormat f) {
   return "?";
 }
 
-// One weight shape per format, each ≥ 64 MB of stored weights: FP8 [16384, 4096] (an attention
-// projection's width), FP4 [32768, 4096] (16 routed experts' w1), BF16 [8192, 4096] (head-like).
-Matrix& matrix(WeightFormat f) {
-  static Matrix fp8 = make_matrix(WeightFormat::kFP8, 16384, 4096);
-  static Matrix fp4 = make_matrix(WeightFormat::kFP4, 32768, 4096);
-  static Matrix bf16 = make_matrix(WeightFormat::kBF16, 8192, 4096);
-  return f == WeightFormat::kFP8 ? fp8 : f == WeightFormat::kFP4 ? fp4 : bf16;
-}
-
-// Cache-resident twins (256 rows, ≤ 2 MB): the kernels' compute speed without DRAM.
-Matrix& small_matrix(WeightFormat f) {
-  static Matrix fp8 = make_matrix(WeightFormat::kFP8, 256, 4096);
-  static Matrix fp4 = make_matrix(WeightFormat::kFP4, 256, 4096);
-  static Matrix bf16 = make_matrix(WeightFormat::kBF16, 256, 4096);
-  return f == WeightFormat::kFP8 ? fp8 : f == WeightFormat::kFP4 ? fp4 : bf16;
+// The matrix of each format, built on first use: ≥ 64 MB of stored weights so decode reads come
+// from DRAM — FP8 [16384, 4096] (an attention projection's width), FP4 [32768, 4096] (16 routed
+// experts' w1), BF16 [8192, 4096] (head-like) — or, `cached`, a 256-row twin (≤ 2 MB) that stays
+// in cache: the kernels' compute speed without DRAM.
+const Matrix& matrix(WeightFormat f, bool cached) {
+  static std::map<std::pair<WeightFormat, bool>, Matrix> made;
+  auto it = made.find({f, cached});
+  if (it == made.end()) {
+    const int64_t rows = cached ? 256 : f == WeightFormat::kFP8 ? 16384 : f == WeightFormat::kFP4 ? 32768 : 8192;
+    it = made.emplace(std::make_pair(f, cached), make_matrix(f, rows, 4096)).first;  // moves keep data pointers
+  }
+  return it->second;
 }
 
 void BM_Linear(benchmark::State& state, WeightFormat format, kernels::Isa isa, bool cached) {
@@ -98,7 +97,7 @@ void BM_Linear(benchmark::State& state, WeightFormat format, kernels::Isa isa, b
   }
   kernels::set_isa(isa);
   const int64_t rows = state.range(0);
-  const Matrix& m = cached ? small_matrix(format) : matrix(format);
+  const Matrix& m = matrix(format, cached);
   const std::vector<float> x = make_x(rows, m.lin.in, format != WeightFormat::kBF16);
   std::vector<float> y(size_t(rows * m.lin.out));
   ThreadPool* pool = ThreadPool::shared();

@@ -37,8 +37,7 @@ std::string human_count(double n) {
 // Parameters a decoded token touches: everything but the unselected routed experts and the
 // embedding table (one row), counted from the inventory.
 void run_inspect(const std::string& dir, int64_t context) {
-  // Validates config + full inventory; the bytes are only looked at, so they stay mapped.
-  std::unique_ptr<Model> model = Model::load(dir, Numerics::kReference, nullptr, Residency::kMap);
+  std::unique_ptr<Model> model = Model::load(dir);  // validates config + full inventory
   const ModelConfig& c = model->config();
   std::printf("model        %s\n", dir.c_str());
   std::printf("dims         dim %lld, heads %d x %lld (rope %lld), q_lora %lld, o_groups %d x %lld\n",

@@ -11,7 +11,7 @@ namespace dsv4::cli {
 
 struct LoadFlags {
   std::string numerics = "reference";
-  Residency residency = Residency::kAuto;
+  Residency residency = Residency::kMap;
 
   Numerics numerics_mode() const { return numerics == "plain" ? Numerics::kPlain : Numerics::kReference; }
 };

@@ -9,16 +9,16 @@
 namespace dsv4 {
 
 // Where checkpoint bytes live while a model runs (a measured choice, issue 5):
-//  * kMap: the file mapping itself. Needed when the checkpoint is larger than RAM; but on hosts
-//    that reclaim idle page cache (machine notes: ~1 minute, even with RAM free) weights can
-//    silently fall back to disk speed between requests.
+//  * kMap (the default): the file mapping itself, the only choice when the checkpoint is larger
+//    than RAM. On hosts that reclaim idle page cache (machine notes: ~1 minute, even with RAM
+//    free) weights could fall back to disk speed between requests; but measured on the 12 GB
+//    flash bench checkpoint (2 cores, page cache warm), mapping + pre-faulting loads at
+//    3.3–6 GB/s against ~1 GB/s for the copy (fresh pages must be zeroed, and the file's page
+//    cache competes for RAM), decode speed is the same, and the mapped pages of a live process
+//    were not reclaimed after 2 minutes idle (0 major faults).
 //  * kCopy: read once into anonymous memory on transparent huge pages: immune to page-cache
 //    reclaim, fewer TLB misses, no page faults after load.
-//  * kAuto: kMap. Measured on the 12 GB flash bench checkpoint (2 cores, page cache warm):
-//    mapping + pre-faulting loads at 3.3–6 GB/s, the copy at ~1 GB/s (fresh pages must be
-//    zeroed, and the file's page cache competes for RAM), decode speed is the same, and mapped
-//    pages of a live process were not reclaimed after 2 minutes idle (0 major faults).
-enum class Residency { kAuto, kMap, kCopy };
+enum class Residency { kMap, kCopy };
 
 class MappedFile {
  public:

@@ -205,13 +205,12 @@ std::unique_ptr<TensorDirectory> TensorDirectory::open(const std::string& path, 
   // Room is left for activations, KV state and the rest of the system.
   const size_t ram = physical_memory_bytes();
   const bool fits = ram == 0 || double(bytes) < 0.85 * double(ram);
-  bool copy = residency == Residency::kCopy;
+  const bool copy = residency == Residency::kCopy && fits;
   if (!fits) {
     std::fprintf(stderr,
                  "dsv4: warning: the checkpoint (%.1f GB) does not fit in memory (%.1f GB): weights stay "
                  "memory-mapped and decoding will be bound by disk reads\n",
                  double(bytes) / 1e9, double(ram) / 1e9);
-    copy = false;
   }
   auto dir = std::unique_ptr<TensorDirectory>(new TensorDirectory());
   for (const std::string& f : listing.files) dir->add_file(f, listing.indexed ? &listing.weight_map : nullptr, copy, fits);

@@ -43,7 +43,7 @@ class TensorDirectory {
   // or a single .safetensors file. `residency` says where the bytes live (core/mapped_file.h).
   // Files that fit in memory are pre-faulted; otherwise they are mapped whatever was asked, and a
   // warning on stderr says that every token will read from disk.
-  static std::unique_ptr<TensorDirectory> open(const std::string& path, Residency residency = Residency::kAuto);
+  static std::unique_ptr<TensorDirectory> open(const std::string& path, Residency residency = Residency::kMap);
 
   const TensorView* find(const std::string& name) const;
   const TensorView& get(const std::string& name) const;  // throws Error if absent

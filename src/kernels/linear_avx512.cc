@@ -9,7 +9,7 @@
 //  * F32 path: other rows (plain numerics, BF16 weights) widen the BF16 slots to F32 and FMA.
 // Where the weights come from depends on how many x rows share them: for 1–2 rows (decode) each
 // group is decoded in registers as it is used, 8 weight rows interleaved with a software
-// prefetch of the next 8 (one or two read streams per core do not reach DRAM bandwidth); for
+// prefetch two tiles ahead (one or two read streams per core do not reach DRAM bandwidth); for
 // more rows each weight row is decoded once per 64-row block of x into per-thread scratch.
 // Per group of 128 columns a vector partial sum starts at zero. FP8, BF16, F32: it is summed
 // horizontally (reduce4: four rows' sums at once, in one fixed pairing tree), multiplied by the
@@ -31,6 +31,7 @@
 
 #include "core/dtype.h"
 #include "core/thread_pool.h"
+#include "kernels/avx512_sums.h"
 #include "kernels/linear_isa.h"
 
 namespace dsv4::kernels::detail {
@@ -69,7 +70,6 @@ const Tables& tables() {
           const int s = 32 * q + 8 * L + j;
           // FP8: registers [lo(bytes 0-63), hi(0-63), lo(64-127), hi(64-127)] of unpack{lo,hi}_epi8.
           t.perm_fp8[s] = int16_t(64 * (q >> 1) + 16 * L + 8 * (q & 1) + j);
-          // FP4: [even cols lo, even hi, odd lo, odd hi]; lane L holds columns 32L..32L+31.
           // FP4: register q holds nibble q of each 16-bit word m of the group's 64 bytes, i.e.
           // column 4m + q; lane L (words 8L..8L+7) holds columns 32L..32L+31.
           t.perm_fp4[s] = int16_t(4 * (8 * L + j) + q);
@@ -96,15 +96,6 @@ inline int f32_slot_col(const int16_t* perm, int s) {
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512vbmi,avx512bf16,fma,avx2,bmi,bmi2")
 
 namespace {
-
-// Horizontal sum in a fixed order (GCC 12's _mm512_reduce_add_* trips -Wuninitialized at -O3).
-inline float hsum512(__m512 v) {
-  v = _mm512_add_ps(v, _mm512_shuffle_f32x4(v, v, 0x4E));
-  v = _mm512_add_ps(v, _mm512_shuffle_f32x4(v, v, 0xB1));
-  v = _mm512_add_ps(v, _mm512_permute_ps(v, 0x4E));
-  v = _mm512_add_ps(v, _mm512_permute_ps(v, 0xB1));
-  return _mm512_cvtss_f32(v);
-}
 
 // x row → BF16 slots (when exact) or F32 slots. Returns whether the row is exactly BF16.
 bool prep_row_x(const float* x, int64_t K, const int16_t* perm, bool try_bf16, uint16_t* xb, float* xf) {
@@ -197,17 +188,6 @@ inline __m512 fp8_quad_scales(const uint8_t* const* srow, int64_t g) {
   return e8m0_lanes(b);
 }
 
-// Horizontal sums of a, b, c, d on lanes 0, 4, 8, 12, each added up in hsum512's pairing tree
-// (so every row gets the same bits as a lone hsum512 would give it), in 13 instructions instead
-// of 32.
-inline __m512 reduce4(__m512 a, __m512 b, __m512 c, __m512 d) {
-  const __m512 ab = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, 0x44), _mm512_shuffle_f32x4(a, b, 0xEE));
-  const __m512 cd = _mm512_add_ps(_mm512_shuffle_f32x4(c, d, 0x44), _mm512_shuffle_f32x4(c, d, 0xEE));
-  __m512 s = _mm512_add_ps(_mm512_shuffle_f32x4(ab, cd, 0x88), _mm512_shuffle_f32x4(ab, cd, 0xDD));
-  s = _mm512_add_ps(s, _mm512_permute_ps(s, 0x4E));
-  return _mm512_add_ps(s, _mm512_permute_ps(s, 0xB1));
-}
-
 // How one register of 32 x slots meets one register of 32 BF16 weight slots.
 // XV: x slots loaded for one step (held in registers across a group's weight rows).
 struct Bf16Product {  // x exactly BF16: exact products, F32 accumulation
@@ -230,9 +210,10 @@ struct F32Product {  // F32 x: widen the weight slots (even halves, then odd hal
   }
 };
 
-// Where a quad's weight registers come from. get(i, g, w) fills the 4 registers of row i, group g.
 // BF16 | FP8 (per group, after the sum) | FP4 (per lane; kLaneSpecial: some scale byte is 0 or 255)
 enum class Scaling { kNone, kBlock, kLane, kLaneSpecial };
+
+// Where a tile's weight registers come from: get(i, g, w) fills the 4 registers of row i, group g.
 
 struct ScratchRows {  // rows decoded once into per-thread scratch (many x rows reuse them)
   const uint16_t* wb[kRowsW];
@@ -246,7 +227,7 @@ struct Fp8Rows {  // decoded on the fly (few x rows: the decode is not worth sto
   const uint8_t* row[kRowsW];
   const uint8_t* srow[kRowsW];
   const __m512i* lut;
-  int64_t ahead = 0;
+  int64_t ahead = 0;  // bytes to the same place two tiles on (software prefetch)
   void get(int i, int64_t g, __m512i w[4]) const {
     const char* p = reinterpret_cast<const char*>(row[i] + g * kGroup + ahead);
     _mm_prefetch(p, _MM_HINT_T0);
@@ -345,8 +326,8 @@ struct Call {
   const uint8_t* exact;  // [rows]
 };
 
-// Runs quad() over the x rows [x0, x1) for one weight quad: rows of each path (BF16-exact or
-// F32) in tiles of RT, leftovers one at a time (the per-row sequence is the same).
+// Runs tile() over the x rows [x0, x1) for one set of weight rows: rows of each path (BF16-exact
+// or F32) in tiles of RT, leftovers one at a time (the per-row sequence is the same).
 template <Scaling S, int RT, int NW, class Rows>
 void tile_over_x(const Call& c, const Rows& rows, int nw, int64_t x0, int64_t x1, int64_t n) {
   for (int pass = 0; pass < 2; ++pass) {
@@ -388,7 +369,7 @@ void decode_rows(const Linear& w, int64_t n0, int nw, uint16_t* wb, const __m512
     }
 }
 
-// Output rows [b, e) (relative to row0) for every x row. wbuf: [4, K] BF16 scratch.
+// Output rows [b, e) (relative to row0) for every x row. wbuf: [kRowsW, K] BF16 scratch.
 void run_range(const Call& c, int64_t b, int64_t e, uint16_t* wbuf) {
   const Linear& w = *c.w;
   const Tables& t = tables();

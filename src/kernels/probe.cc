@@ -14,11 +14,14 @@
 
 #include "core/error.h"
 #include "core/thread_pool.h"
+#include "kernels/avx512_sums.h"
 #include "kernels/isa.h"
 
 namespace dsv4::kernels {
 
 namespace {
+
+using detail::hsum512;
 
 double now_s() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
@@ -63,14 +66,6 @@ __attribute__((target("avx512f"))) float read_avx512(const uint8_t* p, size_t n)
     d = _mm512_add_epi32(d, _mm512_load_si512(p + 3 * q + i));
   }
   return float(_mm512_cvtsi512_si32(_mm512_add_epi32(_mm512_add_epi32(a, b), _mm512_add_epi32(c, d))));
-}
-
-__attribute__((target("avx512f"))) float hsum512(__m512 v) {
-  v = _mm512_add_ps(v, _mm512_shuffle_f32x4(v, v, 0x4E));
-  v = _mm512_add_ps(v, _mm512_shuffle_f32x4(v, v, 0xB1));
-  v = _mm512_add_ps(v, _mm512_permute_ps(v, 0x4E));
-  v = _mm512_add_ps(v, _mm512_permute_ps(v, 0xB1));
-  return _mm512_cvtss_f32(v);
 }
 
 constexpr int64_t kPeakIters = 20'000'000;

@@ -12,6 +12,7 @@
 #include <cmath>
 #include <limits>
 
+#include "kernels/avx512_sums.h"
 #include "kernels/sparse_attention.h"
 #include "kernels/sparse_attention_isa.h"
 
@@ -21,15 +22,6 @@ namespace dsv4::kernels::detail {
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,fma")
 
 namespace {
-
-// Same pairing tree as linear_avx512.cc's reduce4: sums of a..d on lanes 0, 4, 8, 12.
-inline __m512 reduce4(__m512 a, __m512 b, __m512 c, __m512 d) {
-  const __m512 ab = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, 0x44), _mm512_shuffle_f32x4(a, b, 0xEE));
-  const __m512 cd = _mm512_add_ps(_mm512_shuffle_f32x4(c, d, 0x44), _mm512_shuffle_f32x4(c, d, 0xEE));
-  __m512 s = _mm512_add_ps(_mm512_shuffle_f32x4(ab, cd, 0x88), _mm512_shuffle_f32x4(ab, cd, 0xDD));
-  s = _mm512_add_ps(s, _mm512_permute_ps(s, 0x4E));
-  return _mm512_add_ps(s, _mm512_permute_ps(s, 0xB1));
-}
 
 // e^x for x ≤ 0 (softmax arguments), within 2 ulp of expf: x = n·ln2 + r, |r| ≤ ln2/2,
 // degree-7 Taylor polynomial of e^r, scaled by 2^n. Below −87.3 (e^x under F32's normal range)
@@ -100,7 +92,7 @@ float softmax_numerators(float* s, int64_t N, float sink) {
     _mm512_mask_storeu_ps(s + i, k, p);
     den = _mm512_add_ps(den, p);
   }
-  return _mm512_reduce_add_ps(den) + std::exp(sink - mu);
+  return hsum512(den) + std::exp(sink - mu);
 }
 
 // out[h0..h0+4) = Σ_i p[h, i]·kv_i / den[h], 64 dims at a time.

@@ -39,7 +39,7 @@ class Model {
   // Kernels run on `pool` (null: ThreadPool::shared(), sized to the machine or $DSV4_THREADS).
   // `residency`: where the weight bytes live (core/mapped_file.h); they stay in stored format.
   static std::unique_ptr<Model> load(const std::string& dir, Numerics numerics = Numerics::kReference,
-                                     ThreadPool* pool = nullptr, Residency residency = Residency::kAuto);
+                                     ThreadPool* pool = nullptr, Residency residency = Residency::kMap);
 
   const ModelConfig& config() const { return config_; }
   const Weights& weights() const { return weights_; }

@@ -88,24 +88,29 @@ TEST_F(SafetensorsTest, RoundTripThroughWriter) {
   const std::string path = (dir_ / "x.safetensors").string();
   w.write(path);
 
-  for (const std::string& open_path : {path, dir_.string()}) {  // the file, and its directory
-    auto d = TensorDirectory::open(open_path);
-    ASSERT_EQ(d->tensors().size(), 4u);
-    const TensorView& a = d->get("a.weight");
-    EXPECT_EQ(a.dtype, DType::F32);
-    EXPECT_EQ(a.shape, (std::vector<int64_t>{2, 3}));
-    EXPECT_EQ(test::f32s(a), (std::vector<float>{1, 2, 3, 4, 5, 6}));
-    EXPECT_EQ(test::i32s(d->get("b")), (std::vector<int32_t>{-1, 0, 7, 1 << 30}));
-    const TensorView& c = d->get("c.bf16");
-    uint16_t h[2];
-    std::memcpy(h, c.data, 4);
-    EXPECT_EQ(bf16_to_f32(h[0]), 1.0f);
-    EXPECT_EQ(bf16_to_f32(h[1]), -2.0f);
-    EXPECT_EQ(d->get("d.empty").nbytes, 0u);
-    EXPECT_EQ(d->total_bytes(), 24u + 16u + 4u);
-    EXPECT_EQ(*a.file, path);
-    EXPECT_EQ(d->find("nope"), nullptr);
-    EXPECT_THAT(error_of([&] { d->get("nope"); }), HasSubstr("'nope'"));
+  // The file and its directory, each mapped and copied (--mmap / --no-mmap).
+  for (const std::string& open_path : {path, dir_.string()}) {
+    for (Residency residency : {Residency::kMap, Residency::kCopy}) {
+      SCOPED_TRACE(open_path + (residency == Residency::kCopy ? " copied" : " mapped"));
+      auto d = TensorDirectory::open(open_path, residency);
+      EXPECT_EQ(d->copied(), residency == Residency::kCopy);
+      ASSERT_EQ(d->tensors().size(), 4u);
+      const TensorView& a = d->get("a.weight");
+      EXPECT_EQ(a.dtype, DType::F32);
+      EXPECT_EQ(a.shape, (std::vector<int64_t>{2, 3}));
+      EXPECT_EQ(test::f32s(a), (std::vector<float>{1, 2, 3, 4, 5, 6}));
+      EXPECT_EQ(test::i32s(d->get("b")), (std::vector<int32_t>{-1, 0, 7, 1 << 30}));
+      const TensorView& c = d->get("c.bf16");
+      uint16_t h[2];
+      std::memcpy(h, c.data, 4);
+      EXPECT_EQ(bf16_to_f32(h[0]), 1.0f);
+      EXPECT_EQ(bf16_to_f32(h[1]), -2.0f);
+      EXPECT_EQ(d->get("d.empty").nbytes, 0u);
+      EXPECT_EQ(d->total_bytes(), 24u + 16u + 4u);
+      EXPECT_EQ(*a.file, path);
+      EXPECT_EQ(d->find("nope"), nullptr);
+      EXPECT_THAT(error_of([&] { d->get("nope"); }), HasSubstr("'nope'"));
+    }
   }
 }
 
@@ -126,8 +131,10 @@ TEST_F(SafetensorsTest, TruncatedDataIsRefused) {
   const std::string path = (dir_ / "bad.safetensors").string();
   w.write(path);
   fs::resize_file(path, fs::file_size(path) - 3);  // cuts into the last tensor only
-  std::string msg = error_of([&] { TensorDirectory::open(path); });
-  EXPECT_THAT(msg, AllOf(HasSubstr("bad.safetensors"), HasSubstr("'second'"), HasSubstr("truncated")));
+  for (Residency residency : {Residency::kMap, Residency::kCopy}) {
+    std::string msg = error_of([&] { TensorDirectory::open(path, residency); });
+    EXPECT_THAT(msg, AllOf(HasSubstr("bad.safetensors"), HasSubstr("'second'"), HasSubstr("truncated")));
+  }
 }
 
 TEST_F(SafetensorsTest, FileShorterThanLengthPrefix) {
