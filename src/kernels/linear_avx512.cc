@@ -257,9 +257,11 @@ struct Bf16Rows {  // BF16 weights are already BF16 slots (identity order)
 
 // out[r][i] for RT x rows and nw ≤ NW weight rows (NW a multiple of 4: one reduce4 per four).
 // Per (x row, weight row) the operations and their order are the same whatever RT, NW, nw and
-// the weight source: batch invariance.
+// the weight source: batch invariance. Rows nw..NW-1 are padding (Rows repeats a real row there):
+// they are computed and dropped, because a loop that stops at nw keeps the accumulators on the
+// stack instead of in registers (the decode tiles ran at half speed).
 template <class P, Scaling S, int RT, int NW, class Rows>
-inline void tile(const Rows& rows, int nw, const typename P::X* const* xr, int64_t G, float* const* out) {
+__attribute__((noinline)) void tile(const Rows& rows, int nw, const typename P::X* const* xr, int64_t G, float* const* out) {
   constexpr bool lane = S == Scaling::kLane || S == Scaling::kLaneSpecial;
   constexpr int NA = lane ? NW : NW / 4;  // accumulators per x row
   __m512 acc[RT][NA];
@@ -272,23 +274,23 @@ inline void tile(const Rows& rows, int nw, const typename P::X* const* xr, int64
     typename P::XV xv[RT][4];
     for (int r = 0; r < RT; ++r)
       for (int q = 0; q < 4; ++q) xv[r][q] = P::load(xr[r] + g * kGroup + 32 * q);
+#pragma GCC unroll 16
     for (int i = 0; i < NW; ++i) {
-      if (i >= nw) break;
       __m512i w[4];
       rows.get(i, g, w);
       for (int q = 0; q < 4; ++q)
         for (int r = 0; r < RT; ++r) part[r][i] = P::step(part[r][i], xv[r][q], w[q]);
     }
     if constexpr (lane) {
+#pragma GCC unroll 16
       for (int i = 0; i < NW; ++i) {
-        if (i >= nw) break;
         const __m512 s = S == Scaling::kLane ? fp4_lane_scales_fast(rows.fp4s[i] + 4 * g)
                                              : fp4_lane_scales(rows.fp4s[i] + 4 * g);
         for (int r = 0; r < RT; ++r) acc[r][i] = _mm512_fmadd_ps(part[r][i], s, acc[r][i]);
       }
     } else {
+#pragma GCC unroll 16
       for (int k = 0; k < NW / 4; ++k) {
-        if (4 * k >= nw) break;
         __m512 scale = _mm512_setzero_ps();
         if constexpr (S == Scaling::kBlock) scale = fp8_quad_scales(rows.srow + 4 * k, g);
         for (int r = 0; r < RT; ++r) {
