@@ -73,17 +73,15 @@ void run_inspect(const std::string& dir, int64_t context) {
   std::printf("parameters   %s in %s\n", human_count(params).c_str(), human_bytes(bytes).c_str());
   for (const auto& [k, v] : by_kind)
     std::printf("  %-18s %10s params %12s\n", k.c_str(), human_count(v.first).c_str(), human_bytes(v.second).c_str());
-  // KV state per token of context: window ring is fixed; compressed entries grow by 1/ratio.
-  double per_token = 0, fixed = 0;
-  for (int l = 0; l < c.n_layers; ++l) {
-    int r = c.compress_ratio(l);
-    fixed += double(c.window_size) * double(c.head_dim) * 4;
-    if (r) per_token += double(c.head_dim) * 4 / r;
-    if (r == 4) per_token += double(c.index_head_dim) * 4 / 4;
+  // KV state per token of context: the window ring is fixed; compressed entries grow by 1/ratio.
+  for (Numerics n : {Numerics::kReference, Numerics::kPlain}) {
+    double fixed = 0;
+    const double per_token = kv_bytes_per_token(c, n, &fixed);
+    std::printf("kv state     %s fixed + %s per token (%s) -> %s at %lld tokens\n", human_bytes(fixed).c_str(),
+                human_bytes(per_token).c_str(),
+                n == Numerics::kReference ? "reference: FP8 + F32 rope dims, FP4 indexer keys" : "plain: F32",
+                human_bytes(fixed + per_token * double(context)).c_str(), (long long)context);
   }
-  std::printf("kv state     %s fixed + %s per token (F32) -> %s at %lld tokens\n", human_bytes(fixed).c_str(),
-              human_bytes(per_token).c_str(), human_bytes(fixed + per_token * double(context)).c_str(),
-              (long long)context);
 }
 
 void run_logits(const std::string& dir, const std::string& ids_file, const std::string& numerics, bool mtp,

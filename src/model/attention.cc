@@ -41,7 +41,8 @@ std::vector<float> query_path(const AttentionArgs& a, const std::vector<int64_t>
   return q;
 }
 
-// kv = kv_norm(wkv(x)), RoPE, FP8 round trip of the non-rope dims (reference numerics).
+// kv = kv_norm(wkv(x)), RoPE, FP8 round trip of the non-rope dims (reference numerics; the cache
+// then stores those dims as FP8 exactly, kv_rows.h).
 std::vector<float> kv_path(const AttentionArgs& a, const std::vector<int64_t>& pos) {
   const ModelConfig& c = *a.config;
   std::vector<float> xq = gemm_input(a.x, a.n, c.dim, a.numerics);
@@ -74,6 +75,13 @@ void output_projection(const AttentionArgs& a, const float* o) {
   kernels::linear(a.weights->wo_b, zq.data(), a.n, a.out, a.pool);
 }
 
+// Cached rows [first, first + n) of `rows`, decoded to F32 ([n, dim]).
+std::vector<float> decode_rows(const KvRows& rows, int64_t first, int64_t n) {
+  std::vector<float> out(size_t(n * rows.dim()));
+  for (int64_t j = 0; j < n; ++j) rows.get(first + j, out.data() + j * rows.dim());
+  return out;
+}
+
 // Attention of one sequence's rows over its window and compressed keys.
 void attend_segment(const AttentionArgs& a, const Segment& seg, const std::vector<float>& q,
                     const std::vector<float>& kv, const std::vector<std::vector<int32_t>>& selected, float* o) {
@@ -82,21 +90,35 @@ void attend_segment(const AttentionArgs& a, const Segment& seg, const std::vecto
   const LayerState* st = seg.state;
   const int64_t Dh = c.head_dim, W = c.window_size;
   const int ratio = w.compressor ? w.compressor->ratio : 0;
+  // The cache holds compact rows: decode what this segment reads once — the ring, and the
+  // compressed entries unless the indexer's picks are fewer rows than all of them.
+  std::vector<float> ring(size_t(W * Dh));  // slot p mod W; only the slots older positions use
+  for (int64_t p = std::max<int64_t>(0, seg.start_pos - W + 1); p < seg.start_pos; ++p)
+    st->window_kv.get(p % W, ring.data() + (p % W) * Dh);
+  const int64_t n_entries = st->n_compressed();
+  const bool per_query = w.indexer && n_entries > seg.n * c.index_topk;
+  const std::vector<float> entries = decode_rows(st->compressed_kv, 0, w.compressor && !per_query ? n_entries : 0);
   // Rows are independent: threads take chunks of them, each with its own key list and logits.
   parallel_for(a.pool, seg.n, [&](int64_t b, int64_t e) {
     std::vector<const float*> keys;
-    std::vector<float> logits;
+    std::vector<float> logits, picked;
     for (int64_t i = seg.row0 + b; i < seg.row0 + e; ++i) {
       const int64_t t = seg.start_pos + (i - seg.row0);
       keys.clear();
       // Window: positions max(0, t−W+1) … t; older ones from the ring, this call's from `kv`.
       for (int64_t p = std::max<int64_t>(0, t - W + 1); p <= t; ++p)
-        keys.push_back(p < seg.start_pos ? st->window_kv.data() + (p % W) * Dh
-                                         : kv.data() + (seg.row0 + p - seg.start_pos) * Dh);
-      if (w.indexer) {
-        for (int32_t j : selected[size_t(i)]) keys.push_back(st->compressed_kv.data() + j * Dh);
+        keys.push_back(p < seg.start_pos ? ring.data() + (p % W) * Dh : kv.data() + (seg.row0 + p - seg.start_pos) * Dh);
+      if (w.indexer && per_query) {
+        const std::vector<int32_t>& sel = selected[size_t(i)];
+        picked.resize(sel.size() * size_t(Dh));
+        for (size_t k = 0; k < sel.size(); ++k) {
+          st->compressed_kv.get(sel[k], picked.data() + k * Dh);
+          keys.push_back(picked.data() + k * Dh);
+        }
+      } else if (w.indexer) {
+        for (int32_t j : selected[size_t(i)]) keys.push_back(entries.data() + j * Dh);
       } else if (w.compressor) {
-        for (int64_t j = 0; j < (t + 1) / ratio; ++j) keys.push_back(st->compressed_kv.data() + j * Dh);
+        for (int64_t j = 0; j < (t + 1) / ratio; ++j) keys.push_back(entries.data() + j * Dh);
       }
       logits.resize(keys.size() * size_t(c.n_heads));
       kernels::SparseAttentionArgs sa;
@@ -120,8 +142,7 @@ void attend_segment(const AttentionArgs& a, const Segment& seg, const std::vecto
 void write_window(const ModelConfig& c, const Segment& seg, const std::vector<float>& kv) {
   const int64_t Dh = c.head_dim, W = c.window_size;
   for (int64_t p = std::max(seg.start_pos, seg.start_pos + seg.n - W); p < seg.start_pos + seg.n; ++p) {
-    const float* row = kv.data() + (seg.row0 + p - seg.start_pos) * Dh;
-    std::copy(row, row + Dh, seg.state->window_kv.begin() + (p % W) * Dh);
+    seg.state->window_kv.set(p % W, kv.data() + (seg.row0 + p - seg.start_pos) * Dh);
   }
 }
 

@@ -14,7 +14,7 @@ namespace dsv4 {
 namespace {
 
 // Pools one complete block into entry j (F32), then applies the role's post-processing.
-void emit_entry(const CompressArgs& args, CompressorState* st, int64_t j, std::vector<float>* entries) {
+void emit_entry(const CompressArgs& args, CompressorState* st, int64_t j, KvRows* entries) {
   const CompressorWeights& w = *args.weights;
   const int64_t d = w.head_dim, width = st->width;
   const int r = w.ratio;
@@ -50,7 +50,7 @@ void emit_entry(const CompressArgs& args, CompressorState* st, int64_t j, std::v
     kernels::hadamard_inplace(e.data(), d);
     if (args.numerics == Numerics::kReference) kernels::fp4_simulate(e.data(), d, 32);
   }
-  entries->insert(entries->end(), e.begin(), e.end());
+  entries->push_back(e.data());
   if (w.overlap) {
     st->prev_kv.swap(st->cur_kv);
     st->prev_score.swap(st->cur_score);
@@ -73,7 +73,7 @@ CompressorProjections compressor_project(const CompressorWeights& w, const float
 }
 
 void compress(const CompressArgs& args, const CompressorProjections& proj, int64_t row0, int64_t n,
-              int64_t start_pos, CompressorState* st, std::vector<float>* entries) {
+              int64_t start_pos, CompressorState* st, KvRows* entries) {
   const CompressorWeights& w = *args.weights;
   const int64_t width = st->width, r = w.ratio;
   DSV4_CHECK(width == w.wkv.out, "compressor state width ", width, " vs weight rows ", w.wkv.out);

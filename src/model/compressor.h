@@ -43,6 +43,6 @@ CompressorProjections compressor_project(const CompressorWeights& w, const float
 // `entries` ([·, d] rows, entry j at row j); entries become visible to a query at t iff
 // (j+1)·ratio ≤ t+1.
 void compress(const CompressArgs& args, const CompressorProjections& proj, int64_t row0, int64_t n,
-              int64_t start_pos, CompressorState* state, std::vector<float>* entries);
+              int64_t start_pos, CompressorState* state, KvRows* entries);
 
 }  // namespace dsv4

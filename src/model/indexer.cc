@@ -36,16 +36,16 @@ std::vector<std::vector<int32_t>> index_select(const IndexerArgs& a) {
   for (float& v : hw) v *= wscale;
 
   std::vector<std::vector<int32_t>> out(size_t(a.n));
-  std::vector<float> score;
+  std::vector<float> score, key(static_cast<size_t>(hd));
   for (int64_t i = 0; i < a.n; ++i) {
     const int64_t pos = a.positions[i];
-    const float* keys = a.states[i]->index_keys.data();
     const int64_t n_cand = std::min<int64_t>((pos + 1) / 4, a.states[i]->n_index_keys());  // complete entries only
     score.assign(size_t(n_cand), 0.0f);
     for (int64_t j = 0; j < n_cand; ++j) {
+      a.states[i]->index_keys.get(j, key.data());  // one FP4 row decoded per 64 head dot products
       float s = 0;
       for (int h = 0; h < heads; ++h) {
-        float dotv = kernels::dot(q.data() + (i * heads + h) * hd, keys + j * hd, hd);
+        float dotv = kernels::dot(q.data() + (i * heads + h) * hd, key.data(), hd);
         s += hw[size_t(i * heads + h)] * std::max(dotv, 0.0f);
       }
       score[size_t(j)] = s;

@@ -50,8 +50,9 @@ class Model {
   // The pool must outlive the model's use of it; null runs the kernels serially.
   void set_thread_pool(ThreadPool* pool) { pool_ = pool; }
 
-  SequenceState new_sequence() const { return make_sequence_state(config_); }
-  MtpState new_mtp_state() const { return make_mtp_state(config_); }
+  // Sequence state for the current numerics (its KV rows are stored in that mode's form).
+  SequenceState new_sequence() const { return make_sequence_state(config_, numerics_); }
+  MtpState new_mtp_state() const { return make_mtp_state(config_, numerics_); }
 
   // Runs `tokens` at positions state->pos … and advances state->pos.
   void forward(SequenceState* state, std::span<const int32_t> tokens, LogitsMode logits, ForwardOutput* out,

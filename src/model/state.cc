@@ -16,7 +16,7 @@ CompressorState make_compressor_state(int ratio, int64_t d) {
 
 size_t LayerState::bytes() const {
   auto sz = [](const std::vector<float>& v) { return v.capacity() * sizeof(float); };
-  return sz(window_kv) + sz(compressed_kv) + sz(index_keys) + sz(compressor.cur_kv) + sz(compressor.cur_score) +
+  return window_kv.bytes() + compressed_kv.bytes() + index_keys.bytes() + sz(compressor.cur_kv) + sz(compressor.cur_score) +
          sz(compressor.prev_kv) + sz(compressor.prev_score) + sz(index_compressor.cur_kv) +
          sz(index_compressor.cur_score) + sz(index_compressor.prev_kv) + sz(index_compressor.prev_score);
 }
@@ -34,10 +34,8 @@ SequenceCheckpoint checkpoint(const SequenceState& s, int64_t span) {
   for (const LayerState& l : s.layers) {
     SequenceCheckpoint::Layer c;
     const int64_t n = std::min<int64_t>(span, l.window_size);
-    for (int64_t p = s.pos; p < s.pos + n; ++p) {
-      const float* row = l.window_kv.data() + (p % l.window_size) * l.head_dim;
-      c.ring_rows.insert(c.ring_rows.end(), row, row + l.head_dim);
-    }
+    c.ring_rows.resize(size_t(n * l.head_dim));
+    for (int64_t k = 0; k < n; ++k) l.window_kv.get((s.pos + k) % l.window_size, c.ring_rows.data() + k * l.head_dim);
     c.n_compressed = l.n_compressed();
     c.n_index_keys = l.n_index_keys();
     c.compressor = l.compressor;
@@ -53,41 +51,68 @@ void rollback(SequenceState* s, const SequenceCheckpoint& cp) {
     LayerState& l = s->layers[i];
     const SequenceCheckpoint::Layer& c = cp.layers[i];
     const int64_t n = int64_t(c.ring_rows.size()) / l.head_dim;
-    for (int64_t k = 0; k < n; ++k)
-      std::copy(c.ring_rows.begin() + k * l.head_dim, c.ring_rows.begin() + (k + 1) * l.head_dim,
-                l.window_kv.begin() + ((cp.pos + k) % l.window_size) * l.head_dim);
-    l.compressed_kv.resize(size_t(c.n_compressed * l.head_dim));
-    l.index_keys.resize(size_t(c.n_index_keys * l.index_head_dim));
+    for (int64_t k = 0; k < n; ++k) l.window_kv.set((cp.pos + k) % l.window_size, c.ring_rows.data() + k * l.head_dim);
+    l.compressed_kv.resize(c.n_compressed);
+    l.index_keys.resize(c.n_index_keys);
     l.compressor = c.compressor;
     l.index_compressor = c.index_compressor;
   }
   s->pos = cp.pos;
 }
 
-LayerState make_layer_state(const ModelConfig& c, int layer_id) {
+namespace {
+// Reference numerics has already rounded what these rows hold (spec §3.6); plain has not.
+KvRows kv_rows(const ModelConfig& c, Numerics numerics) {
+  return numerics == Numerics::kReference ? KvRows(KvFormat::kFp8Nope, c.head_dim, c.rope_head_dim)
+                                          : KvRows(KvFormat::kF32, c.head_dim);
+}
+KvRows index_key_rows(const ModelConfig& c, Numerics numerics) {
+  return KvRows(numerics == Numerics::kReference ? KvFormat::kFp4 : KvFormat::kF32, c.index_head_dim);
+}
+}  // namespace
+
+LayerState make_layer_state(const ModelConfig& c, int layer_id, Numerics numerics) {
   LayerState s;
   s.head_dim = c.head_dim;
   s.window_size = c.window_size;
-  s.window_kv.assign(size_t(c.window_size * c.head_dim), 0.0f);
+  s.window_kv = kv_rows(c, numerics);
+  s.window_kv.resize(c.window_size);
+  s.compressed_kv = kv_rows(c, numerics);
   const int ratio = c.compress_ratio(layer_id);
   if (ratio != 0) s.compressor = make_compressor_state(ratio, c.head_dim);
   if (ratio == 4) {
     s.index_head_dim = c.index_head_dim;
+    s.index_keys = index_key_rows(c, numerics);
     s.index_compressor = make_compressor_state(4, c.index_head_dim);
   }
   return s;
 }
 
-SequenceState make_sequence_state(const ModelConfig& c) {
+SequenceState make_sequence_state(const ModelConfig& c, Numerics numerics) {
   SequenceState s;
-  for (int l = 0; l < c.n_layers; ++l) s.layers.push_back(make_layer_state(c, l));
+  for (int l = 0; l < c.n_layers; ++l) s.layers.push_back(make_layer_state(c, l, numerics));
   return s;
 }
 
-MtpState make_mtp_state(const ModelConfig& c) {
+MtpState make_mtp_state(const ModelConfig& c, Numerics numerics) {
   MtpState s;
-  if (c.n_mtp_layers > 0) s.layer = make_layer_state(c, c.n_layers);
+  if (c.n_mtp_layers > 0) s.layer = make_layer_state(c, c.n_layers, numerics);
   return s;
+}
+
+double kv_bytes_per_token(const ModelConfig& c, Numerics numerics, double* fixed) {
+  const bool ref = numerics == Numerics::kReference;
+  const double kv = double(KvRows::row_bytes_for(ref ? KvFormat::kFp8Nope : KvFormat::kF32, c.head_dim, c.rope_head_dim));
+  const double key = double(KvRows::row_bytes_for(ref ? KvFormat::kFp4 : KvFormat::kF32, c.index_head_dim, 0));
+  double per_token = 0;
+  *fixed = 0;
+  for (int l = 0; l < c.n_layers; ++l) {
+    const int r = c.compress_ratio(l);
+    *fixed += double(c.window_size) * kv;
+    if (r) per_token += kv / r;
+    if (r == 4) per_token += key / 4;
+  }
+  return per_token;
 }
 
 }  // namespace dsv4

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "model/config.h"
+#include "model/kv_rows.h"
 
 namespace dsv4 {
 
@@ -25,18 +26,19 @@ struct CompressorState {
   bool has_prev = false;        // false until one block has completed (entry 0's "previous" is empty)
 };
 
+// The cached rows are KvRows: FP8/BF16 and FP4 in reference numerics, F32 in plain (kv_rows.h).
 struct LayerState {
   int64_t head_dim = 0;
   int window_size = 0;
-  std::vector<float> window_kv;      // [window_size, head_dim]; token p lives in slot p mod window
-  std::vector<float> compressed_kv;  // [n_entries, head_dim]; entry j pools tokens [j·r, (j+1)·r)
+  KvRows window_kv;      // [window_size, head_dim]; token p lives in slot p mod window
+  KvRows compressed_kv;  // [n_entries, head_dim]; entry j pools tokens [j·r, (j+1)·r)
   CompressorState compressor;
   int64_t index_head_dim = 0;
-  std::vector<float> index_keys;     // [n_entries, index_head_dim] (ratio-4 layers)
+  KvRows index_keys;     // [n_entries, index_head_dim] (ratio-4 layers)
   CompressorState index_compressor;
 
-  int64_t n_compressed() const { return head_dim ? int64_t(compressed_kv.size()) / head_dim : 0; }
-  int64_t n_index_keys() const { return index_head_dim ? int64_t(index_keys.size()) / index_head_dim : 0; }
+  int64_t n_compressed() const { return compressed_kv.size(); }
+  int64_t n_index_keys() const { return index_keys.size(); }
   size_t bytes() const;
 };
 
@@ -77,7 +79,7 @@ struct MtpState {
 // the entry counts (entries are only appended) and the compressors' small pending state.
 struct SequenceCheckpoint {
   struct Layer {
-    std::vector<float> ring_rows;  // [min(span, window), head_dim] old contents, in position order
+    std::vector<float> ring_rows;  // [min(span, window), head_dim] old contents (decoded), in position order
     int64_t n_compressed = 0, n_index_keys = 0;
     CompressorState compressor, index_compressor;
   };
@@ -90,8 +92,12 @@ SequenceCheckpoint checkpoint(const SequenceState& s, int64_t span);
 // Restores `s` to exactly the state at the checkpoint (s.pos must be ≤ checkpoint.pos + span).
 void rollback(SequenceState* s, const SequenceCheckpoint& cp);
 
-LayerState make_layer_state(const ModelConfig& c, int layer_id);
-SequenceState make_sequence_state(const ModelConfig& c);
-MtpState make_mtp_state(const ModelConfig& c);
+LayerState make_layer_state(const ModelConfig& c, int layer_id, Numerics numerics);
+SequenceState make_sequence_state(const ModelConfig& c, Numerics numerics);
+MtpState make_mtp_state(const ModelConfig& c, Numerics numerics);
+
+// Bytes of cached KV per token of context (compressed entries and indexer keys; the window ring
+// is fixed-size: `fixed`), as make_layer_state lays them out.
+double kv_bytes_per_token(const ModelConfig& c, Numerics numerics, double* fixed);
 
 }  // namespace dsv4

@@ -50,7 +50,7 @@ TEST_P(GoldenReference, TeacherForcedBlocks) {
   std::vector<float> input = f("hidden.embed.prefill");
   for (int l = 0; l < c.n_layers; ++l) {
     std::vector<float> x(input.begin(), input.begin() + n * stride);
-    LayerState st = make_layer_state(c, l);
+    LayerState st = make_layer_state(c, l, model_->numerics());
     test::RecordingTrace trace;
     model_->block_forward(l, &st, 0, x.data(), prompt.data(), n, &trace);
     std::vector<float> ref = f(cat("hidden.block", l, ".prefill"));
