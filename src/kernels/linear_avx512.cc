@@ -401,6 +401,14 @@ void run_range(const Call& c, int64_t b, int64_t e, uint16_t* wbuf) {
       // Scratch path: the decoded rows in quads, so that 4 x rows fit the registers.
       auto scratch_quads = [&](Scaling s) {
         decode_rows(w, r0, nw, wbuf, lut);
+        // The tiles below only compute: meanwhile let the next rows' bytes come into L2, or the
+        // next decode_rows waits for DRAM with the arithmetic units idle.
+        if (n + kRowsW < e) {
+          const int64_t row_bytes = w.format == WeightFormat::kFP8 ? K : K / 2;
+          const char* next = reinterpret_cast<const char*>(w.weight + (r0 + kRowsW) * row_bytes);
+          const int64_t bytes = std::min<int64_t>(kRowsW, e - n - kRowsW) * row_bytes;
+          for (int64_t o = 0; o < bytes; o += 64) _mm_prefetch(next + o, _MM_HINT_T1);
+        }
         for (int k = 0; 4 * k < nw; ++k) {
           ScratchRows rows{};
           const int nq = std::min(4, nw - 4 * k);

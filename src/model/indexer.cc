@@ -5,6 +5,7 @@
 #include <limits>
 #include <numeric>
 
+#include "core/thread_pool.h"
 #include "kernels/hadamard.h"
 #include "kernels/linear.h"
 #include "kernels/ops.h"
@@ -36,33 +37,39 @@ std::vector<std::vector<int32_t>> index_select(const IndexerArgs& a) {
   for (float& v : hw) v *= wscale;
 
   std::vector<std::vector<int32_t>> out(size_t(a.n));
-  std::vector<float> score, key(static_cast<size_t>(hd));
-  for (int64_t i = 0; i < a.n; ++i) {
-    const int64_t pos = a.positions[i];
-    const int64_t n_cand = std::min<int64_t>((pos + 1) / 4, a.states[i]->n_index_keys());  // complete entries only
-    score.assign(size_t(n_cand), 0.0f);
-    for (int64_t j = 0; j < n_cand; ++j) {
-      a.states[i]->index_keys.get(j, key.data());  // one FP4 row decoded per 64 head dot products
-      float s = 0;
-      for (int h = 0; h < heads; ++h) {
-        float dotv = kernels::dot(q.data() + (i * heads + h) * hd, key.data(), hd);
-        s += hw[size_t(i * heads + h)] * std::max(dotv, 0.0f);
+  // Rows score independently (threads take chunks of them); traced runs stay serial so the
+  // trace records rows in order.
+  auto score_rows = [&](int64_t b, int64_t e) {
+    std::vector<float> score, key(static_cast<size_t>(hd));
+    for (int64_t i = b; i < e; ++i) {
+      const int64_t pos = a.positions[i];
+      const int64_t n_cand = std::min<int64_t>((pos + 1) / 4, a.states[i]->n_index_keys());  // complete entries only
+      score.assign(size_t(n_cand), 0.0f);
+      for (int64_t j = 0; j < n_cand; ++j) {
+        a.states[i]->index_keys.get(j, key.data());  // one FP4 row decoded per `heads` dot products
+        float s = 0;
+        for (int h = 0; h < heads; ++h) {
+          float dotv = kernels::dot(q.data() + (i * heads + h) * hd, key.data(), hd);
+          s += hw[size_t(i * heads + h)] * std::max(dotv, 0.0f);
+        }
+        score[size_t(j)] = s;
       }
-      score[size_t(j)] = s;
+      const int64_t k = std::min<int64_t>(c.index_topk, n_cand);
+      std::vector<int32_t> ids(static_cast<size_t>(n_cand));
+      std::iota(ids.begin(), ids.end(), 0);
+      std::partial_sort(ids.begin(), ids.begin() + k, ids.end(), [&](int32_t x, int32_t y) {
+        return score[size_t(x)] > score[size_t(y)] || (score[size_t(x)] == score[size_t(y)] && x < y);
+      });
+      ids.resize(size_t(k));
+      if (a.trace) {
+        a.trace->f32(cat("indexer.", a.trace_tag, ".scores"), pos, score.data(), n_cand);
+        a.trace->i32(cat("indexer.", a.trace_tag, ".topk"), pos, ids.data(), k);
+      }
+      out[size_t(i)] = std::move(ids);
     }
-    const int64_t k = std::min<int64_t>(c.index_topk, n_cand);
-    std::vector<int32_t> ids(static_cast<size_t>(n_cand));
-    std::iota(ids.begin(), ids.end(), 0);
-    std::partial_sort(ids.begin(), ids.begin() + k, ids.end(), [&](int32_t x, int32_t y) {
-      return score[size_t(x)] > score[size_t(y)] || (score[size_t(x)] == score[size_t(y)] && x < y);
-    });
-    ids.resize(size_t(k));
-    if (a.trace) {
-      a.trace->f32(cat("indexer.", a.trace_tag, ".scores"), pos, score.data(), n_cand);
-      a.trace->i32(cat("indexer.", a.trace_tag, ".topk"), pos, ids.data(), k);
-    }
-    out[size_t(i)] = std::move(ids);
-  }
+  };
+  if (a.trace) score_rows(0, a.n);
+  else parallel_for(a.pool, a.n, score_rows);
   return out;
 }
 
