@@ -113,6 +113,30 @@ void BM_Linear(benchmark::State& state, WeightFormat format, kernels::Isa isa, b
   state.counters["threads"] = pool->size();
 }
 
+// The FP4 matrix as 16 expert-sized calls of 2048 rows (a decoded token's routed experts): the
+// same bytes as Linear/fp4, so the difference is what each call's start and join cost.
+void BM_LinearExperts(benchmark::State& state, kernels::Isa isa) {
+  if (!kernels::isa_supported(isa)) {
+    state.SkipWithError("ISA not supported by this CPU");
+    return;
+  }
+  kernels::set_isa(isa);
+  const int64_t rows = state.range(0), expert_rows = 2048;
+  const Matrix& m = matrix(WeightFormat::kFP4, false);
+  const std::vector<float> x = make_x(rows, m.lin.in, true);
+  std::vector<float> y(size_t(rows * expert_rows));
+  ThreadPool* pool = ThreadPool::shared();
+  for (auto _ : state) {
+    for (int64_t r0 = 0; r0 < m.lin.out; r0 += expert_rows) {
+      kernels::linear_rows(m.lin, r0, expert_rows, x.data(), rows, y.data(), pool);
+      benchmark::DoNotOptimize(y.data());
+    }
+  }
+  const double stored = double(m.weight.size() + m.scale.size());
+  state.counters["GBps"] = benchmark::Counter(stored * double(state.iterations()) / 1e9, benchmark::Counter::kIsRate);
+  state.counters["calls"] = double(m.lin.out / expert_rows);
+}
+
 void BM_SparseAttention(benchmark::State& state, kernels::Isa isa) {
   if (!kernels::isa_supported(isa)) {
     state.SkipWithError("ISA not supported by this CPU");
@@ -173,6 +197,12 @@ void register_all() {
       else b->Arg(1)->Arg(16)->Arg(128);
       b->Unit(benchmark::kMillisecond)->UseRealTime();
     }
+    if (isa != Isa::kScalar)
+      benchmark::RegisterBenchmark(("LinearExperts/fp4/" + isa_s).c_str(),
+                                   [isa](benchmark::State& s) { BM_LinearExperts(s, isa); })
+          ->Arg(1)
+          ->Unit(benchmark::kMillisecond)
+          ->UseRealTime();
     benchmark::RegisterBenchmark(("SparseAttention/" + isa_s).c_str(),
                                  [isa](benchmark::State& s) { BM_SparseAttention(s, isa); })
         ->Arg(128)
