@@ -328,10 +328,22 @@ struct Call {
   const uint8_t* exact;  // [rows]
 };
 
+// Brings a byte range toward L2 a few lines at a time: spread over the tiles that compute
+// meanwhile, the prefetches find free miss buffers (a burst of hundreds would mostly be dropped).
+struct Prefetcher {
+  const char* p = nullptr;
+  int64_t bytes = 0, done = 0;
+  void some(int64_t lines) {
+    for (; lines > 0 && done < bytes; --lines, done += 64) _mm_prefetch(p + done, _MM_HINT_T1);
+  }
+  void rest() { some(bytes); }
+};
+
 // Runs tile() over the x rows [x0, x1) for one set of weight rows: rows of each path (BF16-exact
 // or F32) in tiles of RT, leftovers one at a time (the per-row sequence is the same).
 template <Scaling S, int RT, int NW, class Rows>
-void tile_over_x(const Call& c, const Rows& rows, int nw, int64_t x0, int64_t x1, int64_t n) {
+void tile_over_x(const Call& c, const Rows& rows, int nw, int64_t x0, int64_t x1, int64_t n,
+                 Prefetcher* pf = nullptr) {
   for (int pass = 0; pass < 2; ++pass) {
     const bool bf16 = pass == 0;
     int64_t pend[RT];
@@ -340,6 +352,7 @@ void tile_over_x(const Call& c, const Rows& rows, int nw, int64_t x0, int64_t x1
       const void* xr[RT];
       float* out[RT];
       for (int k = 0; k < count; ++k) xr[k] = c.xprep + pend[k] * c.K * 4, out[k] = c.y + pend[k] * c.n_out + n;
+      if (pf) pf->some(32);
       if (count == RT) {
         if (bf16) tile<Bf16Product, S, RT, NW>(rows, nw, reinterpret_cast<const uint16_t* const*>(xr), c.G, out);
         else tile<F32Product, S, RT, NW>(rows, nw, reinterpret_cast<const float* const*>(xr), c.G, out);
@@ -401,13 +414,13 @@ void run_range(const Call& c, int64_t b, int64_t e, uint16_t* wbuf) {
       // Scratch path: the decoded rows in quads, so that 4 x rows fit the registers.
       auto scratch_quads = [&](Scaling s) {
         decode_rows(w, r0, nw, wbuf, lut);
-        // The tiles below only compute: meanwhile let the next rows' bytes come into L2, or the
-        // next decode_rows waits for DRAM with the arithmetic units idle.
+        // The tiles below only compute: meanwhile the next rows' bytes come into L2, or the next
+        // decode_rows waits for DRAM with the arithmetic units idle.
+        Prefetcher pf;
         if (n + kRowsW < e) {
           const int64_t row_bytes = w.format == WeightFormat::kFP8 ? K : K / 2;
-          const char* next = reinterpret_cast<const char*>(w.weight + (r0 + kRowsW) * row_bytes);
-          const int64_t bytes = std::min<int64_t>(kRowsW, e - n - kRowsW) * row_bytes;
-          for (int64_t o = 0; o < bytes; o += 64) _mm_prefetch(next + o, _MM_HINT_T1);
+          pf.p = reinterpret_cast<const char*>(w.weight + (r0 + kRowsW) * row_bytes);
+          pf.bytes = std::min<int64_t>(kRowsW, e - n - kRowsW) * row_bytes;
         }
         for (int k = 0; 4 * k < nw; ++k) {
           ScratchRows rows{};
@@ -416,10 +429,11 @@ void run_range(const Call& c, int64_t b, int64_t e, uint16_t* wbuf) {
             const int j = 4 * k + std::min(i, nq - 1);
             rows.wb[i] = wbuf + j * K, rows.srow[i] = srow[j], rows.fp4s[i] = fp4s[j];
           }
-          if (s == Scaling::kBlock) tile_over_x<Scaling::kBlock, 4, 4>(c, rows, nq, x0, x1, n + 4 * k);
-          else if (s == Scaling::kLane) tile_over_x<Scaling::kLane, 2, 4>(c, rows, nq, x0, x1, n + 4 * k);
-          else tile_over_x<Scaling::kLaneSpecial, 2, 4>(c, rows, nq, x0, x1, n + 4 * k);
+          if (s == Scaling::kBlock) tile_over_x<Scaling::kBlock, 4, 4>(c, rows, nq, x0, x1, n + 4 * k, &pf);
+          else if (s == Scaling::kLane) tile_over_x<Scaling::kLane, 2, 4>(c, rows, nq, x0, x1, n + 4 * k, &pf);
+          else tile_over_x<Scaling::kLaneSpecial, 2, 4>(c, rows, nq, x0, x1, n + 4 * k, &pf);
         }
+        pf.rest();
       };
       switch (w.format) {
         case WeightFormat::kF32:
