@@ -98,42 +98,59 @@ void attend_segment(const AttentionArgs& a, const Segment& seg, const std::vecto
   const int64_t n_entries = st->n_compressed();
   const bool per_query = w.indexer && n_entries > seg.n * c.index_topk;
   const std::vector<float> entries = decode_rows(st->compressed_kv, 0, w.compressor && !per_query ? n_entries : 0);
-  // Rows are independent: threads take chunks of them, each with its own key list and logits.
+  // Each row's keys: pointers into `ring`, `entries`, this call's `kv`, or its decoded picks.
+  std::vector<std::vector<const float*>> keys(size_t(seg.n));
+  std::vector<std::vector<float>> picked(size_t(per_query ? seg.n : 0));
   parallel_for(a.pool, seg.n, [&](int64_t b, int64_t e) {
-    std::vector<const float*> keys;
-    std::vector<float> logits, picked;
-    for (int64_t i = seg.row0 + b; i < seg.row0 + e; ++i) {
-      const int64_t t = seg.start_pos + (i - seg.row0);
-      keys.clear();
+    for (int64_t r = b; r < e; ++r) {
+      const int64_t i = seg.row0 + r, t = seg.start_pos + r;
+      std::vector<const float*>& k = keys[size_t(r)];
       // Window: positions max(0, t−W+1) … t; older ones from the ring, this call's from `kv`.
       for (int64_t p = std::max<int64_t>(0, t - W + 1); p <= t; ++p)
-        keys.push_back(p < seg.start_pos ? ring.data() + (p % W) * Dh : kv.data() + (seg.row0 + p - seg.start_pos) * Dh);
+        k.push_back(p < seg.start_pos ? ring.data() + (p % W) * Dh : kv.data() + (seg.row0 + p - seg.start_pos) * Dh);
       if (w.indexer && per_query) {
         const std::vector<int32_t>& sel = selected[size_t(i)];
-        picked.resize(sel.size() * size_t(Dh));
-        for (size_t k = 0; k < sel.size(); ++k) {
-          st->compressed_kv.get(sel[k], picked.data() + k * Dh);
-          keys.push_back(picked.data() + k * Dh);
+        std::vector<float>& rows = picked[size_t(r)];
+        rows.resize(sel.size() * size_t(Dh));
+        for (size_t j = 0; j < sel.size(); ++j) {
+          st->compressed_kv.get(sel[j], rows.data() + j * Dh);
+          k.push_back(rows.data() + j * Dh);
         }
       } else if (w.indexer) {
-        for (int32_t j : selected[size_t(i)]) keys.push_back(entries.data() + j * Dh);
+        for (int32_t j : selected[size_t(i)]) k.push_back(entries.data() + j * Dh);
       } else if (w.compressor) {
-        for (int64_t j = 0; j < (t + 1) / ratio; ++j) keys.push_back(entries.data() + j * Dh);
+        for (int64_t j = 0; j < (t + 1) / ratio; ++j) k.push_back(entries.data() + j * Dh);
       }
-      logits.resize(keys.size() * size_t(c.n_heads));
+    }
+  });
+  // Work items are (row, group of heads): heads are independent, so a decode step's single row
+  // still spreads over every thread; with many rows each item is a whole row.
+  const int threads = a.pool ? a.pool->size() : 1;
+  // Groups keep multiples of 4 heads: the SIMD kernel's unit (its per-head results do not
+  // depend on the group), so splitting never changes a result.
+  int head_split = 1;
+  while (seg.n * head_split < 2 * threads && c.n_heads % (head_split * 8) == 0) head_split *= 2;
+  const int hpi = c.n_heads / head_split;  // heads per item
+  parallel_for(a.pool, seg.n * head_split, [&](int64_t b, int64_t e) {
+    std::vector<float> logits;
+    for (int64_t item = b; item < e; ++item) {
+      const int64_t r = item / head_split, h0 = (item % head_split) * hpi;
+      const int64_t i = seg.row0 + r, t = seg.start_pos + r;
+      const std::vector<const float*>& k = keys[size_t(r)];
+      logits.resize(k.size() * size_t(hpi));
       kernels::SparseAttentionArgs sa;
-      sa.q = q.data() + i * c.n_heads * Dh;
-      sa.kv = keys.data();
-      sa.n_kv = int64_t(keys.size());
-      sa.sink = w.attn_sink.data();
-      sa.n_heads = c.n_heads;
+      sa.q = q.data() + (i * c.n_heads + h0) * Dh;
+      sa.kv = k.data();
+      sa.n_kv = int64_t(k.size());
+      sa.sink = w.attn_sink.data() + h0;
+      sa.n_heads = hpi;
       sa.head_dim = Dh;
       sa.softmax_scale = 1.0f / std::sqrt(float(Dh));
-      sa.out = o + i * c.n_heads * Dh;
+      sa.out = o + (i * c.n_heads + h0) * Dh;
       sa.scratch = logits.data();
       kernels::sparse_attention(sa);
       // Values carry rotated rope dims; rotating the output back makes them relative (§4.4.8).
-      for (int h = 0; h < c.n_heads; ++h) a.rope->apply(sa.out + h * Dh, Dh, t, /*inverse=*/true);
+      for (int h = 0; h < hpi; ++h) a.rope->apply(sa.out + h * Dh, Dh, t, /*inverse=*/true);
     }
   });
 }
