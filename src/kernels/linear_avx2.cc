@@ -1,4 +1,5 @@
-// AVX2 + FMA linear kernels (no BF16 dot products on this target: everything in F32).
+// AVX2 + FMA linear kernels (no BF16 dot products on this target: everything in F32). FP8 has
+// its own path in the scalar twin's exact order (run_range_fp8).
 //
 // Weights are decoded 4 rows at a time (interleaved read streams) into F32 per-thread scratch
 // in natural column order: E4M3 by the exponent-rebias trick — bitcast((b & 0x7f) << 20)·2^120
@@ -31,23 +32,25 @@ constexpr int64_t kRowsX = 64;
 
 namespace {
 
+// Eight E4M3 codes → their exact F32 values.
+inline __m256 decode_e4m3x8(const uint8_t* p) {
+  const __m256i m7f = _mm256_set1_epi32(0x7f), m80 = _mm256_set1_epi32(0x80);
+  const __m256 k2p120 = _mm256_castsi256_ps(_mm256_set1_epi32((127 + 120) << 23));
+  const __m256 nan = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fc00000));
+  const __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+  const __m256i mag = _mm256_and_si256(v, m7f);
+  __m256 f = _mm256_mul_ps(_mm256_castsi256_ps(_mm256_slli_epi32(mag, 20)), k2p120);
+  f = _mm256_blendv_ps(f, nan, _mm256_castsi256_ps(_mm256_cmpeq_epi32(mag, m7f)));  // 0x7f: NaN
+  return _mm256_or_ps(f, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_and_si256(v, m80), 24)));
+}
+
 // Row n of W as F32 [K] (unscaled for FP8/FP4) into wf.
 void decode_row(const Linear& w, int64_t n, float* wf) {
   const int64_t K = w.in;
   switch (w.format) {
     case WeightFormat::kFP8: {
       const uint8_t* p = w.weight + n * K;
-      const __m256i m7f = _mm256_set1_epi32(0x7f), m80 = _mm256_set1_epi32(0x80);
-      const __m256 k2p120 = _mm256_castsi256_ps(_mm256_set1_epi32((127 + 120) << 23));
-      const __m256 nan = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fc00000));
-      for (int64_t k = 0; k < K; k += 8) {
-        const __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p + k)));
-        const __m256i mag = _mm256_and_si256(v, m7f);
-        __m256 f = _mm256_mul_ps(_mm256_castsi256_ps(_mm256_slli_epi32(mag, 20)), k2p120);
-        f = _mm256_blendv_ps(f, nan, _mm256_castsi256_ps(_mm256_cmpeq_epi32(mag, m7f)));  // 0x7f: NaN
-        f = _mm256_or_ps(f, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_and_si256(v, m80), 24)));
-        _mm256_storeu_ps(wf + k, f);
-      }
+      for (int64_t k = 0; k < K; k += 8) _mm256_storeu_ps(wf + k, decode_e4m3x8(p + k));
       break;
     }
     case WeightFormat::kFP4: {
@@ -121,6 +124,67 @@ struct Call {
   float* y;
 };
 
+// ---- FP8: the scalar twin's order, eight weight rows per vector ----------------------------
+// kernels/reference/linear_ref.cc sums each 128-column block of a row in column order (multiply,
+// then add: it is built without FMA contraction), multiplies the block sum by the block scale
+// and adds it to the row's sum. Here each lane is one weight row doing exactly that, so every
+// result is bit-identical to the twin — which is what the forced-scalar golden runs validate;
+// an 8-lane order over columns flipped an FP8 rounding tie against the official outputs.
+constexpr int kFp8Rows = 16;  // two vectors of 8 rows: two independent add chains per x row
+
+// 8×8 transpose: rows r[0..7] (8 columns each) → columns.
+inline void transpose8(__m256 r[8]) {
+  __m256 t[8], u[8];
+  for (int i = 0; i < 8; i += 2) t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]), t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+  for (int i = 0; i < 8; i += 4) {
+    u[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+    u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
+    u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+    u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+  }
+  for (int i = 0; i < 4; ++i) r[i] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x20), r[i + 4] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x31);
+}
+
+// Output rows [b, e) (relative to row0) for every x row.
+void run_range_fp8(const Call& c, int64_t b, int64_t e, float* wt, float* acc) {
+  const Linear& w = *c.w;
+  const int64_t K = c.K, kblocks = K / 128;
+  for (int64_t n = b; n < e; n += kFp8Rows) {
+    const int nr = int(std::min<int64_t>(kFp8Rows, e - n));
+    const uint8_t* row[kFp8Rows];
+    for (int i = 0; i < kFp8Rows; ++i) row[i] = w.weight + (c.row0 + n + std::min(i, nr - 1)) * K;  // padding repeats a row
+    std::fill(acc, acc + c.rows * kFp8Rows, 0.0f);
+    for (int64_t kb = 0; kb < kblocks; ++kb) {
+      // The block's weights, transposed: wt[k][i] = W[row i][kb·128 + k].
+      for (int g = 0; g < kFp8Rows / 8; ++g)
+        for (int k0 = 0; k0 < 128; k0 += 8) {
+          __m256 r[8];
+          for (int i = 0; i < 8; ++i) r[i] = decode_e4m3x8(row[8 * g + i] + kb * 128 + k0);
+          transpose8(r);
+          for (int j = 0; j < 8; ++j) _mm256_store_ps(wt + (k0 + j) * kFp8Rows + 8 * g, r[j]);
+        }
+      alignas(32) float sc[kFp8Rows];
+      for (int i = 0; i < kFp8Rows; ++i)
+        sc[i] = e8m0_to_f32(w.scale[((c.row0 + n + std::min(i, nr - 1)) / 128) * kblocks + kb]);
+      const __m256 s0 = _mm256_load_ps(sc), s1 = _mm256_load_ps(sc + 8);
+      for (int64_t r = 0; r < c.rows; ++r) {
+        const float* x = c.x + r * K + kb * 128;
+        __m256 p0 = _mm256_setzero_ps(), p1 = _mm256_setzero_ps();
+        for (int k = 0; k < 128; ++k) {
+          const __m256 xk = _mm256_broadcast_ss(x + k);
+          p0 = _mm256_add_ps(p0, _mm256_mul_ps(_mm256_load_ps(wt + k * kFp8Rows), xk));
+          p1 = _mm256_add_ps(p1, _mm256_mul_ps(_mm256_load_ps(wt + k * kFp8Rows + 8), xk));
+        }
+        float* a = acc + r * kFp8Rows;
+        _mm256_storeu_ps(a, _mm256_add_ps(_mm256_loadu_ps(a), _mm256_mul_ps(p0, s0)));
+        _mm256_storeu_ps(a + 8, _mm256_add_ps(_mm256_loadu_ps(a + 8), _mm256_mul_ps(p1, s1)));
+      }
+    }
+    for (int64_t r = 0; r < c.rows; ++r)
+      for (int i = 0; i < nr; ++i) c.y[r * c.n_out + n + i] = acc[r * kFp8Rows + i];
+  }
+}
+
 void run_range(const Call& c, int64_t b, int64_t e, float* wbuf, float* sbuf) {
   const Linear& w = *c.w;
   const int64_t K = c.K, nb = K / 32;
@@ -170,10 +234,17 @@ void run_range(const Call& c, int64_t b, int64_t e, float* wbuf, float* sbuf) {
 bool linear_rows_avx2(const Linear& w, int64_t row0, int64_t n_out, const float* x, int64_t rows, float* y,
                       ThreadPool* pool) {
   if (w.in % 128 != 0) return false;
-  // FP8 stays on the scalar reference here: this target's 8-lane F32 order still flipped an FP8
-  // rounding tie against the official outputs (golden MTP test, flash-mini); to revisit.
-  if (w.format == WeightFormat::kFP8) return false;
   Call c{&w, row0, n_out, rows, w.in, x, y};
+  if (w.format == WeightFormat::kFP8) {
+    parallel_for(pool, n_out, [&](int64_t b, int64_t e) {
+      thread_local std::vector<float> wt, acc;  // [128, 16] transposed block, [rows, 16] row sums
+      if (wt.size() < size_t(128 * kFp8Rows + 8)) wt.resize(size_t(128 * kFp8Rows + 8));
+      if (acc.size() < size_t(c.rows * kFp8Rows)) acc.resize(size_t(c.rows * kFp8Rows));
+      float* wt32 = wt.data() + (8 - (reinterpret_cast<uintptr_t>(wt.data()) / 4) % 8) % 8;  // 32-byte aligned
+      run_range_fp8(c, b, e, wt32, acc.data());
+    }, kFp8Rows);
+    return true;
+  }
   parallel_for(pool, n_out, [&](int64_t b, int64_t e) {
     thread_local std::vector<float> wbuf, sbuf;  // [4, K] decoded rows, [4, K/32] block scales
     if (wbuf.size() < size_t(kRowsW * c.K)) wbuf.resize(size_t(kRowsW * c.K));
