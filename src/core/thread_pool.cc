@@ -80,7 +80,7 @@ void ThreadPool::run_chunks(uint64_t generation) {
   }
 }
 
-void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn, int64_t grain) {
+void ThreadPool::parallel_for(int64_t n, RangeFn fn, int64_t grain) {
   if (n <= 0) return;
   if (grain < 1) grain = 1;
   bool expected = false;

@@ -11,12 +11,28 @@
 
 #include <atomic>
 #include <cstdint>
-#include <functional>
 #include <memory>
+#include <type_traits>
 #include <thread>
 #include <vector>
 
 namespace dsv4 {
+
+// A borrowed reference to any callable fn(begin, end): unlike std::function it never copies the
+// callable, so starting a region allocates nothing (a decoded token starts hundreds of them).
+// Valid while the callable lives, which parallel_for guarantees by returning after the region.
+class RangeFn {
+ public:
+  template <class F, class = std::enable_if_t<!std::is_same_v<std::decay_t<F>, RangeFn>>>
+  RangeFn(F&& f)  // NOLINT: implicit, so that lambdas pass directly
+      : obj_(const_cast<void*>(static_cast<const void*>(std::addressof(f)))),
+        call_([](void* o, int64_t b, int64_t e) { (*static_cast<std::remove_reference_t<F>*>(o))(b, e); }) {}
+  void operator()(int64_t b, int64_t e) const { call_(obj_, b, e); }
+
+ private:
+  void* obj_;
+  void (*call_)(void*, int64_t, int64_t);
+};
 
 class ThreadPool {
  public:
@@ -30,7 +46,7 @@ class ThreadPool {
 
   // fn(begin, end) over chunks of [0, n); chunk boundaries are multiples of `grain` (except the
   // last end). Returns when every chunk has finished. Exceptions from fn terminate.
-  void parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn, int64_t grain = 1);
+  void parallel_for(int64_t n, RangeFn fn, int64_t grain = 1);
 
   // The process default: $DSV4_THREADS threads if set, else std::thread::hardware_concurrency().
   static ThreadPool* shared();
@@ -49,13 +65,12 @@ class ThreadPool {
   std::atomic<int64_t> done_{0};          // chunks finished in the current region
   std::atomic<bool> busy_{false};         // a region is in flight (nesting → serial)
   std::atomic<bool> stop_{false};
-  const std::function<void(int64_t, int64_t)>* fn_ = nullptr;
+  const RangeFn* fn_ = nullptr;
   int64_t n_ = 0, chunk_ = 0;
 };
 
 // parallel_for on `pool`, or a plain call fn(0, n) when pool is null.
-inline void parallel_for(ThreadPool* pool, int64_t n, const std::function<void(int64_t, int64_t)>& fn,
-                         int64_t grain = 1) {
+inline void parallel_for(ThreadPool* pool, int64_t n, RangeFn fn, int64_t grain = 1) {
   if (pool && n > grain) {
     pool->parallel_for(n, fn, grain);
   } else if (n > 0) {

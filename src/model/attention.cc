@@ -20,17 +20,17 @@ namespace {
 
 // q = wq_b(q_norm(wq_a(x))), per-head weightless RMS norm, RoPE. Returns q [n, H·Dh]; `qr_in`
 // receives wq_b's (quantized) input, which the indexer reuses.
-std::vector<float> query_path(const AttentionArgs& a, const std::vector<int64_t>& pos, std::vector<float>* qr_in) {
+Scratch<float> query_path(const AttentionArgs& a, const Scratch<int64_t>& pos, Scratch<float>* qr_in) {
   const ModelConfig& c = *a.config;
   const AttentionWeights& w = *a.weights;
-  std::vector<float> xq = gemm_input(a.x, a.n, c.dim, a.numerics);
-  std::vector<float> qr(size_t(a.n * c.q_lora_rank));
+  Scratch<float> xq = gemm_input(a.x, a.n, c.dim, a.numerics);
+  Scratch<float> qr(size_t(a.n * c.q_lora_rank));
   kernels::linear(w.wq_a, xq.data(), a.n, qr.data(), a.pool);
   for (int64_t i = 0; i < a.n; ++i)
     kernels::rms_norm(qr.data() + i * c.q_lora_rank, w.q_norm.data(), c.q_lora_rank, c.norm_eps,
                       qr.data() + i * c.q_lora_rank);
   *qr_in = gemm_input(qr.data(), a.n, c.q_lora_rank, a.numerics);
-  std::vector<float> q(size_t(a.n * c.n_heads * c.head_dim));
+  Scratch<float> q(size_t(a.n * c.n_heads * c.head_dim));
   kernels::linear(w.wq_b, qr_in->data(), a.n, q.data(), a.pool);
   for (int64_t i = 0; i < a.n; ++i)
     for (int h = 0; h < c.n_heads; ++h) {
@@ -43,10 +43,10 @@ std::vector<float> query_path(const AttentionArgs& a, const std::vector<int64_t>
 
 // kv = kv_norm(wkv(x)), RoPE, FP8 round trip of the non-rope dims (reference numerics; the cache
 // then stores those dims as FP8 exactly, kv_rows.h).
-std::vector<float> kv_path(const AttentionArgs& a, const std::vector<int64_t>& pos) {
+Scratch<float> kv_path(const AttentionArgs& a, const Scratch<int64_t>& pos) {
   const ModelConfig& c = *a.config;
-  std::vector<float> xq = gemm_input(a.x, a.n, c.dim, a.numerics);
-  std::vector<float> kv(size_t(a.n * c.head_dim));
+  Scratch<float> xq = gemm_input(a.x, a.n, c.dim, a.numerics);
+  Scratch<float> kv(size_t(a.n * c.head_dim));
   kernels::linear(a.weights->wkv, xq.data(), a.n, kv.data(), a.pool);
   for (int64_t i = 0; i < a.n; ++i) {
     float* r = kv.data() + i * c.head_dim;
@@ -63,7 +63,7 @@ void output_projection(const AttentionArgs& a, const float* o) {
   const ModelConfig& c = *a.config;
   const int64_t group_in = c.n_heads / c.o_groups * c.head_dim, R = c.o_lora_rank;
   // One call per group over all rows (its weights read once): gather [n, group_in], scatter [n, R].
-  std::vector<float> z(size_t(a.n * c.o_groups * R)), og(size_t(a.n * group_in)), zg(size_t(a.n * R));
+  Scratch<float> z(size_t(a.n * c.o_groups * R)), og(size_t(a.n * group_in)), zg(size_t(a.n * R));
   for (int g = 0; g < c.o_groups; ++g) {
     for (int64_t i = 0; i < a.n; ++i)
       std::copy(o + (i * c.o_groups + g) * group_in, o + (i * c.o_groups + g + 1) * group_in, og.begin() + i * group_in);
@@ -71,20 +71,20 @@ void output_projection(const AttentionArgs& a, const float* o) {
     for (int64_t i = 0; i < a.n; ++i)
       std::copy(zg.begin() + i * R, zg.begin() + (i + 1) * R, z.begin() + (i * c.o_groups + g) * R);
   }
-  std::vector<float> zq = gemm_input(z.data(), a.n, c.o_groups * R, a.numerics);
+  Scratch<float> zq = gemm_input(z.data(), a.n, c.o_groups * R, a.numerics);
   kernels::linear(a.weights->wo_b, zq.data(), a.n, a.out, a.pool);
 }
 
 // Cached rows [first, first + n) of `rows`, decoded to F32 ([n, dim]).
-std::vector<float> decode_rows(const KvRows& rows, int64_t first, int64_t n) {
-  std::vector<float> out(size_t(n * rows.dim()));
+Scratch<float> decode_rows(const KvRows& rows, int64_t first, int64_t n) {
+  Scratch<float> out(size_t(n * rows.dim()));
   for (int64_t j = 0; j < n; ++j) rows.get(first + j, out.data() + j * rows.dim());
   return out;
 }
 
 // Attention of one sequence's rows over its window and compressed keys.
-void attend_segment(const AttentionArgs& a, const Segment& seg, const std::vector<float>& q,
-                    const std::vector<float>& kv, const std::vector<std::vector<int32_t>>& selected, float* o) {
+void attend_segment(const AttentionArgs& a, const Segment& seg, const Scratch<float>& q, const Scratch<float>& kv,
+                    const Selection& selected, float* o) {
   const ModelConfig& c = *a.config;
   const AttentionWeights& w = *a.weights;
   const LayerState* st = seg.state;
@@ -92,34 +92,42 @@ void attend_segment(const AttentionArgs& a, const Segment& seg, const std::vecto
   const int ratio = w.compressor ? w.compressor->ratio : 0;
   // The cache holds compact rows: decode what this segment reads once — the ring, and the
   // compressed entries unless the indexer's picks are fewer rows than all of them.
-  std::vector<float> ring(size_t(W * Dh));  // slot p mod W; only the slots older positions use
+  Scratch<float> ring(size_t(W * Dh));  // slot p mod W; only the slots older positions use
   for (int64_t p = std::max<int64_t>(0, seg.start_pos - W + 1); p < seg.start_pos; ++p)
     st->window_kv.get(p % W, ring.data() + (p % W) * Dh);
   const int64_t n_entries = st->n_compressed();
   const bool per_query = w.indexer && n_entries > seg.n * c.index_topk;
-  const std::vector<float> entries = decode_rows(st->compressed_kv, 0, w.compressor && !per_query ? n_entries : 0);
-  // Each row's keys: pointers into `ring`, `entries`, this call's `kv`, or its decoded picks.
-  std::vector<std::vector<const float*>> keys(size_t(seg.n));
-  std::vector<std::vector<float>> picked(size_t(per_query ? seg.n : 0));
+  const Scratch<float> entries = decode_rows(st->compressed_kv, 0, w.compressor && !per_query ? n_entries : 0);
+  // Each row's keys: pointers into `ring`, `entries`, this call's `kv`, or its decoded picks —
+  // row r's are keys[first[r], first[r+1]), laid out here so that the threads only fill them.
+  auto n_window = [&](int64_t t) { return t - std::max<int64_t>(0, t - W + 1) + 1; };
+  Scratch<int64_t> first(size_t(seg.n + 1)), pick_first(size_t(seg.n + 1));
+  for (int64_t r = 0; r < seg.n; ++r) {
+    const int64_t t = seg.start_pos + r;
+    const int64_t n_comp = w.indexer ? int64_t(selected.row(seg.row0 + r).size()) : w.compressor ? (t + 1) / ratio : 0;
+    first[size_t(r + 1)] = first[size_t(r)] + n_window(t) + n_comp;
+    pick_first[size_t(r + 1)] = pick_first[size_t(r)] + (per_query ? n_comp : 0);
+  }
+  Scratch<const float*> keys(size_t(first[size_t(seg.n)]));
+  Scratch<float> picked(size_t(pick_first[size_t(seg.n)] * Dh));
   parallel_for(a.pool, seg.n, [&](int64_t b, int64_t e) {
     for (int64_t r = b; r < e; ++r) {
       const int64_t i = seg.row0 + r, t = seg.start_pos + r;
-      std::vector<const float*>& k = keys[size_t(r)];
+      const float** k = keys.data() + first[size_t(r)];
       // Window: positions max(0, t−W+1) … t; older ones from the ring, this call's from `kv`.
       for (int64_t p = std::max<int64_t>(0, t - W + 1); p <= t; ++p)
-        k.push_back(p < seg.start_pos ? ring.data() + (p % W) * Dh : kv.data() + (seg.row0 + p - seg.start_pos) * Dh);
+        *k++ = p < seg.start_pos ? ring.data() + (p % W) * Dh : kv.data() + (seg.row0 + p - seg.start_pos) * Dh;
       if (w.indexer && per_query) {
-        const std::vector<int32_t>& sel = selected[size_t(i)];
-        std::vector<float>& rows = picked[size_t(r)];
-        rows.resize(sel.size() * size_t(Dh));
-        for (size_t j = 0; j < sel.size(); ++j) {
-          st->compressed_kv.get(sel[j], rows.data() + j * Dh);
-          k.push_back(rows.data() + j * Dh);
+        float* rows = picked.data() + pick_first[size_t(r)] * Dh;
+        for (int32_t j : selected.row(i)) {
+          st->compressed_kv.get(j, rows);
+          *k++ = rows;
+          rows += Dh;
         }
       } else if (w.indexer) {
-        for (int32_t j : selected[size_t(i)]) k.push_back(entries.data() + j * Dh);
+        for (int32_t j : selected.row(i)) *k++ = entries.data() + j * Dh;
       } else if (w.compressor) {
-        for (int64_t j = 0; j < (t + 1) / ratio; ++j) k.push_back(entries.data() + j * Dh);
+        for (int64_t j = 0; j < (t + 1) / ratio; ++j) *k++ = entries.data() + j * Dh;
       }
     }
   });
@@ -132,16 +140,17 @@ void attend_segment(const AttentionArgs& a, const Segment& seg, const std::vecto
   while (seg.n * head_split < 2 * threads && c.n_heads % (head_split * 8) == 0) head_split *= 2;
   const int hpi = c.n_heads / head_split;  // heads per item
   parallel_for(a.pool, seg.n * head_split, [&](int64_t b, int64_t e) {
-    std::vector<float> logits;
+    ArenaScope scope;
+    Scratch<float> logits;
     for (int64_t item = b; item < e; ++item) {
       const int64_t r = item / head_split, h0 = (item % head_split) * hpi;
       const int64_t i = seg.row0 + r, t = seg.start_pos + r;
-      const std::vector<const float*>& k = keys[size_t(r)];
-      logits.resize(k.size() * size_t(hpi));
+      const int64_t n_kv = first[size_t(r + 1)] - first[size_t(r)];
+      logits.resize(size_t(n_kv * hpi));
       kernels::SparseAttentionArgs sa;
       sa.q = q.data() + (i * c.n_heads + h0) * Dh;
-      sa.kv = k.data();
-      sa.n_kv = int64_t(k.size());
+      sa.kv = keys.data() + first[size_t(r)];
+      sa.n_kv = n_kv;
       sa.sink = w.attn_sink.data() + h0;
       sa.n_heads = hpi;
       sa.head_dim = Dh;
@@ -156,7 +165,7 @@ void attend_segment(const AttentionArgs& a, const Segment& seg, const std::vecto
 }
 
 // Only after attention may a ring take the new tokens: earlier queries read the slots they replace.
-void write_window(const ModelConfig& c, const Segment& seg, const std::vector<float>& kv) {
+void write_window(const ModelConfig& c, const Segment& seg, const Scratch<float>& kv) {
   const int64_t Dh = c.head_dim, W = c.window_size;
   for (int64_t p = std::max(seg.start_pos, seg.start_pos + seg.n - W); p < seg.start_pos + seg.n; ++p) {
     seg.state->window_kv.set(p % W, kv.data() + (seg.row0 + p - seg.start_pos) * Dh);
@@ -168,13 +177,13 @@ void write_window(const ModelConfig& c, const Segment& seg, const std::vector<fl
 void attention_forward(const AttentionArgs& a) {
   const ModelConfig& c = *a.config;
   const AttentionWeights& w = *a.weights;
-  const std::vector<int64_t> pos = segment_positions(a.segments, a.n_segments, a.n);
-  std::vector<const LayerState*> row_state(size_t(a.n));
+  const Scratch<int64_t> pos = segment_positions(a.segments, a.n_segments, a.n);
+  Scratch<const LayerState*> row_state(size_t(a.n));
   for (int s = 0; s < a.n_segments; ++s)
     std::fill_n(row_state.begin() + a.segments[s].row0, a.segments[s].n, a.segments[s].state);
-  std::vector<float> qr_in;
-  std::vector<float> q = query_path(a, pos, &qr_in);
-  std::vector<float> kv = kv_path(a, pos);
+  Scratch<float> qr_in;
+  Scratch<float> q = query_path(a, pos, &qr_in);
+  Scratch<float> kv = kv_path(a, pos);
 
   // Compressed entries completed by this call exist before any query attends (spec §4.6).
   if (w.compressor) {
@@ -185,7 +194,7 @@ void attention_forward(const AttentionArgs& a) {
       compress(ca, proj, g.row0, g.n, g.start_pos, &g.state->compressor, &g.state->compressed_kv);
     }
   }
-  std::vector<std::vector<int32_t>> selected;
+  Selection selected;
   if (w.indexer) {
     CompressArgs ci{&c, &w.indexer->compressor, a.rope, CompressorRole::kIndexKey, a.numerics};
     CompressorProjections proj = compressor_project(w.indexer->compressor, a.x, a.n, a.pool);
@@ -198,7 +207,7 @@ void attention_forward(const AttentionArgs& a) {
     selected = index_select(ia);
   }
 
-  std::vector<float> o(size_t(a.n * c.n_heads * c.head_dim));
+  Scratch<float> o(size_t(a.n * c.n_heads * c.head_dim));
   for (int s = 0; s < a.n_segments; ++s) attend_segment(a, a.segments[s], q, kv, selected, o.data());
   output_projection(a, o.data());
   for (int s = 0; s < a.n_segments; ++s) write_window(c, a.segments[s], kv);

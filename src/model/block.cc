@@ -1,7 +1,6 @@
 #include "model/block.h"
 
-#include <vector>
-
+#include "core/arena.h"
 #include "core/thread_pool.h"
 #include "kernels/ops.h"
 #include "model/attention.h"
@@ -14,10 +13,10 @@ namespace dsv4 {
 namespace {
 
 // hc_pre + norm for every token: the sub-layer input [n, dim] and each token's mix.
-std::vector<float> pre_norm(const BlockArgs& a, const HcWeights& hc, const Vec& norm, std::vector<HcMix>* mixes) {
+Scratch<float> pre_norm(const BlockArgs& a, const HcWeights& hc, const Vec& norm, Scratch<HcMix>* mixes) {
   const ModelConfig& c = *a.config;
   const int64_t D = c.dim, stride = c.hc_mult * D;
-  std::vector<float> y(size_t(a.n * D));
+  Scratch<float> y(size_t(a.n * D));
   mixes->resize(size_t(a.n));
   parallel_for(a.pool, a.n, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) {
@@ -28,7 +27,7 @@ std::vector<float> pre_norm(const BlockArgs& a, const HcWeights& hc, const Vec& 
   return y;
 }
 
-void post(const BlockArgs& a, const std::vector<HcMix>& mixes, const float* f) {
+void post(const BlockArgs& a, const Scratch<HcMix>& mixes, const float* f) {
   const int64_t D = a.config->dim, stride = a.config->hc_mult * D;
   parallel_for(a.pool, a.n, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) hc_post(*a.config, mixes[size_t(i)], f + i * D, a.x + i * stride);
@@ -40,13 +39,14 @@ void post(const BlockArgs& a, const std::vector<HcMix>& mixes, const float* f) {
 void block_forward(const BlockArgs& a) {
   const ModelConfig& c = *a.config;
   const BlockWeights& w = *a.weights;
-  std::vector<HcMix> mixes;
-  std::vector<float> f(size_t(a.n * c.dim));
+  ArenaScope scope;  // every temporary of the block comes back at its end
+  Scratch<HcMix> mixes;
+  Scratch<float> f(size_t(a.n * c.dim));
 
-  std::vector<float> h = pre_norm(a, w.hc_attn, w.attn_norm, &mixes);
+  Scratch<float> h = pre_norm(a, w.hc_attn, w.attn_norm, &mixes);
   AttentionArgs aa{&c, &w.attn, a.rope, a.numerics, h.data(), a.n, a.segments, a.n_segments, f.data(), a.trace, a.trace_tag, a.pool};
   attention_forward(aa);
-  const std::vector<int64_t> pos = segment_positions(a.segments, a.n_segments, a.n);
+  const Scratch<int64_t> pos = segment_positions(a.segments, a.n_segments, a.n);
   if (a.trace)
     for (int64_t i = 0; i < a.n; ++i) a.trace->f32(cat("attn_out.", a.trace_tag), pos[size_t(i)], f.data() + i * c.dim, c.dim);
   post(a, mixes, f.data());

@@ -18,7 +18,7 @@ void emit_entry(const CompressArgs& args, CompressorState* st, int64_t j, KvRows
   const CompressorWeights& w = *args.weights;
   const int64_t d = w.head_dim, width = st->width;
   const int r = w.ratio;
-  std::vector<float> e(static_cast<size_t>(d));
+  Scratch<float> e(static_cast<size_t>(d));
   for (int64_t c = 0; c < d; ++c) {
     // Candidates: the previous block's low half (overlap, when it exists) and this block's
     // high half (overlap) or only channel (no overlap). Softmax over tokens, per channel.

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "core/arena.h"
 #include "model/config.h"
 #include "model/rope.h"
 #include "model/state.h"
@@ -33,7 +34,7 @@ struct CompressArgs {
 // The per-token projections of all rows of a call: A = Wkv·a and Z = Wgate·a (ape not yet
 // added), each [n, coff·d]; a: [n, dim].
 struct CompressorProjections {
-  std::vector<float> kv, score;
+  Scratch<float> kv, score;
 };
 CompressorProjections compressor_project(const CompressorWeights& w, const float* a, int64_t n,
                                          ThreadPool* pool = nullptr);

@@ -1,5 +1,7 @@
 #include "model/hyper_connection.h"
 
+#include "core/arena.h"
+
 #include <algorithm>
 #include <cmath>
 
@@ -47,18 +49,15 @@ void sinkhorn(float* c, int hc, int iters, float eps) {
 void hc_pre(const ModelConfig& c, const HcWeights& w, const float* x, float* u, HcMix* mix) {
   const int hc = c.hc_mult;
   const int64_t D = c.dim;
-  std::vector<float> m(size_t(c.hc_mix_dim()));
-  mix_logits(w.fn.data(), c.hc_mix_dim(), x, hc * D, c.norm_eps, m.data());
-  float pre[16];
-  mix->post.resize(size_t(hc));
-  mix->comb.resize(size_t(hc * hc));
+  float m[2 * HcMix::kMaxHc + HcMix::kMaxHc * HcMix::kMaxHc];
+  mix_logits(w.fn.data(), c.hc_mix_dim(), x, hc * D, c.norm_eps, m);
+  float pre[HcMix::kMaxHc];
   for (int j = 0; j < hc; ++j) {
-    pre[j] = sigmoid(m[size_t(j)] * w.scale[0] + w.base[size_t(j)]) + c.hc_eps;
-    mix->post[size_t(j)] = 2.0f * sigmoid(m[size_t(hc + j)] * w.scale[1] + w.base[size_t(hc + j)]);
+    pre[j] = sigmoid(m[j] * w.scale[0] + w.base[size_t(j)]) + c.hc_eps;
+    mix->post[j] = 2.0f * sigmoid(m[hc + j] * w.scale[1] + w.base[size_t(hc + j)]);
   }
-  for (int i = 0; i < hc * hc; ++i)
-    mix->comb[size_t(i)] = m[size_t(2 * hc + i)] * w.scale[2] + w.base[size_t(2 * hc + i)];
-  sinkhorn(mix->comb.data(), hc, c.hc_sinkhorn_iters, c.hc_eps);
+  for (int i = 0; i < hc * hc; ++i) mix->comb[i] = m[2 * hc + i] * w.scale[2] + w.base[size_t(2 * hc + i)];
+  sinkhorn(mix->comb, hc, c.hc_sinkhorn_iters, c.hc_eps);
   for (int64_t d = 0; d < D; ++d) {
     float s = 0;
     for (int j = 0; j < hc; ++j) s += pre[j] * x[j * D + d];
@@ -69,11 +68,12 @@ void hc_pre(const ModelConfig& c, const HcWeights& w, const float* x, float* u, 
 void hc_post(const ModelConfig& c, const HcMix& mix, const float* f, float* x) {
   const int hc = c.hc_mult;
   const int64_t D = c.dim;
-  std::vector<float> out(size_t(hc * D));
+  ArenaScope scope;
+  Scratch<float> out(size_t(hc * D));
   for (int k = 0; k < hc; ++k)
     for (int64_t d = 0; d < D; ++d) {
-      float s = mix.post[size_t(k)] * f[d];
-      for (int j = 0; j < hc; ++j) s += mix.comb[size_t(j * hc + k)] * x[j * D + d];
+      float s = mix.post[k] * f[d];
+      for (int j = 0; j < hc; ++j) s += mix.comb[j * hc + k] * x[j * D + d];
       out[size_t(k * D + d)] = s;
     }
   std::copy(out.begin(), out.end(), x);

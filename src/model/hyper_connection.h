@@ -13,8 +13,9 @@ namespace dsv4 {
 
 // The mixing weights hc_pre computes for one token, consumed by hc_post.
 struct HcMix {
-  std::vector<float> post;  // [hc]
-  std::vector<float> comb;  // [hc, hc]: comb[j·hc + k] = weight of source stream j in destination k
+  static constexpr int kMaxHc = 16;  // config.cc bounds hc_mult
+  float post[kMaxHc];                // [hc]
+  float comb[kMaxHc * kMaxHc];       // [hc, hc]: comb[j·hc + k] = weight of source stream j in destination k
 };
 
 // Sinkhorn projection of raw comb logits C [hc, hc] (row softmax + eps, column normalisation,

@@ -5,7 +5,9 @@
 #pragma once
 
 #include <cstdint>
-#include <vector>
+#include <span>
+
+#include "core/arena.h"
 
 #include "model/config.h"
 #include "model/rope.h"
@@ -32,8 +34,15 @@ struct IndexerArgs {
   ThreadPool* pool = nullptr;    // kernels' threads (null: serial)
 };
 
-// Returns, per query row, the selected entry ids (descending score, ties to the lower id):
-// out[i] holds min(index_topk, (pos_i+1) div 4) ids.
-std::vector<std::vector<int32_t>> index_select(const IndexerArgs& args);
+// Per query row, the selected entry ids (descending score, ties to the lower id): row i holds
+// min(index_topk, (pos_i+1) div 4) of them.
+struct Selection {
+  Scratch<int32_t> ids;    // all rows' ids, row after row
+  Scratch<int64_t> first;  // [n + 1]: row i is ids[first[i], first[i+1])
+  std::span<const int32_t> row(int64_t i) const {
+    return {ids.data() + first[size_t(i)], size_t(first[size_t(i + 1)] - first[size_t(i)])};
+  }
+};
+Selection index_select(const IndexerArgs& args);
 
 }  // namespace dsv4

@@ -2,6 +2,7 @@
 
 #include <cstring>
 
+#include "core/arena.h"
 #include "core/dtype.h"
 #include "core/error.h"
 #include "kernels/quant.h"
@@ -50,6 +51,7 @@ void KvRows::get(int64_t i, float* out) const {
 }
 
 void KvRows::encode(const float* row, uint8_t* dst) const {
+  ArenaScope scope;
   if (format_ == KvFormat::kF32) {
     std::memcpy(dst, row, row_bytes_);
     return;
@@ -59,13 +61,13 @@ void KvRows::encode(const float* row, uint8_t* dst) const {
     kernels::fp8_quantize(row, nope, kFp8Block, dst, dst + nope);
     std::memcpy(dst + nope + nope / kFp8Block, row + nope, size_t(rope_dim_) * 4);
   } else {
-    std::vector<uint8_t> codes(static_cast<size_t>(dim_));
+    Scratch<uint8_t> codes(static_cast<size_t>(dim_));
     kernels::fp4_quantize(row, dim_, kFp4Block, codes.data(), dst + dim_ / 2);
     for (int64_t k = 0; k < dim_; k += 2) dst[k / 2] = uint8_t(codes[size_t(k)] | (codes[size_t(k + 1)] << 4));
   }
   // Lossless by construction (the row is already on this grid); checked, since a row that is
   // not would change every later attention result without a trace.
-  std::vector<float> back(static_cast<size_t>(dim_));
+  Scratch<float> back(static_cast<size_t>(dim_));
   decode(dst, back.data());
   DSV4_CHECK(std::memcmp(back.data(), row, size_t(dim_) * 4) == 0,
              "a KV row is not on its storage grid (it must be QAT-rounded before it is cached)");

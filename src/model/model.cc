@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "core/arena.h"
 #include "core/error.h"
 #include "core/thread_pool.h"
 #include "kernels/linear.h"
@@ -46,23 +47,27 @@ void Model::block_forward(int layer, LayerState* state, int64_t start_pos, float
 
 void Model::forward(SequenceState* state, std::span<const int32_t> tokens, LogitsMode logits, ForwardOutput* out,
                     Trace* trace) const {
-  std::vector<ForwardOutput> outs;
   BatchItem item{state, tokens, logits};
-  forward_batch(std::span<const BatchItem>(&item, 1), &outs, trace);
-  *out = std::move(outs[0]);
+  forward_into(std::span<const BatchItem>(&item, 1), out, trace);
 }
 
 void Model::forward_batch(std::span<const BatchItem> items, std::vector<ForwardOutput>* outs, Trace* trace) const {
+  outs->resize(items.size());
+  forward_into(items, outs->data(), trace);
+}
+
+void Model::forward_into(std::span<const BatchItem> items, ForwardOutput* outs, Trace* trace) const {
+  ArenaScope scope;  // the pass's temporaries; each block has its own inside
   const int64_t stride = config_.hc_mult * config_.dim;
-  std::vector<int32_t> tokens;
-  std::vector<int64_t> row0;
+  Scratch<int32_t> tokens;
+  Scratch<int64_t> row0;
   for (const BatchItem& it : items) {
     DSV4_CHECK(int64_t(it.state->layers.size()) == config_.n_layers, "sequence state has the wrong layer count");
     row0.push_back(int64_t(tokens.size()));
     tokens.insert(tokens.end(), it.tokens.begin(), it.tokens.end());
   }
   const int64_t n = int64_t(tokens.size());
-  std::vector<float> x(size_t(n * stride));
+  Scratch<float> x(size_t(n * stride));
   embed(tokens, x.data());
   auto trace_rows = [&](const std::string& name) {
     if (!trace) return;
@@ -71,7 +76,7 @@ void Model::forward_batch(std::span<const BatchItem> items, std::vector<ForwardO
         trace->f32(name, items[k].state->pos + int64_t(i), x.data() + (row0[k] + int64_t(i)) * stride, stride);
   };
   trace_rows("hidden.embed");
-  std::vector<Segment> segs(items.size());
+  Scratch<Segment> segs(items.size());
   for (int l = 0; l < config_.n_layers; ++l) {
     for (size_t k = 0; k < items.size(); ++k)
       segs[k] = Segment{&items[k].state->layers[size_t(l)], items[k].state->pos, row0[k], int64_t(items[k].tokens.size())};
@@ -83,8 +88,8 @@ void Model::forward_batch(std::span<const BatchItem> items, std::vector<ForwardO
   }
   // The head is the largest single matrix: one pass over it for the rows of every sequence.
   const int64_t D = config_.dim, V = config_.vocab_size;
-  std::vector<float> z;
-  std::vector<int64_t> first_row(items.size());
+  Scratch<float> z;
+  Scratch<int64_t> first_row(items.size());
   for (size_t k = 0; k < items.size(); ++k) {
     const int64_t m = int64_t(items[k].tokens.size());
     const int64_t from = items[k].logits == LogitsMode::kAll ? 0 : items[k].logits == LogitsMode::kLast ? m - 1 : m;
@@ -95,12 +100,11 @@ void Model::forward_batch(std::span<const BatchItem> items, std::vector<ForwardO
     }
   }
   const int64_t head_rows = int64_t(z.size()) / D;
-  std::vector<float> logits(size_t(head_rows * V));
+  Scratch<float> logits(size_t(head_rows * V));
   if (head_rows) kernels::linear(weights_.head, z.data(), head_rows, logits.data(), pool_);
-  outs->resize(items.size());
   for (size_t k = 0; k < items.size(); ++k) {
     const int64_t m = int64_t(items[k].tokens.size());
-    ForwardOutput& o = (*outs)[k];
+    ForwardOutput& o = outs[k];
     o.hidden.assign(x.begin() + row0[k] * stride, x.begin() + (row0[k] + m) * stride);
     items[k].state->pos += m;
     const int64_t end = k + 1 < items.size() ? first_row[k + 1] : head_rows;
@@ -119,7 +123,8 @@ void Model::logits_rows(const HcHeadWeights& hc, const Vec& norm, const float* x
   const int64_t first = mode == LogitsMode::kAll ? 0 : n - 1;
   const int64_t rows = mode == LogitsMode::kNone || n == 0 ? 0 : n - first;
   logits->assign(size_t(rows * V), 0.0f);
-  std::vector<float> z(size_t(rows * D));
+  ArenaScope scope;
+  Scratch<float> z(size_t(rows * D));
   for (int64_t r = 0; r < rows; ++r) head_input(hc, norm, x + (first + r) * stride, z.data() + r * D);
   if (rows) kernels::linear(weights_.head, z.data(), rows, logits->data(), pool_);  // one pass over the head
 }

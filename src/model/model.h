@@ -85,6 +85,9 @@ class Model {
   void head_input(const HcHeadWeights& hc, const Vec& norm, const float* x, float* z) const;  // hc_head → norm
   void logits_rows(const HcHeadWeights& hc, const Vec& norm, const float* x, int64_t n, LogitsMode mode,
                    std::vector<float>* logits) const;
+  // forward_batch into outs[0 .. items.size()): their vectors are reused (no allocation once
+  // they have the capacity, as in a decode loop).
+  void forward_into(std::span<const BatchItem> items, ForwardOutput* outs, Trace* trace) const;
 
   ModelConfig config_;
   std::unique_ptr<TensorDirectory> dir_;

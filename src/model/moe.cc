@@ -3,8 +3,8 @@
 #include <algorithm>
 #include <cmath>
 #include <numeric>
-#include <vector>
 
+#include "core/arena.h"
 #include "core/error.h"
 #include "kernels/linear.h"
 #include "kernels/ops.h"
@@ -16,14 +16,14 @@ namespace dsv4 {
 namespace {
 
 struct Route {
-  std::vector<int32_t> experts;  // [K] in selection order
-  std::vector<float> weights;    // [K]
+  Scratch<int32_t> experts;  // [K] in selection order
+  Scratch<float> weights;    // [K]
 };
 
 Route route(const MoeArgs& a, const float* logits, int32_t token, int64_t pos) {
   const ModelConfig& c = *a.config;
   const int E = c.n_routed_experts, K = c.n_activated_experts;
-  std::vector<float> scores(static_cast<size_t>(E));
+  Scratch<float> scores(static_cast<size_t>(E));
   if (c.score_func == ScoreFunc::kSoftmax) {
     float mx = *std::max_element(logits, logits + E), sum = 0;
     for (int e = 0; e < E; ++e) sum += (scores[size_t(e)] = std::exp(logits[e] - mx));
@@ -39,9 +39,9 @@ Route route(const MoeArgs& a, const float* logits, int32_t token, int64_t pos) {
     const int32_t* row = a.weights->tid2eid.data() + int64_t(token) * K;
     r.experts.assign(row, row + K);
   } else {
-    std::vector<float> sel(scores);
+    Scratch<float> sel(scores);
     for (int e = 0; e < E; ++e) sel[size_t(e)] += a.weights->bias[size_t(e)];
-    std::vector<int32_t> ids(static_cast<size_t>(E));
+    Scratch<int32_t> ids(static_cast<size_t>(E));
     std::iota(ids.begin(), ids.end(), 0);
     std::partial_sort(ids.begin(), ids.begin() + K, ids.end(), [&](int32_t x, int32_t y) {
       return sel[size_t(x)] > sel[size_t(y)] || (sel[size_t(x)] == sel[size_t(y)] && x < y);
@@ -70,7 +70,7 @@ void expert_forward(const MoeArgs& a, const ExpertWeights& w, const float* xq, i
                     const int64_t* dst, float* acc) {
   const ModelConfig& c = *a.config;
   const int64_t I = c.moe_inter_dim, D = c.dim;
-  std::vector<float> g(size_t(m * I)), v(size_t(m * I)), y(size_t(m * D));
+  Scratch<float> g(size_t(m * I)), v(size_t(m * I)), y(size_t(m * D));
   kernels::linear(w.w1, xq, m, g.data(), a.pool);
   kernels::linear(w.w3, xq, m, v.data(), a.pool);
   const float L = c.swiglu_limit;
@@ -83,7 +83,7 @@ void expert_forward(const MoeArgs& a, const ExpertWeights& w, const float* xq, i
       }
       g[size_t(r * I + i)] = kernels::silu(gi) * vi * weight[r];
     }
-  std::vector<float> hq = gemm_input(g.data(), m, I, a.numerics);
+  Scratch<float> hq = gemm_input(g.data(), m, I, a.numerics);
   kernels::linear(w.w2, hq.data(), m, y.data(), a.pool);
   for (int64_t r = 0; r < m; ++r) {
     float* out = acc + dst[r] * D;
@@ -97,13 +97,13 @@ void moe_forward(const MoeArgs& a) {
   const ModelConfig& c = *a.config;
   const int E = c.n_routed_experts;
   const int64_t D = c.dim;
-  std::vector<float> logits(size_t(a.n * E));
+  Scratch<float> logits(size_t(a.n * E));
   kernels::linear(a.weights->gate, a.x, a.n, logits.data(), a.pool);
-  std::vector<float> xq = gemm_input(a.x, a.n, D, a.numerics);
+  Scratch<float> xq = gemm_input(a.x, a.n, D, a.numerics);
   // Tokens grouped by expert. Experts run in increasing id, so every token still sums its
   // routed outputs in increasing expert id (as the reference), then the shared expert.
-  std::vector<std::vector<int64_t>> tok(static_cast<size_t>(E));
-  std::vector<std::vector<float>> wgt(static_cast<size_t>(E));
+  Scratch<Scratch<int64_t>> tok(static_cast<size_t>(E));
+  Scratch<Scratch<float>> wgt(static_cast<size_t>(E));
   for (int64_t i = 0; i < a.n; ++i) {
     Route r = route(a, logits.data() + i * E, a.tokens[i], a.positions[i]);
     for (size_t k = 0; k < r.experts.size(); ++k) {
@@ -112,9 +112,9 @@ void moe_forward(const MoeArgs& a) {
     }
   }
   std::fill(a.out, a.out + a.n * D, 0.0f);
-  std::vector<float> xg;
+  Scratch<float> xg;
   for (int e = 0; e < E; ++e) {
-    const std::vector<int64_t>& rows = tok[size_t(e)];
+    const Scratch<int64_t>& rows = tok[size_t(e)];
     if (rows.empty()) continue;
     xg.resize(rows.size() * size_t(D));
     for (size_t r = 0; r < rows.size(); ++r)
@@ -122,9 +122,9 @@ void moe_forward(const MoeArgs& a) {
     expert_forward(a, a.weights->experts[size_t(e)], xg.data(), int64_t(rows.size()), wgt[size_t(e)].data(),
                    rows.data(), a.out);
   }
-  std::vector<int64_t> all(static_cast<size_t>(a.n));
+  Scratch<int64_t> all(static_cast<size_t>(a.n));
   std::iota(all.begin(), all.end(), 0);
-  std::vector<float> ones(static_cast<size_t>(a.n), 1.0f);
+  Scratch<float> ones(static_cast<size_t>(a.n), 1.0f);
   expert_forward(a, a.weights->shared, xq.data(), a.n, ones.data(), all.data(), a.out);
 }
 

@@ -3,8 +3,7 @@
 //   X' = e_proj(e) + h_proj(Xn_s)   (broadcast over the hc streams)
 //   X' = Block(X');  logits = head(norm(hc_head(X')))  with the MTP's own norm and hc_head.
 // X is the main model's final residual streams (before its hc_head).
-#include <vector>
-
+#include "core/arena.h"
 #include "core/error.h"
 #include "kernels/linear.h"
 #include "kernels/ops.h"
@@ -19,8 +18,9 @@ void Model::mtp_forward(MtpState* state, const float* hidden, std::span<const in
                         ForwardOutput* out, Trace* trace) const {
   if (weights_.mtp.empty()) throw Error("this checkpoint has no MTP block (num_nextn_predict_layers = 0)");
   const MtpWeights& w = weights_.mtp[0];
+  ArenaScope scope;
   const int64_t n = int64_t(next_tokens.size()), D = config_.dim, hc = config_.hc_mult;
-  std::vector<float> e(size_t(n * D)), ep(size_t(n * D)), hn(size_t(n * hc * D)), hp(size_t(n * hc * D));
+  Scratch<float> e(size_t(n * D)), ep(size_t(n * D)), hn(size_t(n * hc * D)), hp(size_t(n * hc * D));
   for (int64_t i = 0; i < n; ++i) {
     const int32_t t = next_tokens[size_t(i)];
     if (t < 0 || t >= config_.vocab_size) throw Error(cat("token id ", t, " outside the vocabulary"));
@@ -29,8 +29,8 @@ void Model::mtp_forward(MtpState* state, const float* hidden, std::span<const in
     for (int64_t s = 0; s < hc; ++s)
       kernels::rms_norm(hidden + (i * hc + s) * D, w.hnorm.data(), D, config_.norm_eps, hn.data() + (i * hc + s) * D);
   }
-  std::vector<float> eq = gemm_input(e.data(), n, D, numerics_);
-  std::vector<float> hq = gemm_input(hn.data(), n * hc, D, numerics_);
+  Scratch<float> eq = gemm_input(e.data(), n, D, numerics_);
+  Scratch<float> hq = gemm_input(hn.data(), n * hc, D, numerics_);
   kernels::linear(w.e_proj, eq.data(), n, ep.data(), pool_);
   kernels::linear(w.h_proj, hq.data(), n * hc, hp.data(), pool_);
   out->hidden.resize(size_t(n * hc * D));

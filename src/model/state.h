@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "core/arena.h"
 #include "model/config.h"
 #include "model/kv_rows.h"
 
@@ -54,8 +55,8 @@ struct Segment {
 };
 
 // The position of every row of a call ([n]), from its segments.
-inline std::vector<int64_t> segment_positions(const Segment* segments, int n_segments, int64_t n) {
-  std::vector<int64_t> pos(static_cast<size_t>(n));
+inline Scratch<int64_t> segment_positions(const Segment* segments, int n_segments, int64_t n) {
+  Scratch<int64_t> pos(static_cast<size_t>(n));
   for (int s = 0; s < n_segments; ++s)
     for (int64_t i = 0; i < segments[s].n; ++i) pos[size_t(segments[s].row0 + i)] = segments[s].start_pos + i;
   return pos;
