@@ -32,12 +32,14 @@ Scratch<float> query_path(const AttentionArgs& a, const Scratch<int64_t>& pos, S
   *qr_in = gemm_input(qr.data(), a.n, c.q_lora_rank, a.numerics);
   Scratch<float> q(size_t(a.n * c.n_heads * c.head_dim));
   kernels::linear(w.wq_b, qr_in->data(), a.n, q.data(), a.pool);
-  for (int64_t i = 0; i < a.n; ++i)
-    for (int h = 0; h < c.n_heads; ++h) {
-      float* qh = q.data() + (i * c.n_heads + h) * c.head_dim;
-      kernels::rms_norm(qh, nullptr, c.head_dim, c.norm_eps, qh);
-      a.rope->apply(qh, c.head_dim, pos[size_t(i)]);
-    }
+  parallel_for(a.pool, a.n, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i)
+      for (int h = 0; h < c.n_heads; ++h) {
+        float* qh = q.data() + (i * c.n_heads + h) * c.head_dim;
+        kernels::rms_norm(qh, nullptr, c.head_dim, c.norm_eps, qh);
+        a.rope->apply(qh, c.head_dim, pos[size_t(i)]);
+      }
+  });
   return q;
 }
 
