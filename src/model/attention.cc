@@ -84,55 +84,75 @@ Scratch<float> decode_rows(const KvRows& rows, int64_t first, int64_t n) {
   return out;
 }
 
-// Attention of one sequence's rows over its window and compressed keys.
-void attend_segment(const AttentionArgs& a, const Segment& seg, const Scratch<float>& q, const Scratch<float>& kv,
-                    const Selection& selected, float* o) {
+// The keys each row of a segment attends: row r's are keys[first[r], first[r+1]), pointers
+// into this call's `kv` or into the decoded cache rows held here.
+struct KeyLists {
+  Scratch<float> ring;     // [W, Dh] window slots older positions use (slot p mod W)
+  Scratch<float> entries;  // [n_entries, Dh] compressed entries (all of them), or
+  Scratch<float> picked;   // the indexer's picks per row, when they are fewer rows
+  Scratch<const float*> keys;
+  Scratch<int64_t> first;  // [n + 1]
+};
+
+KeyLists key_lists(const AttentionArgs& a, const Segment& seg, const Scratch<float>& kv, const Selection& selected) {
   const ModelConfig& c = *a.config;
   const AttentionWeights& w = *a.weights;
   const LayerState* st = seg.state;
   const int64_t Dh = c.head_dim, W = c.window_size;
   const int ratio = w.compressor ? w.compressor->ratio : 0;
+  KeyLists L;
   // The cache holds compact rows: decode what this segment reads once — the ring, and the
   // compressed entries unless the indexer's picks are fewer rows than all of them.
-  Scratch<float> ring(size_t(W * Dh));  // slot p mod W; only the slots older positions use
+  L.ring.resize(size_t(W * Dh));
   for (int64_t p = std::max<int64_t>(0, seg.start_pos - W + 1); p < seg.start_pos; ++p)
-    st->window_kv.get(p % W, ring.data() + (p % W) * Dh);
+    st->window_kv.get(p % W, L.ring.data() + (p % W) * Dh);
   const int64_t n_entries = st->n_compressed();
   const bool per_query = w.indexer && n_entries > seg.n * c.index_topk;
-  const Scratch<float> entries = decode_rows(st->compressed_kv, 0, w.compressor && !per_query ? n_entries : 0);
-  // Each row's keys: pointers into `ring`, `entries`, this call's `kv`, or its decoded picks —
-  // row r's are keys[first[r], first[r+1]), laid out here so that the threads only fill them.
+  L.entries = decode_rows(st->compressed_kv, 0, w.compressor && !per_query ? n_entries : 0);
+  // Laid out here, so that the threads only fill them.
   auto n_window = [&](int64_t t) { return t - std::max<int64_t>(0, t - W + 1) + 1; };
-  Scratch<int64_t> first(size_t(seg.n + 1)), pick_first(size_t(seg.n + 1));
+  Scratch<int64_t>& first = L.first;
+  first.resize(size_t(seg.n + 1));
+  Scratch<int64_t> pick_first(size_t(seg.n + 1));
   for (int64_t r = 0; r < seg.n; ++r) {
     const int64_t t = seg.start_pos + r;
     const int64_t n_comp = w.indexer ? int64_t(selected.row(seg.row0 + r).size()) : w.compressor ? (t + 1) / ratio : 0;
     first[size_t(r + 1)] = first[size_t(r)] + n_window(t) + n_comp;
     pick_first[size_t(r + 1)] = pick_first[size_t(r)] + (per_query ? n_comp : 0);
   }
-  Scratch<const float*> keys(size_t(first[size_t(seg.n)]));
-  Scratch<float> picked(size_t(pick_first[size_t(seg.n)] * Dh));
+  L.keys.resize(size_t(first[size_t(seg.n)]));
+  L.picked.resize(size_t(pick_first[size_t(seg.n)] * Dh));
   parallel_for(a.pool, seg.n, [&](int64_t b, int64_t e) {
     for (int64_t r = b; r < e; ++r) {
       const int64_t i = seg.row0 + r, t = seg.start_pos + r;
-      const float** k = keys.data() + first[size_t(r)];
+      const float** k = L.keys.data() + first[size_t(r)];
       // Window: positions max(0, t−W+1) … t; older ones from the ring, this call's from `kv`.
       for (int64_t p = std::max<int64_t>(0, t - W + 1); p <= t; ++p)
-        *k++ = p < seg.start_pos ? ring.data() + (p % W) * Dh : kv.data() + (seg.row0 + p - seg.start_pos) * Dh;
+        *k++ = p < seg.start_pos ? L.ring.data() + (p % W) * Dh : kv.data() + (seg.row0 + p - seg.start_pos) * Dh;
       if (w.indexer && per_query) {
-        float* rows = picked.data() + pick_first[size_t(r)] * Dh;
+        float* rows = L.picked.data() + pick_first[size_t(r)] * Dh;
         for (int32_t j : selected.row(i)) {
           st->compressed_kv.get(j, rows);
           *k++ = rows;
           rows += Dh;
         }
       } else if (w.indexer) {
-        for (int32_t j : selected.row(i)) *k++ = entries.data() + j * Dh;
+        for (int32_t j : selected.row(i)) *k++ = L.entries.data() + j * Dh;
       } else if (w.compressor) {
-        for (int64_t j = 0; j < (t + 1) / ratio; ++j) *k++ = entries.data() + j * Dh;
+        for (int64_t j = 0; j < (t + 1) / ratio; ++j) *k++ = L.entries.data() + j * Dh;
       }
     }
   });
+  return L;
+}
+
+// Attention of one sequence's rows over its window and compressed keys.
+void attend_segment(const AttentionArgs& a, const Segment& seg, const Scratch<float>& q, const Scratch<float>& kv,
+                    const Selection& selected, float* o) {
+  const ModelConfig& c = *a.config;
+  const AttentionWeights& w = *a.weights;
+  const int64_t Dh = c.head_dim;
+  const KeyLists L = key_lists(a, seg, kv, selected);
   // Work items are (row, group of heads): heads are independent, so a decode step's single row
   // still spreads over every thread; with many rows each item is a whole row.
   const int threads = a.pool ? a.pool->size() : 1;
@@ -147,11 +167,11 @@ void attend_segment(const AttentionArgs& a, const Segment& seg, const Scratch<fl
     for (int64_t item = b; item < e; ++item) {
       const int64_t r = item / head_split, h0 = (item % head_split) * hpi;
       const int64_t i = seg.row0 + r, t = seg.start_pos + r;
-      const int64_t n_kv = first[size_t(r + 1)] - first[size_t(r)];
+      const int64_t n_kv = L.first[size_t(r + 1)] - L.first[size_t(r)];
       logits.resize(size_t(n_kv * hpi));
       kernels::SparseAttentionArgs sa;
       sa.q = q.data() + (i * c.n_heads + h0) * Dh;
-      sa.kv = keys.data() + first[size_t(r)];
+      sa.kv = L.keys.data() + L.first[size_t(r)];
       sa.n_kv = n_kv;
       sa.sink = w.attn_sink.data() + h0;
       sa.n_heads = hpi;
