@@ -32,34 +32,55 @@ float block_amax(const float* x, int block) {
 float fp8_scale_for(float amax) { return pow2_ceil(std::max(amax, 1e-4f) * kInv448); }
 float fp4_scale_for(float amax) { return pow2_ceil(std::max(amax, kFp4AmaxFloor) * kInv6); }
 
+namespace {
+// The two grids: range, power-of-two scale rule, encoder and decoder.
+struct Fp8Grid {
+  static constexpr float kMax = kE4m3Max;
+  static float scale_for(float amax) { return fp8_scale_for(amax); }
+  static uint8_t encode(float v) { return f32_to_e4m3(v); }
+  static float decode(uint8_t c) { return e4m3_to_f32(c); }
+};
+struct Fp4Grid {
+  static constexpr float kMax = kE2m1Max;
+  static float scale_for(float amax) { return fp4_scale_for(amax); }
+  static uint8_t encode(float v) { return f32_to_e2m1(v); }
+  static float decode(uint8_t c) { return e2m1_to_f32(c); }
+};
+
+// One block of x on grid G: its scale, then each value's code (q = enc(clamp(x/s))).
+template <class G>
+float quantize_block(const float* xb, int block, uint8_t* codes) {
+  const float s = G::scale_for(block_amax(xb, block));
+  for (int i = 0; i < block; ++i) codes[i] = G::encode(std::clamp(xb[i] / s, -G::kMax, G::kMax));
+  return s;
+}
+
+template <class G>
+void quantize_blocks(const float* x, int64_t n, int block, uint8_t* codes, uint8_t* scales) {
+  DSV4_CHECK(n % block == 0, "quantize: ", n, " values, not a multiple of the block ", block);
+  for (int64_t b = 0; b < n / block; ++b)
+    scales[b] = uint8_t(std::bit_cast<uint32_t>(quantize_block<G>(x + b * block, block, codes + b * block)) >> 23);
+}
+
+// In place: x ← dec(q)·s (exact in F32).
+template <class G>
+void simulate_block(float* xb, int block) {
+  uint8_t codes[256];
+  DSV4_CHECK(block <= 256, "quantization block of ", block);
+  const float s = quantize_block<G>(xb, block, codes);
+  for (int i = 0; i < block; ++i) xb[i] = G::decode(codes[i]) * s;
+}
+}  // namespace
+
 void fp8_quantize(const float* x, int64_t n, int block, uint8_t* codes, uint8_t* scales) {
-  DSV4_CHECK(n % block == 0, "fp8_quantize: ", n, " not a multiple of ", block);
-  for (int64_t b = 0; b < n / block; ++b) {
-    const float* xb = x + b * block;
-    float s = fp8_scale_for(block_amax(xb, block));
-    scales[b] = uint8_t(std::bit_cast<uint32_t>(s) >> 23);
-    for (int i = 0; i < block; ++i)
-      codes[b * block + i] = f32_to_e4m3(std::clamp(xb[i] / s, -kE4m3Max, kE4m3Max));
-  }
+  quantize_blocks<Fp8Grid>(x, n, block, codes, scales);
 }
 
 void fp4_quantize(const float* x, int64_t n, int block, uint8_t* codes, uint8_t* scales) {
-  DSV4_CHECK(n % block == 0, "fp4_quantize: ", n, " not a multiple of ", block);
-  for (int64_t b = 0; b < n / block; ++b) {
-    const float* xb = x + b * block;
-    float s = fp4_scale_for(block_amax(xb, block));
-    scales[b] = uint8_t(std::bit_cast<uint32_t>(s) >> 23);
-    for (int i = 0; i < block; ++i)
-      codes[b * block + i] = f32_to_e2m1(std::clamp(xb[i] / s, -kE2m1Max, kE2m1Max));
-  }
+  quantize_blocks<Fp4Grid>(x, n, block, codes, scales);
 }
 
 namespace {
-void fp8_simulate_block(float* xb, int block) {
-  float s = fp8_scale_for(block_amax(xb, block));
-  for (int i = 0; i < block; ++i) xb[i] = e4m3_to_f32(f32_to_e4m3(std::clamp(xb[i] / s, -kE4m3Max, kE4m3Max))) * s;
-}
-
 // The same rounding, 16 lanes at a time (every activation of every FP8 linear passes here).
 // y = x/s (exact: s is a power of two) clamped to ±448, then onto the E4M3 grid: normals keep
 // 3 mantissa bits, rounded to nearest even on the bits below (a carry bumps the exponent, as
@@ -98,17 +119,13 @@ void fp8_simulate(float* x, int64_t n, int block) {
   const bool wide = active_isa() == Isa::kAvx512 && block % 16 == 0;
   for (int64_t b = 0; b < n / block; ++b) {
     float* xb = x + b * block;
-    if (!wide || !fp8_simulate_block_avx512(xb, block)) fp8_simulate_block(xb, block);
+    if (!wide || !fp8_simulate_block_avx512(xb, block)) simulate_block<Fp8Grid>(xb, block);
   }
 }
 
 void fp4_simulate(float* x, int64_t n, int block) {
   DSV4_CHECK(n % block == 0, "fp4_simulate: ", n, " not a multiple of ", block);
-  for (int64_t b = 0; b < n / block; ++b) {
-    float* xb = x + b * block;
-    float s = fp4_scale_for(block_amax(xb, block));
-    for (int i = 0; i < block; ++i) xb[i] = e2m1_to_f32(f32_to_e2m1(std::clamp(xb[i] / s, -kE2m1Max, kE2m1Max))) * s;
-  }
+  for (int64_t b = 0; b < n / block; ++b) simulate_block<Fp4Grid>(x + b * block, block);
 }
 
 }  // namespace dsv4::kernels
