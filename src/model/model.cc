@@ -13,6 +13,13 @@
 
 namespace dsv4 {
 
+namespace {
+// The first of m rows that gets logits under `mode` (m: none).
+int64_t first_logits_row(LogitsMode mode, int64_t m) {
+  return mode == LogitsMode::kAll ? 0 : mode == LogitsMode::kLast ? std::max<int64_t>(m - 1, 0) : m;
+}
+}  // namespace
+
 std::unique_ptr<Model> Model::load(const std::string& dir, Numerics numerics, ThreadPool* pool, Residency residency) {
   std::unique_ptr<Model> m(new Model());
   m->config_ = load_config(dir);
@@ -87,21 +94,17 @@ void Model::forward_into(std::span<const BatchItem> items, ForwardOutput* outs, 
     trace_rows(cat("hidden.block", l));
   }
   // The head is the largest single matrix: one pass over it for the rows of every sequence.
-  const int64_t D = config_.dim, V = config_.vocab_size;
-  Scratch<float> z;
+  const int64_t V = config_.vocab_size;
+  Scratch<const float*> streams;
   Scratch<int64_t> first_row(items.size());
   for (size_t k = 0; k < items.size(); ++k) {
     const int64_t m = int64_t(items[k].tokens.size());
-    const int64_t from = items[k].logits == LogitsMode::kAll ? 0 : items[k].logits == LogitsMode::kLast ? m - 1 : m;
-    first_row[k] = int64_t(z.size()) / D;
-    for (int64_t i = std::max<int64_t>(from, 0); i < m; ++i) {
-      z.resize(z.size() + size_t(D));
-      head_input(weights_.hc_head, weights_.norm, x.data() + (row0[k] + i) * stride, z.data() + z.size() - size_t(D));
-    }
+    first_row[k] = int64_t(streams.size());
+    for (int64_t i = first_logits_row(items[k].logits, m); i < m; ++i) streams.push_back(x.data() + (row0[k] + i) * stride);
   }
-  const int64_t head_rows = int64_t(z.size()) / D;
+  const int64_t head_rows = int64_t(streams.size());
   Scratch<float> logits(size_t(head_rows * V));
-  if (head_rows) kernels::linear(weights_.head, z.data(), head_rows, logits.data(), pool_);
+  head(weights_.hc_head, weights_.norm, streams, logits.data());
   for (size_t k = 0; k < items.size(); ++k) {
     const int64_t m = int64_t(items[k].tokens.size());
     ForwardOutput& o = outs[k];
@@ -117,16 +120,23 @@ void Model::head_input(const HcHeadWeights& hc, const Vec& norm, const float* x,
   kernels::rms_norm(z, norm.data(), config_.dim, config_.norm_eps, z);
 }
 
-void Model::logits_rows(const HcHeadWeights& hc, const Vec& norm, const float* x, int64_t n, LogitsMode mode,
-                        std::vector<float>* logits) const {
-  const int64_t D = config_.dim, stride = config_.hc_mult * D, V = config_.vocab_size;
-  const int64_t first = mode == LogitsMode::kAll ? 0 : n - 1;
-  const int64_t rows = mode == LogitsMode::kNone || n == 0 ? 0 : n - first;
-  logits->assign(size_t(rows * V), 0.0f);
+void Model::head(const HcHeadWeights& hc, const Vec& norm, std::span<const float* const> streams, float* logits) const {
+  if (streams.empty()) return;
+  const int64_t D = config_.dim, rows = int64_t(streams.size());
   ArenaScope scope;
   Scratch<float> z(size_t(rows * D));
-  for (int64_t r = 0; r < rows; ++r) head_input(hc, norm, x + (first + r) * stride, z.data() + r * D);
-  if (rows) kernels::linear(weights_.head, z.data(), rows, logits->data(), pool_);  // one pass over the head
+  for (int64_t r = 0; r < rows; ++r) head_input(hc, norm, streams[size_t(r)], z.data() + r * D);
+  kernels::linear(weights_.head, z.data(), rows, logits, pool_);
+}
+
+void Model::logits_rows(const HcHeadWeights& hc, const Vec& norm, const float* x, int64_t n, LogitsMode mode,
+                        std::vector<float>* logits) const {
+  const int64_t stride = config_.hc_mult * config_.dim;
+  ArenaScope scope;
+  Scratch<const float*> streams;
+  for (int64_t i = first_logits_row(mode, n); i < n; ++i) streams.push_back(x + i * stride);
+  logits->assign(streams.size() * size_t(config_.vocab_size), 0.0f);
+  head(hc, norm, streams, logits->data());
 }
 
 void Model::head_logits(const float* x, int64_t n, float* logits) const {

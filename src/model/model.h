@@ -83,8 +83,11 @@ class Model {
   Model() = default;
   void embed(std::span<const int32_t> tokens, float* x) const;
   void head_input(const HcHeadWeights& hc, const Vec& norm, const float* x, float* z) const;  // hc_head → norm
+  // hc_head → norm → head for each row of streams ([hc, dim] each): logits [rows, vocab], one
+  // pass over the head for all of them.
+  void head(const HcHeadWeights& hc, const Vec& norm, std::span<const float* const> streams, float* logits) const;
   void logits_rows(const HcHeadWeights& hc, const Vec& norm, const float* x, int64_t n, LogitsMode mode,
-                   std::vector<float>* logits) const;
+                   std::vector<float>* logits) const;  // the rows of x that `mode` asks for
   // forward_batch into outs[0 .. items.size()): their vectors are reused (no allocation once
   // they have the capacity, as in a decode loop).
   void forward_into(std::span<const BatchItem> items, ForwardOutput* outs, Trace* trace) const;
