@@ -48,18 +48,19 @@ TEST_P(DecodeLoop, AllocatesNothingPerToken) {
   auto expected = TensorDirectory::open(dir + "/expected.safetensors");
   const auto prompt = test::i32s(expected->get("input.prompt_ids"));
   const auto decode = test::i32s(expected->get("input.decode_ids"));
-  ASSERT_GE(decode.size(), 48u);
+  ASSERT_GE(decode.size(), 56u);
 
   SequenceState st = model->new_sequence();
   ForwardOutput out;
   model->forward(&st, prompt, LogitsMode::kLast, &out);
-  for (size_t k = 0; k < 8; ++k) model->forward(&st, std::span<const int32_t>(&decode[k], 1), LogitsMode::kLast, &out);
+  const size_t warm = 16;
+  for (size_t k = 0; k < warm; ++k) model->forward(&st, std::span<const int32_t>(&decode[k], 1), LogitsMode::kLast, &out);
 
   // A step may grow each layer's compressed KV and indexer keys once (at a power-of-two count).
   const long growth_bound = 2L * model->config().n_layers;
   int steps = 0, allocating_steps = 0;
   long total = 0;
-  for (size_t k = 8; k < decode.size(); ++k, ++steps) {
+  for (size_t k = warm; k < decode.size(); ++k, ++steps) {
     const long before = g_allocations.load();
     model->forward(&st, std::span<const int32_t>(&decode[k], 1), LogitsMode::kLast, &out);
     const long n = g_allocations.load() - before;
@@ -67,7 +68,9 @@ TEST_P(DecodeLoop, AllocatesNothingPerToken) {
     allocating_steps += n > 0;
     EXPECT_LE(n, growth_bound) << "decode step at position " << st.pos - 1;
   }
-  EXPECT_LE(allocating_steps, steps / 10) << total << " allocations in " << steps << " decode steps";
+  // Besides KV growth, a worker thread that claimed no chunk of some kernel during warm-up (a
+  // descheduled thread on a loaded machine) sizes its buffers once when it first does: + 3.
+  EXPECT_LE(allocating_steps, steps / 10 + 3) << total << " allocations in " << steps << " decode steps";
 }
 
 INSTANTIATE_TEST_SUITE_P(Cases, DecodeLoop, ::testing::ValuesIn(test::golden_cases()));
