@@ -9,7 +9,8 @@
 //  * F32 path: other rows (plain numerics, BF16 weights) widen the BF16 slots to F32 and FMA.
 // Where the weights come from depends on how many x rows share them: for 1–2 rows (decode) each
 // group is decoded in registers as it is used, 8 weight rows interleaved with a software
-// prefetch two tiles ahead (one or two read streams per core do not reach DRAM bandwidth); for
+// prefetch into L2 four tiles ahead (one or two read streams per core do not reach DRAM
+// bandwidth; into L1 or two tiles ahead read 30–60 % slower in kernels_bench); for
 // more rows each weight row is decoded once per 64-row block of x into per-thread scratch.
 // Per group of 128 columns a vector partial sum starts at zero. FP8, BF16, F32: it is summed
 // horizontally (reduce4: four rows' sums at once, in one fixed pairing tree), multiplied by the
@@ -227,11 +228,11 @@ struct Fp8Rows {  // decoded on the fly (few x rows: the decode is not worth sto
   const uint8_t* row[kRowsW];
   const uint8_t* srow[kRowsW];
   const __m512i* lut;
-  int64_t ahead = 0;  // bytes to the same place two tiles on (software prefetch)
+  int64_t ahead = 0;  // bytes to the same place four tiles on (software prefetch into L2)
   void get(int i, int64_t g, __m512i w[4]) const {
     const char* p = reinterpret_cast<const char*>(row[i] + g * kGroup + ahead);
-    _mm_prefetch(p, _MM_HINT_T0);
-    _mm_prefetch(p + 64, _MM_HINT_T0);
+    _mm_prefetch(p, _MM_HINT_T1);
+    _mm_prefetch(p + 64, _MM_HINT_T1);
     decode_fp8_group(row[i] + g * kGroup, lut, w);
   }
 };
@@ -239,18 +240,18 @@ struct Fp4Rows {
   const uint8_t* row[kRowsW];
   const uint8_t* fp4s[kRowsW];
   const __m512i* lut;
-  int64_t ahead = 0;  // bytes to the same place two tiles on (software prefetch)
+  int64_t ahead = 0;  // bytes to the same place four tiles on (software prefetch into L2)
   void get(int i, int64_t g, __m512i w[4]) const {
-    _mm_prefetch(reinterpret_cast<const char*>(row[i] + g * (kGroup / 2) + ahead), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(row[i] + g * (kGroup / 2) + ahead), _MM_HINT_T1);
     decode_fp4_group(row[i] + g * (kGroup / 2), lut, w);
   }
 };
 struct Bf16Rows {  // BF16 weights are already BF16 slots (identity order)
   const uint16_t* row[kRowsW];
-  int64_t ahead = 0;  // bytes to the same place two tiles on (software prefetch)
+  int64_t ahead = 0;  // bytes to the same place four tiles on (software prefetch into L2)
   void get(int i, int64_t g, __m512i w[4]) const {
     const char* p = reinterpret_cast<const char*>(row[i] + g * kGroup) + ahead;
-    for (int q = 0; q < 4; ++q) _mm_prefetch(p + 64 * q, _MM_HINT_T0);
+    for (int q = 0; q < 4; ++q) _mm_prefetch(p + 64 * q, _MM_HINT_T1);
     for (int q = 0; q < 4; ++q) w[q] = _mm512_loadu_si512(row[i] + g * kGroup + 32 * q);
   }
 };
@@ -448,7 +449,7 @@ void run_range(const Call& c, int64_t b, int64_t e, uint16_t* wbuf) {
             Bf16Rows rows{};
             for (int i = 0; i < kRowsW; ++i)
               rows.row[i] = reinterpret_cast<const uint16_t*>(w.weight) + (r0 + std::min(i, nw - 1)) * K;
-            rows.ahead = 2 * kRowsW * K * 2;
+            rows.ahead = 4 * kRowsW * K * 2;
             tile_over_x<Scaling::kNone, 2, kRowsW>(c, rows, nw, x0, x1, n);
             break;
           }
@@ -466,7 +467,7 @@ void run_range(const Call& c, int64_t b, int64_t e, uint16_t* wbuf) {
             Fp8Rows rows{};
             for (int i = 0; i < kRowsW; ++i) rows.row[i] = w.weight + (r0 + std::min(i, nw - 1)) * K, rows.srow[i] = srow[i];
             rows.lut = lut;
-            rows.ahead = 2 * kRowsW * K;
+            rows.ahead = 4 * kRowsW * K;
             tile_over_x<Scaling::kBlock, 2, kRowsW>(c, rows, nw, x0, x1, n);
           } else {
             scratch_quads(Scaling::kBlock);
@@ -479,7 +480,7 @@ void run_range(const Call& c, int64_t b, int64_t e, uint16_t* wbuf) {
             Fp4Rows rows{};
             for (int i = 0; i < kRowsW; ++i) rows.row[i] = w.weight + (r0 + std::min(i, nw - 1)) * (K / 2), rows.fp4s[i] = fp4s[i];
             rows.lut = lut;
-            rows.ahead = 2 * kRowsW * (K / 2);
+            rows.ahead = 4 * kRowsW * (K / 2);
             if (plain) tile_over_x<Scaling::kLane, 1, kRowsW>(c, rows, nw, x0, x1, n);
             else tile_over_x<Scaling::kLaneSpecial, 1, kRowsW>(c, rows, nw, x0, x1, n);
           } else {
