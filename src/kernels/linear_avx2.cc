@@ -145,10 +145,11 @@ inline void transpose8(__m256 r[8]) {
   for (int i = 0; i < 4; ++i) r[i] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x20), r[i + 4] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x31);
 }
 
-// Output rows [b, e) (relative to row0) for every x row.
-void run_range_fp8(const Call& c, int64_t b, int64_t e, float* wt, float* acc) {
+// Output rows [b, e) (relative to row0) for every x row; acc: [rows, kFp8Rows] row sums.
+void run_range_fp8(const Call& c, int64_t b, int64_t e, float* acc) {
   const Linear& w = *c.w;
   const int64_t K = c.K, kblocks = K / 128;
+  alignas(32) float wt[128 * kFp8Rows];  // one block's weights, transposed
   for (int64_t n = b; n < e; n += kFp8Rows) {
     const int nr = int(std::min<int64_t>(kFp8Rows, e - n));
     const uint8_t* row[kFp8Rows];
@@ -237,11 +238,9 @@ bool linear_rows_avx2(const Linear& w, int64_t row0, int64_t n_out, const float*
   Call c{&w, row0, n_out, rows, w.in, x, y};
   if (w.format == WeightFormat::kFP8) {
     parallel_for(pool, n_out, [&](int64_t b, int64_t e) {
-      thread_local std::vector<float> wt, acc;  // [128, 16] transposed block, [rows, 16] row sums
-      if (wt.size() < size_t(128 * kFp8Rows + 8)) wt.resize(size_t(128 * kFp8Rows + 8));
+      thread_local std::vector<float> acc;  // [rows, kFp8Rows] row sums
       if (acc.size() < size_t(c.rows * kFp8Rows)) acc.resize(size_t(c.rows * kFp8Rows));
-      float* wt32 = wt.data() + (8 - (reinterpret_cast<uintptr_t>(wt.data()) / 4) % 8) % 8;  // 32-byte aligned
-      run_range_fp8(c, b, e, wt32, acc.data());
+      run_range_fp8(c, b, e, acc.data());
     }, kFp8Rows);
     return true;
   }

@@ -57,7 +57,7 @@ __attribute__((target("avx2"))) float read_avx2(const uint8_t* p, size_t n) {
 }
 
 // Eight interleaved streams, each prefetched 2 KB ahead into L2: of the read loops tried on the
-// target machine (2–16 streams, no prefetch, T0/T1/T2 hints 1–8 KB ahead) the fastest, up to 18 %
+// target machine (2–16 streams, no prefetch, T0/T1/T2 hints 1–128 KB ahead) the fastest, up to 18 %
 // above 4 plain streams when the host is fast — the bound the kernels are held to must be the
 // best this machine reads, not a modest one.
 __attribute__((target("avx512f"))) float read_avx512(const uint8_t* p, size_t n) {

@@ -62,27 +62,22 @@ void rollback(SequenceState* s, const SequenceCheckpoint& cp) {
 
 namespace {
 // Reference numerics has already rounded what these rows hold (spec §3.6); plain has not.
-KvRows kv_rows(const ModelConfig& c, Numerics numerics) {
-  return numerics == Numerics::kReference ? KvRows(KvFormat::kFp8Nope, c.head_dim, c.rope_head_dim)
-                                          : KvRows(KvFormat::kF32, c.head_dim);
-}
-KvRows index_key_rows(const ModelConfig& c, Numerics numerics) {
-  return KvRows(numerics == Numerics::kReference ? KvFormat::kFp4 : KvFormat::kF32, c.index_head_dim);
-}
+KvFormat kv_format(Numerics n) { return n == Numerics::kReference ? KvFormat::kFp8Nope : KvFormat::kF32; }
+KvFormat index_key_format(Numerics n) { return n == Numerics::kReference ? KvFormat::kFp4 : KvFormat::kF32; }
 }  // namespace
 
 LayerState make_layer_state(const ModelConfig& c, int layer_id, Numerics numerics) {
   LayerState s;
   s.head_dim = c.head_dim;
   s.window_size = c.window_size;
-  s.window_kv = kv_rows(c, numerics);
+  s.window_kv = KvRows(kv_format(numerics), c.head_dim, c.rope_head_dim);
   s.window_kv.resize(c.window_size);
-  s.compressed_kv = kv_rows(c, numerics);
+  s.compressed_kv = KvRows(kv_format(numerics), c.head_dim, c.rope_head_dim);
   const int ratio = c.compress_ratio(layer_id);
   if (ratio != 0) s.compressor = make_compressor_state(ratio, c.head_dim);
   if (ratio == 4) {
     s.index_head_dim = c.index_head_dim;
-    s.index_keys = index_key_rows(c, numerics);
+    s.index_keys = KvRows(index_key_format(numerics), c.index_head_dim);
     s.index_compressor = make_compressor_state(4, c.index_head_dim);
   }
   return s;
@@ -101,9 +96,8 @@ MtpState make_mtp_state(const ModelConfig& c, Numerics numerics) {
 }
 
 double kv_bytes_per_token(const ModelConfig& c, Numerics numerics, double* fixed) {
-  const bool ref = numerics == Numerics::kReference;
-  const double kv = double(KvRows::row_bytes_for(ref ? KvFormat::kFp8Nope : KvFormat::kF32, c.head_dim, c.rope_head_dim));
-  const double key = double(KvRows::row_bytes_for(ref ? KvFormat::kFp4 : KvFormat::kF32, c.index_head_dim, 0));
+  const double kv = double(KvRows::row_bytes_for(kv_format(numerics), c.head_dim, c.rope_head_dim));
+  const double key = double(KvRows::row_bytes_for(index_key_format(numerics), c.index_head_dim, 0));
   double per_token = 0;
   *fixed = 0;
   for (int l = 0; l < c.n_layers; ++l) {

@@ -27,7 +27,8 @@ struct CompressorState {
   bool has_prev = false;        // false until one block has completed (entry 0's "previous" is empty)
 };
 
-// The cached rows are KvRows: FP8/BF16 and FP4 in reference numerics, F32 in plain (kv_rows.h).
+// The cached rows are KvRows: FP8 (rope dims F32) and FP4 in reference numerics, F32 in plain
+// (kv_rows.h).
 struct LayerState {
   int64_t head_dim = 0;
   int window_size = 0;
