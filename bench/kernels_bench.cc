@@ -134,6 +134,8 @@ void BM_LinearExperts(benchmark::State& state, kernels::Isa isa) {
   }
   const double stored = double(m.weight.size() + m.scale.size());
   state.counters["GBps"] = benchmark::Counter(stored * double(state.iterations()) / 1e9, benchmark::Counter::kIsRate);
+  state.counters["GFLOPs"] = benchmark::Counter(2.0 * double(rows * m.lin.out * m.lin.in) * double(state.iterations()) / 1e9,
+                                                benchmark::Counter::kIsRate);
   state.counters["calls"] = double(m.lin.out / expert_rows);
 }
 
@@ -201,6 +203,7 @@ void register_all() {
       benchmark::RegisterBenchmark(("LinearExperts/fp4/" + isa_s).c_str(),
                                    [isa](benchmark::State& s) { BM_LinearExperts(s, isa); })
           ->Arg(1)
+          ->Arg(12)  // a 512-token prefill gives each of 256 experts ~12 rows
           ->Unit(benchmark::kMillisecond)
           ->UseRealTime();
     benchmark::RegisterBenchmark(("SparseAttention/" + isa_s).c_str(),

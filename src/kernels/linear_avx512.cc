@@ -13,13 +13,16 @@
 // bandwidth; into L1 or two tiles ahead read 30–60 % slower in kernels_bench); for
 // more rows each weight row is decoded once per 64-row block of x into per-thread scratch.
 // Per group of 128 columns a vector partial sum starts at zero. FP8, BF16, F32: it is summed
-// horizontally (reduce4: four rows' sums at once, in one fixed pairing tree), multiplied by the
-// block scale (FP8) and accumulated — the reference's two-level structure; keeping lanes apart
-// across groups flipped FP8 rounding ties against the official outputs (golden MTP test). FP4
-// (one scale per 32 = per 128-bit lane): the partial is multiplied by per-lane scales into a
-// vector accumulator, lanes summed last. Every (x row, weight row) pair sees the same operations
-// in the same order whatever the tile shape or weight source, so results do not depend on how
-// many rows are computed together (tests/kernels/linear_test.cc checks bit equality).
+// horizontally (sixteen (x row, weight row) pairs at once, in one fixed pairing tree, its
+// in-lane half as soon as four pairs are final), multiplied by the block scale (FP8) and
+// accumulated — the reference's two-level structure; keeping lanes apart across groups flipped
+// FP8 rounding ties against the official outputs (golden MTP test). FP4 (one scale per 32 = per
+// 128-bit lane): the partial is multiplied by per-lane scales into a vector accumulator, lanes
+// summed last; with many x rows the scales are folded into the decoded weights instead and the
+// partial is added, which gives the same bits (linear_avx512_formats.h, foldable). Every
+// (x row, weight row) pair sees the same operations in the same order whatever the tile shape
+// or weight source, so results do not depend on how many rows are computed together
+// (tests/kernels/linear_test.cc checks bit equality).
 // GCC 12 reports its own AVX-512 intrinsics' deliberately undefined pass-through operands as
 // uninitialized when they are inlined into target("...") functions at -O3 (GCC PR 105593).
 #pragma GCC diagnostic ignored "-Wuninitialized"
@@ -33,63 +36,25 @@
 #include "core/dtype.h"
 #include "core/thread_pool.h"
 #include "kernels/avx512_sums.h"
+#include "kernels/linear_avx512_formats.h"
 #include "kernels/linear_isa.h"
 
 namespace dsv4::kernels::detail {
 
 namespace {
 
-constexpr int64_t kGroup = 128;  // columns per group
 constexpr int kRowsW = 8;        // weight rows read together (interleaved read streams)
 constexpr int64_t kRowsX = 64;   // x rows per cache block (x block stays in L2)
+constexpr int64_t kSpan = 16;    // groups per span of FP4's many-rows path (see tile_over_x)
 
-// Built in default-target code: nothing here may run before the ISA check.
-struct Tables {
-  alignas(64) uint8_t fp8_lo[128];  // E4M3 magnitude code → low byte of its BF16
-  alignas(64) uint8_t fp8_hi[128];  // → high byte (sign added from the code's bit 7)
-  alignas(64) uint16_t fp4[32];     // E2M1 code (with sign) → its BF16, twice (index bit 4 ignored)
-  // slot → column within a 128-column group, per weight format; f32 slots: even then odd
-  // BF16 halves of each 32-bit lane of each 32-slot register.
-  int16_t perm_fp8[128], perm_fp4[128], perm_id[128];
-};
-
-const Tables& tables() {
-  static const Tables t = [] {
-    Tables t{};
-    for (int m = 0; m < 128; ++m) {
-      uint16_t b = f32_to_bf16(e4m3_to_f32(uint8_t(m)));
-      t.fp8_lo[m] = uint8_t(b & 0xff);
-      t.fp8_hi[m] = uint8_t(b >> 8);
-    }
-    for (int c = 0; c < 16; ++c) {
-      uint16_t b = f32_to_bf16(e2m1_to_f32(uint8_t(c)));
-      t.fp4[c] = t.fp4[c + 16] = b;
-    }
-    for (int q = 0; q < 4; ++q)
-      for (int L = 0; L < 4; ++L)
-        for (int j = 0; j < 8; ++j) {
-          const int s = 32 * q + 8 * L + j;
-          // FP8: registers [lo(bytes 0-63), hi(0-63), lo(64-127), hi(64-127)] of unpack{lo,hi}_epi8.
-          t.perm_fp8[s] = int16_t(64 * (q >> 1) + 16 * L + 8 * (q & 1) + j);
-          // FP4: register q holds nibble q of each 16-bit word m of the group's 64 bytes, i.e.
-          // column 4m + q; lane L (words 8L..8L+7) holds columns 32L..32L+31.
-          t.perm_fp4[s] = int16_t(4 * (8 * L + j) + q);
-          t.perm_id[s] = int16_t(s);
-        }
-    return t;
-  }();
-  return t;
-}
+// Scratch row stride (BF16 values): K plus two lines, so that the rows' stores of one group do
+// not all share an address modulo 4 KB with each other and with the weight loads that follow
+// (K·2 bytes is a multiple of 4 KB for every model width).
+constexpr int64_t scratch_row(int64_t K) { return K + 64; }
 
 struct alignas(64) Line {
   uint8_t b[64];
 };
-
-// Column of F32 slot s of a group, given the BF16 slot permutation.
-inline int f32_slot_col(const int16_t* perm, int s) {
-  const int q = s / 32, i = s % 32;
-  return perm[32 * q + (i < 16 ? 2 * i : 2 * (i - 16) + 1)];
-}
 
 }  // namespace
 
@@ -98,95 +63,14 @@ inline int f32_slot_col(const int16_t* perm, int s) {
 
 namespace {
 
-// x row → BF16 slots (when exact) or F32 slots. Returns whether the row is exactly BF16.
-bool prep_row_x(const float* x, int64_t K, const int16_t* perm, bool try_bf16, uint16_t* xb, float* xf) {
-  bool exact = try_bf16;
-  if (exact) {
-    __m512i bad = _mm512_setzero_si512();
-    for (int64_t k = 0; k < K; k += 16)
-      bad = _mm512_or_si512(bad, _mm512_and_si512(_mm512_loadu_si512(x + k), _mm512_set1_epi32(0xffff)));
-    exact = _mm512_test_epi32_mask(bad, bad) == 0;
-  }
-  for (int64_t g = 0; g < K; g += kGroup) {
-    const uint32_t* xg = reinterpret_cast<const uint32_t*>(x + g);
-    if (exact) {
-      for (int s = 0; s < kGroup; ++s) xb[g + s] = uint16_t(xg[perm[s]] >> 16);
-    } else {
-      for (int s = 0; s < kGroup; ++s) xf[g + s] = x[g + f32_slot_col(perm, s)];
-    }
-  }
-  return exact;
-}
-
-// One 128-column group of one weight row as 4 registers of 32 BF16 slots.
-inline void decode_fp8_group(const uint8_t* p, const __m512i lut[4], __m512i w[4]) {
-  const __m512i sign = _mm512_set1_epi8(char(0x80));
-  for (int h = 0; h < 2; ++h) {
-    const __m512i v = _mm512_loadu_si512(p + 64 * h);
-    const __m512i lo = _mm512_permutex2var_epi8(lut[0], v, lut[1]);
-    __m512i hi = _mm512_permutex2var_epi8(lut[2], v, lut[3]);
-    hi = _mm512_ternarylogic_epi32(hi, v, sign, 0xF8);  // hi | (v & 0x80)
-    w[2 * h] = _mm512_unpacklo_epi8(lo, hi);
-    w[2 * h + 1] = _mm512_unpackhi_epi8(lo, hi);
-  }
-}
-
-// Each 16-bit word of the 64 bytes holds 4 codes; vpermw looks up the word's low 5 bits in a
-// 32-entry table that repeats the 16 codes, so only the low nibble selects.
-inline void decode_fp4_group(const uint8_t* p, const __m512i lut[1], __m512i w[4]) {
-  const __m512i v = _mm512_loadu_si512(p);
-  w[0] = _mm512_permutexvar_epi16(v, lut[0]);
-  w[1] = _mm512_permutexvar_epi16(_mm512_srli_epi16(v, 4), lut[0]);
-  w[2] = _mm512_permutexvar_epi16(_mm512_srli_epi16(v, 8), lut[0]);
-  w[3] = _mm512_permutexvar_epi16(_mm512_srli_epi16(v, 12), lut[0]);
-}
-
-// UE8M0 bytes (in 32-bit lanes) → their F32 values (core/dtype.h e8m0_to_f32, vectorized).
-inline __m512 e8m0_lanes(__m512i b) {
-  __m512 f = _mm512_castsi512_ps(_mm512_slli_epi32(b, 23));
-  f = _mm512_mask_mov_ps(f, _mm512_cmpeq_epi32_mask(b, _mm512_setzero_si512()),
-                         _mm512_castsi512_ps(_mm512_set1_epi32(0x00400000)));
-  return _mm512_mask_mov_ps(f, _mm512_cmpeq_epi32_mask(b, _mm512_set1_epi32(255)),
-                            _mm512_castsi512_ps(_mm512_set1_epi32(0x7fc00000)));
-}
-
-// FP4: the four scales of a group's 32-column blocks, block L on 128-bit lane L (the slot order
-// puts columns 32L..32L+31 there). Exact for every byte, including 0 (2^-127) and 255 (NaN).
-inline __m512 fp4_lane_scales(const uint8_t* s) {
-  uint32_t word;
-  std::memcpy(&word, s, 4);
-  const __m512i sh = _mm512_setr_epi32(0, 0, 0, 0, 8, 8, 8, 8, 16, 16, 16, 16, 24, 24, 24, 24);
-  return e8m0_lanes(_mm512_and_si512(_mm512_srlv_epi32(_mm512_set1_epi32(int(word)), sh), _mm512_set1_epi32(0xff)));
-}
-
-// The same in 3 instructions for bytes 1..254 (byte → bits 24..31 of its lane, then >> 1).
-inline __m512 fp4_lane_scales_fast(const uint8_t* s) {
-  const __m512i idx = _mm512_setr_epi32(0, 0, 0, 0, 1 << 24, 1 << 24, 1 << 24, 1 << 24, 2 << 24, 2 << 24, 2 << 24,
-                                        2 << 24, 3 << 24, 3 << 24, 3 << 24, 3 << 24);
-  int32_t word;
-  std::memcpy(&word, s, 4);
-  const __m512i b = _mm512_maskz_permutexvar_epi8(0x8888888888888888ull, idx, _mm512_set1_epi32(word));
-  return _mm512_castsi512_ps(_mm512_srli_epi32(b, 1));
-}
-
-// Whether n scale bytes are all in 1..254 (fp4_lane_scales_fast applies).
-inline bool plain_scales(const uint8_t* s, int64_t n) {
-  int64_t i = 0;
-  for (; i + 64 <= n; i += 64) {
-    const __m512i v = _mm512_loadu_si512(s + i);
-    if (_mm512_cmpeq_epi8_mask(v, _mm512_setzero_si512()) | _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8(char(255))))
-      return false;
-  }
-  for (; i < n; ++i)
-    if (s[i] == 0 || s[i] == 255) return false;
-  return true;
-}
-
-// FP8: the block scale of weight row i of a quad on lanes 4i..4i+3 (where reduce4 leaves row i).
-inline __m512 fp8_quad_scales(const uint8_t* const* srow, int64_t g) {
-  if (srow[0] == srow[3]) return _mm512_set1_ps(e8m0_to_f32(srow[0][g]));  // one 128-row block (usual)
-  const __m512i b = _mm512_setr_epi32(srow[0][g], 0, 0, 0, srow[1][g], 0, 0, 0, srow[2][g], 0, 0, 0, srow[3][g], 0, 0, 0);
-  return e8m0_lanes(b);
+// FP8: per lane ℓ of a tile's sums (pairs numbered i·RT + r), the block scale of weight row
+// (ℓ / RT) % NW.
+template <int RT, int NW>
+inline __m512 fp8_row_scales(const uint8_t* const* srow, int64_t g) {
+  if (srow[0] == srow[NW - 1]) return _mm512_set1_ps(e8m0_to_f32(srow[0][g]));  // one 128-row block (usual)
+  alignas(64) int32_t b[16];
+  for (int l = 0; l < 16; ++l) b[l] = srow[(l / RT) % NW][g];
+  return e8m0_lanes(_mm512_load_si512(b));
 }
 
 // How one register of 32 x slots meets one register of 32 BF16 weight slots.
@@ -211,8 +95,10 @@ struct F32Product {  // F32 x: widen the weight slots (even halves, then odd hal
   }
 };
 
-// BF16 | FP8 (per group, after the sum) | FP4 (per lane; kLaneSpecial: some scale byte is 0 or 255)
-enum class Scaling { kNone, kBlock, kLane, kLaneSpecial };
+// BF16 | FP8 (per group, after the sum) | FP4, per lane: the partial times the block scale
+// (kLane: scale bytes 1..254; kLaneSpecial: any), or the scales folded into the weights and the
+// partial added (kFolded, see foldable; same bits as kLane).
+enum class Scaling { kNone, kBlock, kLane, kLaneSpecial, kFolded };
 
 // Where a tile's weight registers come from: get(i, g, w) fills the 4 registers of row i, group g.
 
@@ -256,23 +142,26 @@ struct Bf16Rows {  // BF16 weights are already BF16 slots (identity order)
   }
 };
 
-// out[r][i] for RT x rows and nw ≤ NW weight rows (NW a multiple of 4: one reduce4 per four).
+// out[r][i] for RT x rows and nw ≤ NW weight rows (NW divides 16: reduce16 sums 16 pairs at once).
 // Per (x row, weight row) the operations and their order are the same whatever RT, NW, nw and
 // the weight source: batch invariance. Rows nw..NW-1 are padding (Rows repeats a real row there):
 // they are computed and dropped, because a loop that stops at nw keeps the accumulators on the
 // stack instead of in registers; for the same reason a tile is not inlined into run_range, whose
 // register pressure spilled them too (in-cache decode speed 31–35 → 46–49 GB/s).
 template <class P, Scaling S, int RT, int NW, class Rows>
-__attribute__((noinline)) void tile(const Rows& rows, int nw, const typename P::X* const* xr, int64_t G, float* const* out) {
-  constexpr bool lane = S == Scaling::kLane || S == Scaling::kLaneSpecial;
-  constexpr int NA = lane ? NW : NW / 4;  // accumulators per x row
-  __m512 acc[RT][NA];
-  for (int r = 0; r < RT; ++r)
-    for (int a = 0; a < NA; ++a) acc[r][a] = _mm512_setzero_ps();
-  for (int64_t g = 0; g < G; ++g) {
-    __m512 part[RT][NW];
-    for (int r = 0; r < RT; ++r)
-      for (int i = 0; i < NW; ++i) part[r][i] = _mm512_setzero_ps();
+__attribute__((noinline)) void tile(const Rows& rows, int nw, const typename P::X* const* xr, int64_t g0, int64_t g1,
+                                    int64_t G, __m512* state, float* const* out) {
+  constexpr bool lane = S == Scaling::kLane || S == Scaling::kLaneSpecial || S == Scaling::kFolded;
+  constexpr int NP = RT * NW;  // (x row, weight row) pairs, numbered i·RT + r
+  static_assert(lane || (NP % 4 == 0 && NP <= 16));  // one accumulator's lanes hold every pair
+  constexpr int NZ = NP / 4;                   // in-lane sums of four pairs
+  constexpr int NA = lane ? NP : 1;  // accumulators: one per pair, or one whose lanes are the pairs
+  __m512 acc[NA];
+  for (int a = 0; a < NA; ++a) acc[a] = g0 == 0 ? _mm512_setzero_ps() : state[a];
+  for (int64_t g = g0; g < g1; ++g) {
+    __m512 part[NP];
+    for (int p = 0; p < NP; ++p) part[p] = _mm512_setzero_ps();
+    __m512 z[4 * NA];
     typename P::XV xv[RT][4];
     for (int r = 0; r < RT; ++r)
       for (int q = 0; q < 4; ++q) xv[r][q] = P::load(xr[r] + g * kGroup + 32 * q);
@@ -281,36 +170,48 @@ __attribute__((noinline)) void tile(const Rows& rows, int nw, const typename P::
       __m512i w[4];
       rows.get(i, g, w);
       for (int q = 0; q < 4; ++q)
-        for (int r = 0; r < RT; ++r) part[r][i] = P::step(part[r][i], xv[r][q], w[q]);
+        for (int r = 0; r < RT; ++r) part[i * RT + r] = P::step(part[i * RT + r], xv[r][q], w[q]);
+      // Four pairs complete: their in-lane sums now, while the next rows' products are computed
+      // (left to the end of the group, the whole reduction's latency showed).
+      if constexpr (!lane) {
+        if ((i * RT + RT) % 4 == 0) {
+          const int c = (i * RT + RT) / 4 - 1;
+          z[c] = sum_in_lanes4(part[4 * c], part[4 * c + 1], part[4 * c + 2], part[4 * c + 3]);
+        }
+      }
     }
-    if constexpr (lane) {
+    if constexpr (S == Scaling::kFolded) {
+      for (int p = 0; p < NP; ++p) acc[p] = _mm512_add_ps(acc[p], part[p]);
+    } else if constexpr (lane) {
 #pragma GCC unroll 16
       for (int i = 0; i < NW; ++i) {
         const __m512 s = S == Scaling::kLane ? fp4_lane_scales_fast(rows.fp4s[i] + 4 * g)
                                              : fp4_lane_scales(rows.fp4s[i] + 4 * g);
-        for (int r = 0; r < RT; ++r) acc[r][i] = _mm512_fmadd_ps(part[r][i], s, acc[r][i]);
+        for (int r = 0; r < RT; ++r) acc[i * RT + r] = _mm512_fmadd_ps(part[i * RT + r], s, acc[i * RT + r]);
       }
     } else {
-#pragma GCC unroll 16
-      for (int k = 0; k < NW / 4; ++k) {
-        __m512 scale = _mm512_setzero_ps();
-        if constexpr (S == Scaling::kBlock) scale = fp8_quad_scales(rows.srow + 4 * k, g);
-        for (int r = 0; r < RT; ++r) {
-          const __m512 red = reduce4(part[r][4 * k], part[r][4 * k + 1], part[r][4 * k + 2], part[r][4 * k + 3]);
-          if constexpr (S == Scaling::kBlock) acc[r][k] = _mm512_fmadd_ps(red, scale, acc[r][k]);
-          else acc[r][k] = _mm512_add_ps(acc[r][k], red);
-        }
+      for (int c = NZ; c < 4 * NA; ++c) z[c] = _mm512_setzero_ps();
+      __m512 scale = _mm512_setzero_ps();
+      if constexpr (S == Scaling::kBlock) scale = fp8_row_scales<RT, NW>(rows.srow, g);
+      for (int a = 0; a < NA; ++a) {
+        const __m512 red = sum_across_lanes4(z[4 * a], z[4 * a + 1], z[4 * a + 2], z[4 * a + 3]);
+        if constexpr (S == Scaling::kBlock) acc[a] = _mm512_fmadd_ps(red, scale, acc[a]);
+        else acc[a] = _mm512_add_ps(acc[a], red);
       }
     }
   }
-  for (int r = 0; r < RT; ++r) {
-    if constexpr (lane) {
-      for (int i = 0; i < nw; ++i) out[r][i] = hsum512(acc[r][i]);
-    } else {
-      alignas(64) float lanes[NW * 4];
-      for (int k = 0; k < NW / 4; ++k) _mm512_store_ps(lanes + 16 * k, acc[r][k]);
-      for (int i = 0; i < nw; ++i) out[r][i] = lanes[4 * i];
-    }
+  if (g1 < G) {  // more groups to come: the sums wait in state
+    for (int a = 0; a < NA; ++a) state[a] = acc[a];
+    return;
+  }
+  if constexpr (lane) {
+    for (int r = 0; r < RT; ++r)
+      for (int i = 0; i < nw; ++i) out[r][i] = hsum512(acc[i * RT + r]);
+  } else {
+    alignas(64) float lanes[NA * 16];
+    for (int a = 0; a < NA; ++a) _mm512_store_ps(lanes + 16 * a, acc[a]);
+    for (int r = 0; r < RT; ++r)
+      for (int i = 0; i < nw; ++i) out[r][i] = lanes[i * RT + r];
   }
 }
 
@@ -328,6 +229,7 @@ struct Call {
   float* y;
   const uint8_t* xprep;  // [rows, K·4 bytes]: BF16 or F32 slots
   const uint8_t* exact;  // [rows]
+  uint8_t x_exp_min = 255, x_exp_max = 0;  // exponent fields of x's nonzero values (exponent_range)
 };
 
 // Brings a byte range toward L2 a few lines at a time: spread over the tiles that compute
@@ -342,51 +244,80 @@ struct Prefetcher {
 };
 
 // Runs tile() over the x rows [x0, x1) for one set of weight rows: rows of each path (BF16-exact
-// or F32) in tiles of RT, leftovers one at a time (the per-row sequence is the same).
+// or F32) in tiles of RT, leftovers one at a time (the per-row sequence is the same). FP4 with
+// many x rows: in spans of kSpan groups, every x tile before the next span, so the weight rows'
+// span stays in L1 while the x rows stream from L2 (its 2×4 tiles load 0.75 registers per dot
+// product; spans of 16 groups: +14–22 % in kernels_bench, 8: +8–11 %); the sums wait in
+// per-tile state between spans. The 4×4 tiles of the other formats load less and lost 7 % to
+// the extra calls, so they take all of K.
 template <Scaling S, int RT, int NW, class Rows>
 void tile_over_x(const Call& c, const Rows& rows, int nw, int64_t x0, int64_t x1, int64_t n,
                  Prefetcher* pf = nullptr) {
+  constexpr int NA = S == Scaling::kLane || S == Scaling::kLaneSpecial || S == Scaling::kFolded ? RT * NW : 1;
+  struct Tile {
+    int count;  // RT, or 1 (a leftover row)
+    bool bf16;
+    int64_t row[RT];
+  };
+  Tile tiles[kRowsX];
+  int nt = 0;
   for (int pass = 0; pass < 2; ++pass) {
     const bool bf16 = pass == 0;
-    int64_t pend[RT];
-    int np = 0;
-    auto flush = [&](int count) {
-      const void* xr[RT];
-      float* out[RT];
-      for (int k = 0; k < count; ++k) xr[k] = c.xprep + pend[k] * c.K * 4, out[k] = c.y + pend[k] * c.n_out + n;
-      if (pf) pf->some(32);
-      if (count == RT) {
-        if (bf16) tile<Bf16Product, S, RT, NW>(rows, nw, reinterpret_cast<const uint16_t* const*>(xr), c.G, out);
-        else tile<F32Product, S, RT, NW>(rows, nw, reinterpret_cast<const float* const*>(xr), c.G, out);
-      } else {
-        for (int k = 0; k < count; ++k) {
-          if (bf16) tile<Bf16Product, S, 1, NW>(rows, nw, reinterpret_cast<const uint16_t* const*>(xr + k), c.G, out + k);
-          else tile<F32Product, S, 1, NW>(rows, nw, reinterpret_cast<const float* const*>(xr + k), c.G, out + k);
-        }
-      }
-    };
+    int fill = 0;  // rows in tiles[nt] so far
     for (int64_t r = x0; r < x1; ++r) {
       if (bool(c.exact[r]) != bf16) continue;
-      pend[np++] = r;
-      if (np == RT) flush(RT), np = 0;
+      tiles[nt].row[fill++] = r;
+      if (fill == RT) tiles[nt].count = RT, tiles[nt].bf16 = bf16, ++nt, fill = 0;
     }
-    if (np) flush(np);
+    // Leftover rows (in tiles[nt] so far) get a tile each, spread back to front.
+    for (int k = fill - 1; k >= 0; --k) {
+      const int64_t r = tiles[nt].row[k];
+      tiles[nt + k].row[0] = r, tiles[nt + k].count = 1, tiles[nt + k].bf16 = bf16;
+    }
+    nt += fill;
+  }
+  const int64_t span = NA > 1 && x1 - x0 > 2 ? kSpan : c.G;
+  static thread_local __m512 state[kRowsX][NA];
+  for (int64_t g0 = 0; g0 < c.G; g0 += span) {
+    const int64_t g1 = std::min(c.G, g0 + span);
+    for (int k = 0; k < nt; ++k) {
+      const Tile& t = tiles[k];
+      const void* xr[RT];
+      float* out[RT];
+      for (int j = 0; j < t.count; ++j) xr[j] = c.xprep + t.row[j] * c.K * 4, out[j] = c.y + t.row[j] * c.n_out + n;
+      if (pf) pf->some(32 / ((c.G + span - 1) / span));
+      if (t.count == RT) {
+        if (t.bf16) tile<Bf16Product, S, RT, NW>(rows, nw, reinterpret_cast<const uint16_t* const*>(xr), g0, g1, c.G, state[k], out);
+        else tile<F32Product, S, RT, NW>(rows, nw, reinterpret_cast<const float* const*>(xr), g0, g1, c.G, state[k], out);
+      } else {
+        if (t.bf16) tile<Bf16Product, S, 1, NW>(rows, nw, reinterpret_cast<const uint16_t* const*>(xr), g0, g1, c.G, state[k], out);
+        else tile<F32Product, S, 1, NW>(rows, nw, reinterpret_cast<const float* const*>(xr), g0, g1, c.G, state[k], out);
+      }
+    }
   }
 }
 
-// Decodes weight rows n0..n0+nw-1 (all groups) into BF16 slots wb[i][K].
-void decode_rows(const Linear& w, int64_t n0, int nw, uint16_t* wb, const __m512i* lut) {
+// Decodes weight rows n0..n0+nw-1 (all groups) into BF16 slots wb[i][K]; FP4 with `fold`: the
+// block scales folded in.
+void decode_rows(const Linear& w, int64_t n0, int nw, uint16_t* wb, const __m512i* lut, bool fold) {
   const int64_t K = w.in, G = K / kGroup;
   for (int64_t g = 0; g < G; ++g)
     for (int i = 0; i < nw; ++i) {  // rows interleaved: nw read streams
       __m512i v[4];
-      if (w.format == WeightFormat::kFP8) decode_fp8_group(w.weight + (n0 + i) * K + g * kGroup, lut, v);
-      else decode_fp4_group(w.weight + (n0 + i) * (K / 2) + g * (kGroup / 2), lut, v);
-      for (int q = 0; q < 4; ++q) _mm512_store_si512(wb + i * K + g * kGroup + 32 * q, v[q]);
+      if (w.format == WeightFormat::kFP8) {
+        _mm_prefetch(reinterpret_cast<const char*>(w.weight + (n0 + i) * K + (g + 4) * kGroup), _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(w.weight + (n0 + i) * K + (g + 4) * kGroup + 64), _MM_HINT_T0);
+        decode_fp8_group(w.weight + (n0 + i) * K + g * kGroup, lut, v);
+      } else {
+        _mm_prefetch(reinterpret_cast<const char*>(w.weight + (n0 + i) * (K / 2) + (g + 4) * (kGroup / 2)), _MM_HINT_T0);
+        decode_fp4_group(w.weight + (n0 + i) * (K / 2) + g * (kGroup / 2), lut, v);
+        if (fold) fold_fp4_group(v, fp4_fold_addend(w.scale + (n0 + i) * (K / 32) + 4 * g));
+      }
+      for (int q = 0; q < 4; ++q) _mm512_store_si512(wb + i * scratch_row(K) + g * kGroup + 32 * q, v[q]);
     }
 }
 
-// Output rows [b, e) (relative to row0) for every x row. wbuf: [kRowsW, K] BF16 scratch.
+// Output rows [b, e) (relative to row0) for every x row. wbuf: [kRowsW, scratch_row(K)] BF16 scratch.
 void run_range(const Call& c, int64_t b, int64_t e, uint16_t* wbuf) {
   const Linear& w = *c.w;
   const Tables& t = tables();
@@ -406,6 +337,13 @@ void run_range(const Call& c, int64_t b, int64_t e, uint16_t* wbuf) {
     for (int64_t n = b; n < e; n += kRowsW) {
       const int nw = int(std::min<int64_t>(kRowsW, e - n));
       const int64_t r0 = c.row0 + n;
+      if (w.format == WeightFormat::kFP4 && n + 4 * kRowsW < e) {
+        // The scales of the rows four blocks on (FP4: K/32 bytes a row, read before the
+        // weights by the checks below, which otherwise wait for DRAM at every block).
+        const char* sp = reinterpret_cast<const char*>(w.scale + (r0 + 4 * kRowsW) * (K / 32));
+        const int64_t sb = std::min<int64_t>(kRowsW, e - n - 4 * kRowsW) * (K / 32);
+        for (int64_t o = 0; o < sb; o += 64) _mm_prefetch(sp + o, _MM_HINT_T1);
+      }
       const uint8_t* srow[kRowsW];
       const uint8_t* fp4s[kRowsW];
       for (int i = 0; i < kRowsW; ++i) {
@@ -415,7 +353,7 @@ void run_range(const Call& c, int64_t b, int64_t e, uint16_t* wbuf) {
       }
       // Scratch path: the decoded rows in quads, so that 4 x rows fit the registers.
       auto scratch_quads = [&](Scaling s) {
-        decode_rows(w, r0, nw, wbuf, lut);
+        decode_rows(w, r0, nw, wbuf, lut, s == Scaling::kFolded);
         // The tiles below only compute: meanwhile the next rows' bytes come into L2, or the next
         // decode_rows waits for DRAM with the arithmetic units idle.
         Prefetcher pf;
@@ -429,9 +367,10 @@ void run_range(const Call& c, int64_t b, int64_t e, uint16_t* wbuf) {
           const int nq = std::min(4, nw - 4 * k);
           for (int i = 0; i < 4; ++i) {
             const int j = 4 * k + std::min(i, nq - 1);
-            rows.wb[i] = wbuf + j * K, rows.srow[i] = srow[j], rows.fp4s[i] = fp4s[j];
+            rows.wb[i] = wbuf + j * scratch_row(K), rows.srow[i] = srow[j], rows.fp4s[i] = fp4s[j];
           }
           if (s == Scaling::kBlock) tile_over_x<Scaling::kBlock, 4, 4>(c, rows, nq, x0, x1, n + 4 * k, &pf);
+          else if (s == Scaling::kFolded) tile_over_x<Scaling::kFolded, 2, 4>(c, rows, nq, x0, x1, n + 4 * k, &pf);
           else if (s == Scaling::kLane) tile_over_x<Scaling::kLane, 2, 4>(c, rows, nq, x0, x1, n + 4 * k, &pf);
           else tile_over_x<Scaling::kLaneSpecial, 2, 4>(c, rows, nq, x0, x1, n + 4 * k, &pf);
         }
@@ -475,7 +414,8 @@ void run_range(const Call& c, int64_t b, int64_t e, uint16_t* wbuf) {
           break;
         case WeightFormat::kFP4: {
           // The rows' scales are contiguous: [nw, K/32].
-          const bool plain = plain_scales(w.scale + r0 * (K / 32), nw * (K / 32));
+          const uint8_t* sc = w.scale + r0 * (K / 32);
+          const bool plain = plain_scales(sc, nw * (K / 32));
           if (direct) {
             Fp4Rows rows{};
             for (int i = 0; i < kRowsW; ++i) rows.row[i] = w.weight + (r0 + std::min(i, nw - 1)) * (K / 2), rows.fp4s[i] = fp4s[i];
@@ -484,7 +424,9 @@ void run_range(const Call& c, int64_t b, int64_t e, uint16_t* wbuf) {
             if (plain) tile_over_x<Scaling::kLane, 1, kRowsW>(c, rows, nw, x0, x1, n);
             else tile_over_x<Scaling::kLaneSpecial, 1, kRowsW>(c, rows, nw, x0, x1, n);
           } else {
-            scratch_quads(plain ? Scaling::kLane : Scaling::kLaneSpecial);
+            scratch_quads(foldable(sc, nw * (K / 32), c.x_exp_min, c.x_exp_max) ? Scaling::kFolded
+                          : plain                                                ? Scaling::kLane
+                                                                                 : Scaling::kLaneSpecial);
           }
           break;
         }
@@ -502,28 +444,34 @@ bool linear_rows_avx512(const Linear& w, int64_t row0, int64_t n_out, const floa
   if (w.in % kGroup != 0) return false;
   const Tables& t = tables();
   const bool quant = w.format == WeightFormat::kFP8 || w.format == WeightFormat::kFP4;
-  const int16_t* perm = w.format == WeightFormat::kFP8 ? t.perm_fp8 : w.format == WeightFormat::kFP4 ? t.perm_fp4 : t.perm_id;
+  const SlotOrder& order = w.format == WeightFormat::kFP8 ? t.order_fp8 : w.format == WeightFormat::kFP4 ? t.order_fp4 : t.order_id;
   Call c{&w, row0, n_out, rows, w.in, w.in / kGroup, x, y, nullptr, nullptr};
   // x in slot order, reused across calls (no allocation once warm). F32 weights read x as is.
-  thread_local std::vector<uint8_t> xprep, exact;
+  thread_local std::vector<uint8_t> xprep, exact, exps;
   if (w.format != WeightFormat::kF32) {
     if (xprep.size() < size_t(rows * w.in * 4)) xprep.resize(size_t(rows * w.in * 4));
     if (exact.size() < size_t(rows)) exact.resize(size_t(rows));
+    const bool ranges = w.format == WeightFormat::kFP4 && rows > 2;  // for foldable()
+    if (ranges && exps.size() < size_t(2 * rows)) exps.resize(size_t(2 * rows));
     uint8_t* xp = xprep.data();
     uint8_t* ex = exact.data();
+    uint8_t* er = exps.data();
     parallel_for(pool, rows, [&](int64_t b, int64_t e) {
       for (int64_t r = b; r < e; ++r) {
         uint8_t* p = xp + r * w.in * 4;
-        ex[r] = prep_row_x(x + r * w.in, w.in, perm, quant, reinterpret_cast<uint16_t*>(p), reinterpret_cast<float*>(p));
+        ex[r] = prep_row_x(x + r * w.in, w.in, order, quant, reinterpret_cast<uint16_t*>(p), reinterpret_cast<float*>(p));
+        if (ranges) exponent_range(x + r * w.in, w.in, er + 2 * r, er + 2 * r + 1);
       }
     }, 4);
     c.xprep = xp;
     c.exact = ex;
+    for (int64_t r = 0; ranges && r < rows; ++r)
+      c.x_exp_min = std::min(c.x_exp_min, er[2 * r]), c.x_exp_max = std::max(c.x_exp_max, er[2 * r + 1]);
   }
   parallel_for(pool, n_out, [&](int64_t b, int64_t e) {
     // Per-thread decode scratch: 4 rows of BF16 slots (64-byte aligned).
     thread_local std::vector<Line> scratch;
-    const size_t need = size_t(kRowsW * c.K * 2 / 64);
+    const size_t need = size_t(kRowsW * scratch_row(c.K) * 2 / 64);
     if (scratch.size() < need) scratch.resize(need);
     run_range(c, b, e, reinterpret_cast<uint16_t*>(scratch.data()));
   }, 16);

@@ -158,6 +158,38 @@ INSTANTIATE_TEST_SUITE_P(Formats, LinearKernels,
                          ::testing::Values(WeightFormat::kF32, WeightFormat::kBF16, WeightFormat::kFP8, WeightFormat::kFP4),
                          FormatName);
 
+// FP4 with many x rows folds the block scales into the weights when no intermediate can leave
+// F32's normal range (the dot-product instruction flushes subnormals); one or two rows keep the
+// multiply. Near that edge — tiny scales, tiny activations, huge ones — every row must still
+// have the same bits whichever way it was computed.
+TEST(LinearFp4Fold, BatchInvariantAtTheEdgesOfTheNormalRange) {
+  const int64_t out = 64, in = 512, rows = 7;
+  const Isa saved = active_isa();
+  for (Isa isa : isas()) {
+    set_isa(isa);
+    for (int base : {2, 6, 40, 127, 200, 248}) {
+      for (int xs : {-118, -100, -60, 0, 60, 100}) {
+        SCOPED_TRACE(std::string(isa_name(isa)) + " scale bytes from " + std::to_string(base) + ", x·2^" +
+                     std::to_string(xs));
+        Matrix m = make(WeightFormat::kFP4, out, in, 77);
+        std::mt19937 rng{uint32_t(base)};
+        for (auto& b : m.s) b = uint8_t(base + int(rng() % 5));
+        std::vector<float> x = activations(rows, in, 5);
+        for (auto& v : x) v = std::ldexp(v, xs);
+        std::vector<float> all(size_t(rows * out)), one(static_cast<size_t>(out));
+        linear_rows(m.lin, 0, out, x.data(), rows, all.data(), nullptr);
+        for (int64_t r = 0; r < rows; ++r) {
+          linear_rows(m.lin, 0, out, x.data() + r * in, 1, one.data(), nullptr);
+          for (int64_t i = 0; i < out; ++i)
+            ASSERT_EQ(std::bit_cast<uint32_t>(one[size_t(i)]), std::bit_cast<uint32_t>(all[size_t(r * out + i)]))
+                << "row " << r << " out " << i;
+        }
+      }
+    }
+  }
+  set_isa(saved);
+}
+
 TEST(ThreadPool, CoversRangeOnceInGrainChunks) {
   ThreadPool pool(4);
   for (int64_t n : {1, 5, 16, 17, 1000}) {
