@@ -11,7 +11,7 @@
 // group is decoded in registers as it is used, 8 weight rows interleaved with a software
 // prefetch into L2 four tiles ahead (one or two read streams per core do not reach DRAM
 // bandwidth; into L1 or two tiles ahead read 30–60 % slower in kernels_bench); for
-// more rows each weight row is decoded once per 64-row block of x into per-thread scratch.
+// more rows each weight row is decoded once per block of x rows (≤ 512 KB) into per-thread scratch.
 // Per group of 128 columns a vector partial sum starts at zero. FP8, BF16, F32: it is summed
 // horizontally (sixteen (x row, weight row) pairs at once, in one fixed pairing tree, its
 // in-lane half as soon as four pairs are final), multiplied by the block scale (FP8) and
@@ -44,7 +44,8 @@ namespace dsv4::kernels::detail {
 namespace {
 
 constexpr int kRowsW = 8;        // weight rows read together (interleaved read streams)
-constexpr int64_t kRowsX = 64;   // x rows per cache block (x block stays in L2)
+constexpr int64_t kRowsX = 256;  // x rows per cache block at most (x block stays in L2)
+constexpr int64_t kBlockBytes = 512 << 10;  // prepared x bytes per cache block at most
 constexpr int64_t kSpan = 16;    // groups per span of FP4's many-rows path (see tile_over_x)
 
 // Scratch row stride (BF16 values): K plus two lines, so that the rows' stores of one group do
@@ -230,6 +231,7 @@ struct Call {
   const uint8_t* xprep;  // [rows, K·4 bytes]: BF16 or F32 slots
   const uint8_t* exact;  // [rows]
   uint8_t x_exp_min = 255, x_exp_max = 0;  // exponent fields of x's nonzero values (exponent_range)
+  bool any_f32 = false;                     // some row is not exactly BF16 (F32 slots)
 };
 
 // Brings a byte range toward L2 a few lines at a time: spread over the tiles that compute
@@ -332,8 +334,13 @@ void run_range(const Call& c, int64_t b, int64_t e, uint16_t* wbuf) {
   // Few x rows: decode each weight group in registers as it is used. Many: decode each weight
   // row once per block of x rows into scratch and reuse it.
   const bool direct = c.rows <= 2;
-  for (int64_t x0 = 0; x0 < c.rows; x0 += kRowsX) {
-    const int64_t x1 = std::min(c.rows, x0 + kRowsX);
+  // x blocks of at most kBlockBytes of prepared rows (F32 rows take twice the bytes of BF16
+  // ones): a block that outgrows L2 is read from L3 by every weight tile (F32 x at K = 4096:
+  // 64 rows were 1 MB, and that path ran at ~57 % of the FMA peak in the model).
+  const int64_t row_bytes = c.K * (c.any_f32 ? 4 : 2);
+  const int64_t rows_x = std::clamp<int64_t>(kBlockBytes / row_bytes, 8, kRowsX);
+  for (int64_t x0 = 0; x0 < c.rows; x0 += rows_x) {
+    const int64_t x1 = std::min(c.rows, x0 + rows_x);
     for (int64_t n = b; n < e; n += kRowsW) {
       const int nw = int(std::min<int64_t>(kRowsW, e - n));
       const int64_t r0 = c.row0 + n;
@@ -465,6 +472,7 @@ bool linear_rows_avx512(const Linear& w, int64_t row0, int64_t n_out, const floa
     }, 4);
     c.xprep = xp;
     c.exact = ex;
+    for (int64_t r = 0; r < rows; ++r) c.any_f32 |= ex[r] == 0;
     for (int64_t r = 0; ranges && r < rows; ++r)
       c.x_exp_min = std::min(c.x_exp_min, er[2 * r]), c.x_exp_max = std::max(c.x_exp_max, er[2 * r + 1]);
   }
