@@ -245,16 +245,16 @@ struct Prefetcher {
   void rest() { some(bytes); }
 };
 
-// Runs tile() over the x rows [x0, x1) for one set of weight rows: rows of each path (BF16-exact
-// or F32) in tiles of RT, leftovers one at a time (the per-row sequence is the same). FP4 with
-// many x rows: in spans of kSpan groups, every x tile before the next span, so the weight rows'
-// span stays in L1 while the x rows stream from L2 (its 2×4 tiles load 0.75 registers per dot
-// product; spans of 16 groups: +14–22 % in kernels_bench, 8: +8–11 %); the sums wait in
-// per-tile state between spans. The 4×4 tiles of the other formats load less and lost 7 % to
-// the extra calls, so they take all of K.
+// Runs tile() over the x rows [x0, x1) for one set of weight rows and the groups [g0, g1): rows
+// of each path (BF16-exact or F32) in tiles of RT, leftovers one at a time (the per-row sequence
+// is the same); a tile's sums wait in per-tile state until the span that ends at G. FP4 with
+// many x rows comes in spans of kSpan groups, every x tile before the next span, so the weight
+// rows' span stays in L1 while the x rows stream from L2 (its 2×4 tiles load 0.75 registers per
+// dot product; spans of 16 groups: +14–22 % in kernels_bench, 8: +8–11 %). The 4×4 tiles of the
+// other formats load less and lost 7 % to the extra calls, so they take all of K at once.
 template <Scaling S, int RT, int NW, class Rows>
-void tile_over_x(const Call& c, const Rows& rows, int nw, int64_t x0, int64_t x1, int64_t n,
-                 Prefetcher* pf = nullptr) {
+void tile_over_x(const Call& c, const Rows& rows, int nw, int64_t x0, int64_t x1, int64_t n, int64_t g0,
+                 int64_t g1, Prefetcher* pf = nullptr) {
   constexpr int NA = S == Scaling::kLane || S == Scaling::kLaneSpecial || S == Scaling::kFolded ? RT * NW : 1;
   struct Tile {
     int count;  // RT, or 1 (a leftover row)
@@ -278,32 +278,29 @@ void tile_over_x(const Call& c, const Rows& rows, int nw, int64_t x0, int64_t x1
     }
     nt += fill;
   }
-  const int64_t span = NA > 1 && x1 - x0 > 2 ? kSpan : c.G;
-  static thread_local __m512 state[kRowsX][NA];
-  for (int64_t g0 = 0; g0 < c.G; g0 += span) {
-    const int64_t g1 = std::min(c.G, g0 + span);
-    for (int k = 0; k < nt; ++k) {
-      const Tile& t = tiles[k];
-      const void* xr[RT];
-      float* out[RT];
-      for (int j = 0; j < t.count; ++j) xr[j] = c.xprep + t.row[j] * c.K * 4, out[j] = c.y + t.row[j] * c.n_out + n;
-      if (pf) pf->some(32 / ((c.G + span - 1) / span));
-      if (t.count == RT) {
-        if (t.bf16) tile<Bf16Product, S, RT, NW>(rows, nw, reinterpret_cast<const uint16_t* const*>(xr), g0, g1, c.G, state[k], out);
-        else tile<F32Product, S, RT, NW>(rows, nw, reinterpret_cast<const float* const*>(xr), g0, g1, c.G, state[k], out);
-      } else {
-        if (t.bf16) tile<Bf16Product, S, 1, NW>(rows, nw, reinterpret_cast<const uint16_t* const*>(xr), g0, g1, c.G, state[k], out);
-        else tile<F32Product, S, 1, NW>(rows, nw, reinterpret_cast<const float* const*>(xr), g0, g1, c.G, state[k], out);
-      }
+  static thread_local __m512 state[kRowsX][NA];  // sums between spans, per tile
+  for (int k = 0; k < nt; ++k) {
+    const Tile& t = tiles[k];
+    const void* xr[RT];
+    float* out[RT];
+    for (int j = 0; j < t.count; ++j) xr[j] = c.xprep + t.row[j] * c.K * 4, out[j] = c.y + t.row[j] * c.n_out + n;
+    if (pf) pf->some(std::max<int64_t>(1, 32 * (g1 - g0) / c.G));
+    if (t.count == RT) {
+      if (t.bf16) tile<Bf16Product, S, RT, NW>(rows, nw, reinterpret_cast<const uint16_t* const*>(xr), g0, g1, c.G, state[k], out);
+      else tile<F32Product, S, RT, NW>(rows, nw, reinterpret_cast<const float* const*>(xr), g0, g1, c.G, state[k], out);
+    } else {
+      if (t.bf16) tile<Bf16Product, S, 1, NW>(rows, nw, reinterpret_cast<const uint16_t* const*>(xr), g0, g1, c.G, state[k], out);
+      else tile<F32Product, S, 1, NW>(rows, nw, reinterpret_cast<const float* const*>(xr), g0, g1, c.G, state[k], out);
     }
   }
 }
 
-// Decodes weight rows n0..n0+nw-1 (all groups) into BF16 slots wb[i][K]; FP4 with `fold`: the
-// block scales folded in.
-void decode_rows(const Linear& w, int64_t n0, int nw, uint16_t* wb, const __m512i* lut, bool fold) {
-  const int64_t K = w.in, G = K / kGroup;
-  for (int64_t g = 0; g < G; ++g)
+// Decodes groups [g0, g1) of weight rows n0..n0+nw-1 into BF16 slots wb[i][·]; FP4 with `fold`:
+// the block scales folded in.
+void decode_rows(const Linear& w, int64_t n0, int nw, int64_t g0, int64_t g1, uint16_t* wb, const __m512i* lut,
+                 bool fold) {
+  const int64_t K = w.in;
+  for (int64_t g = g0; g < g1; ++g)
     for (int i = 0; i < nw; ++i) {  // rows interleaved: nw read streams
       __m512i v[4];
       if (w.format == WeightFormat::kFP8) {
@@ -360,7 +357,6 @@ void run_range(const Call& c, int64_t b, int64_t e, uint16_t* wbuf) {
       }
       // Scratch path: the decoded rows in quads, so that 4 x rows fit the registers.
       auto scratch_quads = [&](Scaling s) {
-        decode_rows(w, r0, nw, wbuf, lut, s == Scaling::kFolded);
         // The tiles below only compute: meanwhile the next rows' bytes come into L2, or the next
         // decode_rows waits for DRAM with the arithmetic units idle.
         Prefetcher pf;
@@ -369,17 +365,25 @@ void run_range(const Call& c, int64_t b, int64_t e, uint16_t* wbuf) {
           pf.p = reinterpret_cast<const char*>(w.weight + (r0 + kRowsW) * row_bytes);
           pf.bytes = std::min<int64_t>(kRowsW, e - n - kRowsW) * row_bytes;
         }
-        for (int k = 0; 4 * k < nw; ++k) {
-          ScratchRows rows{};
-          const int nq = std::min(4, nw - 4 * k);
-          for (int i = 0; i < 4; ++i) {
-            const int j = 4 * k + std::min(i, nq - 1);
-            rows.wb[i] = wbuf + j * scratch_row(K), rows.srow[i] = srow[j], rows.fp4s[i] = fp4s[j];
+        // FP4 (2×4 tiles) in spans of K: each span decoded right before its tiles read it, and
+        // small enough that the weight rows stay in L1 meanwhile (see tile_over_x).
+        const int64_t span = s == Scaling::kBlock ? c.G : kSpan;
+        for (int64_t g0 = 0; g0 < c.G; g0 += span) {
+          const int64_t g1 = std::min(c.G, g0 + span);
+          decode_rows(w, r0, nw, g0, g1, wbuf, lut, s == Scaling::kFolded);
+          for (int k = 0; 4 * k < nw; ++k) {
+            ScratchRows rows{};
+            const int nq = std::min(4, nw - 4 * k);
+            for (int i = 0; i < 4; ++i) {
+              const int j = 4 * k + std::min(i, nq - 1);
+              rows.wb[i] = wbuf + j * scratch_row(K), rows.srow[i] = srow[j], rows.fp4s[i] = fp4s[j];
+            }
+            const int64_t nk = n + 4 * k;
+            if (s == Scaling::kBlock) tile_over_x<Scaling::kBlock, 4, 4>(c, rows, nq, x0, x1, nk, g0, g1, &pf);
+            else if (s == Scaling::kFolded) tile_over_x<Scaling::kFolded, 2, 4>(c, rows, nq, x0, x1, nk, g0, g1, &pf);
+            else if (s == Scaling::kLane) tile_over_x<Scaling::kLane, 2, 4>(c, rows, nq, x0, x1, nk, g0, g1, &pf);
+            else tile_over_x<Scaling::kLaneSpecial, 2, 4>(c, rows, nq, x0, x1, nk, g0, g1, &pf);
           }
-          if (s == Scaling::kBlock) tile_over_x<Scaling::kBlock, 4, 4>(c, rows, nq, x0, x1, n + 4 * k, &pf);
-          else if (s == Scaling::kFolded) tile_over_x<Scaling::kFolded, 2, 4>(c, rows, nq, x0, x1, n + 4 * k, &pf);
-          else if (s == Scaling::kLane) tile_over_x<Scaling::kLane, 2, 4>(c, rows, nq, x0, x1, n + 4 * k, &pf);
-          else tile_over_x<Scaling::kLaneSpecial, 2, 4>(c, rows, nq, x0, x1, n + 4 * k, &pf);
         }
         pf.rest();
       };
@@ -396,7 +400,7 @@ void run_range(const Call& c, int64_t b, int64_t e, uint16_t* wbuf) {
             for (int i = 0; i < kRowsW; ++i)
               rows.row[i] = reinterpret_cast<const uint16_t*>(w.weight) + (r0 + std::min(i, nw - 1)) * K;
             rows.ahead = 4 * kRowsW * K * 2;
-            tile_over_x<Scaling::kNone, 2, kRowsW>(c, rows, nw, x0, x1, n);
+            tile_over_x<Scaling::kNone, 2, kRowsW>(c, rows, nw, x0, x1, n, 0, c.G);
             break;
           }
           for (int k = 0; 4 * k < nw; ++k) {
@@ -404,7 +408,7 @@ void run_range(const Call& c, int64_t b, int64_t e, uint16_t* wbuf) {
             const int nq = std::min(4, nw - 4 * k);
             for (int i = 0; i < 4; ++i)
               rows.row[i] = reinterpret_cast<const uint16_t*>(w.weight) + (r0 + 4 * k + std::min(i, nq - 1)) * K;
-            tile_over_x<Scaling::kNone, 4, 4>(c, rows, nq, x0, x1, n + 4 * k);
+            tile_over_x<Scaling::kNone, 4, 4>(c, rows, nq, x0, x1, n + 4 * k, 0, c.G);
           }
           break;
         }
@@ -414,7 +418,7 @@ void run_range(const Call& c, int64_t b, int64_t e, uint16_t* wbuf) {
             for (int i = 0; i < kRowsW; ++i) rows.row[i] = w.weight + (r0 + std::min(i, nw - 1)) * K, rows.srow[i] = srow[i];
             rows.lut = lut;
             rows.ahead = 4 * kRowsW * K;
-            tile_over_x<Scaling::kBlock, 2, kRowsW>(c, rows, nw, x0, x1, n);
+            tile_over_x<Scaling::kBlock, 2, kRowsW>(c, rows, nw, x0, x1, n, 0, c.G);
           } else {
             scratch_quads(Scaling::kBlock);
           }
@@ -428,8 +432,8 @@ void run_range(const Call& c, int64_t b, int64_t e, uint16_t* wbuf) {
             for (int i = 0; i < kRowsW; ++i) rows.row[i] = w.weight + (r0 + std::min(i, nw - 1)) * (K / 2), rows.fp4s[i] = fp4s[i];
             rows.lut = lut;
             rows.ahead = 4 * kRowsW * (K / 2);
-            if (plain) tile_over_x<Scaling::kLane, 1, kRowsW>(c, rows, nw, x0, x1, n);
-            else tile_over_x<Scaling::kLaneSpecial, 1, kRowsW>(c, rows, nw, x0, x1, n);
+            if (plain) tile_over_x<Scaling::kLane, 1, kRowsW>(c, rows, nw, x0, x1, n, 0, c.G);
+            else tile_over_x<Scaling::kLaneSpecial, 1, kRowsW>(c, rows, nw, x0, x1, n, 0, c.G);
           } else {
             scratch_quads(foldable(sc, nw * (K / 32), c.x_exp_min, c.x_exp_max) ? Scaling::kFolded
                           : plain                                                ? Scaling::kLane
