@@ -10,6 +10,10 @@ namespace dsv4::kernels {
 // the end: the same order on every ISA, vectorized by the compiler for each (ops.cc).
 float dot(const float* a, const float* b, int64_t n);
 
+// out[r] = dot(a + r·n, b, n) for r < rows, bit for bit, four rows at a time (their independent
+// sums hide each other's add latency; one row alone waits on it every 16 values).
+void dot_rows(const float* a, int64_t rows, const float* b, int64_t n, float* out);
+
 // y = w ⊙ x · rsqrt(mean(x²) + eps) over n elements (w may be null: no weight). y may alias x.
 inline void rms_norm(const float* x, const float* w, int64_t n, float eps, float* y) {
   const float ss = dot(x, x, n);

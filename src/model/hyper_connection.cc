@@ -17,7 +17,8 @@ void mix_logits(const float* fn, int64_t m_rows, const float* x, int64_t n, floa
   float ss = 0;
   for (int64_t i = 0; i < n; ++i) ss += x[i] * x[i];
   const float rho = 1.0f / std::sqrt(ss / float(n) + eps);
-  for (int64_t r = 0; r < m_rows; ++r) m[r] = kernels::dot(fn + r * n, x, n) * rho;
+  kernels::dot_rows(fn, m_rows, x, n, m);
+  for (int64_t r = 0; r < m_rows; ++r) m[r] *= rho;
 }
 }  // namespace
 
@@ -58,11 +59,10 @@ void hc_pre(const ModelConfig& c, const HcWeights& w, const float* x, float* u, 
   }
   for (int i = 0; i < hc * hc; ++i) mix->comb[i] = m[2 * hc + i] * w.scale[2] + w.base[size_t(2 * hc + i)];
   sinkhorn(mix->comb, hc, c.hc_sinkhorn_iters, c.hc_eps);
-  for (int64_t d = 0; d < D; ++d) {
-    float s = 0;
-    for (int j = 0; j < hc; ++j) s += pre[j] * x[j * D + d];
-    u[d] = s;
-  }
+  // Stream by stream, so the compiler vectorizes over d; each u[d] still adds in j order.
+  for (int64_t d = 0; d < D; ++d) u[d] = 0.0f;
+  for (int j = 0; j < hc; ++j)
+    for (int64_t d = 0; d < D; ++d) u[d] += pre[j] * x[j * D + d];
 }
 
 void hc_post(const ModelConfig& c, const HcMix& mix, const float* f, float* x) {
@@ -70,12 +70,14 @@ void hc_post(const ModelConfig& c, const HcMix& mix, const float* f, float* x) {
   const int64_t D = c.dim;
   ArenaScope scope;
   Scratch<float> out(size_t(hc * D));
-  for (int k = 0; k < hc; ++k)
-    for (int64_t d = 0; d < D; ++d) {
-      float s = mix.post[k] * f[d];
-      for (int j = 0; j < hc; ++j) s += mix.comb[j * hc + k] * x[j * D + d];
-      out[size_t(k * D + d)] = s;
+  for (int k = 0; k < hc; ++k) {  // vectorized over d, each value's terms in the same order
+    float* o = out.data() + k * D;
+    for (int64_t d = 0; d < D; ++d) o[d] = mix.post[k] * f[d];
+    for (int j = 0; j < hc; ++j) {
+      const float cjk = mix.comb[j * hc + k];
+      for (int64_t d = 0; d < D; ++d) o[d] += cjk * x[j * D + d];
     }
+  }
   std::copy(out.begin(), out.end(), x);
 }
 
@@ -85,11 +87,10 @@ void hc_head(const ModelConfig& c, const HcHeadWeights& w, const float* x, float
   float m[16], pre[16];
   mix_logits(w.fn.data(), hc, x, hc * D, c.norm_eps, m);
   for (int j = 0; j < hc; ++j) pre[j] = sigmoid(m[j] * w.scale[0] + w.base[size_t(j)]) + c.hc_eps;
-  for (int64_t d = 0; d < D; ++d) {
-    float s = 0;
-    for (int j = 0; j < hc; ++j) s += pre[j] * x[j * D + d];
-    u[d] = s;
-  }
+  // Stream by stream, so the compiler vectorizes over d; each u[d] still adds in j order.
+  for (int64_t d = 0; d < D; ++d) u[d] = 0.0f;
+  for (int j = 0; j < hc; ++j)
+    for (int64_t d = 0; d < D; ++d) u[d] += pre[j] * x[j * D + d];
 }
 
 }  // namespace dsv4

@@ -4,10 +4,13 @@
 
 #include <bit>
 #include <cmath>
+#include <random>
+#include <vector>
 
 #include "core/dtype.h"
 #include "core/error.h"
 #include "kernels/hadamard.h"
+#include "kernels/ops.h"
 #include "kernels/quant.h"
 #include "model/config.h"
 #include "model/hyper_connection.h"
@@ -120,6 +123,24 @@ TEST_F(Numerics, Bf16RoundToNearestEven) {
       continue;
     }
     EXPECT_EQ(int(f32_to_bf16(in[i])), b & 0xffff) << in[i];
+  }
+}
+
+// dot_rows (the hyper-connection mixes) promises dot's bits row by row, whatever the row count
+// and tail length — decode and prefill call both paths.
+TEST_F(Numerics, DotRowsMatchesDotBitForBit) {
+  std::mt19937 rng(7);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  for (int64_t n : {1, 15, 16, 17, 100, 4096 + 5}) {
+    for (int64_t rows : {1, 3, 4, 5, 9}) {
+      std::vector<float> a(size_t(rows * n)), b(static_cast<size_t>(n)), out(static_cast<size_t>(rows));
+      for (auto& v : a) v = nd(rng);
+      for (auto& v : b) v = nd(rng);
+      kernels::dot_rows(a.data(), rows, b.data(), n, out.data());
+      for (int64_t r = 0; r < rows; ++r)
+        EXPECT_EQ(std::bit_cast<uint32_t>(out[size_t(r)]), std::bit_cast<uint32_t>(kernels::dot(a.data() + r * n, b.data(), n)))
+            << "n " << n << " rows " << rows << " row " << r;
+    }
   }
 }
 
