@@ -435,7 +435,7 @@ void run_range(const Call& c, int64_t b, int64_t e, uint16_t* wbuf) {
             if (plain) tile_over_x<Scaling::kLane, 1, kRowsW>(c, rows, nw, x0, x1, n, 0, c.G);
             else tile_over_x<Scaling::kLaneSpecial, 1, kRowsW>(c, rows, nw, x0, x1, n, 0, c.G);
           } else {
-            scratch_quads(foldable(sc, nw * (K / 32), c.x_exp_min, c.x_exp_max) ? Scaling::kFolded
+            scratch_quads(foldable(sc, nw * (K / 32), K, c.x_exp_min, c.x_exp_max) ? Scaling::kFolded
                           : plain                                                ? Scaling::kLane
                                                                                  : Scaling::kLaneSpecial);
           }

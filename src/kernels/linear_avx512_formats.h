@@ -205,8 +205,9 @@ inline bool plain_scales(const uint8_t* s, int64_t n) {
 // so nothing nonzero falls under 2^-126 when e_min − 151 + (b_min − 127) ≥ −126; sums stay far
 // from overflow when |x|·6·s·K < 2^120. Real checkpoints and activations satisfy this by tens
 // of binades; other calls keep the multiply.
-inline bool foldable(const uint8_t* s, int64_t n, uint8_t x_exp_min, uint8_t x_exp_max) {
+inline bool foldable(const uint8_t* s, int64_t n, int64_t K, uint8_t x_exp_min, uint8_t x_exp_max) {
   if (x_exp_min == 255) return false;  // no nonzero x (nothing to gain, nothing to prove)
+  if (K > (int64_t(1) << 16)) return false;  // the overflow bound below assumes K ≤ 2^16
   int b_min = 255, b_max = 0;
   int64_t i = 0;
   __m512i mn = _mm512_set1_epi8(char(255)), mx = _mm512_setzero_si512();
