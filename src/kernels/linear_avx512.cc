@@ -100,6 +100,7 @@ struct F32Product {  // F32 x: widen the weight slots (even halves, then odd hal
 // (kLane: scale bytes 1..254; kLaneSpecial: any), or the scales folded into the weights and the
 // partial added (kFolded, see foldable; same bits as kLane).
 enum class Scaling { kNone, kBlock, kLane, kLaneSpecial, kFolded };
+constexpr bool per_lane(Scaling s) { return s == Scaling::kLane || s == Scaling::kLaneSpecial || s == Scaling::kFolded; }
 
 // Where a tile's weight registers come from: get(i, g, w) fills the 4 registers of row i, group g.
 
@@ -143,7 +144,8 @@ struct Bf16Rows {  // BF16 weights are already BF16 slots (identity order)
   }
 };
 
-// out[r][i] for RT x rows and nw ≤ NW weight rows (NW divides 16: reduce16 sums 16 pairs at once).
+// out[r][i] for RT x rows and nw ≤ NW weight rows (without per-lane scaling at most 16 pairs: one
+// accumulator's lanes hold their sums).
 // Per (x row, weight row) the operations and their order are the same whatever RT, NW, nw and
 // the weight source: batch invariance. Rows nw..NW-1 are padding (Rows repeats a real row there):
 // they are computed and dropped, because a loop that stops at nw keeps the accumulators on the
@@ -152,7 +154,7 @@ struct Bf16Rows {  // BF16 weights are already BF16 slots (identity order)
 template <class P, Scaling S, int RT, int NW, class Rows>
 __attribute__((noinline)) void tile(const Rows& rows, int nw, const typename P::X* const* xr, int64_t g0, int64_t g1,
                                     int64_t G, __m512* state, float* const* out) {
-  constexpr bool lane = S == Scaling::kLane || S == Scaling::kLaneSpecial || S == Scaling::kFolded;
+  constexpr bool lane = per_lane(S);
   constexpr int NP = RT * NW;  // (x row, weight row) pairs, numbered i·RT + r
   static_assert(lane || (NP % 4 == 0 && NP <= 16));  // one accumulator's lanes hold every pair
   constexpr int NZ = NP / 4;                   // in-lane sums of four pairs
@@ -162,7 +164,7 @@ __attribute__((noinline)) void tile(const Rows& rows, int nw, const typename P::
   for (int64_t g = g0; g < g1; ++g) {
     __m512 part[NP];
     for (int p = 0; p < NP; ++p) part[p] = _mm512_setzero_ps();
-    __m512 z[4 * NA];
+    __m512 z[4];  // in-lane sums of four pairs each (without per-lane scaling)
     typename P::XV xv[RT][4];
     for (int r = 0; r < RT; ++r)
       for (int q = 0; q < 4; ++q) xv[r][q] = P::load(xr[r] + g * kGroup + 32 * q);
@@ -191,14 +193,10 @@ __attribute__((noinline)) void tile(const Rows& rows, int nw, const typename P::
         for (int r = 0; r < RT; ++r) acc[i * RT + r] = _mm512_fmadd_ps(part[i * RT + r], s, acc[i * RT + r]);
       }
     } else {
-      for (int c = NZ; c < 4 * NA; ++c) z[c] = _mm512_setzero_ps();
-      __m512 scale = _mm512_setzero_ps();
-      if constexpr (S == Scaling::kBlock) scale = fp8_row_scales<RT, NW>(rows.srow, g);
-      for (int a = 0; a < NA; ++a) {
-        const __m512 red = sum_across_lanes4(z[4 * a], z[4 * a + 1], z[4 * a + 2], z[4 * a + 3]);
-        if constexpr (S == Scaling::kBlock) acc[a] = _mm512_fmadd_ps(red, scale, acc[a]);
-        else acc[a] = _mm512_add_ps(acc[a], red);
-      }
+      for (int c = NZ; c < 4; ++c) z[c] = _mm512_setzero_ps();
+      const __m512 red = sum_across_lanes4(z[0], z[1], z[2], z[3]);
+      if constexpr (S == Scaling::kBlock) acc[0] = _mm512_fmadd_ps(red, fp8_row_scales<RT, NW>(rows.srow, g), acc[0]);
+      else acc[0] = _mm512_add_ps(acc[0], red);
     }
   }
   if (g1 < G) {  // more groups to come: the sums wait in state
@@ -255,7 +253,7 @@ struct Prefetcher {
 template <Scaling S, int RT, int NW, class Rows>
 void tile_over_x(const Call& c, const Rows& rows, int nw, int64_t x0, int64_t x1, int64_t n, int64_t g0,
                  int64_t g1, Prefetcher* pf = nullptr) {
-  constexpr int NA = S == Scaling::kLane || S == Scaling::kLaneSpecial || S == Scaling::kFolded ? RT * NW : 1;
+  constexpr int NA = per_lane(S) ? RT * NW : 1;  // as in tile()
   struct Tile {
     int count;  // RT, or 1 (a leftover row)
     bool bf16;
@@ -425,8 +423,8 @@ void run_range(const Call& c, int64_t b, int64_t e, uint16_t* wbuf) {
           break;
         case WeightFormat::kFP4: {
           // The rows' scales are contiguous: [nw, K/32].
-          const uint8_t* sc = w.scale + r0 * (K / 32);
-          const bool plain = plain_scales(sc, nw * (K / 32));
+          const ScaleRange sr = scale_range(w.scale + r0 * (K / 32), nw * (K / 32));
+          const bool plain = sr.plain();
           if (direct) {
             Fp4Rows rows{};
             for (int i = 0; i < kRowsW; ++i) rows.row[i] = w.weight + (r0 + std::min(i, nw - 1)) * (K / 2), rows.fp4s[i] = fp4s[i];
@@ -435,7 +433,7 @@ void run_range(const Call& c, int64_t b, int64_t e, uint16_t* wbuf) {
             if (plain) tile_over_x<Scaling::kLane, 1, kRowsW>(c, rows, nw, x0, x1, n, 0, c.G);
             else tile_over_x<Scaling::kLaneSpecial, 1, kRowsW>(c, rows, nw, x0, x1, n, 0, c.G);
           } else {
-            scratch_quads(foldable(sc, nw * (K / 32), K, c.x_exp_min, c.x_exp_max) ? Scaling::kFolded
+            scratch_quads(foldable(sr, K, c.x_exp_min, c.x_exp_max) ? Scaling::kFolded
                           : plain                                                ? Scaling::kLane
                                                                                  : Scaling::kLaneSpecial);
           }

@@ -182,17 +182,27 @@ inline __m512 fp4_lane_scales_fast(const uint8_t* s) {
   return _mm512_castsi512_ps(_mm512_srli_epi32(b, 1));
 }
 
-// Whether n scale bytes are all in 1..254 (fp4_lane_scales_fast applies).
-inline bool plain_scales(const uint8_t* s, int64_t n) {
+// The smallest and largest of n UE8M0 scale bytes: one pass decides both fp4_lane_scales_fast
+// (bytes 1..254) and foldable.
+struct ScaleRange {
+  int lo = 255, hi = 0;
+  bool plain() const { return lo >= 1 && hi <= 254; }  // fp4_lane_scales_fast applies
+};
+inline ScaleRange scale_range(const uint8_t* s, int64_t n) {
+  ScaleRange r;
   int64_t i = 0;
-  for (; i + 64 <= n; i += 64) {
-    const __m512i v = _mm512_loadu_si512(s + i);
-    if (_mm512_cmpeq_epi8_mask(v, _mm512_setzero_si512()) | _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8(char(255))))
-      return false;
+  if (n >= 64) {
+    __m512i mn = _mm512_set1_epi8(char(255)), mx = _mm512_setzero_si512();
+    for (; i + 64 <= n; i += 64) {
+      const __m512i v = _mm512_loadu_si512(s + i);
+      mn = _mm512_min_epu8(mn, v), mx = _mm512_max_epu8(mx, v);
+    }
+    alignas(64) uint8_t lo[64], hi[64];
+    _mm512_store_si512(lo, mn), _mm512_store_si512(hi, mx);
+    for (int k = 0; k < 64; ++k) r.lo = std::min<int>(r.lo, lo[k]), r.hi = std::max<int>(r.hi, hi[k]);
   }
-  for (; i < n; ++i)
-    if (s[i] == 0 || s[i] == 255) return false;
-  return true;
+  for (; i < n; ++i) r.lo = std::min<int>(r.lo, s[i]), r.hi = std::max<int>(r.hi, s[i]);
+  return r;
 }
 
 // FP4 scale folding (many x rows). A block's E2M1 values times its scale 2^(b−127) are exact
@@ -205,25 +215,14 @@ inline bool plain_scales(const uint8_t* s, int64_t n) {
 // so nothing nonzero falls under 2^-126 when e_min − 151 + (b_min − 127) ≥ −126; sums stay far
 // from overflow when |x|·6·s·K < 2^120. Real checkpoints and activations satisfy this by tens
 // of binades; other calls keep the multiply.
-inline bool foldable(const uint8_t* s, int64_t n, int64_t K, uint8_t x_exp_min, uint8_t x_exp_max) {
+inline bool foldable(ScaleRange b, int64_t K, uint8_t x_exp_min, uint8_t x_exp_max) {
   if (x_exp_min == 255) return false;  // no nonzero x (nothing to gain, nothing to prove)
   if (K > (int64_t(1) << 16)) return false;  // the overflow bound below assumes K ≤ 2^16
-  int b_min = 255, b_max = 0;
-  int64_t i = 0;
-  __m512i mn = _mm512_set1_epi8(char(255)), mx = _mm512_setzero_si512();
-  for (; i + 64 <= n; i += 64) {
-    const __m512i v = _mm512_loadu_si512(s + i);
-    mn = _mm512_min_epu8(mn, v), mx = _mm512_max_epu8(mx, v);
-  }
-  alignas(64) uint8_t lo[64], hi[64];
-  _mm512_store_si512(lo, mn), _mm512_store_si512(hi, mx);
-  for (int k = 0; k < 64; ++k) b_min = std::min<int>(b_min, lo[k]), b_max = std::max<int>(b_max, hi[k]);
-  for (; i < n; ++i) b_min = std::min<int>(b_min, s[i]), b_max = std::max<int>(b_max, s[i]);
-  if (b_min < 2 || b_max > 252) return false;
+  if (b.lo < 2 || b.hi > 252) return false;
   const int e_min = x_exp_min, e_max = x_exp_max;
   // unfolded path too: products of x and the bare E2M1 values stay normal and finite
-  return e_min - 151 + (b_min - 127) >= -126 && e_min - 151 >= -126 &&
-         (e_max - 126) + 3 + std::max(b_max - 127, 0) + 16 < 120;  // K < 2^16
+  return e_min - 151 + (b.lo - 127) >= -126 && e_min - 151 >= -126 &&
+         (e_max - 126) + 3 + std::max(b.hi - 127, 0) + 16 < 120;  // K < 2^16
 }
 
 // The four scale bytes of a group as BF16 exponent increments, (b − 127) << 7 on every 16-bit
