@@ -81,6 +81,29 @@ PerToken per_token(const Model& m) {
   return p;
 }
 
+// Multiply-adds of the attention itself in a prefill of positions 0 … n−1 (what the per-token
+// matrix products above leave out, and what grows with the prompt): per layer, position t and
+// head, q·k and p·v over its keys — the window (up to window_size) plus the compressed entries it
+// reads (ratio 4: the indexer's top index_topk of the (t+1)/4 complete ones; ratio 128: all
+// (t+1)/128) — and the indexer's scoring of every complete ratio-4 entry.
+int64_t prefill_attention_macs(const ModelConfig& c, int64_t n) {
+  int64_t macs = 0;
+  for (int l = 0; l < c.n_layers; ++l) {
+    const int ratio = c.compress_ratio(l);
+    for (int64_t t = 0; t < n; ++t) {
+      int64_t keys = std::min<int64_t>(t + 1, c.window_size);
+      if (ratio == 4) {
+        keys += std::min<int64_t>((t + 1) / 4, c.index_topk);
+        macs += int64_t(c.index_n_heads) * c.index_head_dim * ((t + 1) / 4);
+      } else if (ratio > 0) {
+        keys += (t + 1) / ratio;
+      }
+      macs += 2 * int64_t(c.n_heads) * c.head_dim * keys;
+    }
+  }
+  return macs;
+}
+
 double rss_gb(const char* field) {
   std::ifstream f("/proc/self/status");
   std::string line;
@@ -115,6 +138,9 @@ void run_bench(const BenchFlags& f) {
   const double load_gbs = double(model->tensors().total_bytes()) / 1e9 / load_s;
   const ModelConfig& c = model->config();
   const PerToken pt = per_token(*model);
+  // FLOP per prefilled token: the matrix products plus the prompt's attention, averaged.
+  const double attn_flop = 2.0 * double(prefill_attention_macs(c, f.prompt)) / std::max(1, f.prompt);
+  const double prefill_flop = 2.0 * double(pt.macs) + attn_flop;
   std::mt19937 rng(42);
   std::uniform_int_distribution<int32_t> tok(100, int32_t(std::min<int64_t>(c.vocab_size, 100000)) - 1);
   auto tokens = [&](int n) {
@@ -154,12 +180,12 @@ void run_bench(const BenchFlags& f) {
     dec_filled.push_back(decode(&sp, f.gen));
     frac_dec.push_back(dec_empty.back() * double(pt.bytes) / 1e9 / bws.back());
     frac_decf.push_back(dec_filled.back() * double(pt.bytes) / 1e9 / bws.back());
-    frac_pre.push_back(prefill.back() * 2.0 * double(pt.macs) / 1e9 / peaks.back());
+    frac_pre.push_back(prefill.back() * prefill_flop / 1e9 / peaks.back());
   }
   const double dec = median(dec_empty), pre = median(prefill), decf = median(dec_filled);
   const double bw = median(bws), bf16_peak = median(peaks);
   const double dec_gbs = dec * double(pt.bytes) / 1e9;
-  const double pre_gflops = pre * 2.0 * double(pt.macs) / 1e9;
+  const double pre_gflops = pre * prefill_flop / 1e9;
   const int64_t ctx = std::max(f.context, f.prompt) + f.gen;
   // Fractions: medians over repetitions of (speed ÷ the limit measured in that repetition).
   const double fdec = median(frac_dec), fdecf = median(frac_decf), fpre = median(frac_pre);
@@ -181,6 +207,8 @@ void run_bench(const BenchFlags& f) {
     j["prompt_tokens"] = f.prompt;
     j["prefill_tokens_per_s"] = pre;
     j["prefill_gflops"] = pre_gflops;
+    j["prefill_flop_per_token"] = prefill_flop;
+    j["prefill_attention_flop_per_token"] = attn_flop;
     j["prefill_peak_fraction"] = fpre;
     j["decode_tokens_per_s"] = dec;
     j["decode_filled_context"] = ctx;
@@ -209,6 +237,8 @@ void run_bench(const BenchFlags& f) {
   std::printf("  %-34s %10.2f tok/s  %7.1f GB/s     %5.1f%% of bandwidth\n", cat("decode (context ", ctx, ")").c_str(),
               decf, decf * double(pt.bytes) / 1e9, 100 * fdecf);
   std::printf("  %-34s %10.1f MB\n", "weight bytes per decoded token", double(pt.bytes) / 1e6);
+  std::printf("  %-34s %10.1f MFLOP      (attention %.1f of it)\n", "prefill work per token", prefill_flop / 1e6,
+              attn_flop / 1e6);
   std::printf("  (speeds: medians of %d repetitions; each %% is the median of speed ÷ the limit measured in the\n"
               "   same repetition)\n", f.reps);
 }

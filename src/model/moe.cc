@@ -1,11 +1,13 @@
 #include "model/moe.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <numeric>
 
 #include "core/arena.h"
 #include "core/error.h"
+#include "core/thread_pool.h"
 #include "kernels/linear.h"
 #include "kernels/ops.h"
 #include "model/numerics.h"
@@ -63,16 +65,16 @@ Route route(const MoeArgs& a, const float* logits, int32_t token, int64_t pos) {
   return r;
 }
 
-// One expert on m gathered tokens: y = w2( weight · silu(min(g, L)) · clamp(v, ±L) ), each row
-// added into acc rows `dst`. Rows are independent (batch-invariant kernels), so grouping the
-// tokens of one expert reads its weights once per call instead of once per token.
+// One expert on m gathered tokens: y = w2( weight · silu(min(g, L)) · clamp(v, ±L) ) [m, dim].
+// Rows are independent (batch-invariant kernels), so grouping the tokens of one expert reads its
+// weights once per call instead of once per token.
 void expert_forward(const MoeArgs& a, const ExpertWeights& w, const float* xq, int64_t m, const float* weight,
-                    const int64_t* dst, float* acc) {
+                    float* y, ThreadPool* pool) {
   const ModelConfig& c = *a.config;
-  const int64_t I = c.moe_inter_dim, D = c.dim;
-  Scratch<float> g(size_t(m * I)), v(size_t(m * I)), y(size_t(m * D));
-  kernels::linear(w.w1, xq, m, g.data(), a.pool);
-  kernels::linear(w.w3, xq, m, v.data(), a.pool);
+  const int64_t I = c.moe_inter_dim;
+  Scratch<float> g(size_t(m * I)), v(size_t(m * I));
+  kernels::linear(w.w1, xq, m, g.data(), pool);
+  kernels::linear(w.w3, xq, m, v.data(), pool);
   const float L = c.swiglu_limit;
   for (int64_t r = 0; r < m; ++r)
     for (int64_t i = 0; i < I; ++i) {
@@ -84,11 +86,106 @@ void expert_forward(const MoeArgs& a, const ExpertWeights& w, const float* xq, i
       g[size_t(r * I + i)] = kernels::silu(gi) * vi * weight[r];
     }
   Scratch<float> hq = gemm_input(g.data(), m, I, a.numerics);
-  kernels::linear(w.w2, hq.data(), m, y.data(), a.pool);
-  for (int64_t r = 0; r < m; ++r) {
-    float* out = acc + dst[r] * D;
-    for (int64_t d = 0; d < D; ++d) out[d] += y[size_t(r * D + d)];
+  kernels::linear(w.w2, hq.data(), m, y, pool);
+}
+
+// The tokens routed to each expert, in token order, with their routing weights.
+struct Groups {
+  Scratch<Scratch<int64_t>> tok;  // [E][m_e] token indices
+  Scratch<Scratch<float>> wgt;    // [E][m_e] routing weights
+};
+
+Groups group_by_expert(const MoeArgs& a, const float* logits) {
+  const int E = a.config->n_routed_experts;
+  Groups gr{Scratch<Scratch<int64_t>>(size_t(E)), Scratch<Scratch<float>>(size_t(E))};
+  for (int64_t i = 0; i < a.n; ++i) {
+    Route r = route(a, logits + i * E, a.tokens[i], a.positions[i]);
+    for (size_t k = 0; k < r.experts.size(); ++k) {
+      gr.tok[size_t(r.experts[k])].push_back(i);
+      gr.wgt[size_t(r.experts[k])].push_back(r.weights[k]);
+    }
   }
+  return gr;
+}
+
+// x rows `rows` of xq gathered into [m, dim].
+Scratch<float> gather(const float* xq, const Scratch<int64_t>& rows, int64_t D) {
+  Scratch<float> xg(rows.size() * size_t(D));
+  for (size_t r = 0; r < rows.size(); ++r) std::copy(xq + rows[r] * D, xq + (rows[r] + 1) * D, xg.begin() + int64_t(r) * D);
+  return xg;
+}
+
+// Decode and short prompts: experts one after another, each product split over the threads.
+void experts_in_turn(const MoeArgs& a, const float* xq, const Groups& gr) {
+  const int64_t D = a.config->dim;
+  for (size_t e = 0; e < gr.tok.size(); ++e) {
+    const Scratch<int64_t>& rows = gr.tok[e];
+    if (rows.empty()) continue;
+    ArenaScope scope;
+    Scratch<float> xg = gather(xq, rows, D), y(rows.size() * size_t(D));
+    expert_forward(a, a.weights->experts[e], xg.data(), int64_t(rows.size()), gr.wgt[e].data(), y.data(), a.pool);
+    for (size_t r = 0; r < rows.size(); ++r)
+      for (int64_t d = 0; d < D; ++d) a.out[rows[r] * D + d] += y[r * size_t(D) + size_t(d)];
+  }
+  Scratch<float> ones(static_cast<size_t>(a.n), 1.0f), y(size_t(a.n * D));
+  expert_forward(a, a.weights->shared, xq, a.n, ones.data(), y.data(), a.pool);
+  for (int64_t i = 0; i < a.n * D; ++i) a.out[i] += y[size_t(i)];
+}
+
+// Long prompts: every expert (the shared one included) whole on one thread, threads claiming
+// experts largest first. Each expert's SwiGLU and quantization run in parallel too, and the
+// threads meet once per layer instead of three times per expert. Outputs land in per-expert
+// rows of Y and are summed afterwards in the reference's order (routed experts in increasing id,
+// then the shared expert), so the result is bit-identical to experts_in_turn.
+void experts_in_parallel(const MoeArgs& a, const float* xq, const Groups& gr) {
+  const int64_t D = a.config->dim;
+  const int E = a.config->n_routed_experts;
+  Scratch<int64_t> first(size_t(E) + 2, 0);  // expert e's rows of Y: [first[e], first[e+1]); shared = E
+  for (int e = 0; e < E; ++e) first[size_t(e) + 1] = first[size_t(e)] + int64_t(gr.tok[size_t(e)].size());
+  first[size_t(E) + 1] = first[size_t(E)] + a.n;
+  Scratch<float> Y(size_t(first[size_t(E) + 1] * D));
+  Scratch<int> order;
+  for (int e = 0; e <= E; ++e)
+    if (first[size_t(e) + 1] > first[size_t(e)]) order.push_back(e);
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int x, int y) { return first[size_t(x) + 1] - first[size_t(x)] > first[size_t(y) + 1] - first[size_t(y)]; });
+  Scratch<float> ones(static_cast<size_t>(a.n), 1.0f);
+  std::atomic<size_t> next{0};
+  const int T = a.pool ? a.pool->size() : 1;
+  parallel_for(a.pool, T, [&](int64_t, int64_t) {
+    for (size_t k; (k = next.fetch_add(1)) < order.size();) {
+      ArenaScope scope;
+      const int e = order[k];
+      float* y = Y.data() + first[size_t(e)] * D;
+      if (e == E) {
+        expert_forward(a, a.weights->shared, xq, a.n, ones.data(), y, nullptr);
+      } else {
+        Scratch<float> xg = gather(xq, gr.tok[size_t(e)], D);
+        expert_forward(a, a.weights->experts[size_t(e)], xg.data(), int64_t(gr.tok[size_t(e)].size()),
+                       gr.wgt[size_t(e)].data(), y, nullptr);
+      }
+    }
+  });
+  // Y row of (expert e, its j-th token), listed per token in increasing e; the shared row last.
+  const int K = a.config->n_activated_experts;
+  Scratch<int64_t> slots(size_t(a.n * (K + 1))), count(size_t(a.n), 0);
+  for (int e = 0; e < E; ++e)
+    for (size_t j = 0; j < gr.tok[size_t(e)].size(); ++j) {
+      const int64_t i = gr.tok[size_t(e)][j];
+      DSV4_CHECK(count[size_t(i)] < K, "a token routed to more experts than n_activated_experts");
+      slots[size_t(i * (K + 1) + count[size_t(i)]++)] = first[size_t(e)] + int64_t(j);
+    }
+  parallel_for(a.pool, a.n, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      float* out = a.out + i * D;
+      for (int64_t k = 0; k < count[size_t(i)]; ++k) {
+        const float* y = Y.data() + slots[size_t(i * (K + 1) + k)] * D;
+        for (int64_t d = 0; d < D; ++d) out[d] += y[d];
+      }
+      const float* ys = Y.data() + (first[size_t(E)] + i) * D;
+      for (int64_t d = 0; d < D; ++d) out[d] += ys[d];
+    }
+  }, 4);
 }
 
 }  // namespace
@@ -100,32 +197,16 @@ void moe_forward(const MoeArgs& a) {
   Scratch<float> logits(size_t(a.n * E));
   kernels::linear(a.weights->gate, a.x, a.n, logits.data(), a.pool);
   Scratch<float> xq = gemm_input(a.x, a.n, D, a.numerics);
-  // Tokens grouped by expert. Experts run in increasing id, so every token still sums its
-  // routed outputs in increasing expert id (as the reference), then the shared expert.
-  Scratch<Scratch<int64_t>> tok(static_cast<size_t>(E));
-  Scratch<Scratch<float>> wgt(static_cast<size_t>(E));
-  for (int64_t i = 0; i < a.n; ++i) {
-    Route r = route(a, logits.data() + i * E, a.tokens[i], a.positions[i]);
-    for (size_t k = 0; k < r.experts.size(); ++k) {
-      tok[size_t(r.experts[k])].push_back(i);
-      wgt[size_t(r.experts[k])].push_back(r.weights[k]);
-    }
-  }
+  const Groups gr = group_by_expert(a, logits.data());
   std::fill(a.out, a.out + a.n * D, 0.0f);
-  Scratch<float> xg;
-  for (int e = 0; e < E; ++e) {
-    const Scratch<int64_t>& rows = tok[size_t(e)];
-    if (rows.empty()) continue;
-    xg.resize(rows.size() * size_t(D));
-    for (size_t r = 0; r < rows.size(); ++r)
-      std::copy(xq.begin() + rows[r] * D, xq.begin() + (rows[r] + 1) * D, xg.begin() + int64_t(r) * D);
-    expert_forward(a, a.weights->experts[size_t(e)], xg.data(), int64_t(rows.size()), wgt[size_t(e)].data(),
-                   rows.data(), a.out);
-  }
-  Scratch<int64_t> all(static_cast<size_t>(a.n));
-  std::iota(all.begin(), all.end(), 0);
-  Scratch<float> ones(static_cast<size_t>(a.n), 1.0f);
-  expert_forward(a, a.weights->shared, xq.data(), a.n, ones.data(), all.data(), a.out);
+  int64_t active = 0;
+  for (const auto& t : gr.tok) active += !t.empty();
+  // Whole experts per thread pay once there are several per thread to balance the load with.
+  const int T = a.pool ? a.pool->size() : 1;
+  if (T > 1 && active >= 8 * T)
+    experts_in_parallel(a, xq.data(), gr);
+  else
+    experts_in_turn(a, xq.data(), gr);
 }
 
 }  // namespace dsv4
