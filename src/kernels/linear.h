@@ -20,6 +20,10 @@ struct Linear {
   int64_t in = 0;                  // columns of W (logical; FP4 stores in/2 bytes per row)
   const uint8_t* weight = nullptr; // [out, in] elements of `format`
   const uint8_t* scale = nullptr;  // FP8: [ceil(out/128), ceil(in/128)]; FP4: [out, in/32] UE8M0
+  // FP8 that the reference dequantizes before use (wo_a, spec §3.4): its product is one sum over
+  // all of K, not the per-128-block sums of an FP8 GEMM, so kernels may fold the block scales
+  // into the weights and keep their vector lanes apart across blocks.
+  bool dequantized = false;
 
   bool empty() const { return weight == nullptr; }
 };

@@ -99,9 +99,12 @@ struct F32Product {  // F32 x: widen the weight slots (even halves, then odd hal
 
 // BF16 | FP8 (per group, after the sum) | FP4, per lane: the partial times the block scale
 // (kLane: scale bytes 1..254; kLaneSpecial: any), or the scales folded into the weights and the
-// partial added (kFolded, see foldable; same bits as kLane).
-enum class Scaling { kNone, kBlock, kLane, kLaneSpecial, kFolded };
-constexpr bool per_lane(Scaling s) { return s == Scaling::kLane || s == Scaling::kLaneSpecial || s == Scaling::kFolded; }
+// partial added (kFolded, see foldable; same bits as kLane) | FP8 that the reference dequantizes
+// (wo_a): scales folded into the weights, one sum per lane over all of K (kWholeK).
+enum class Scaling { kNone, kBlock, kLane, kLaneSpecial, kFolded, kWholeK };
+constexpr bool per_lane(Scaling s) {
+  return s == Scaling::kLane || s == Scaling::kLaneSpecial || s == Scaling::kFolded || s == Scaling::kWholeK;
+}
 
 // Where a tile's weight registers come from: get(i, g, w) fills the 4 registers of row i, group g.
 
@@ -118,11 +121,20 @@ struct Fp8Rows {  // decoded on the fly (few x rows: the decode is not worth sto
   const uint8_t* srow[kRowsW];
   const __m512i* lut;
   int64_t ahead = 0;  // bytes to the same place four tiles on (software prefetch into L2)
+  // kWholeK: the table with the block scale folded in, rebuilt when the scale byte changes.
+  const Tables* fold = nullptr;
+  mutable int folded_for = -1;
+  mutable __m512i flut[4];
   void get(int i, int64_t g, __m512i w[4]) const {
     const char* p = reinterpret_cast<const char*>(row[i] + g * kGroup + ahead);
     _mm_prefetch(p, _MM_HINT_T1);
     _mm_prefetch(p + 64, _MM_HINT_T1);
-    decode_fp8_group(row[i] + g * kGroup, lut, w);
+    if (fold) {
+      if (srow[i][g] != folded_for) folded_for = srow[i][g], fp8_folded_lut(*fold, srow[i][g], flut);
+      decode_fp8_group(row[i] + g * kGroup, flut, w);
+    } else {
+      decode_fp8_group(row[i] + g * kGroup, lut, w);
+    }
   }
 };
 struct Fp4Rows {
@@ -155,7 +167,7 @@ struct Bf16Rows {  // BF16 weights are already BF16 slots (identity order)
 template <class P, Scaling S, int RT, int NW, class Rows>
 __attribute__((noinline)) void tile(const Rows& rows, int nw, const typename P::X* const* xr, int64_t g0, int64_t g1,
                                     int64_t G, __m512* state, float* const* out) {
-  constexpr bool lane = per_lane(S);
+  constexpr bool lane = per_lane(S), whole = S == Scaling::kWholeK;
   constexpr int NP = RT * NW;  // (x row, weight row) pairs, numbered i·RT + r
   static_assert(lane || (NP % 4 == 0 && NP <= 16));  // one accumulator's lanes hold every pair
   constexpr int NZ = NP / 4;                   // in-lane sums of four pairs
@@ -174,7 +186,10 @@ __attribute__((noinline)) void tile(const Rows& rows, int nw, const typename P::
       __m512i w[4];
       rows.get(i, g, w);
       for (int q = 0; q < 4; ++q)
-        for (int r = 0; r < RT; ++r) part[i * RT + r] = P::step(part[i * RT + r], xv[r][q], w[q]);
+        for (int r = 0; r < RT; ++r) {
+          __m512& sum = whole ? acc[i * RT + r] : part[i * RT + r];
+          sum = P::step(sum, xv[r][q], w[q]);
+        }
       // Four pairs complete: their in-lane sums now, while the next rows' products are computed
       // (left to the end of the group, the whole reduction's latency showed).
       if constexpr (!lane) {
@@ -184,7 +199,9 @@ __attribute__((noinline)) void tile(const Rows& rows, int nw, const typename P::
         }
       }
     }
-    if constexpr (S == Scaling::kFolded) {
+    if constexpr (whole) {
+      // nothing per group
+    } else if constexpr (S == Scaling::kFolded) {
       for (int p = 0; p < NP; ++p) acc[p] = _mm512_add_ps(acc[p], part[p]);
     } else if constexpr (lane) {
 #pragma GCC unroll 16
@@ -215,30 +232,38 @@ __attribute__((noinline)) void tile(const Rows& rows, int nw, const typename P::
   }
 }
 
-// tile() for folded FP4 from scratch rows with BF16 x, looping over a group's column steps
-// outside its weight rows: one weight and RT x registers live at a time instead of a group's
-// 4 + 4·RT (kernels_bench expert shape +3 %; 3×4 tiles spilled their 24 sums and were slower).
-// Every pair sees tile()'s operations in tile()'s order.
-template <int RT, int NW>
-__attribute__((noinline)) void tile_folded(const ScratchRows& rows, const uint16_t* const* xr, int64_t g0, int64_t g1,
-                                           int64_t G, __m512* state, float* const* out, int nw) {
+// tile() for scratch rows with scales folded in (kFolded FP4, kWholeK FP8), looping over a
+// group's column steps outside its weight rows: one weight and RT x registers live at a time
+// instead of a group's 4 + 4·RT, which leaves room for 4×4 tiles of whole-K sums and for F32 x
+// (kernels_bench FP4 expert shape +3 %; 3×4 tiles of kFolded spilled their 24 sums and were
+// slower). Every pair sees tile()'s operations in tile()'s order.
+template <class P, Scaling S, int RT, int NW>
+__attribute__((noinline)) void tile_folded(const ScratchRows& rows, const typename P::X* const* xr, int64_t g0,
+                                           int64_t g1, int64_t G, __m512* state, float* const* out, int nw) {
+  static_assert(S == Scaling::kFolded || S == Scaling::kWholeK);
+  constexpr bool whole = S == Scaling::kWholeK;
   constexpr int NP = RT * NW;
   __m512 acc[NP];
   for (int p = 0; p < NP; ++p) acc[p] = g0 == 0 ? _mm512_setzero_ps() : state[p];
   for (int64_t g = g0; g < g1; ++g) {
     __m512 part[NP];
-    for (int p = 0; p < NP; ++p) part[p] = _mm512_setzero_ps();
+    if constexpr (!whole)
+      for (int p = 0; p < NP; ++p) part[p] = _mm512_setzero_ps();
 #pragma GCC unroll 4
     for (int q = 0; q < 4; ++q) {
-      __m512i xv[RT];
-      for (int r = 0; r < RT; ++r) xv[r] = _mm512_loadu_si512(xr[r] + g * kGroup + 32 * q);
+      typename P::XV xv[RT];
+      for (int r = 0; r < RT; ++r) xv[r] = P::load(xr[r] + g * kGroup + 32 * q);
 #pragma GCC unroll 16
       for (int i = 0; i < NW; ++i) {
         const __m512i w = _mm512_load_si512(rows.wb[i] + g * kGroup + 32 * q);
-        for (int r = 0; r < RT; ++r) part[i * RT + r] = Bf16Product::step(part[i * RT + r], xv[r], w);
+        for (int r = 0; r < RT; ++r) {
+          if constexpr (whole) acc[i * RT + r] = P::step(acc[i * RT + r], xv[r], w);
+          else part[i * RT + r] = P::step(part[i * RT + r], xv[r], w);
+        }
       }
     }
-    for (int p = 0; p < NP; ++p) acc[p] = _mm512_add_ps(acc[p], part[p]);
+    if constexpr (!whole)
+      for (int p = 0; p < NP; ++p) acc[p] = _mm512_add_ps(acc[p], part[p]);
   }
   if (g1 < G) {
     for (int p = 0; p < NP; ++p) state[p] = acc[p];
@@ -264,6 +289,7 @@ struct Call {
   const uint8_t* exact;  // [rows]
   uint8_t x_exp_min = 255, x_exp_max = 0;  // exponent fields of x's nonzero values (exponent_range)
   bool any_f32 = false;                     // some row is not exactly BF16 (F32 slots)
+  bool whole_k = false;                     // FP8 as kWholeK (Linear::dequantized, fp8_foldable)
 };
 
 // Brings a byte range toward L2 a few lines at a time: spread over the tiles that compute
@@ -317,11 +343,17 @@ void tile_over_x(const Call& c, const Rows& rows, int nw, int64_t x0, int64_t x1
     float* out[RT];
     for (int j = 0; j < t.count; ++j) xr[j] = c.xprep + t.row[j] * c.K * 4, out[j] = c.y + t.row[j] * c.n_out + n;
     if (pf) pf->some(std::max<int64_t>(1, 32 * (g1 - g0) / c.G));
-    if constexpr (S == Scaling::kFolded && std::is_same_v<Rows, ScratchRows>) {
+    if constexpr ((S == Scaling::kFolded || S == Scaling::kWholeK) && std::is_same_v<Rows, ScratchRows>) {
       if (t.bf16) {
         const auto* x16 = reinterpret_cast<const uint16_t* const*>(xr);
-        if (t.count == RT) tile_folded<RT, NW>(rows, x16, g0, g1, c.G, state[k], out, nw);
-        else tile_folded<1, NW>(rows, x16, g0, g1, c.G, state[k], out, nw);
+        if (t.count == RT) tile_folded<Bf16Product, S, RT, NW>(rows, x16, g0, g1, c.G, state[k], out, nw);
+        else tile_folded<Bf16Product, S, 1, NW>(rows, x16, g0, g1, c.G, state[k], out, nw);
+        continue;
+      }
+      if constexpr (S == Scaling::kWholeK) {
+        const auto* x32 = reinterpret_cast<const float* const*>(xr);
+        if (t.count == RT) tile_folded<F32Product, S, RT, NW>(rows, x32, g0, g1, c.G, state[k], out, nw);
+        else tile_folded<F32Product, S, 1, NW>(rows, x32, g0, g1, c.G, state[k], out, nw);
         continue;
       }
     }
@@ -335,18 +367,26 @@ void tile_over_x(const Call& c, const Rows& rows, int nw, int64_t x0, int64_t x1
   }
 }
 
-// Decodes groups [g0, g1) of weight rows n0..n0+nw-1 into BF16 slots wb[i][·]; FP4 with `fold`:
-// the block scales folded in.
+// Decodes groups [g0, g1) of weight rows n0..n0+nw-1 into BF16 slots wb[i][·]; with `fold`
+// the block scales folded in (FP4: kFolded; FP8: kWholeK).
 void decode_rows(const Linear& w, int64_t n0, int nw, int64_t g0, int64_t g1, uint16_t* wb, const __m512i* lut,
                  bool fold) {
   const int64_t K = w.in;
+  int folded_for = -1;
+  __m512i flut[4];
   for (int64_t g = g0; g < g1; ++g)
     for (int i = 0; i < nw; ++i) {  // rows interleaved: nw read streams
       __m512i v[4];
       if (w.format == WeightFormat::kFP8) {
         _mm_prefetch(reinterpret_cast<const char*>(w.weight + (n0 + i) * K + (g + 4) * kGroup), _MM_HINT_T0);
         _mm_prefetch(reinterpret_cast<const char*>(w.weight + (n0 + i) * K + (g + 4) * kGroup + 64), _MM_HINT_T0);
-        decode_fp8_group(w.weight + (n0 + i) * K + g * kGroup, lut, v);
+        if (fold) {  // kWholeK: the row's block scale in the table (rebuilt when it changes)
+          const uint8_t b = w.scale[((n0 + i) / 128) * ((K + 127) / 128) + g];
+          if (b != folded_for) folded_for = b, fp8_folded_lut(tables(), b, flut);
+          decode_fp8_group(w.weight + (n0 + i) * K + g * kGroup, flut, v);
+        } else {
+          decode_fp8_group(w.weight + (n0 + i) * K + g * kGroup, lut, v);
+        }
       } else {
         _mm_prefetch(reinterpret_cast<const char*>(w.weight + (n0 + i) * (K / 2) + (g + 4) * (kGroup / 2)), _MM_HINT_T0);
         decode_fp4_group(w.weight + (n0 + i) * (K / 2) + g * (kGroup / 2), lut, v);
@@ -407,10 +447,10 @@ void run_range(const Call& c, int64_t b, int64_t e, uint16_t* wbuf) {
         }
         // FP4 (2×4 tiles) in spans of K: each span decoded right before its tiles read it, and
         // small enough that the weight rows stay in L1 meanwhile (see tile_over_x).
-        const int64_t span = s == Scaling::kBlock ? c.G : kSpan;
+        const int64_t span = s == Scaling::kFolded ? kSpan : c.G;
         for (int64_t g0 = 0; g0 < c.G; g0 += span) {
           const int64_t g1 = std::min(c.G, g0 + span);
-          decode_rows(w, r0, nw, g0, g1, wbuf, lut, s == Scaling::kFolded);
+          decode_rows(w, r0, nw, g0, g1, wbuf, lut, s == Scaling::kFolded || s == Scaling::kWholeK);
           for (int k = 0; 4 * k < nw; ++k) {
             ScratchRows rows{};
             const int nq = std::min(4, nw - 4 * k);
@@ -420,6 +460,7 @@ void run_range(const Call& c, int64_t b, int64_t e, uint16_t* wbuf) {
             }
             const int64_t nk = n + 4 * k;
             if (s == Scaling::kBlock) tile_over_x<Scaling::kBlock, 4, 4>(c, rows, nq, x0, x1, nk, g0, g1, &pf);
+            else if (s == Scaling::kWholeK) tile_over_x<Scaling::kWholeK, 4, 4>(c, rows, nq, x0, x1, nk, g0, g1, &pf);
             else if (s == Scaling::kFolded) tile_over_x<Scaling::kFolded, 2, 4>(c, rows, nq, x0, x1, nk, g0, g1, &pf);
             else if (s == Scaling::kLane) tile_over_x<Scaling::kLane, 2, 4>(c, rows, nq, x0, x1, nk, g0, g1, &pf);
             else tile_over_x<Scaling::kLaneSpecial, 2, 4>(c, rows, nq, x0, x1, nk, g0, g1, &pf);
@@ -458,9 +499,14 @@ void run_range(const Call& c, int64_t b, int64_t e, uint16_t* wbuf) {
             for (int i = 0; i < kRowsW; ++i) rows.row[i] = w.weight + (r0 + std::min(i, nw - 1)) * K, rows.srow[i] = srow[i];
             rows.lut = lut;
             rows.ahead = 4 * kRowsW * K;
-            tile_over_x<Scaling::kBlock, 2, kRowsW>(c, rows, nw, x0, x1, n, 0, c.G);
+            if (c.whole_k) {
+              rows.fold = &t;
+              tile_over_x<Scaling::kWholeK, 2, kRowsW>(c, rows, nw, x0, x1, n, 0, c.G);
+            } else {
+              tile_over_x<Scaling::kBlock, 2, kRowsW>(c, rows, nw, x0, x1, n, 0, c.G);
+            }
           } else {
-            scratch_quads(Scaling::kBlock);
+            scratch_quads(c.whole_k ? Scaling::kWholeK : Scaling::kBlock);
           }
           break;
         case WeightFormat::kFP4: {
@@ -497,6 +543,12 @@ bool linear_rows_avx512(const Linear& w, int64_t row0, int64_t n_out, const floa
   const bool quant = w.format == WeightFormat::kFP8 || w.format == WeightFormat::kFP4;
   const SlotOrder& order = w.format == WeightFormat::kFP8 ? t.order_fp8 : w.format == WeightFormat::kFP4 ? t.order_fp4 : t.order_id;
   Call c{&w, row0, n_out, rows, w.in, w.in / kGroup, x, y, nullptr, nullptr};
+  if (w.format == WeightFormat::kFP8 && w.dequantized && n_out > 0) {
+    // Decided from the scales of the 128-row blocks this call covers, never from x: a row's
+    // result must not depend on the rows computed with it.
+    const int64_t kb = (w.in + 127) / 128, b0 = row0 / 128, b1 = (row0 + n_out - 1) / 128 + 1;
+    c.whole_k = fp8_foldable(scale_range(w.scale + b0 * kb, (b1 - b0) * kb));
+  }
   // x in slot order, reused across calls (no allocation once warm). F32 weights read x as is.
   thread_local std::vector<uint8_t> xprep, exact, exps;
   if (w.format != WeightFormat::kF32) {

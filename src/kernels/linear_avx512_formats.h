@@ -34,6 +34,8 @@ struct SlotOrder {
 struct Tables {
   alignas(64) uint8_t fp8_lo[128];  // E4M3 magnitude code → low byte of its BF16
   alignas(64) uint8_t fp8_hi[128];  // → high byte (sign added from the code's bit 7)
+  alignas(64) uint8_t fp8x2_lo[128];  // the same for twice the value (fp8_folded_lut)
+  alignas(64) uint8_t fp8x2_hi[128];
   alignas(64) uint16_t fp4[32];     // E2M1 code (with sign) → its BF16, twice (index bit 4 ignored)
   SlotOrder order_fp8, order_fp4, order_id;  // per weight format
 };
@@ -45,6 +47,9 @@ const Tables& tables() {
       uint16_t b = f32_to_bf16(e4m3_to_f32(uint8_t(m)));
       t.fp8_lo[m] = uint8_t(b & 0xff);
       t.fp8_hi[m] = uint8_t(b >> 8);
+      b = f32_to_bf16(2.0f * e4m3_to_f32(uint8_t(m)));
+      t.fp8x2_lo[m] = uint8_t(b & 0xff);
+      t.fp8x2_hi[m] = uint8_t(b >> 8);
     }
     for (int c = 0; c < 16; ++c) {
       uint16_t b = f32_to_bf16(e2m1_to_f32(uint8_t(c)));
@@ -223,6 +228,24 @@ inline bool foldable(ScaleRange b, int64_t K, uint8_t x_exp_min, uint8_t x_exp_m
   // unfolded path too: products of x and the bare E2M1 values stay normal and finite
   return e_min - 151 + (b.lo - 127) >= -126 && e_min - 151 >= -126 &&
          (e_max - 126) + 3 + std::max(b.hi - 127, 0) + 16 < 120;  // K < 2^16
+}
+
+// FP8 scale folding (Linear::dequantized: wo_a). E4M3 magnitudes span 2^-9 … 448, so times a
+// scale 2^(b−127) they are exact BF16 normals for b in 10..246, and the decode table itself can
+// carry the scale: a BF16 exponent field is the high byte's low 7 bits plus the low byte's top
+// bit, so an even shift 2h adds h to the high-byte table, and an odd one does the same to a
+// table of twice the values. Entries 0 (zero) and 127 (NaN) stay as they are.
+inline bool fp8_foldable(ScaleRange b) { return b.lo >= 10 && b.hi <= 246; }
+
+inline void fp8_folded_lut(const Tables& t, uint8_t b, __m512i lut[4]) {
+  const int d = int(b) - 127, odd = d & 1;
+  const uint8_t* lo = odd ? t.fp8x2_lo : t.fp8_lo;
+  const uint8_t* hi = odd ? t.fp8x2_hi : t.fp8_hi;
+  const __m512i h = _mm512_set1_epi8(char((d - odd) / 2));
+  lut[0] = _mm512_load_si512(lo), lut[1] = _mm512_load_si512(lo + 64);
+  const __m512i h0 = _mm512_load_si512(hi), h1 = _mm512_load_si512(hi + 64);
+  lut[2] = _mm512_mask_add_epi8(h0, ~uint64_t(1), h0, h);
+  lut[3] = _mm512_mask_add_epi8(h1, ~(uint64_t(1) << 63), h1, h);
 }
 
 // The four scale bytes of a group as BF16 exponent increments, (b − 127) << 7 on every 16-bit

@@ -75,6 +75,7 @@ struct Binder {
     at.wkv = linear(a + "wkv");
     at.kv_norm = vec(a + "kv_norm.weight");
     at.wo_a = linear(a + "wo_a");
+    at.wo_a.dequantized = true;
     at.wo_b = linear(a + "wo_b");
     const int ratio = c.compress_ratio(layer);
     if (ratio != 0)

@@ -103,11 +103,10 @@ class LinearKernels : public ::testing::TestWithParam<WeightFormat> {
   Isa saved_ = active_isa();
 };
 
-TEST_P(LinearKernels, MatchReferenceAndAreBatchInvariant) {
-  const WeightFormat f = GetParam();
-  const int64_t out = 261, in = 512, rows = 7, row0 = 3, n_out = 250;
-  Matrix m = make(f, out, in, 1234);
-  std::vector<float> x = activations(rows, in, 99);
+// Every compiled ISA against the scalar twin, with batch and thread-count invariance.
+void check_kernels(const Matrix& m, int64_t rows, int64_t row0, int64_t n_out, const std::vector<float>& x) {
+  const WeightFormat f = m.lin.format;
+  const int64_t in = m.lin.in;
   std::vector<float> ref(size_t(rows * n_out));
   reference::linear_rows(m.lin, row0, n_out, x.data(), rows, ref.data());
   // Tolerance: the F32 rounding of sums in another order, relative to Σ|w·x| of the row.
@@ -125,6 +124,7 @@ TEST_P(LinearKernels, MatchReferenceAndAreBatchInvariant) {
     }
   }
   ThreadPool pool(3);
+  ASSERT_EQ(x.size(), size_t(rows * in));
   for (Isa isa : isas()) {
     set_isa(isa);
     SCOPED_TRACE(std::string(isa_name(isa)));
@@ -152,6 +152,28 @@ TEST_P(LinearKernels, MatchReferenceAndAreBatchInvariant) {
       }
     }
   }
+}
+
+TEST_P(LinearKernels, MatchReferenceAndAreBatchInvariant) {
+  const int64_t out = 261, in = 512, rows = 7;
+  Matrix m = make(GetParam(), out, in, 1234);
+  check_kernels(m, rows, 3, 250, activations(rows, in, 99));
+}
+
+// FP8 that the reference dequantizes before use (wo_a): with every block scale in the folding
+// range (kernels may sum over all of K, scales in the weights), and with one outside it.
+TEST(LinearDequantizedFp8, MatchesReferenceAndIsBatchInvariant) {
+  const Isa saved = active_isa();
+  const int64_t out = 384, in = 512, rows = 7;
+  for (bool foldable : {true, false}) {
+    SCOPED_TRACE(foldable ? "foldable scales" : "a subnormal scale");
+    Matrix m = make(WeightFormat::kFP8, out, in, 4321);
+    m.lin.dequantized = true;
+    if (foldable) m.s[1] = 125;
+    check_kernels(m, rows, 0, out, activations(rows, in, 98));
+    check_kernels(m, rows, 131, 200, activations(rows, in, 97));  // blocks cut by the row range
+  }
+  set_isa(saved);
 }
 
 INSTANTIATE_TEST_SUITE_P(Formats, LinearKernels,
