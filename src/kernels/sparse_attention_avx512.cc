@@ -1,6 +1,6 @@
 // AVX-512 sparse attention (twin: the scalar kernels::sparse_attention_reference).
 //
-// Three passes per query token, each shaped for the cache: scores for 4 heads × 2 keys at a
+// Three passes per query token, each shaped for the cache: scores for 4 heads × 4 keys at a
 // time (one reduce4 per key gives 4 heads' sums), the softmax numerators with a vectorized
 // exp, then P·V in blocks of 4 heads × 64 dims so a block's accumulators stay in registers while
 // the keys' 256-byte slices stream from L2. Summation order differs from the twin; the values
@@ -45,33 +45,38 @@ inline __m512 exp_nonpositive(__m512 x) {
   return _mm512_maskz_mov_ps(~tiny, _mm512_scalef_ps(p, n));
 }
 
-// scores[h, i] = scale · q_h·kv_i for heads [h0, h0+4) and all keys.
-void scores4(const SparseAttentionArgs& a, int h0, float* scores) {
+// scores[h, i..i+KB) = scale · q_h·kv_i for heads [h0, h0+4): 4×KB sums in registers, each
+// step loading KB key and 4 query registers for 4·KB multiply-adds.
+template <int KB>
+void scores4_block(const SparseAttentionArgs& a, int h0, int64_t i, float* scores) {
   const int64_t D = a.head_dim, N = a.n_kv;
   const float* q[4];
   for (int j = 0; j < 4; ++j) q[j] = a.q + (h0 + j) * D;
-  alignas(64) float lanes[16];
-  for (int64_t i = 0; i < N; i += 2) {
-    const bool two = i + 1 < N;
-    const float* k0 = a.kv[i];
-    const float* k1 = two ? a.kv[i + 1] : k0;
-    __m512 acc0[4], acc1[4];
-    for (int j = 0; j < 4; ++j) acc0[j] = acc1[j] = _mm512_setzero_ps();
-    for (int64_t d = 0; d < D; d += 16) {
-      const __m512 v0 = _mm512_loadu_ps(k0 + d), v1 = _mm512_loadu_ps(k1 + d);
-      for (int j = 0; j < 4; ++j) {
-        const __m512 qv = _mm512_loadu_ps(q[j] + d);
-        acc0[j] = _mm512_fmadd_ps(qv, v0, acc0[j]);
-        acc1[j] = _mm512_fmadd_ps(qv, v1, acc1[j]);
-      }
-    }
-    _mm512_store_ps(lanes, reduce4(acc0[0], acc0[1], acc0[2], acc0[3]));
-    for (int j = 0; j < 4; ++j) scores[(h0 + j) * N + i] = lanes[4 * j] * a.softmax_scale;
-    if (two) {
-      _mm512_store_ps(lanes, reduce4(acc1[0], acc1[1], acc1[2], acc1[3]));
-      for (int j = 0; j < 4; ++j) scores[(h0 + j) * N + i + 1] = lanes[4 * j] * a.softmax_scale;
+  const float* k[KB];
+  for (int b = 0; b < KB; ++b) k[b] = a.kv[i + b];
+  __m512 acc[KB][4];
+  for (int b = 0; b < KB; ++b)
+    for (int j = 0; j < 4; ++j) acc[b][j] = _mm512_setzero_ps();
+  for (int64_t d = 0; d < D; d += 16) {
+    __m512 v[KB];
+    for (int b = 0; b < KB; ++b) v[b] = _mm512_loadu_ps(k[b] + d);
+    for (int j = 0; j < 4; ++j) {
+      const __m512 qv = _mm512_loadu_ps(q[j] + d);
+      for (int b = 0; b < KB; ++b) acc[b][j] = _mm512_fmadd_ps(qv, v[b], acc[b][j]);
     }
   }
+  alignas(64) float lanes[16];
+  for (int b = 0; b < KB; ++b) {
+    _mm512_store_ps(lanes, reduce4(acc[b][0], acc[b][1], acc[b][2], acc[b][3]));
+    for (int j = 0; j < 4; ++j) scores[(h0 + j) * N + i + b] = lanes[4 * j] * a.softmax_scale;
+  }
+}
+
+// scores[h, i] = scale · q_h·kv_i for heads [h0, h0+4) and all keys.
+void scores4(const SparseAttentionArgs& a, int h0, float* scores) {
+  int64_t i = 0;
+  for (; i + 4 <= a.n_kv; i += 4) scores4_block<4>(a, h0, i, scores);
+  for (; i < a.n_kv; ++i) scores4_block<1>(a, h0, i, scores);
 }
 
 // scores[h, :] ← e^(ℓ − μ_h) in place; returns the denominator including the sink.
@@ -95,27 +100,40 @@ float softmax_numerators(float* s, int64_t N, float sink) {
   return hsum512(den) + std::exp(sink - mu);
 }
 
+// out[h0..h0+4) dims [d0, d0 + 16·ND) = Σ_i p[h, i]·kv_i / den[h]. ND is a compile-time count so
+// that the 4×ND accumulators live in registers (a runtime count put them in memory, copied with
+// memcpy on every key: half the kernel's time).
+template <int ND>
+void weighted_sum4_block(const SparseAttentionArgs& a, int h0, int64_t d0, const float* p, const float* den) {
+  const int64_t D = a.head_dim, N = a.n_kv;
+  __m512 acc[4][ND];
+  for (int j = 0; j < 4; ++j)
+    for (int t = 0; t < ND; ++t) acc[j][t] = _mm512_setzero_ps();
+  for (int64_t i = 0; i < N; ++i) {
+    const float* k = a.kv[i] + d0;
+    __m512 v[ND];
+    for (int t = 0; t < ND; ++t) v[t] = _mm512_loadu_ps(k + 16 * t);
+    for (int j = 0; j < 4; ++j) {
+      const __m512 pj = _mm512_set1_ps(p[(h0 + j) * N + i]);
+      for (int t = 0; t < ND; ++t) acc[j][t] = _mm512_fmadd_ps(pj, v[t], acc[j][t]);
+    }
+  }
+  for (int j = 0; j < 4; ++j) {
+    const __m512 inv = _mm512_set1_ps(1.0f / den[j]);
+    for (int t = 0; t < ND; ++t) _mm512_storeu_ps(a.out + (h0 + j) * D + d0 + 16 * t, _mm512_mul_ps(acc[j][t], inv));
+  }
+}
+
 // out[h0..h0+4) = Σ_i p[h, i]·kv_i / den[h], 64 dims at a time.
 void weighted_sum4(const SparseAttentionArgs& a, int h0, const float* p, const float* den) {
-  const int64_t D = a.head_dim, N = a.n_kv;
-  for (int64_t d0 = 0; d0 < D; d0 += 64) {
-    const int nd = int(std::min<int64_t>(4, (D - d0) / 16));
-    __m512 acc[4][4];
-    for (int j = 0; j < 4; ++j)
-      for (int t = 0; t < 4; ++t) acc[j][t] = _mm512_setzero_ps();
-    for (int64_t i = 0; i < N; ++i) {
-      const float* k = a.kv[i] + d0;
-      __m512 v[4];
-      for (int t = 0; t < nd; ++t) v[t] = _mm512_loadu_ps(k + 16 * t);
-      for (int j = 0; j < 4; ++j) {
-        const __m512 pj = _mm512_set1_ps(p[(h0 + j) * N + i]);
-        for (int t = 0; t < nd; ++t) acc[j][t] = _mm512_fmadd_ps(pj, v[t], acc[j][t]);
-      }
-    }
-    for (int j = 0; j < 4; ++j) {
-      const __m512 inv = _mm512_set1_ps(1.0f / den[j]);
-      for (int t = 0; t < nd; ++t) _mm512_storeu_ps(a.out + (h0 + j) * D + d0 + 16 * t, _mm512_mul_ps(acc[j][t], inv));
-    }
+  const int64_t D = a.head_dim;
+  int64_t d0 = 0;
+  for (; d0 + 64 <= D; d0 += 64) weighted_sum4_block<4>(a, h0, d0, p, den);
+  switch ((D - d0) / 16) {
+    case 3: weighted_sum4_block<3>(a, h0, d0, p, den); break;
+    case 2: weighted_sum4_block<2>(a, h0, d0, p, den); break;
+    case 1: weighted_sum4_block<1>(a, h0, d0, p, den); break;
+    default: break;
   }
 }
 
