@@ -11,7 +11,7 @@ namespace dsv4::cli {
 
 struct LoadFlags {
   std::string numerics = "reference";
-  Residency residency = Residency::kMap;
+  Residency residency = Residency::kCopy;  // mapped anyway when the checkpoint does not fit in RAM
 
   Numerics numerics_mode() const { return numerics == "plain" ? Numerics::kPlain : Numerics::kReference; }
 };
@@ -21,10 +21,12 @@ inline void add_load_flags(CLI::App* c, LoadFlags& f) {
       ->check(CLI::IsMember({"reference", "plain"}));
   auto* map = c->add_flag_callback(
       "--mmap", [&f] { f.residency = Residency::kMap; },
-      "Use weights from the file mapping, pre-faulted when they fit in RAM (default)");
+      "Use weights from the file mapping (pre-faulted when they fit in RAM): fastest start from a warm "
+      "page cache");
   auto* copy = c->add_flag_callback(
       "--no-mmap", [&f] { f.residency = Residency::kCopy; },
-      "Copy weights once into huge-page memory: slower to load, immune to page-cache reclaim");
+      "Copy weights once into huge-page memory (default when they fit in RAM): faster prefill, immune to "
+      "page-cache reclaim");
   map->excludes(copy);
 }
 

@@ -44,6 +44,10 @@ std::string read_all(int fd, uint8_t* dst, size_t size) {
         failed = true;
         break;
       }
+      // The chunk's page cache is a second copy now: handing it back keeps memory pressure from
+      // evicting the chunks not read yet (a checkpoint near the size of RAM was otherwise read
+      // from disk twice: 1.5 GB/s from a warm cache).
+      ::posix_fadvise(fd, off_t(off), off_t(end - off), POSIX_FADV_DONTNEED);
     }
   };
   const unsigned n = std::clamp(std::thread::hardware_concurrency(), 1u, 4u);
