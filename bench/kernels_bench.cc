@@ -115,14 +115,29 @@ void BM_Linear(benchmark::State& state, WeightFormat format, kernels::Isa isa, b
 
 // The FP4 matrix as 16 expert-sized calls of 2048 rows (a decoded token's routed experts): the
 // same bytes as Linear/fp4, so the difference is what each call's start and join cost.
-void BM_LinearExperts(benchmark::State& state, kernels::Isa isa) {
+// The FP4 matrix in 16-row tiles (kernels::tile_fp4), as loading puts routed experts.
+const Matrix& tiled_fp4() {
+  static Matrix t = [] {
+    const Matrix& m = matrix(WeightFormat::kFP4, false);
+    Matrix c;
+    c.weight = m.weight, c.scale = m.scale;
+    c.lin = m.lin;
+    c.lin.weight = c.weight.data(), c.lin.scale = c.scale.data();
+    kernels::tile_fp4(c.weight.data(), c.scale.data(), c.lin.out, c.lin.in);
+    c.lin.tiled = true;
+    return c;
+  }();
+  return t;
+}
+
+void BM_LinearExperts(benchmark::State& state, kernels::Isa isa, bool tiled) {
   if (!kernels::isa_supported(isa)) {
     state.SkipWithError("ISA not supported by this CPU");
     return;
   }
   kernels::set_isa(isa);
   const int64_t rows = state.range(0), expert_rows = 2048;
-  const Matrix& m = matrix(WeightFormat::kFP4, false);
+  const Matrix& m = tiled ? tiled_fp4() : matrix(WeightFormat::kFP4, false);
   const std::vector<float> x = make_x(rows, m.lin.in, true);
   std::vector<float> y(size_t(rows * expert_rows));
   ThreadPool* pool = ThreadPool::shared();
@@ -200,12 +215,13 @@ void register_all() {
       b->Unit(benchmark::kMillisecond)->UseRealTime();
     }
     if (isa != Isa::kScalar)
-      benchmark::RegisterBenchmark(("LinearExperts/fp4/" + isa_s).c_str(),
-                                   [isa](benchmark::State& s) { BM_LinearExperts(s, isa); })
-          ->Arg(1)
-          ->Arg(12)  // a 512-token prefill gives each of 256 experts ~12 rows
-          ->Unit(benchmark::kMillisecond)
-          ->UseRealTime();
+      for (bool tiled : {false, true})
+        benchmark::RegisterBenchmark(("LinearExperts/fp4" + std::string(tiled ? "-tiled/" : "/") + isa_s).c_str(),
+                                     [isa, tiled](benchmark::State& s) { BM_LinearExperts(s, isa, tiled); })
+            ->Arg(1)
+            ->Arg(12)  // a 512-token prefill gives each of 256 experts ~12 rows
+            ->Unit(benchmark::kMillisecond)
+            ->UseRealTime();
     benchmark::RegisterBenchmark(("SparseAttention/" + isa_s).c_str(),
                                  [isa](benchmark::State& s) { BM_SparseAttention(s, isa); })
         ->Arg(128)

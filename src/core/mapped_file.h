@@ -34,6 +34,10 @@ class MappedFile {
   size_t size() const { return size_; }
   const std::string& path() const { return path_; }
   bool copied() const { return copied_; }
+  // A copy's bytes, writable between writable_begin() and writable_end() (load-time
+  // rearrangements such as kernels::tile_fp4), read-only otherwise. Null for a mapping.
+  uint8_t* writable_begin();
+  void writable_end();
 
  private:
   std::string path_;

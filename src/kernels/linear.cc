@@ -3,6 +3,7 @@
 #include "kernels/linear.h"
 
 #include <cstring>
+#include <vector>
 
 #include "core/dtype.h"
 #include "core/error.h"
@@ -72,9 +73,36 @@ void dequant_row(const Linear& w, int64_t r, float* out) {
       break;
     }
     case WeightFormat::kFP4:
-      for (int64_t k = 0; k < w.in; ++k)
-        out[k] = fp4_packed_at(w.weight + r * (w.in / 2), size_t(k)) * e8m0_to_f32(w.scale[r * (w.in / 32) + k / 32]);
+      for (int64_t k = 0; k < w.in; ++k) out[k] = e2m1_to_f32(w.fp4_code(r, k)) * e8m0_to_f32(w.scale[w.fp4_scale(r, k / 32)]);
       break;
+  }
+}
+
+bool can_tile_fp4(const Linear& w) {
+  return w.format == WeightFormat::kFP4 && !w.tiled && w.out % 16 == 0 && w.in % 32 == 0 && w.out > 0;
+}
+
+void tile_fp4(uint8_t* weight, uint8_t* scale, int64_t out, int64_t in) {
+  const int64_t P = in / 2, B = in / 32;  // bytes of a row: weights, scales
+  std::vector<uint8_t> t(size_t(16 * P));
+  for (int64_t blk = 0; blk < out / 16; ++blk) {
+    uint8_t* wt = weight + blk * 16 * P;
+    std::memcpy(t.data(), wt, t.size());
+    for (int64_t c = 0; c < P / 4; ++c)  // 8 columns of 16 rows: the output in order
+      for (int64_t l = 0; l < 16; ++l) {
+        uint32_t b;  // bytes b0..b3 = columns (0,1) … (6,7)
+        std::memcpy(&b, t.data() + l * P + 4 * c, 4);
+        auto pack = [](uint32_t v) {  // nibbles at bits 0, 8, 16, 24 → bits 0, 4, 8, 12
+          v = (v | v >> 4) & 0x00ff00ffu;
+          return (v | v >> 8) & 0xffffu;
+        };
+        const uint32_t word = pack(b & 0x0f0f0f0fu) | pack(b >> 4 & 0x0f0f0f0fu) << 16;
+        std::memcpy(wt + (c * 16 + l) * 4, &word, 4);
+      }
+    uint8_t* st = scale + blk * 16 * B;
+    std::memcpy(t.data(), st, size_t(16 * B));
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t l = 0; l < 16; ++l) st[b * 16 + l] = t[size_t(l * B + b)];
   }
 }
 

@@ -24,6 +24,23 @@ struct Linear {
   // all of K, not the per-128-block sums of an FP8 GEMM, so kernels may fold the block scales
   // into the weights and keep their vector lanes apart across blocks.
   bool dequantized = false;
+  // FP4 in 16-row tiles (tile_fp4) instead of row-major; see there.
+  bool tiled = false;
+
+  // FP4: the E2M1 code of W[n, k], and where the scale of W[n, 32b .. 32b+31] is.
+  uint8_t fp4_code(int64_t n, int64_t k) const {
+    if (!tiled) {
+      const uint8_t byte = weight[n * (in / 2) + k / 2];
+      return k % 2 ? byte >> 4 : byte & 15;
+    }
+    const int64_t word = ((n / 16) * (in / 8) + k / 8) * 16 + n % 16;  // 4 bytes: 8 columns
+    const int nibble = k % 2 ? 4 + (k % 8) / 2 : (k % 8) / 2;
+    const uint8_t byte = weight[word * 4 + nibble / 2];
+    return nibble % 2 ? byte >> 4 : byte & 15;
+  }
+  int64_t fp4_scale(int64_t n, int64_t b) const {
+    return tiled ? ((n / 16) * (in / 32) + b) * 16 + n % 16 : n * (in / 32) + b;
+  }
 
   bool empty() const { return weight == nullptr; }
 };
@@ -44,6 +61,15 @@ void linear_rows(const Linear& w, int64_t row0, int64_t n_out, const float* x, i
 // logits — where a last-bit difference can flip a near-tie of an expert choice against the
 // official outputs.
 void linear_sequential(const Linear& w, const float* x, int64_t rows, float* y, ThreadPool* pool);
+
+// FP4 weights in 16-row tiles, the layout the AVX-512 kernel reads one register per column
+// pair from (one lane per row, no horizontal sums): per tile of 16 rows and per 8 columns, 64
+// bytes — row ℓ's four bytes in 32-bit word ℓ, columns 2q and 2q+1 in nibbles q and q+4, so a
+// 16-bit shift by 4q and one table lookup per word give pair q. Scales: per tile and 32-column
+// block, the 16 rows' bytes together. Rearranges `weight` and `scale` of a row-major FP4 matrix
+// in place; the caller then sets Linear::tiled. Needs can_tile_fp4.
+bool can_tile_fp4(const Linear& w);
+void tile_fp4(uint8_t* weight, uint8_t* scale, int64_t out, int64_t in);
 
 // Dequantized row `r` of W as F32 (embedding lookups, tests): out has `in` elements.
 void dequant_row(const Linear& w, int64_t r, float* out);

@@ -234,7 +234,7 @@ void run_range(const Call& c, int64_t b, int64_t e, float* wbuf, float* sbuf) {
 
 bool linear_rows_avx2(const Linear& w, int64_t row0, int64_t n_out, const float* x, int64_t rows, float* y,
                       ThreadPool* pool) {
-  if (w.in % 128 != 0) return false;
+  if (w.in % 128 != 0 || w.tiled) return false;  // tiled FP4: the scalar twin reads it
   Call c{&w, row0, n_out, rows, w.in, x, y};
   if (w.format == WeightFormat::kFP8) {
     parallel_for(pool, n_out, [&](int64_t b, int64_t e) {

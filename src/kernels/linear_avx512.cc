@@ -333,6 +333,7 @@ void run_range(const Call& c, int64_t b, int64_t e, uint16_t* wbuf) {
 
 bool linear_rows_avx512(const Linear& w, int64_t row0, int64_t n_out, const float* x, int64_t rows, float* y,
                         ThreadPool* pool) {
+  if (w.tiled) return linear_rows_fp4_tiled_avx512(w, row0, n_out, x, rows, y, pool);
   if (w.in % kGroup != 0) return false;
   const Tables& t = tables();
   const bool quant = w.format == WeightFormat::kFP8 || w.format == WeightFormat::kFP4;

@@ -89,7 +89,7 @@ const Tables& tables() {
 namespace {
 
 // x row → BF16 slots (when exact) or F32 slots. Returns whether the row is exactly BF16.
-bool prep_row_x(const float* x, int64_t K, const SlotOrder& o, bool try_bf16, uint16_t* xb, float* xf) {
+inline bool prep_row_x(const float* x, int64_t K, const SlotOrder& o, bool try_bf16, uint16_t* xb, float* xf) {
   bool exact = try_bf16;
   if (exact) {
     __m512i bad = _mm512_setzero_si512();
@@ -123,7 +123,7 @@ bool prep_row_x(const float* x, int64_t K, const SlotOrder& o, bool try_bf16, ui
 }
 
 // The smallest and largest F32 exponent field among a row's nonzero values (255, 0 when none).
-void exponent_range(const float* x, int64_t K, uint8_t* lo, uint8_t* hi) {
+inline void exponent_range(const float* x, int64_t K, uint8_t* lo, uint8_t* hi) {
   __m512i mn = _mm512_set1_epi32(255), mx = _mm512_setzero_si512();
   for (int64_t k = 0; k < K; k += 16) {
     const __m512i v = _mm512_loadu_si512(x + k);

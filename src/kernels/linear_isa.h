@@ -14,6 +14,9 @@ namespace dsv4::kernels::detail {
 
 bool linear_rows_avx512(const Linear& w, int64_t row0, int64_t n_out, const float* x, int64_t rows, float* y,
                         ThreadPool* pool);
+// FP4 in 16-row tiles (Linear::tiled): row0 and n_out multiples of 16.
+bool linear_rows_fp4_tiled_avx512(const Linear& w, int64_t row0, int64_t n_out, const float* x, int64_t rows,
+                                  float* y, ThreadPool* pool);
 bool linear_rows_avx2(const Linear& w, int64_t row0, int64_t n_out, const float* x, int64_t rows, float* y,
                       ThreadPool* pool);
 

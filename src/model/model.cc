@@ -25,10 +25,11 @@ std::unique_ptr<Model> Model::load(const std::string& dir, Numerics numerics, Th
   m->config_ = load_config(dir);
   m->dir_ = TensorDirectory::open(dir, residency);
   m->weights_ = bind_weights(&m->config_, *m->dir_);
+  m->pool_ = pool ? pool : ThreadPool::shared();
+  tile_routed_experts(&m->weights_, *m->dir_, m->pool_);
   for (int l = 0; l < m->config_.n_layers + m->config_.n_mtp_layers; ++l)
     m->ropes_.push_back(layer_rope_table(m->config_, l));
   m->numerics_ = numerics;
-  m->pool_ = pool ? pool : ThreadPool::shared();
   return m;
 }
 

@@ -3,6 +3,8 @@
 #include <cstring>
 
 #include "core/error.h"
+#include "core/thread_pool.h"
+#include "kernels/isa.h"
 #include "model/inventory.h"
 
 namespace dsv4 {
@@ -135,6 +137,29 @@ Weights bind_weights(ModelConfig* config, const TensorDirectory& dir) {
     w.mtp.push_back(std::move(t));
   }
   return w;
+}
+
+int tile_routed_experts(Weights* w, const TensorDirectory& dir, ThreadPool* pool) {
+  if (!dir.copied() || kernels::active_isa() != kernels::Isa::kAvx512) return 0;
+  std::vector<Linear*> todo;
+  auto add = [&](BlockWeights& b) {
+    for (ExpertWeights& e : b.ffn.experts)
+      for (Linear* l : {&e.w1, &e.w2, &e.w3})
+        if (kernels::can_tile_fp4(*l)) todo.push_back(l);
+  };
+  for (BlockWeights& b : w->layers) add(b);
+  for (MtpWeights& m : w->mtp) add(m.block);
+  if (todo.empty()) return 0;
+  for (const auto& f : dir.files()) f->writable_begin();
+  parallel_for(pool, int64_t(todo.size()), [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      Linear* l = todo[size_t(i)];
+      kernels::tile_fp4(const_cast<uint8_t*>(l->weight), const_cast<uint8_t*>(l->scale), l->out, l->in);
+      l->tiled = true;
+    }
+  });
+  for (const auto& f : dir.files()) f->writable_end();
+  return int(todo.size());
 }
 
 }  // namespace dsv4

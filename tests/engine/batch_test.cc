@@ -10,7 +10,8 @@ namespace {
 
 TEST(DecodeBatch, EqualsSeparateDecoding) {
   DSV4_REQUIRE_SHARED();
-  auto model = Model::load(test::shared_dir() + "/golden/flash-mini", Numerics::kReference);
+  auto model = Model::load(test::shared_dir() + "/golden/flash-mini", Numerics::kReference, nullptr,
+                           test::test_residency());
   auto ids = test::i32s(TensorDirectory::open(test::shared_dir() + "/golden/flash-mini/expected.safetensors")
                             ->get("input.prompt_ids"));
   // Three sequences of different lengths (one crossing the window and a ratio-128 block).

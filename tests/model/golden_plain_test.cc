@@ -3,6 +3,7 @@
 // (golden README §6).
 #include <gtest/gtest.h>
 
+#include "kernels/isa.h"
 #include "tests/model/golden_util.h"
 
 namespace dsv4 {
@@ -17,7 +18,10 @@ class GoldenPlain : public ::testing::TestWithParam<std::string> {
   void SetUp() override {
     DSV4_REQUIRE_SHARED();
     dir_ = test::shared_dir() + "/golden/" + GetParam();
-    model_ = Model::load(dir_, Numerics::kPlain);
+    model_ = Model::load(dir_, Numerics::kPlain, nullptr, test::test_residency());
+    if (test::test_residency() == Residency::kCopy && kernels::active_isa() == kernels::Isa::kAvx512) {
+      ASSERT_TRUE(model_->weights().layers[0].ffn.experts[0].w1.tiled) << "copied experts are not tiled";
+    }
     expected_ = TensorDirectory::open(dir_ + "/expected-nosim.safetensors");
   }
   std::vector<float> f(const std::string& n) { return test::f32s(expected_->get(n)); }

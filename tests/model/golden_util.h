@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <filesystem>
 #include <map>
 #include <set>
@@ -15,6 +16,14 @@
 #include "tests/test_util.h"
 
 namespace dsv4::test {
+
+// Where a golden test keeps the weights: DSV4_TEST_RESIDENCY=copy (a ctest variant) copies them,
+// which on AVX-512 also puts the routed experts in 16-row tiles (tile_routed_experts), so the
+// same comparisons cover that layout and its kernel.
+inline Residency test_residency() {
+  const char* e = std::getenv("DSV4_TEST_RESIDENCY");
+  return e && std::string(e) == "copy" ? Residency::kCopy : Residency::kMap;
+}
 
 // Every directory under ../shared/golden with a config.json is a case.
 inline std::vector<std::string> golden_cases() {

@@ -47,16 +47,14 @@ float dot_fp8(const Linear& w, int64_t row, const float* x) {
 }
 
 float dot_fp4(const Linear& w, int64_t row, const float* x) {
-  const uint8_t* wr = w.weight + row * (w.in / 2);
-  const uint8_t* srow = w.scale + row * (w.in / 32);
   float acc = 0;
   for (int64_t kb = 0; kb < w.in / 32; ++kb) {
     float part = 0;
     for (int64_t j = 0; j < 16; ++j) {
-      uint8_t b = wr[kb * 16 + j];
-      part += e2m1_to_f32(b & 15) * x[kb * 32 + 2 * j] + e2m1_to_f32(b >> 4) * x[kb * 32 + 2 * j + 1];
+      const int64_t k = kb * 32 + 2 * j;
+      part += e2m1_to_f32(w.fp4_code(row, k)) * x[k] + e2m1_to_f32(w.fp4_code(row, k + 1)) * x[k + 1];
     }
-    acc += part * e8m0_to_f32(srow[kb]);
+    acc += part * e8m0_to_f32(w.scale[w.fp4_scale(row, kb)]);
   }
   return acc;
 }

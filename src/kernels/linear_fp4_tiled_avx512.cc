@@ -1,0 +1,208 @@
+// AVX-512 linear for FP4 weights in 16-row tiles (Linear::tiled, kernels::tile_fp4): one
+// register per column pair holds that pair of 16 weight rows (one lane per row, the two columns
+// in the 16-bit halves that vdpbf16ps pairs), so x enters as a broadcast pair and every lane
+// sums its own row — no horizontal sums, and a register decoded once serves every x row of the
+// tile. Per 32-column block (one UE8M0 scale per row, 16 bytes) each lane's partial starts at
+// zero, is multiplied by its row's scale and added to the row's sum: the reference fp4_gemm's
+// two-level accumulation (spec §3.7). Each (x row, weight row) goes through these operations in
+// this order whatever the number of x rows, so results are batch invariant.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "core/thread_pool.h"
+#include "kernels/linear_avx512_formats.h"
+#include "kernels/linear_isa.h"
+
+namespace dsv4::kernels::detail {
+
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512vbmi,avx512bf16,fma,avx2,bmi,bmi2")
+
+namespace {
+
+constexpr int kTile = 16;     // weight rows per tile (one per lane)
+constexpr int kMaxBf16 = 12;  // x rows per pass: 2 sums each beside the decode registers
+constexpr int kMaxF32 = 6;    // F32 x rows take two FMAs and two widened registers per pair
+// Software prefetch distance into L2: one read stream per thread does not reach DRAM bandwidth
+// on its own (the hardware prefetcher keeps too few lines in flight).
+constexpr int64_t kAhead = 4096;
+
+// Column pair q of a 64-byte chunk (16 rows × 8 columns, tile_fp4's layout) as BF16 pairs: the
+// pair's nibbles sit at bits 4q of each 16-bit half, and vpermw reads a word's low 5 bits from
+// a table that repeats its 16 codes (bit 4 does not matter).
+inline __m512i decode_pair(__m512i chunk, int q, __m512i lut) {
+  return _mm512_permutexvar_epi16(q == 0 ? chunk : _mm512_srli_epi16(chunk, unsigned(4 * q)), lut);
+}
+
+inline __m512 block_scales(const uint8_t* s) {
+  return e8m0_lanes(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s))));
+}
+
+// acc + w · (x[0], x[1]) broadcast to every lane, the pair read straight from memory: GCC 12
+// does not fold a broadcast into vdpbf16ps, and a separate broadcast per product halved the rate.
+inline __m512 dp_pair(__m512 acc, __m512i w, const uint32_t* x) {
+  asm("vdpbf16ps %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(w), "m"(*reinterpret_cast<const int32_t*>(x)));
+  return acc;
+}
+
+// y[r][0:16] for RT BF16 x rows and one tile; xi: the rows' column pairs interleaved,
+// [K/2][RT] 32-bit pairs, so that a pair's RT broadcasts read one cache line.
+template <int RT>
+__attribute__((noinline)) void tile_bf16(const uint8_t* w, const uint8_t* s, int64_t K, const uint32_t* xi,
+                                         float* const* y, __m512i lut) {
+  __m512 tot[RT];
+  for (int r = 0; r < RT; ++r) tot[r] = _mm512_setzero_ps();
+  for (int64_t kb = 0; kb < K / 32; ++kb) {
+    __m512 part[RT];
+    for (int r = 0; r < RT; ++r) part[r] = _mm512_setzero_ps();
+    const uint8_t* wb = w + kb * 256;
+    for (int c = 0; c < 4; ++c) {
+      _mm_prefetch(reinterpret_cast<const char*>(wb + kAhead + 64 * c), _MM_HINT_T1);
+      const __m512i chunk = _mm512_loadu_si512(wb + 64 * c);
+      for (int q = 0; q < 4; ++q) {
+        const __m512i wq = decode_pair(chunk, q, lut);
+        const int64_t k = kb * 32 + 8 * c + 2 * q;
+        const uint32_t* xp = xi + (k / 2) * RT;
+        for (int r = 0; r < RT; ++r) part[r] = dp_pair(part[r], wq, xp + r);
+      }
+    }
+    const __m512 sc = block_scales(s + kb * 16);
+    for (int r = 0; r < RT; ++r) tot[r] = _mm512_fmadd_ps(part[r], sc, tot[r]);
+  }
+  for (int r = 0; r < RT; ++r) _mm512_storeu_ps(y[r], tot[r]);
+}
+
+// The same for F32 x rows: the pair's two columns widened and multiplied in turn.
+template <int RT>
+__attribute__((noinline)) void tile_f32(const uint8_t* w, const uint8_t* s, int64_t K, const float* const* xf,
+                                        float* const* y, __m512i lut) {
+  const __m512i hi = _mm512_set1_epi32(int(0xffff0000u));
+  __m512 tot[RT];
+  for (int r = 0; r < RT; ++r) tot[r] = _mm512_setzero_ps();
+  for (int64_t kb = 0; kb < K / 32; ++kb) {
+    __m512 part[RT];
+    for (int r = 0; r < RT; ++r) part[r] = _mm512_setzero_ps();
+    const uint8_t* wb = w + kb * 256;
+    for (int c = 0; c < 4; ++c) {
+      _mm_prefetch(reinterpret_cast<const char*>(wb + kAhead + 64 * c), _MM_HINT_T1);
+      const __m512i chunk = _mm512_loadu_si512(wb + 64 * c);
+      for (int q = 0; q < 4; ++q) {
+        const __m512i wq = decode_pair(chunk, q, lut);
+        const __m512 we = _mm512_castsi512_ps(_mm512_slli_epi32(wq, 16));
+        const __m512 wo = _mm512_castsi512_ps(_mm512_and_si512(wq, hi));
+        const int64_t k = kb * 32 + 8 * c + 2 * q;
+        for (int r = 0; r < RT; ++r) {
+          part[r] = _mm512_fmadd_ps(we, _mm512_set1_ps(xf[r][k]), part[r]);
+          part[r] = _mm512_fmadd_ps(wo, _mm512_set1_ps(xf[r][k + 1]), part[r]);
+        }
+      }
+    }
+    const __m512 sc = block_scales(s + kb * 16);
+    for (int r = 0; r < RT; ++r) tot[r] = _mm512_fmadd_ps(part[r], sc, tot[r]);
+  }
+  for (int r = 0; r < RT; ++r) _mm512_storeu_ps(y[r], tot[r]);
+}
+
+#define DSV4_TILE_CASES(fn, X)                                                                    \
+  switch (n) {                                                                                     \
+    case 1: fn<1>(w, s, K, x, y, lut); break;                                                        \
+    case 2: fn<2>(w, s, K, x, y, lut); break;                                                        \
+    case 3: fn<3>(w, s, K, x, y, lut); break;                                                        \
+    case 4: fn<4>(w, s, K, x, y, lut); break;                                                        \
+    case 5: fn<5>(w, s, K, x, y, lut); break;                                                        \
+    default: fn<6>(w, s, K, x, y, lut); break;                                                       \
+  }
+
+// n ≤ kMaxBf16 rows of one tile.
+void run_bf16(int n, const uint8_t* w, const uint8_t* s, int64_t K, const uint32_t* x, float* const* y,
+              __m512i lut) {
+  switch (n) {
+    case 7: tile_bf16<7>(w, s, K, x, y, lut); return;
+    case 8: tile_bf16<8>(w, s, K, x, y, lut); return;
+    case 9: tile_bf16<9>(w, s, K, x, y, lut); return;
+    case 10: tile_bf16<10>(w, s, K, x, y, lut); return;
+    case 11: tile_bf16<11>(w, s, K, x, y, lut); return;
+    case 12: tile_bf16<12>(w, s, K, x, y, lut); return;
+    default: break;
+  }
+  DSV4_TILE_CASES(tile_bf16, uint16_t)
+}
+
+void run_f32(int n, const uint8_t* w, const uint8_t* s, int64_t K, const float* const* x, float* const* y,
+             __m512i lut) {
+  DSV4_TILE_CASES(tile_f32, float)
+}
+
+#undef DSV4_TILE_CASES
+
+}  // namespace
+
+bool linear_rows_fp4_tiled_avx512(const Linear& w, int64_t row0, int64_t n_out, const float* x, int64_t rows,
+                                  float* y, ThreadPool* pool) {
+  const int64_t K = w.in;
+  if (row0 % kTile != 0 || n_out % kTile != 0 || K % 32 != 0) return false;
+  // x as BF16 in column order where exact (act-quantized rows), else F32 as given.
+  thread_local std::vector<uint16_t> xb;
+  thread_local std::vector<uint8_t> exact;
+  if (xb.size() < size_t(rows * K)) xb.resize(size_t(rows * K));
+  if (exact.size() < size_t(rows)) exact.resize(size_t(rows));
+  uint16_t* xbp = xb.data();
+  uint8_t* ex = exact.data();
+  parallel_for(pool, rows, [&](int64_t b, int64_t e) {
+    for (int64_t r = b; r < e; ++r) {
+      const float* xr = x + r * K;
+      __mmask16 bad = 0;
+      for (int64_t k = 0; k < K; k += 16) {
+        const __m512i v = _mm512_castps_si512(_mm512_loadu_ps(xr + k));
+        bad |= _mm512_test_epi32_mask(v, _mm512_set1_epi32(0xffff));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(xbp + r * K + k), _mm512_cvtepi32_epi16(_mm512_srli_epi32(v, 16)));
+      }
+      ex[r] = bad == 0;
+    }
+  }, 4);
+  // Rows of each kind, in order; BF16 rows in groups of kMaxBf16, their pairs interleaved.
+  std::vector<int64_t> bf16_rows, f32_rows;
+  for (int64_t r = 0; r < rows; ++r) (ex[r] ? bf16_rows : f32_rows).push_back(r);
+  thread_local std::vector<uint32_t> xi;
+  if (xi.size() < bf16_rows.size() * size_t(K / 2)) xi.resize(bf16_rows.size() * size_t(K / 2));
+  uint32_t* xip = xi.data();
+  for (size_t i = 0; i < bf16_rows.size(); i += kMaxBf16) {
+    const int n = int(std::min<size_t>(kMaxBf16, bf16_rows.size() - i));
+    uint32_t* g = xip + i * size_t(K / 2);
+    for (int j = 0; j < n; ++j) {
+      const uint16_t* xr = xbp + bf16_rows[i + j] * K;
+      for (int64_t p = 0; p < K / 2; ++p) g[p * n + j] = uint32_t(xr[2 * p]) | uint32_t(xr[2 * p + 1]) << 16;
+    }
+  }
+  parallel_for(pool, n_out / kTile, [&](int64_t b, int64_t e) {
+    const __m512i lut = _mm512_load_si512(tables().fp4);
+    for (int64_t t = b; t < e; ++t) {
+      const int64_t tile = row0 / kTile + t;
+      const uint8_t* wt = w.weight + tile * (K / 2) * kTile;
+      const uint8_t* st = w.scale + tile * (K / 32) * kTile;
+      for (size_t i = 0; i < bf16_rows.size(); i += kMaxBf16) {
+        const int n = int(std::min<size_t>(kMaxBf16, bf16_rows.size() - i));
+        float* yr[kMaxBf16];
+        for (int j = 0; j < n; ++j) yr[j] = y + bf16_rows[i + j] * n_out + t * kTile;
+        run_bf16(n, wt, st, K, xip + i * size_t(K / 2), yr, lut);
+      }
+      for (size_t i = 0; i < f32_rows.size(); i += kMaxF32) {
+        const int n = int(std::min<size_t>(kMaxF32, f32_rows.size() - i));
+        const float* xr[kMaxF32];
+        float* yr[kMaxF32];
+        for (int j = 0; j < n; ++j) xr[j] = x + f32_rows[i + j] * K, yr[j] = y + f32_rows[i + j] * n_out + t * kTile;
+        run_f32(n, wt, st, K, xr, yr, lut);
+      }
+    }
+  });
+  return true;
+}
+
+#pragma GCC pop_options
+
+}  // namespace dsv4::kernels::detail
