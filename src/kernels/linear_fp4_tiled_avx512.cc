@@ -168,11 +168,14 @@ bool linear_rows_fp4_tiled_avx512(const Linear& w, int64_t row0, int64_t n_out, 
   // Rows of each kind, in order; BF16 rows in groups of kMaxBf16, their pairs interleaved.
   std::vector<int64_t> bf16_rows, f32_rows;
   for (int64_t r = 0; r < rows; ++r) (ex[r] ? bf16_rows : f32_rows).push_back(r);
+  // Groups as even as kMaxBf16 allows (15 rows: 8 + 7, not 12 + 3: a register decoded for few
+  // rows is mostly decode).
+  const size_t nb = bf16_rows.size(), per = nb ? (nb + (nb + kMaxBf16 - 1) / kMaxBf16 - 1) / ((nb + kMaxBf16 - 1) / kMaxBf16) : 1;
   thread_local std::vector<uint32_t> xi;
-  if (xi.size() < bf16_rows.size() * size_t(K / 2)) xi.resize(bf16_rows.size() * size_t(K / 2));
+  if (xi.size() < nb * size_t(K / 2)) xi.resize(nb * size_t(K / 2));
   uint32_t* xip = xi.data();
-  for (size_t i = 0; i < bf16_rows.size(); i += kMaxBf16) {
-    const int n = int(std::min<size_t>(kMaxBf16, bf16_rows.size() - i));
+  for (size_t i = 0; i < nb; i += per) {
+    const int n = int(std::min(per, nb - i));
     uint32_t* g = xip + i * size_t(K / 2);
     for (int j = 0; j < n; ++j) {
       const uint16_t* xr = xbp + bf16_rows[i + j] * K;
@@ -185,8 +188,8 @@ bool linear_rows_fp4_tiled_avx512(const Linear& w, int64_t row0, int64_t n_out, 
       const int64_t tile = row0 / kTile + t;
       const uint8_t* wt = w.weight + tile * (K / 2) * kTile;
       const uint8_t* st = w.scale + tile * (K / 32) * kTile;
-      for (size_t i = 0; i < bf16_rows.size(); i += kMaxBf16) {
-        const int n = int(std::min<size_t>(kMaxBf16, bf16_rows.size() - i));
+      for (size_t i = 0; i < nb; i += per) {
+        const int n = int(std::min(per, nb - i));
         float* yr[kMaxBf16];
         for (int j = 0; j < n; ++j) yr[j] = y + bf16_rows[i + j] * n_out + t * kTile;
         run_bf16(n, wt, st, K, xip + i * size_t(K / 2), yr, lut);
