@@ -1,5 +1,7 @@
 #include "kernels/ops.h"
 
+#include <cstring>
+
 namespace dsv4::kernels {
 
 // One clone per ISA, picked at load time (GCC function multi-versioning). The F32 semantics
@@ -37,6 +39,44 @@ __attribute__((target_clones("avx512f", "avx2,fma", "default"))) void dot_rows(c
     }
   }
   for (; r < rows; ++r) out[r] = dot(a + r * n, b, n);
+}
+
+namespace {
+
+// e^x for x in [−87, 88]: x = n·ln2 + r (ln2 in two parts, so r is exact), e^r by the Cephes
+// expf polynomial, 2^n built in the exponent bits. Plain IEEE operations only, so the compiler
+// vectorizes it and every clone gets the same bits.
+inline float exp_clamped(float x) {
+  x = x < -87.0f ? -87.0f : x > 88.0f ? 88.0f : x;
+  const float n = __builtin_rintf(x * 1.44269504088896341f);
+  const float r = (x - n * 0.693359375f) - n * -2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * (r * r) + r + 1.0f;
+  const int32_t bits = (int32_t(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, 4);
+  return p * scale;
+}
+
+}  // namespace
+
+__attribute__((target_clones("avx512f", "avx2,fma", "default"))) void swiglu(const float* g, const float* v, int64_t n,
+                                                                             float limit, float weight, float* out) {
+  for (int64_t i = 0; i < n; ++i) {
+    float gi = g[i], vi = v[i];
+    if (limit > 0) {
+      vi = vi < -limit ? -limit : vi > limit ? limit : vi;
+      gi = gi < limit ? gi : limit;
+    }
+    // Below −87, silu(g) = g·e^g is under 1e-35 (F32 subnormal or zero): taken as 0.
+    const float silu = gi < -87.0f ? 0.0f : gi / (1.0f + exp_clamped(-gi));
+    out[i] = silu * vi * weight;
+  }
 }
 
 }  // namespace dsv4::kernels

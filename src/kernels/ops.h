@@ -21,8 +21,12 @@ inline void rms_norm(const float* x, const float* w, int64_t n, float eps, float
   for (int64_t i = 0; i < n; ++i) y[i] = w ? (x[i] * r) * w[i] : x[i] * r;
 }
 
+// Expert SwiGLU (spec §4.5): out[i] = silu(min(g[i], L)) · clamp(v[i], −L, L) · weight, no
+// clamp when L ≤ 0; silu(x) = x / (1 + e^−x) with ops.cc's e^x (within 2 ulp of expf, the same
+// bits on every ISA), vectorized: with the library's scalar expf this loop was 3.5 % of a prefill.
+void swiglu(const float* g, const float* v, int64_t n, float limit, float weight, float* out);
+
 inline float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
-inline float silu(float x) { return x / (1.0f + std::exp(-x)); }
 // torch.nn.functional.softplus with beta 1 and its threshold-20 linear branch.
 inline float softplus(float x) { return x > 20.0f ? x : std::log1p(std::exp(x)); }
 

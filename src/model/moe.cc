@@ -75,16 +75,8 @@ void expert_forward(const MoeArgs& a, const ExpertWeights& w, const float* xq, i
   Scratch<float> g(size_t(m * I)), v(size_t(m * I));
   kernels::linear(w.w1, xq, m, g.data(), pool);
   kernels::linear(w.w3, xq, m, v.data(), pool);
-  const float L = c.swiglu_limit;
   for (int64_t r = 0; r < m; ++r)
-    for (int64_t i = 0; i < I; ++i) {
-      float gi = g[size_t(r * I + i)], vi = v[size_t(r * I + i)];
-      if (L > 0) {
-        vi = std::clamp(vi, -L, L);
-        gi = std::min(gi, L);
-      }
-      g[size_t(r * I + i)] = kernels::silu(gi) * vi * weight[r];
-    }
+    kernels::swiglu(g.data() + r * I, v.data() + r * I, I, c.swiglu_limit, weight[r], g.data() + r * I);
   Scratch<float> hq = gemm_input(g.data(), m, I, a.numerics);
   kernels::linear(w.w2, hq.data(), m, y, pool);
 }
