@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "core/thread_pool.h"
@@ -108,37 +109,22 @@ __attribute__((noinline)) void tile_f32(const uint8_t* w, const uint8_t* s, int6
   for (int r = 0; r < RT; ++r) _mm512_storeu_ps(y[r], tot[r]);
 }
 
-#define DSV4_TILE_CASES(fn, X)                                                                    \
-  switch (n) {                                                                                     \
-    case 1: fn<1>(w, s, K, x, y, lut); break;                                                        \
-    case 2: fn<2>(w, s, K, x, y, lut); break;                                                        \
-    case 3: fn<3>(w, s, K, x, y, lut); break;                                                        \
-    case 4: fn<4>(w, s, K, x, y, lut); break;                                                        \
-    case 5: fn<5>(w, s, K, x, y, lut); break;                                                        \
-    default: fn<6>(w, s, K, x, y, lut); break;                                                       \
+// f(std::integral_constant<int, n>) for 1 ≤ n ≤ Max: a tile instance per row count.
+template <int Max, class F>
+void with_rows(int n, F&& f) {
+  if constexpr (Max > 1) {
+    if (n < Max) return with_rows<Max - 1>(n, f);
   }
-
-// n ≤ kMaxBf16 rows of one tile.
-void run_bf16(int n, const uint8_t* w, const uint8_t* s, int64_t K, const uint32_t* x, float* const* y,
-              __m512i lut) {
-  switch (n) {
-    case 7: tile_bf16<7>(w, s, K, x, y, lut); return;
-    case 8: tile_bf16<8>(w, s, K, x, y, lut); return;
-    case 9: tile_bf16<9>(w, s, K, x, y, lut); return;
-    case 10: tile_bf16<10>(w, s, K, x, y, lut); return;
-    case 11: tile_bf16<11>(w, s, K, x, y, lut); return;
-    case 12: tile_bf16<12>(w, s, K, x, y, lut); return;
-    default: break;
-  }
-  DSV4_TILE_CASES(tile_bf16, uint16_t)
+  f(std::integral_constant<int, Max>{});
 }
 
-void run_f32(int n, const uint8_t* w, const uint8_t* s, int64_t K, const float* const* x, float* const* y,
-             __m512i lut) {
-  DSV4_TILE_CASES(tile_f32, float)
+// Whether every value of x[0:K] is exactly BF16 (act-quantized rows are).
+bool bf16_exact(const float* x, int64_t K) {
+  __mmask16 bad = 0;
+  for (int64_t k = 0; k < K; k += 16)
+    bad |= _mm512_test_epi32_mask(_mm512_castps_si512(_mm512_loadu_ps(x + k)), _mm512_set1_epi32(0xffff));
+  return bad == 0;
 }
-
-#undef DSV4_TILE_CASES
 
 }  // namespace
 
@@ -146,42 +132,34 @@ bool linear_rows_fp4_tiled_avx512(const Linear& w, int64_t row0, int64_t n_out, 
                                   float* y, ThreadPool* pool) {
   const int64_t K = w.in;
   if (row0 % kTile != 0 || n_out % kTile != 0 || K % 32 != 0) return false;
-  // x as BF16 in column order where exact (act-quantized rows), else F32 as given.
-  thread_local std::vector<uint16_t> xb;
-  thread_local std::vector<uint8_t> exact;
-  if (xb.size() < size_t(rows * K)) xb.resize(size_t(rows * K));
-  if (exact.size() < size_t(rows)) exact.resize(size_t(rows));
-  uint16_t* xbp = xb.data();
-  uint8_t* ex = exact.data();
-  parallel_for(pool, rows, [&](int64_t b, int64_t e) {
-    for (int64_t r = b; r < e; ++r) {
-      const float* xr = x + r * K;
-      __mmask16 bad = 0;
-      for (int64_t k = 0; k < K; k += 16) {
-        const __m512i v = _mm512_castps_si512(_mm512_loadu_ps(xr + k));
-        bad |= _mm512_test_epi32_mask(v, _mm512_set1_epi32(0xffff));
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(xbp + r * K + k), _mm512_cvtepi32_epi16(_mm512_srli_epi32(v, 16)));
-      }
-      ex[r] = bad == 0;
-    }
-  }, 4);
-  // Rows of each kind, in order; BF16 rows in groups of kMaxBf16, their pairs interleaved.
-  std::vector<int64_t> bf16_rows, f32_rows;
-  for (int64_t r = 0; r < rows; ++r) (ex[r] ? bf16_rows : f32_rows).push_back(r);
+  // Exactly-BF16 rows (act-quantized) take the dot-product path in groups, each group's column
+  // pairs interleaved; the others the F32 path as given. Buffers are kept per thread, so a warm
+  // decode step allocates nothing.
+  thread_local std::vector<int64_t> bf16_rows, f32_rows;
+  thread_local std::vector<uint32_t> xi;
+  bf16_rows.clear(), f32_rows.clear();
+  for (int64_t r = 0; r < rows; ++r) (bf16_exact(x + r * K, K) ? bf16_rows : f32_rows).push_back(r);
   // Groups as even as kMaxBf16 allows (15 rows: 8 + 7, not 12 + 3: a register decoded for few
   // rows is mostly decode).
-  const size_t nb = bf16_rows.size(), per = nb ? (nb + (nb + kMaxBf16 - 1) / kMaxBf16 - 1) / ((nb + kMaxBf16 - 1) / kMaxBf16) : 1;
-  thread_local std::vector<uint32_t> xi;
+  const size_t nb = bf16_rows.size(), groups = (nb + kMaxBf16 - 1) / kMaxBf16, per = groups ? (nb + groups - 1) / groups : 1;
   if (xi.size() < nb * size_t(K / 2)) xi.resize(nb * size_t(K / 2));
   uint32_t* xip = xi.data();
   for (size_t i = 0; i < nb; i += per) {
     const int n = int(std::min(per, nb - i));
     uint32_t* g = xip + i * size_t(K / 2);
     for (int j = 0; j < n; ++j) {
-      const uint16_t* xr = xbp + bf16_rows[i + j] * K;
-      for (int64_t p = 0; p < K / 2; ++p) g[p * n + j] = uint32_t(xr[2 * p]) | uint32_t(xr[2 * p + 1]) << 16;
+      const float* xr = x + bf16_rows[i + j] * K;
+      for (int64_t p = 0; p < K / 2; ++p) {
+        uint32_t lo, hi;
+        std::memcpy(&lo, xr + 2 * p, 4), std::memcpy(&hi, xr + 2 * p + 1, 4);
+        g[p * n + j] = lo >> 16 | (hi & 0xffff0000u);
+      }
     }
   }
+  // The workers see their own thread_locals: they get the caller's through these.
+  const int64_t* brow = bf16_rows.data();
+  const int64_t* frow = f32_rows.data();
+  const size_t nf = f32_rows.size();
   parallel_for(pool, n_out / kTile, [&](int64_t b, int64_t e) {
     const __m512i lut = _mm512_load_si512(tables().fp4);
     for (int64_t t = b; t < e; ++t) {
@@ -191,15 +169,15 @@ bool linear_rows_fp4_tiled_avx512(const Linear& w, int64_t row0, int64_t n_out, 
       for (size_t i = 0; i < nb; i += per) {
         const int n = int(std::min(per, nb - i));
         float* yr[kMaxBf16];
-        for (int j = 0; j < n; ++j) yr[j] = y + bf16_rows[i + j] * n_out + t * kTile;
-        run_bf16(n, wt, st, K, xip + i * size_t(K / 2), yr, lut);
+        for (int j = 0; j < n; ++j) yr[j] = y + brow[i + j] * n_out + t * kTile;
+        with_rows<kMaxBf16>(n, [&](auto rt) { tile_bf16<decltype(rt)::value>(wt, st, K, xip + i * size_t(K / 2), yr, lut); });
       }
-      for (size_t i = 0; i < f32_rows.size(); i += kMaxF32) {
-        const int n = int(std::min<size_t>(kMaxF32, f32_rows.size() - i));
+      for (size_t i = 0; i < nf; i += kMaxF32) {
+        const int n = int(std::min<size_t>(kMaxF32, nf - i));
         const float* xr[kMaxF32];
         float* yr[kMaxF32];
-        for (int j = 0; j < n; ++j) xr[j] = x + f32_rows[i + j] * K, yr[j] = y + f32_rows[i + j] * n_out + t * kTile;
-        run_f32(n, wt, st, K, xr, yr, lut);
+        for (int j = 0; j < n; ++j) xr[j] = x + frow[i + j] * K, yr[j] = y + frow[i + j] * n_out + t * kTile;
+        with_rows<kMaxF32>(n, [&](auto rt) { tile_f32<decltype(rt)::value>(wt, st, K, xr, yr, lut); });
       }
     }
   });

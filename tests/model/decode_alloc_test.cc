@@ -44,7 +44,7 @@ TEST_P(DecodeLoop, AllocatesNothingPerToken) {
   DSV4_REQUIRE_SHARED();
   const std::string dir = test::shared_dir() + "/golden/" + GetParam();
   ThreadPool pool(2);
-  auto model = Model::load(dir, Numerics::kReference, &pool);
+  auto model = Model::load(dir, Numerics::kReference, &pool, test::test_residency());
   auto expected = TensorDirectory::open(dir + "/expected.safetensors");
   const auto prompt = test::i32s(expected->get("input.prompt_ids"));
   const auto decode = test::i32s(expected->get("input.decode_ids"));
