@@ -104,6 +104,13 @@ int64_t prefill_attention_macs(const ModelConfig& c, int64_t n) {
   return macs;
 }
 
+// Whether loading put the routed experts in 16-row tiles (model/weights.h, tile_routed_experts).
+bool experts_tiled(const Model& m) {
+  for (const BlockWeights& b : m.weights().layers)
+    if (!b.ffn.experts.empty()) return b.ffn.experts[0].w1.tiled;
+  return false;
+}
+
 double rss_gb(const char* field) {
   std::ifstream f("/proc/self/status");
   std::string line;
@@ -202,6 +209,7 @@ void run_bench(const BenchFlags& f) {
     j["load_s"] = load_s;
     j["load_gbs"] = load_gbs;
     j["weights_copied"] = model->tensors().copied();
+    j["experts_tiled"] = experts_tiled(*model);
     j["rss_gb"] = rss_gb("VmRSS:");
     j["rss_peak_gb"] = rss_gb("VmHWM:");
     j["prompt_tokens"] = f.prompt;
@@ -228,7 +236,9 @@ void run_bench(const BenchFlags& f) {
   std::printf("  %-34s %10.1f GFLOP/s   (median of %d)\n", "BF16 dot peak (measured)", bf16_peak, f.reps);
   std::printf("  %-34s %10.1f GFLOP/s\n", "F32 FMA peak (measured)", f32_peak);
   std::printf("  %-34s %10.2f s       %7.2f GB/s     %s\n", "load time", load_s, load_gbs,
-              model->tensors().copied() ? "copied to huge pages (--no-mmap)" : "memory-mapped (--mmap)");
+              !model->tensors().copied() ? "memory-mapped (--mmap)"
+              : experts_tiled(*model)    ? "copied to huge pages (--no-mmap), experts in 16-row tiles"
+                                         : "copied to huge pages (--no-mmap)");
   std::printf("  %-34s %10.2f GB (peak %.2f)\n", "resident memory", rss_gb("VmRSS:"), rss_gb("VmHWM:"));
   std::printf("  %-34s %10.1f tok/s  %7.1f GFLOP/s  %5.1f%% of peak\n", cat("prefill (", f.prompt, " tokens)").c_str(), pre,
               pre_gflops, 100 * fpre);

@@ -14,8 +14,9 @@ namespace dsv4 {
 //    512-token prefill 85–86 tok/s against 62–74 mapped (alternating runs; the expert weights
 //    stream through 2 MB pages instead of 4 KB ones), decode no slower, immune to the page-cache
 //    reclaim of idle files that these hosts do after about a minute (machine notes), no page
-//    faults after load. It costs load time: 7.7 s from a warm page cache (each chunk's cache
-//    handed back once copied), disk speed from a cold one.
+//    faults after load. A private copy may also be rearranged at load (routed experts in 16-row
+//    tiles, model/weights.h: ~100 tok/s). It costs load time: 4.5–7.7 s from a warm page cache
+//    (each chunk's cache handed back once copied), disk speed from a cold one.
 //  * kMap: the file mapping itself (pre-faulted when it fits in RAM): 0.75 s from a warm page
 //    cache, the same disk speed from a cold one; the only choice for a checkpoint larger than
 //    RAM.
