@@ -139,8 +139,9 @@ void experts_in_parallel(const MoeArgs& a, const float* xq, const Groups& gr) {
   Scratch<int> order;
   for (int e = 0; e <= E; ++e)
     if (first[size_t(e) + 1] > first[size_t(e)]) order.push_back(e);
-  std::stable_sort(order.begin(), order.end(),
-                   [&](int x, int y) { return first[size_t(x) + 1] - first[size_t(x)] > first[size_t(y) + 1] - first[size_t(y)]; });
+  // Largest first, ties by id (std::sort: stable_sort would take a heap buffer).
+  auto rows = [&](int e) { return first[size_t(e) + 1] - first[size_t(e)]; };
+  std::sort(order.begin(), order.end(), [&](int x, int y) { return rows(x) != rows(y) ? rows(x) > rows(y) : x < y; });
   Scratch<float> ones(static_cast<size_t>(a.n), 1.0f);
   std::atomic<size_t> next{0};
   const int T = a.pool ? a.pool->size() : 1;
