@@ -101,15 +101,11 @@ MappedFile::MappedFile(const std::string& path, bool copy, bool populate) : path
   ::close(fd);
 }
 
-uint8_t* MappedFile::writable_begin() {
-  if (!copied_ || !data_) return nullptr;
-  if (::mprotect(const_cast<uint8_t*>(data_), reserved_, PROT_READ | PROT_WRITE) != 0)
+void MappedFile::set_writable(bool writable) {
+  if (!copied_ || !data_) return;
+  // Back to read-only is a safeguard only: its failure leaves the bytes as they are.
+  if (::mprotect(const_cast<uint8_t*>(data_), reserved_, writable ? PROT_READ | PROT_WRITE : PROT_READ) != 0 && writable)
     throw Error(cat("cannot make the copy of ", path_, " writable: ", std::strerror(errno)));
-  return const_cast<uint8_t*>(data_);
-}
-
-void MappedFile::writable_end() {
-  if (copied_ && data_) ::mprotect(const_cast<uint8_t*>(data_), reserved_, PROT_READ);
 }
 
 MappedFile::~MappedFile() {

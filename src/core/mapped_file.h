@@ -35,10 +35,9 @@ class MappedFile {
   size_t size() const { return size_; }
   const std::string& path() const { return path_; }
   bool copied() const { return copied_; }
-  // A copy's bytes, writable between writable_begin() and writable_end() (load-time
-  // rearrangements such as kernels::tile_fp4), read-only otherwise. Null for a mapping.
-  uint8_t* writable_begin();
-  void writable_end();
+  // A copy's bytes are read-only except between set_writable(true) and set_writable(false)
+  // (load-time rearrangements such as kernels::tile_fp4). No effect on a mapping.
+  void set_writable(bool writable);
 
  private:
   std::string path_;

@@ -167,21 +167,16 @@ void tile_over_x(const Call& c, const Rows& rows, int nw, int64_t x0, int64_t x1
 void decode_rows(const Linear& w, int64_t n0, int nw, int64_t g0, int64_t g1, uint16_t* wb, const __m512i* lut,
                  bool fold) {
   const int64_t K = w.in;
-  int folded_for = -1;
-  __m512i flut[4];
+  FoldedFp8Lut folded;
   for (int64_t g = g0; g < g1; ++g)
     for (int i = 0; i < nw; ++i) {  // rows interleaved: nw read streams
       __m512i v[4];
       if (w.format == WeightFormat::kFP8) {
         _mm_prefetch(reinterpret_cast<const char*>(w.weight + (n0 + i) * K + (g + 4) * kGroup), _MM_HINT_T0);
         _mm_prefetch(reinterpret_cast<const char*>(w.weight + (n0 + i) * K + (g + 4) * kGroup + 64), _MM_HINT_T0);
-        if (fold) {  // kWholeK: the row's block scale in the table (rebuilt when it changes)
-          const uint8_t b = w.scale[((n0 + i) / 128) * ((K + 127) / 128) + g];
-          if (b != folded_for) folded_for = b, fp8_folded_lut(tables(), b, flut);
-          decode_fp8_group(w.weight + (n0 + i) * K + g * kGroup, flut, v);
-        } else {
-          decode_fp8_group(w.weight + (n0 + i) * K + g * kGroup, lut, v);
-        }
+        // kWholeK: the row's block scale in the table.
+        const __m512i* table = fold ? folded.get(tables(), w.scale[((n0 + i) / 128) * ((K + 127) / 128) + g]) : lut;
+        decode_fp8_group(w.weight + (n0 + i) * K + g * kGroup, table, v);
       } else {
         _mm_prefetch(reinterpret_cast<const char*>(w.weight + (n0 + i) * (K / 2) + (g + 4) * (kGroup / 2)), _MM_HINT_T0);
         decode_fp4_group(w.weight + (n0 + i) * (K / 2) + g * (kGroup / 2), lut, v);

@@ -248,6 +248,17 @@ inline void fp8_folded_lut(const Tables& t, uint8_t b, __m512i lut[4]) {
   lut[3] = _mm512_mask_add_epi8(h1, ~(uint64_t(1) << 63), h1, h);
 }
 
+// fp8_folded_lut for the last scale byte asked, rebuilt only when the byte changes (the rows of
+// one 128-row block share it).
+struct FoldedFp8Lut {
+  int byte = -1;
+  __m512i lut[4];
+  const __m512i* get(const Tables& t, uint8_t b) {
+    if (b != byte) byte = b, fp8_folded_lut(t, b, lut);
+    return lut;
+  }
+};
+
 // The four scale bytes of a group as BF16 exponent increments, (b − 127) << 7 on every 16-bit
 // word of 128-bit lane L (where the slot order puts block L).
 inline __m512i fp4_fold_addend(const uint8_t* s) {

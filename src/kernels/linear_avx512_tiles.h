@@ -80,18 +80,12 @@ struct Fp8Rows {  // decoded on the fly (few x rows: the decode is not worth sto
   int64_t ahead = 0;  // bytes to the same place four tiles on (software prefetch into L2)
   // kWholeK: the table with the block scale folded in, rebuilt when the scale byte changes.
   const Tables* fold = nullptr;
-  mutable int folded_for = -1;
-  mutable __m512i flut[4];
+  mutable FoldedFp8Lut folded;
   void get(int i, int64_t g, __m512i w[4]) const {
     const char* p = reinterpret_cast<const char*>(row[i] + g * kGroup + ahead);
     _mm_prefetch(p, _MM_HINT_T1);
     _mm_prefetch(p + 64, _MM_HINT_T1);
-    if (fold) {
-      if (srow[i][g] != folded_for) folded_for = srow[i][g], fp8_folded_lut(*fold, srow[i][g], flut);
-      decode_fp8_group(row[i] + g * kGroup, flut, w);
-    } else {
-      decode_fp8_group(row[i] + g * kGroup, lut, w);
-    }
+    decode_fp8_group(row[i] + g * kGroup, fold ? folded.get(*fold, srow[i][g]) : lut, w);
   }
 };
 struct Fp4Rows {

@@ -51,38 +51,35 @@ inline __m512 dp_pair(__m512 acc, __m512i w, const uint32_t* x) {
   return acc;
 }
 
-// y[r][0:16] for RT BF16 x rows and one tile; xi: the rows' column pairs interleaved,
-// [K/2][RT] 32-bit pairs, so that a pair's RT broadcasts read one cache line.
-template <int RT>
-__attribute__((noinline)) void tile_bf16(const uint8_t* w, const uint8_t* s, int64_t K, const uint32_t* xi,
-                                         float* const* y, __m512i lut) {
-  __m512 tot[RT];
-  for (int r = 0; r < RT; ++r) tot[r] = _mm512_setzero_ps();
-  for (int64_t kb = 0; kb < K / 32; ++kb) {
-    __m512 part[RT];
-    for (int r = 0; r < RT; ++r) part[r] = _mm512_setzero_ps();
-    const uint8_t* wb = w + kb * 256;
-    for (int c = 0; c < 4; ++c) {
-      _mm_prefetch(reinterpret_cast<const char*>(wb + kAhead + 64 * c), _MM_HINT_T1);
-      const __m512i chunk = _mm512_loadu_si512(wb + 64 * c);
-      for (int q = 0; q < 4; ++q) {
-        const __m512i wq = decode_pair(chunk, q, lut);
-        const int64_t k = kb * 32 + 8 * c + 2 * q;
-        const uint32_t* xp = xi + (k / 2) * RT;
-        for (int r = 0; r < RT; ++r) part[r] = dp_pair(part[r], wq, xp + r);
-      }
-    }
-    const __m512 sc = block_scales(s + kb * 16);
-    for (int r = 0; r < RT; ++r) tot[r] = _mm512_fmadd_ps(part[r], sc, tot[r]);
+// How x meets column pair k (k even) of a tile, for RT x rows. BF16 rows (act-quantized): xi
+// holds the rows' pairs interleaved, [K/2][RT] 32-bit pairs, so that a pair's RT broadcasts read
+// one cache line.
+struct Bf16Pairs {
+  using X = const uint32_t*;
+  template <int RT>
+  static void step(__m512* part, __m512i wq, X xi, int64_t k) {
+    const uint32_t* xp = xi + (k / 2) * RT;
+    for (int r = 0; r < RT; ++r) part[r] = dp_pair(part[r], wq, xp + r);
   }
-  for (int r = 0; r < RT; ++r) _mm512_storeu_ps(y[r], tot[r]);
-}
+};
+// F32 rows as given: the pair's two columns widened and multiplied in turn.
+struct F32Pairs {
+  using X = const float* const*;
+  template <int RT>
+  static void step(__m512* part, __m512i wq, X xf, int64_t k) {
+    const __m512 we = _mm512_castsi512_ps(_mm512_slli_epi32(wq, 16));
+    const __m512 wo = _mm512_castsi512_ps(_mm512_and_si512(wq, _mm512_set1_epi32(int(0xffff0000u))));
+    for (int r = 0; r < RT; ++r) {
+      part[r] = _mm512_fmadd_ps(we, _mm512_set1_ps(xf[r][k]), part[r]);
+      part[r] = _mm512_fmadd_ps(wo, _mm512_set1_ps(xf[r][k + 1]), part[r]);
+    }
+  }
+};
 
-// The same for F32 x rows: the pair's two columns widened and multiplied in turn.
-template <int RT>
-__attribute__((noinline)) void tile_f32(const uint8_t* w, const uint8_t* s, int64_t K, const float* const* xf,
-                                        float* const* y, __m512i lut) {
-  const __m512i hi = _mm512_set1_epi32(int(0xffff0000u));
+// y[r][0:16] for RT x rows and one tile.
+template <class P, int RT>
+__attribute__((noinline)) void tile_rows(const uint8_t* w, const uint8_t* s, int64_t K, typename P::X x, float* const* y,
+                                         __m512i lut) {
   __m512 tot[RT];
   for (int r = 0; r < RT; ++r) tot[r] = _mm512_setzero_ps();
   for (int64_t kb = 0; kb < K / 32; ++kb) {
@@ -92,16 +89,7 @@ __attribute__((noinline)) void tile_f32(const uint8_t* w, const uint8_t* s, int6
     for (int c = 0; c < 4; ++c) {
       _mm_prefetch(reinterpret_cast<const char*>(wb + kAhead + 64 * c), _MM_HINT_T1);
       const __m512i chunk = _mm512_loadu_si512(wb + 64 * c);
-      for (int q = 0; q < 4; ++q) {
-        const __m512i wq = decode_pair(chunk, q, lut);
-        const __m512 we = _mm512_castsi512_ps(_mm512_slli_epi32(wq, 16));
-        const __m512 wo = _mm512_castsi512_ps(_mm512_and_si512(wq, hi));
-        const int64_t k = kb * 32 + 8 * c + 2 * q;
-        for (int r = 0; r < RT; ++r) {
-          part[r] = _mm512_fmadd_ps(we, _mm512_set1_ps(xf[r][k]), part[r]);
-          part[r] = _mm512_fmadd_ps(wo, _mm512_set1_ps(xf[r][k + 1]), part[r]);
-        }
-      }
+      for (int q = 0; q < 4; ++q) P::template step<RT>(part, decode_pair(chunk, q, lut), x, kb * 32 + 8 * c + 2 * q);
     }
     const __m512 sc = block_scales(s + kb * 16);
     for (int r = 0; r < RT; ++r) tot[r] = _mm512_fmadd_ps(part[r], sc, tot[r]);
@@ -170,14 +158,14 @@ bool linear_rows_fp4_tiled_avx512(const Linear& w, int64_t row0, int64_t n_out, 
         const int n = int(std::min(per, nb - i));
         float* yr[kMaxBf16];
         for (int j = 0; j < n; ++j) yr[j] = y + brow[i + j] * n_out + t * kTile;
-        with_rows<kMaxBf16>(n, [&](auto rt) { tile_bf16<decltype(rt)::value>(wt, st, K, xip + i * size_t(K / 2), yr, lut); });
+        with_rows<kMaxBf16>(n, [&](auto rt) { tile_rows<Bf16Pairs, decltype(rt)::value>(wt, st, K, xip + i * size_t(K / 2), yr, lut); });
       }
       for (size_t i = 0; i < nf; i += kMaxF32) {
         const int n = int(std::min<size_t>(kMaxF32, nf - i));
         const float* xr[kMaxF32];
         float* yr[kMaxF32];
         for (int j = 0; j < n; ++j) xr[j] = x + frow[i + j] * K, yr[j] = y + frow[i + j] * n_out + t * kTile;
-        with_rows<kMaxF32>(n, [&](auto rt) { tile_f32<decltype(rt)::value>(wt, st, K, xr, yr, lut); });
+        with_rows<kMaxF32>(n, [&](auto rt) { tile_rows<F32Pairs, decltype(rt)::value>(wt, st, K, xr, yr, lut); });
       }
     }
   });

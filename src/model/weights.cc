@@ -150,7 +150,7 @@ int tile_routed_experts(Weights* w, const TensorDirectory& dir, ThreadPool* pool
   for (BlockWeights& b : w->layers) add(b);
   for (MtpWeights& m : w->mtp) add(m.block);
   if (todo.empty()) return 0;
-  for (const auto& f : dir.files()) f->writable_begin();
+  for (const auto& f : dir.files()) f->set_writable(true);
   parallel_for(pool, int64_t(todo.size()), [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) {
       Linear* l = todo[size_t(i)];
@@ -158,7 +158,7 @@ int tile_routed_experts(Weights* w, const TensorDirectory& dir, ThreadPool* pool
       l->tiled = true;
     }
   });
-  for (const auto& f : dir.files()) f->writable_end();
+  for (const auto& f : dir.files()) f->set_writable(false);
   return int(todo.size());
 }
 
