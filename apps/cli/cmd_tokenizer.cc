@@ -85,6 +85,18 @@ std::vector<int32_t> parse_ids(const std::string& s) {
   return ids;
 }
 
+// Each subcommand's options live in one struct that its callback owns (captures): CLI11 writes
+// into these fields while parsing, long after add_tokenizer_commands() has returned.
+struct DetokenizeOpts {
+  std::string model, ids;
+  bool skip_special = false;
+};
+
+struct ParseOpts {
+  std::string model, file;
+  bool thinking = false;
+};
+
 struct TemplateOpts {
   std::string model, messages, effort;
   bool thinking = false, keep_thinking = false, no_bos = false, ids = false;
@@ -131,16 +143,14 @@ void add_tokenizer_commands(CLI::App& app) {
                        "JSONL file: each line {\"text\": ...} prints one line {\"ids\": [...]}; blank lines are skipped");
   tokenize->callback([tk] { run_tokenize(*tk); });
 
-  auto dm = std::make_shared<std::string>();
-  auto ids = std::make_shared<std::string>();
-  auto skip = std::make_shared<bool>(false);
+  auto dk = std::make_shared<DetokenizeOpts>();
   auto* detok = app.add_subcommand("detokenize", "Decode token ids to text");
-  detok->add_option("--model", *dm, "Model directory or tokenizer.json")->required();
-  detok->add_option("--ids", *ids, "Ids, comma-separated (1,2,3) or a JSON array")->required();
-  detok->add_flag("--skip-special", *skip, "Drop special added tokens (skip_special_tokens)");
-  detok->callback([dm, ids, skip] {
-    const Tokenizer tok = Tokenizer::load(*dm);
-    print(tok.decode(parse_ids(*ids), *skip) + "\n");
+  detok->add_option("--model", dk->model, "Model directory or tokenizer.json")->required();
+  detok->add_option("--ids", dk->ids, "Ids, comma-separated (1,2,3) or a JSON array")->required();
+  detok->add_flag("--skip-special", dk->skip_special, "Drop special added tokens (skip_special_tokens)");
+  detok->callback([dk] {
+    const Tokenizer tok = Tokenizer::load(dk->model);
+    print(tok.decode(parse_ids(dk->ids), dk->skip_special) + "\n");
   });
 
   auto to = std::make_shared<TemplateOpts>();
@@ -160,17 +170,17 @@ void add_tokenizer_commands(CLI::App& app) {
   tmpl->add_flag("--ids", to->ids, "Print token ids instead of text");
   tmpl->callback([to] { run_template(*to); });
 
-  auto pm = std::make_shared<std::string>();
-  auto pf = std::make_shared<std::string>();
-  auto pt = std::make_shared<bool>(false);
+  auto po = std::make_shared<ParseOpts>();
   auto* parse = app.add_subcommand(
       "parse-completion",
       "Parse generated text (starting right after the prompt's <think> or </think>) into an OpenAI-style "
       "assistant message {role, content, reasoning_content, tool_calls}; malformed completions are an error");
-  parse->add_option("--model", *pm, "Model directory (accepted for symmetry; the parser needs no files)")->required();
-  parse->add_option("--file", *pf, "Completion text file ('-' = stdin)")->required();
-  parse->add_flag("--thinking", *pt, "The completion is in thinking mode (reasoning, then </think>)");
-  parse->callback([pf, pt] { print(parse_completion(read_input(*pf), *pt).to_json().dump(2, ' ', false) + "\n"); });
+  parse->add_option("--model", po->model, "Model directory (accepted for symmetry; the parser needs no files)")
+      ->required();
+  parse->add_option("--file", po->file, "Completion text file ('-' = stdin)")->required();
+  parse->add_flag("--thinking", po->thinking, "The completion is in thinking mode (reasoning, then </think>)");
+  parse->callback(
+      [po] { print(parse_completion(read_input(po->file), po->thinking).to_json().dump(2, ' ', false) + "\n"); });
 }
 
 }  // namespace dsv4::cli
