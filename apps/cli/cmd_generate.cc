@@ -10,6 +10,7 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "apps/cli/answer_printer.h"
 #include "apps/cli/commands.h"
 #include "apps/cli/demo_model.h"
 #include "apps/cli/load_flags.h"
@@ -64,11 +65,12 @@ struct Loaded {
 
 Loaded load(const GenFlags& f) {
   const std::string dir = resolve_model_dir(f.model);
-  std::fprintf(stderr, "loading %s ...\n", dir.c_str());
   Loaded l{Model::load(dir, f.load.numerics_mode(), nullptr, f.load.residency), Tokenizer::load(dir)};
   if (l.tok.vocab_size() > l.model->config().vocab_size)
     throw Error(cat(dir, ": the tokenizer has ", l.tok.vocab_size(), " tokens but the model only ",
                     l.model->config().vocab_size));
+  // After loading, so that a model that fails to load gives one error line and nothing else.
+  std::fprintf(stderr, "loaded %s\n", dir.c_str());
   return l;
 }
 
@@ -85,41 +87,19 @@ GenerateOptions gen_options(const GenFlags& f, const Loaded& l) {
   return o;
 }
 
-// Streams one answer to stdout: reasoning dimmed (on a terminal), content plain, tool calls
-// as one line each. Returns the parsed message and the generation result.
+// Streams one answer to stdout (AnswerPrinter) and returns the parsed message and the
+// generation result.
 struct Answer {
   GenerateResult result;
   ParsedMessage message;
 };
 
 Answer stream_answer(Session* s, const Loaded& l, const std::vector<int32_t>& ids, const GenFlags& f, bool thinking) {
-  const bool tty = isatty(STDOUT_FILENO);
-  const char* dim = tty ? "\033[2m" : "";
-  const char* reset = tty ? "\033[0m" : "";
   StreamDecoder dec(l.tok, /*skip_special=*/false);
-  IncrementalParser parser(thinking);
-  bool in_reasoning = false;
-  auto show = [&](const std::vector<ParseEvent>& evs) {
-    for (const ParseEvent& e : evs) {
-      switch (e.kind) {
-        case ParseEvent::Kind::Reasoning:
-          if (!in_reasoning) std::printf("%s[thinking] ", dim), in_reasoning = true;
-          std::printf("%s", e.text.c_str());
-          break;
-        case ParseEvent::Kind::Content:
-          if (in_reasoning) std::printf("%s\n", reset), in_reasoning = false;
-          std::printf("%s", e.text.c_str());
-          break;
-        case ParseEvent::Kind::ToolCallBegin: std::printf("\n[tool call] %s(", e.text.c_str()); break;
-        case ParseEvent::Kind::ToolCallArgs: std::printf("%s", e.text.c_str()); break;
-        case ParseEvent::Kind::ToolCallEnd: std::printf(")\n"); break;
-      }
-    }
-    std::fflush(stdout);
-  };
+  AnswerPrinter printer(stdout, thinking, isatty(STDOUT_FILENO));
   GenerateOptions o = gen_options(f, l);
   o.on_token = [&](int32_t t) {
-    show(parser.feed(dec.push(t)));
+    printer.feed(dec.push(t));
     return !g_interrupted.load();
   };
   const bool show_progress = ids.size() > 512;
@@ -128,15 +108,8 @@ Answer stream_answer(Session* s, const Loaded& l, const std::vector<int32_t>& id
     if (show_progress) std::fprintf(stderr, "\rprompt %lld / %lld tokens", (long long)done, (long long)total);
   });
   if (show_progress) std::fprintf(stderr, "\n");
-  show(parser.feed(dec.finish()));
-  try {
-    show(parser.finish());
-  } catch (const Error&) {
-    // A cut-off or malformed completion still shows what was generated.
-  }
-  if (in_reasoning) std::printf("%s", reset);
-  std::printf("\n");
-  a.message = parser.result();
+  printer.feed(dec.finish());
+  a.message = printer.finish();
   return a;
 }
 

@@ -73,6 +73,9 @@ class IncrementalParser {
   // Before finish(): what the events so far describe; after: the one-shot parse result.
   ParsedMessage result() const { return result_; }
   bool failed() const { return state_ == State::Failed; }
+  // Bytes of the stream that the events so far account for (markup included). Text from here on
+  // has not been reported: held back, or — once failed() — not valid V4 markup.
+  std::size_t consumed() const { return pos_; }
 
  private:
   enum class State { Reasoning, Content, Tools, AfterTools, Done, Failed };

@@ -91,9 +91,13 @@ bool IncrementalParser::step_text(std::vector<ParseEvent>& ev) {
     return false;
   }
   emit_text(ev, kind, q, true);
+  if (reasoning && hit->token != kThinkEnd) {  // tool calls only after the reasoning has ended
+    state_ = State::Failed;
+    return false;
+  }
   pos_ = q + std::char_traits<char>::length(hit->token);
   if (reasoning) {
-    state_ = hit->token == kThinkEnd ? State::Content : State::Failed;
+    state_ = State::Content;
   } else if (hit->token == kEos) {
     state_ = State::Done;
   } else {
@@ -111,11 +115,10 @@ bool IncrementalParser::step_tools(std::vector<ParseEvent>& ev) {
     if (f.stop < 0) scan_from_ = text.size() > kMaxTokenLen ? std::max(pos_, text.size() - kMaxTokenLen) : pos_;
     return f;
   };
-  auto consume = [&](const Found& f) {
-    const std::string_view c = text.substr(pos_, f.pos - pos_);
-    pos_ = scan_from_ = f.next;
-    return c;
-  };
+  // An element is consumed only once it is valid: on failure pos_ stays where the unreported
+  // text begins (consumed()).
+  auto element = [&](const Found& f) { return text.substr(pos_, f.pos - pos_); };
+  auto consume = [&](const Found& f) { pos_ = scan_from_ = f.next; };
   switch (tool_state_) {
     case ToolState::ExpectInvoke: {
       const Found f = find({kInvokeOpen, kToolCallsEnd});
@@ -131,10 +134,11 @@ bool IncrementalParser::step_tools(std::vector<ParseEvent>& ev) {
         if (!ok) state_ = State::Failed;
         return false;
       }
-      if (consume(f) != ">\n") {
+      if (element(f) != ">\n") {
         state_ = State::Failed;
         return false;
       }
+      consume(f);
       if (f.stop == 1) {
         state_ = State::AfterTools;
       } else {
@@ -146,10 +150,11 @@ bool IncrementalParser::step_tools(std::vector<ParseEvent>& ev) {
       const Found f = find({kParamOpen, kInvokeClose});
       if (f.stop < 0) return false;
       ToolCall call;
-      if (!match_tool_name(consume(f), call.name)) {
+      if (!match_tool_name(element(f), call.name)) {
         state_ = State::Failed;
         return false;
       }
+      consume(f);
       ev.push_back({ParseEvent::Kind::ToolCallBegin, call.name});
       ev.push_back({ParseEvent::Kind::ToolCallArgs, "{"});
       call.arguments.push_back('{');
@@ -170,7 +175,7 @@ bool IncrementalParser::step_tools(std::vector<ParseEvent>& ev) {
       if (f.stop < 0) return false;
       std::string name, value;
       bool is_string = false;
-      if (!match_parameter(consume(f), name, is_string, value)) {
+      if (!match_parameter(element(f), name, is_string, value)) {
         state_ = State::Failed;
         return false;
       }
@@ -179,6 +184,7 @@ bool IncrementalParser::step_tools(std::vector<ParseEvent>& ev) {
           state_ = State::Failed;
           return false;
         }
+      consume(f);
       std::string delta;
       if (!param_names_.empty()) delta = ", ";
       delta += argument_entry(name, is_string, value);
@@ -191,10 +197,11 @@ bool IncrementalParser::step_tools(std::vector<ParseEvent>& ev) {
     case ToolState::AfterParam: {
       const Found f = find({kParamOpen, kInvokeClose});
       if (f.stop < 0) return false;
-      if (consume(f) != ">\n") {
+      if (element(f) != ">\n") {
         state_ = State::Failed;
         return false;
       }
+      consume(f);
       if (f.stop == 0) {
         tool_state_ = ToolState::Param;
       } else {
