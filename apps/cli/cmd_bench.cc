@@ -16,6 +16,7 @@
 #include <thread>
 #include <vector>
 
+#include "apps/cli/checks.h"
 #include "apps/cli/commands.h"
 #include "apps/cli/demo_model.h"
 #include "apps/cli/load_flags.h"
@@ -259,11 +260,12 @@ void add_bench_commands(CLI::App& app) {
   auto f = std::make_shared<BenchFlags>();
   CLI::App* c = app.add_subcommand("bench", "Measure memory bandwidth / compute peak, then prefill and decode speed");
   c->add_option("--model", f->model, "Checkpoint directory, or 'demo'")->required();
-  c->add_option("--prompt", f->prompt, "Prefill length in tokens")->check(CLI::PositiveNumber);
-  c->add_option("--gen", f->gen, "Decoded tokens per measurement")->check(CLI::PositiveNumber);
-  c->add_option("--context", f->context, "Context filled before the second decode measurement (default: --prompt)");
-  c->add_option("--threads", f->threads, "Kernel threads (default: all CPUs)");
-  c->add_option("--reps", f->reps, "Repetitions (medians are reported)")->check(CLI::PositiveNumber);
+  c->add_option("--prompt", f->prompt, "Prefill length in tokens")->check(integer_at_least(1));
+  c->add_option("--gen", f->gen, "Decoded tokens per measurement")->check(integer_at_least(1));
+  c->add_option("--context", f->context, "Context filled before the second decode measurement (default: --prompt)")
+      ->check(integer_at_least(0));
+  c->add_option("--threads", f->threads, "Kernel threads (default: all CPUs)")->check(integer_at_least(0));
+  c->add_option("--reps", f->reps, "Repetitions (medians are reported)")->check(integer_at_least(1));
   add_load_flags(c, f->load);
   c->add_option("--isa", f->isa, "Force kernels: scalar | avx2 | avx512 (default: best, or $DSV4_ISA)");
   c->add_flag("--json", f->json, "Print one JSON object");

@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "apps/cli/answer_printer.h"
+#include "apps/cli/checks.h"
 #include "apps/cli/commands.h"
 #include "apps/cli/demo_model.h"
 #include "apps/cli/load_flags.h"
@@ -44,17 +45,17 @@ struct GenFlags {
 
 void add_gen_flags(CLI::App* c, GenFlags& f) {
   c->add_option("--model", f.model, "Checkpoint directory, or 'demo' (a tiny random-weight model)");
-  c->add_option("-n,--max-tokens", f.max_tokens, "Maximum tokens to generate")->check(CLI::PositiveNumber);
-  c->add_option("--temp", f.temperature, "Sampling temperature (0 = greedy)")->check(CLI::Range(0.0, 100.0));
-  c->add_option("--top-p", f.top_p, "Nucleus sampling threshold")->check(CLI::Range(0.0, 1.0));
-  c->add_option("--top-k", f.top_k, "Keep the k most likely tokens (0 = all)")->check(CLI::NonNegativeNumber);
-  c->add_option("--min-p", f.min_p, "Drop tokens below min-p × the top probability")->check(CLI::Range(0.0, 1.0));
-  c->add_option("--seed", f.seed, "Random seed (same seed + same input → same output)");
-  c->add_flag("--think", f.think, "Thinking mode: the model reasons before answering");
-  c->add_flag("--no-think", f.no_think, "Chat mode without reasoning (default)");
+  c->add_option("-n,--max-tokens", f.max_tokens, "Maximum tokens to generate")->check(integer_at_least(1));
+  c->add_option("--temp", f.temperature, "Sampling temperature (0 = greedy)")->check(number_in(0.0, 100.0));
+  c->add_option("--top-p", f.top_p, "Nucleus sampling threshold")->check(number_in(0.0, 1.0));
+  c->add_option("--top-k", f.top_k, "Keep the k most likely tokens (0 = all)")->check(integer_at_least(0));
+  c->add_option("--min-p", f.min_p, "Drop tokens below min-p × the top probability")->check(number_in(0.0, 1.0));
+  c->add_option("--seed", f.seed, "Random seed (same seed + same input → same output)")->check(integer_at_least(0));
+  auto* think = c->add_flag("--think", f.think, "Thinking mode: the model reasons before answering");
+  c->add_flag("--no-think", f.no_think, "Chat mode without reasoning (default)")->excludes(think);
   c->add_option("--effort", f.effort, "Reasoning effort in thinking mode")->check(CLI::IsMember({"high", "max"}));
   c->add_flag("--speculative", f.speculative, "MTP speculative decoding (exact; off by default)");
-  c->add_option("--ctx", f.ctx, "Context limit in tokens (default: the model's)")->check(CLI::PositiveNumber);
+  c->add_option("--ctx", f.ctx, "Context limit in tokens (default: the model's)")->check(integer_at_least(1));
   add_load_flags(c, f.load);
 }
 

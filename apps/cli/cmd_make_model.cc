@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <filesystem>
 
+#include "apps/cli/checks.h"
 #include "apps/cli/commands.h"
 #include "apps/cli/demo_model.h"
 #include "core/error.h"
@@ -67,10 +68,10 @@ void add_make_model_commands(CLI::App& app) {
                                            " (tiny: seconds to make and run; flash/pro: the official widths)"))
       ->required();
   c->add_option("--out", f->out, "Output directory (created if missing)")->required();
-  c->add_option("--seed", f->seed, "Random seed; the same seed gives the same bytes");
+  c->add_option("--seed", f->seed, "Random seed; the same seed gives the same bytes")->check(integer_at_least(0));
   c->add_option("--layers", f->layers, "Keep the first N layers of the preset (flash/pro: to fit the machine)")
-      ->check(CLI::PositiveNumber);
-  c->add_option("--experts", f->experts, "Routed experts per layer (>= 6)")->check(CLI::PositiveNumber);
+      ->check(integer_at_least(1));
+  c->add_option("--experts", f->experts, "Routed experts per layer (>= 6)")->check(integer_at_least(6));
   c->add_flag("--no-tokenizer", f->no_tokenizer, "Do not write tokenizer.json / tokenizer_config.json");
   c->add_option("--tokenizer-base", f->tokenizer_base,
                 "The DeepSeek-V3 base tokenizer.json (default: from scripts/fetch_tokenizer_base.sh)");

@@ -5,6 +5,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 
+#include "apps/cli/checks.h"
 #include "apps/cli/commands.h"
 #include "apps/cli/demo_model.h"
 #include "io/safetensors_writer.h"
@@ -155,7 +156,7 @@ void add_model_commands(CLI::App& app) {
   static std::string dir;
   static int64_t context = 65536;
   inspect->add_option("--model", dir, "Checkpoint directory (config.json + safetensors), or 'demo'")->required();
-  inspect->add_option("--context", context, "Context length for the KV-state estimate")->check(CLI::PositiveNumber);
+  inspect->add_option("--context", context, "Context length for the KV-state estimate")->check(integer_at_least(1));
   inspect->callback([] { run_inspect(resolve_model_dir(dir), context); });
 
   auto* logits = app.add_subcommand("logits", "Prefill + decode given ids and write the logits as safetensors");
@@ -167,7 +168,7 @@ void add_model_commands(CLI::App& app) {
   logits->add_option("--numerics", numerics, "reference (official QAT numerics) or plain")
       ->check(CLI::IsMember({"reference", "plain"}));
   logits->add_flag("--mtp", mtp, "Also run the MTP block (logits.mtp_prefill, logits.mtp_decode)");
-  logits->add_option("--chunk", chunk, "Prefill in chunks of N tokens")->check(CLI::PositiveNumber);
+  logits->add_option("--chunk", chunk, "Prefill in chunks of N tokens")->check(integer_at_least(1));
   logits->add_option("--out", out, "Output .safetensors path")->required();
   logits->callback([] { run_logits(resolve_model_dir(dir), ids, numerics, mtp, chunk, out); });
 }

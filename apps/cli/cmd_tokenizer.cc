@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "apps/cli/commands.h"
+#include "apps/cli/demo_model.h"
 #include "core/error.h"
 #include "tokenizer/chat.h"
 #include "tokenizer/completion_parser.h"
@@ -42,7 +43,7 @@ struct TokenizeOpts {
 void run_tokenize(const TokenizeOpts& o) {
   const int given = !o.text.empty() + !o.file.empty() + !o.jsonl.empty();
   if (given != 1) throw Error("tokenize: give exactly one of --text, --file, --jsonl");
-  const Tokenizer tok = Tokenizer::load(o.model);
+  const Tokenizer tok = Tokenizer::load(resolve_model_dir(o.model));
   if (!o.jsonl.empty()) {
     std::istringstream in(read_input(o.jsonl));
     std::string line;
@@ -125,7 +126,7 @@ void run_template(const TemplateOpts& o) {
   opt.add_bos = !o.no_bos;
   const std::string text = encode_chat(messages, tools, opt);
   if (o.ids) {
-    print(ids_json(Tokenizer::load(o.model).encode(text)) + "\n");
+    print(ids_json(Tokenizer::load(resolve_model_dir(o.model)).encode(text)) + "\n");
   } else {
     print(text);
   }
@@ -136,7 +137,7 @@ void run_template(const TemplateOpts& o) {
 void add_tokenizer_commands(CLI::App& app) {
   auto tk = std::make_shared<TokenizeOpts>();
   auto* tokenize = app.add_subcommand("tokenize", "Encode text to token ids (printed as a JSON array)");
-  tokenize->add_option("--model", tk->model, "Model directory or tokenizer.json")->required();
+  tokenize->add_option("--model", tk->model, "Model directory, tokenizer.json, or 'demo'")->required();
   tokenize->add_option("--text", tk->text, "Text to encode");
   tokenize->add_option("--file", tk->file, "File whose whole content is encoded ('-' = stdin)");
   tokenize->add_option("--jsonl", tk->jsonl,
@@ -145,12 +146,16 @@ void add_tokenizer_commands(CLI::App& app) {
 
   auto dk = std::make_shared<DetokenizeOpts>();
   auto* detok = app.add_subcommand("detokenize", "Decode token ids to text");
-  detok->add_option("--model", dk->model, "Model directory or tokenizer.json")->required();
+  detok->add_option("--model", dk->model, "Model directory, tokenizer.json, or 'demo'")->required();
   detok->add_option("--ids", dk->ids, "Ids, comma-separated (1,2,3) or a JSON array")->required();
   detok->add_flag("--skip-special", dk->skip_special, "Drop special added tokens (skip_special_tokens)");
   detok->callback([dk] {
-    const Tokenizer tok = Tokenizer::load(dk->model);
-    print(tok.decode(parse_ids(dk->ids), dk->skip_special) + "\n");
+    const Tokenizer tok = Tokenizer::load(resolve_model_dir(dk->model));
+    const std::vector<int32_t> ids = parse_ids(dk->ids);
+    for (int32_t id : ids)
+      if (id < 0 || id >= tok.vocab_size())
+        throw Error(cat("--ids: ", id, " is not in the vocabulary (0 to ", tok.vocab_size() - 1, ")"));
+    print(tok.decode(ids, dk->skip_special) + "\n");
   });
 
   auto to = std::make_shared<TemplateOpts>();
@@ -160,7 +165,7 @@ void add_tokenizer_commands(CLI::App& app) {
       "an OpenAI-style messages array or an object {\"messages\": [...], \"tools\": [...]} (tools = OpenAI "
       "function schemas, attached to the first system message). Prints the prompt text exactly (no trailing "
       "newline), or with --ids its token ids as a JSON array.");
-  tmpl->add_option("--model", to->model, "Model directory or tokenizer.json (needed for --ids)")->required();
+  tmpl->add_option("--model", to->model, "Model directory, tokenizer.json, or 'demo' (needed for --ids)")->required();
   tmpl->add_option("--messages", to->messages, "Messages JSON file ('-' = stdin)")->required();
   tmpl->add_flag("--thinking", to->thinking, "Thinking mode (default: chat mode)");
   tmpl->add_flag("--keep-thinking", to->keep_thinking, "Keep the reasoning of earlier turns (drop_thinking=false)");
