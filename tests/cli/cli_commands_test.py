@@ -1,0 +1,421 @@
+#!/usr/bin/env python3
+"""Every `dsv4` subcommand (serve has its own suite) and every flag its --help documents, run
+through the built binary: outputs checked against the reference data in ../shared/tokenizer or
+against properties that must hold (round trips, determinism, exact speculative decoding, tensor
+shapes), and bad arguments checked to give one error line on stderr and a non-zero exit, never
+a crash or a sanitizer report.
+
+The suite fails when a flag in some subcommand's --help is used by no case here, so a flag added
+later without a test is caught.
+
+usage: cli_commands_test.py DSV4_BINARY SHARED_DIR"""
+import json
+import os
+import re
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+
+DSV4, SHARED = sys.argv[1], sys.argv[2]
+TOK_DIR = os.path.join(SHARED, "tokenizer")
+COMMANDS = ["tokenize", "detokenize", "template", "parse-completion", "make-model", "inspect", "logits", "run",
+            "chat", "bench"]
+SANITIZER_MARKS = ("AddressSanitizer", "LeakSanitizer", "UndefinedBehaviorSanitizer", "runtime error:")
+
+failures = []
+used = {c: set() for c in COMMANDS}  # long flags each subcommand was run with
+aliases = {c: {} for c in COMMANDS}  # short -> long, from --help
+
+
+def fail(what):
+    failures.append(what)
+    print("FAIL:", what, flush=True)
+
+
+def check(cond, what):
+    if not cond:
+        fail(what)
+    return cond
+
+
+def dsv4(cmd, *args, stdin=None, ok=True, timeout=300):
+    """Runs `dsv4 cmd args`; ok=True expects exit 0, ok=False one error line and exit != 0."""
+    for a in args:
+        if isinstance(a, str) and a.startswith("-") and len(a) > 1 and not a[1].isdigit():
+            used[cmd].add(aliases[cmd].get(a, a))
+    argv = [DSV4, cmd, *[str(a) for a in args]]
+    p = subprocess.run(argv, input=stdin, capture_output=True, timeout=timeout)
+    out, err = p.stdout.decode(errors="replace"), p.stderr.decode(errors="replace")
+    where = " ".join(argv[1:])[:200]
+    if p.returncode < 0 or any(m in err for m in SANITIZER_MARKS):
+        fail(f"{where}: crashed (exit {p.returncode})\n{err[-3000:]}")
+    elif ok and p.returncode != 0:
+        fail(f"{where}: exit {p.returncode}\n{err[-3000:]}")
+    elif not ok:
+        lines = [l for l in err.splitlines() if l.strip()]
+        check(p.returncode != 0, f"{where}: bad arguments accepted (exit 0)")
+        check(len(lines) == 1 and lines[0].startswith("dsv4") and "error:" in lines[0],
+              f"{where}: expected one error line on stderr, got:\n{err[-3000:]}")
+    return out, err
+
+
+def help_flags(cmd):
+    """The long flags `dsv4 cmd --help` documents (recording -x,--long aliases)."""
+    out, _ = dsv4(cmd, "--help")
+    flags = set()
+    for line in out.splitlines():
+        m = re.match(r"\s+(-[^\s]+)", line)
+        if not m:
+            continue
+        names = m.group(1).split(",")
+        long = [n for n in names if n.startswith("--")]
+        for n in names:
+            if long and not n.startswith("--"):
+                aliases[cmd][n] = long[0]
+        flags.update(long)
+    return flags
+
+
+def jsonl(name):
+    with open(os.path.join(TOK_DIR, name), encoding="utf-8") as f:
+        return [json.loads(l) for l in f if l.strip()]
+
+
+def write(path, text):
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+    return path
+
+
+def safetensors_header(path):
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        return json.loads(f.read(n)), 8 + n
+
+
+def read_f32(path, name):
+    header, base = safetensors_header(path)
+    b, e = header[name]["data_offsets"]
+    with open(path, "rb") as f:
+        f.seek(base + b)
+        data = f.read(e - b)
+    return list(struct.unpack(f"<{len(data) // 4}f", data))
+
+
+def bad_args(cmd, cases):
+    for args in cases:
+        dsv4(cmd, *args, ok=False)
+
+
+# --- tokenizer commands (expected values: ../shared/tokenizer, outputs of the reference tokenizer)
+
+def test_tokenizer(tmp, model):
+    tok = os.path.join(TOK_DIR, "tokenizer.json")
+    cases = jsonl("tokenize_cases.jsonl")
+    picked = cases[:3] + [c for c in cases if any(ord(ch) > 127 for ch in c["text"]) and c["text"].strip()][:3]
+    for c in picked:
+        out, _ = dsv4("tokenize", "--model", tok, "--text", c["text"])
+        check(json.loads(out) == c["ids"], f"tokenize --text {c['text']!r}: {out.strip()} != {c['ids']}")
+        # The round trip back: detokenize gives the text again.
+        back, _ = dsv4("detokenize", "--model", tok, "--ids", json.dumps(c["ids"]))
+        check(back == c["text"] + "\n", f"detokenize {c['ids']}: {back!r} != {c['text']!r}")
+    # A file's whole content, from a path and from stdin; JSONL, one result per non-blank line.
+    text = "Hello, world!\nThe quick brown fox jumps over the lazy dog.\n"
+    ids = json.loads(dsv4("tokenize", "--model", tok, "--file", write(f"{tmp}/t.txt", text))[0])
+    ids_stdin = json.loads(dsv4("tokenize", "--model", tok, "--file", "-", stdin=text.encode())[0])
+    check(ids == ids_stdin and len(ids) > 10, f"tokenize --file: {ids} / stdin {ids_stdin}")
+    back, _ = dsv4("detokenize", "--model", tok, "--ids", ",".join(map(str, ids)))
+    check(back == text + "\n", f"tokenize/detokenize round trip of a file: {back!r}")
+    lines = [json.dumps({"text": c["text"]}) for c in picked[:3]]
+    out, _ = dsv4("tokenize", "--model", tok, "--jsonl", write(f"{tmp}/t.jsonl", "\n".join(lines[:2]) + "\n\n" + lines[2]))
+    got = [json.loads(l)["ids"] for l in out.splitlines()]
+    check(got == [c["ids"] for c in picked[:3]], f"tokenize --jsonl: {got}")
+    # The generated model carries the same V4 tokenizer: same ids.
+    out, _ = dsv4("tokenize", "--model", model, "--text", picked[0]["text"])
+    check(json.loads(out) == picked[0]["ids"], f"tokenize --model <generated>: {out}")
+    # skip_special_tokens, against the reference's decoded_skip_special.
+    special = [c for c in jsonl("reference_v4_cases.jsonl") if c["ids"] and c["ids"][0] in (0, 1)]
+    if check(special, "no reference case with special tokens"):
+        c = special[0]
+        out, _ = dsv4("detokenize", "--model", tok, "--ids", json.dumps(c["ids"]), "--skip-special")
+        check(out == c["decoded_skip_special"] + "\n", f"detokenize --skip-special: {out!r}")
+        out, _ = dsv4("detokenize", "--model", tok, "--ids", json.dumps(c["ids"]))
+        check(out != c["decoded_skip_special"] + "\n", "detokenize without --skip-special dropped the specials")
+
+    bad_args("tokenize", [["--text", "x"], ["--model", tok], ["--model", tok, "--text", "x", "--file", "y"],
+                          ["--model", f"{tmp}/no-such-dir", "--text", "x"], ["--model", tok, "--file", f"{tmp}/none"],
+                          ["--model", tok, "--jsonl", write(f"{tmp}/bad.jsonl", "{\"text\": 1}\n")],
+                          ["--model", tok, "--text", "x", "--bogus"]])
+    bad_args("detokenize", [["--model", tok], ["--model", tok, "--ids", "1,x"], ["--model", tok, "--ids", "-5"],
+                            ["--model", tok, "--ids", "99999999"], ["--model", f"{tmp}/none", "--ids", "1"],
+                            ["--model", tok, "--ids", "1", "--skip-special=maybe"]])
+
+
+def test_template(tmp, model):
+    tok = os.path.join(TOK_DIR, "tokenizer.json")
+    cases = jsonl("chat_encode_cases.jsonl")
+
+    def flags(o):
+        f = []
+        if o["thinking_mode"] == "thinking":
+            f.append("--thinking")
+        if not o["drop_thinking"]:
+            f.append("--keep-thinking")
+        if o["reasoning_effort"]:
+            f += ["--effort", o["reasoning_effort"]]
+        if not o["add_default_bos_token"]:
+            f.append("--no-bos")
+        return f
+
+    # One case per combination of options, so every flag is compared with the reference.
+    seen = {}
+    for c in cases:
+        seen.setdefault(tuple(flags(c["options"])), c)
+    check(any("--keep-thinking" in k for k in seen) and any("--no-bos" in k for k in seen)
+          and any("--effort" in k for k in seen), f"option combinations in the reference data: {list(seen)}")
+    for i, (fl, c) in enumerate(sorted(seen.items())):
+        path = write(f"{tmp}/m{i}.json", json.dumps(c["messages"], ensure_ascii=False))
+        out, _ = dsv4("template", "--model", tok, "--messages", path, *fl)
+        check(out == c["prompt"], f"template {c['name']} {fl}: prompt differs from the reference")
+        out, _ = dsv4("template", "--model", tok, "--messages", path, "--ids", *fl)
+        check(json.loads(out) == c["prompt_ids"], f"template --ids {c['name']}: ids differ from the reference")
+    c = cases[0]
+    out, _ = dsv4("template", "--model", model, "--messages", "-", *flags(c["options"]),
+                  stdin=json.dumps({"messages": c["messages"]}).encode())
+    check(out == c["prompt"] and "<｜User｜>" in out and "<｜Assistant｜>" in out, "template from stdin, object form")
+    out, _ = dsv4("template", "--model", tok, "--messages", write(f"{tmp}/e.json", '[{"role":"user","content":"x"}]'),
+                  "--thinking", "--effort", "none")
+    check(out.endswith("<think>"), f"template --effort none: {out!r}")
+
+    bad_args("template", [["--model", tok], ["--messages", f"{tmp}/m0.json"],
+                          ["--model", tok, "--messages", f"{tmp}/none.json"],
+                          ["--model", tok, "--messages", write(f"{tmp}/bad.json", "{not json")],
+                          ["--model", tok, "--messages", write(f"{tmp}/num.json", "42")],
+                          ["--model", tok, "--messages", f"{tmp}/m0.json", "--effort", "low"],
+                          ["--model", f"{tmp}/none", "--messages", f"{tmp}/m0.json", "--ids"]])
+
+
+def test_parse_completion(tmp):
+    for i, c in enumerate(jsonl("chat_parse_cases.jsonl")):
+        path = write(f"{tmp}/c{i}.txt", c["completion"])
+        thinking = ["--thinking"] if c["options"]["thinking_mode"] == "thinking" else []
+        if "message" in c:
+            out, _ = dsv4("parse-completion", "--model", "x", "--file", path, *thinking)
+            check(json.loads(out) == c["message"], f"parse-completion {c['name']}: {out}")
+        else:  # the reference raises: one error line
+            dsv4("parse-completion", "--model", "x", "--file", path, *thinking, ok=False)
+    c = jsonl("chat_parse_cases.jsonl")[0]
+    out, _ = dsv4("parse-completion", "--model", "x", "--file", "-", "--thinking", stdin=c["completion"].encode())
+    check(json.loads(out) == c["message"], "parse-completion from stdin")
+    bad_args("parse-completion", [["--file", f"{tmp}/c0.txt"], ["--model", "x"],
+                                  ["--model", "x", "--file", f"{tmp}/none.txt"],
+                                  ["--model", "x", "--file", f"{tmp}/c0.txt", "--bogus"]])
+
+
+# --- model commands, on small generated checkpoints
+
+def cached_tokenizer_base():
+    root = os.environ.get("DSV4_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "dsv4")
+    for dirpath, _, files in os.walk(root):
+        if "tokenizer.json" in files and "npm-tokenizer" in dirpath:
+            return os.path.join(dirpath, "tokenizer.json")
+    return None
+
+
+def test_make_model(tmp):
+    """Returns the directory of a small checkpoint for the other commands."""
+    m = f"{tmp}/model"
+    small = ["--preset", "tiny", "--layers", "4", "--experts", "8"]
+    out, _ = dsv4("make-model", *small, "--out", m, "--seed", "7")
+    check("4 layers" in out and "8 experts" in out, f"make-model summary: {out}")
+    for f in ("config.json", "model.safetensors.index.json", "tokenizer.json", "tokenizer_config.json"):
+        check(os.path.exists(os.path.join(m, f)), f"make-model: no {f}")
+    cfg = json.load(open(f"{m}/config.json"))
+    check(cfg["num_hidden_layers"] == 4 and cfg["n_routed_experts"] == 8, f"make-model config: {cfg}")
+    shards = sorted(f for f in os.listdir(m) if f.endswith(".safetensors"))
+    first = open(os.path.join(m, shards[0]), "rb").read()
+    # Same seed → same bytes (over the existing checkpoint: --force); another seed → other weights.
+    dsv4("make-model", *small, "--out", m, ok=False)  # exists, no --force
+    dsv4("make-model", *small, "--out", m, "--seed", "7", "--force", "--no-tokenizer")
+    check(open(os.path.join(m, shards[0]), "rb").read() == first, "make-model: same seed, different bytes")
+    m2 = f"{tmp}/model2"
+    base = cached_tokenizer_base()
+    if check(base, "no cached V3 base tokenizer (scripts/fetch_tokenizer_base.sh)"):
+        dsv4("make-model", *small, "--out", m2, "--seed", "8", "--tokenizer-base", base)
+        check(open(os.path.join(m2, shards[0]), "rb").read() != first, "make-model: seeds 7 and 8 give the same bytes")
+        check(open(f"{m2}/tokenizer.json", "rb").read() == open(f"{TOK_DIR}/tokenizer.json", "rb").read(),
+              "make-model: tokenizer.json differs from the reference V4 tokenizer.json")
+        shutil.copy(f"{m2}/tokenizer.json", m)  # --no-tokenizer above removed nothing, but be sure
+        shutil.copy(f"{m2}/tokenizer_config.json", m)
+        shutil.rmtree(m2)
+    bad_args("make-model", [["--out", f"{tmp}/x"], ["--preset", "tiny"], ["--preset", "huge", "--out", f"{tmp}/x"],
+                            ["--preset", "tiny", "--out", f"{tmp}/x", "--layers", "0"],
+                            ["--preset", "tiny", "--out", f"{tmp}/x", "--experts", "3"],
+                            ["--preset", "tiny", "--out", f"{tmp}/x", "--seed", "abc"],
+                            ["--preset", "tiny", "--out", f"{tmp}/x", "--tokenizer-base", f"{tmp}/none.json"]])
+    return m
+
+
+def test_inspect(tmp, m):
+    out, _ = dsv4("inspect", "--model", m, "--context", "1000")
+    check("layers       4 main + 1 MTP" in out and "(inventory validated)" in out, f"inspect: {out}")
+    check(out.count("at 1000 tokens") == 2, f"inspect --context: {out}")
+    bad_args("inspect", [[], ["--model", f"{tmp}/none"], ["--model", TOK_DIR], ["--model", m, "--context", "x"],
+                         ["--model", m, "--context", "0"]])
+
+
+def test_logits(tmp, m):
+    V = json.load(open(f"{m}/config.json"))["vocab_size"]
+    ids = write(f"{tmp}/ids.json", json.dumps({"prompt": [19923, 14, 2058, 3, 671], "decode": [4787, 13769, 46012]}))
+    whole, chunked = f"{tmp}/whole.safetensors", f"{tmp}/chunked.safetensors"
+    dsv4("logits", "--model", m, "--ids", ids, "--out", whole, "--numerics", "plain", "--mtp")
+    dsv4("logits", "--model", m, "--ids", ids, "--out", chunked, "--numerics", "plain", "--chunk", "2")
+    h, _ = safetensors_header(whole)
+    want = {"logits.prefill": [5, V], "logits.decode": [3, V], "logits.mtp_prefill": [5, V], "logits.mtp_decode": [2, V]}
+    got = {k: v["shape"] for k, v in h.items() if k != "__metadata__"}
+    check(got == want, f"logits --mtp tensors: {got}")
+    check(set(safetensors_header(chunked)[0]) - {"__metadata__"} == {"logits.prefill", "logits.decode"},
+          "logits without --mtp wrote MTP tensors")
+    # Prefill in chunks of 2 computes the same logits (plain numerics: F32 throughout).
+    for name in ("logits.prefill", "logits.decode"):
+        a, b = read_f32(whole, name), read_f32(chunked, name)
+        rms = (sum(x * x for x in a) / len(a)) ** 0.5
+        worst = max(abs(x - y) for x, y in zip(a, b))
+        check(rms > 0 and worst <= 1e-4 * rms, f"logits --chunk 2, {name}: max diff {worst} vs rms {rms}")
+    dsv4("logits", "--model", m, "--ids", ids, "--out", whole, "--numerics", "reference")
+    check(all(v == v for v in read_f32(whole, "logits.decode")), "logits --numerics reference: NaN")
+    bad_args("logits", [["--model", m, "--ids", ids], ["--model", m, "--out", whole], ["--ids", ids, "--out", whole],
+                        ["--model", m, "--ids", f"{tmp}/none.json", "--out", whole],
+                        ["--model", m, "--ids", write(f"{tmp}/bad.json", '{"prompt": []}'), "--out", whole],
+                        ["--model", m, "--ids", write(f"{tmp}/bad2.json", '{"prompt": ["a"]}'), "--out", whole],
+                        ["--model", m, "--ids", write(f"{tmp}/bad3.json", '{"prompt": [99999999]}'), "--out", whole],
+                        ["--model", m, "--ids", ids, "--out", whole, "--chunk", "x"],
+                        ["--model", m, "--ids", ids, "--out", whole, "--numerics", "fast"],
+                        ["--model", m, "--ids", ids, "--out", f"{tmp}/no/such/dir/x.safetensors"],
+                        ["--model", f"{tmp}/none", "--ids", ids, "--out", whole]])
+
+
+STATS = re.compile(r"\[prompt (\d+) tokens.*generated (\d+) tokens.*\| (\w+)\]")
+
+
+def test_run(tmp, m):
+    def run(*args):
+        out, err = dsv4("run", "--model", m, "-p", "Hello", *args)
+        s = STATS.findall(err)
+        check(len(s) == 1, f"run {args}: no stats line in {err!r}")
+        return out, (s[0] if s else None)
+
+    sampled = ["--temp", "0.9", "--top-p", "0.95", "--top-k", "40", "--min-p", "0.01", "--seed", "5", "-n", "6"]
+    a, sa = run(*sampled)
+    b, _ = run(*sampled)
+    check(a == b and a.strip(), f"run: the same --seed gave different text:\n{a!r}\n{b!r}")
+    check(sa is not None and int(sa[1]) <= 6, f"run -n 6: {sa}")
+    c, _ = run(*sampled[:-4], "--seed", "6", "--max-tokens", "6")
+    check(c != a, "run: seeds 5 and 6 gave the same sampled text")
+    # MTP speculative decoding is exact: greedy text identical with and without it.
+    g, sg = run("--max-tokens", "8", "--no-think", "--no-mmap")
+    gs, _ = run("--max-tokens", "8", "--speculative", "--mmap")
+    check(g == gs, f"run --speculative changed the greedy text:\n{g!r}\n{gs!r}")
+    t, st = run("-n", "4", "--think", "--effort", "max", "--numerics", "plain")
+    check(t.startswith("[thinking] ") or t.strip() == "" or st[2] == "stop", f"run --think: {t!r}")
+    # --ctx bounds prompt + answer: a context just over the prompt stops generation early.
+    _, sc = run("-n", "50", "--ctx", str(int(sg[0]) + 3))
+    check(sc is not None and int(sc[1]) <= 3, f"run --ctx: {sc}")
+    bad_args("run", [["--model", m], ["--model", m, "-p", "x", "--bogus"], ["--model", m, "-p", "x", "-n", "abc"],
+                     ["--model", m, "-p", "x", "-n", "0"], ["--model", m, "-p", "x", "--temp", "-1"],
+                     ["--model", m, "-p", "x", "--top-p", "2"], ["--model", m, "-p", "x", "--seed", "-1"],
+                     ["--model", m, "-p", "x", "--effort", "low"], ["--model", m, "-p", "x", "--think", "--no-think"],
+                     ["--model", m, "-p", "x", "--mmap", "--no-mmap"], ["--model", f"{tmp}/none", "-p", "x"],
+                     ["--model", TOK_DIR, "-p", "x"], ["--model", m, "-p", "x", "--ctx", "2"]])
+
+
+def test_chat(tmp, m):
+    script = "Hello there\n/think on\nAnd a second question?\n/clear\n/think off\nThird\n/exit\n"
+    args = ["--model", m, "--max-tokens", "5", "--temp", "0.7", "--top-p", "0.9", "--top-k", "20",
+            "--min-p", "0.02", "--seed", "3", "--effort", "high", "--speculative", "--ctx", "512",
+            "--numerics", "reference", "--mmap"]
+    out, err = dsv4("chat", *args, stdin=script.encode())
+    turns = STATS.findall(err)
+    check(len(turns) == 3, f"chat: expected 3 answered turns, stderr:\n{err}")
+    check("(thinking on)" in out and "(history cleared)" in out and "(thinking off)" in out, f"chat: {out!r}")
+    def prompt_len(*texts, thinking=False):
+        msgs = [{"role": "user", "content": t} for t in texts]
+        out, _ = dsv4("template", "--model", m, "--messages", write(f"{tmp}/chat.json", json.dumps(msgs)), "--ids",
+                      *(["--thinking"] if thinking else []))
+        return len(json.loads(out))
+
+    if len(turns) == 3:
+        # Turn 1 and turn 3 (after /clear) prefill exactly their rendered prompt. Turn 2 continues
+        # turn 1 in the session: it prefills only the end-of-sentence token closing turn 1 and the
+        # new turn (as many tokens as the new turn rendered alone, whose BOS it does not have).
+        check(int(turns[0][0]) == prompt_len("Hello there"), f"chat turn 1 prompt: {turns}")
+        check(int(turns[2][0]) == prompt_len("Third"), f"chat turn 3 (after /clear) prompt: {turns}")
+        check(int(turns[1][0]) == prompt_len("And a second question?", thinking=True),
+              f"chat turn 2 did not continue turn 1: {turns}")
+    again, _ = dsv4("chat", *args, stdin=script.encode())
+    check(again == out, "chat: the same seed and input gave a different transcript")
+    out, err = dsv4("chat", "--model", m, "-n", "3", "--think", "--no-mmap", stdin=b"Hi\n")  # EOF ends the chat
+    check(len(STATS.findall(err)) == 1 and "[thinking] " in out, f"chat --think: {out!r}")
+    dsv4("chat", "--model", m, "--no-think", "-n", "2", stdin=b"")
+    bad_args("chat", [["--model", m, "--bogus"], ["--model", m, "--top-k", "x"], ["--model", f"{tmp}/none"],
+                      ["--model", m, "-p", "x"], ["--model", m, "--numerics", "fast"]])
+
+
+def test_bench(tmp, m):
+    out, _ = dsv4("bench", "--model", m, "--json", "--prompt", "8", "--gen", "2", "--context", "16", "--threads", "1",
+                  "--reps", "1", "--no-mmap", "--numerics", "plain", "--isa", "scalar", timeout=600)
+    try:
+        j = json.loads(out)
+    except json.JSONDecodeError:
+        return fail(f"bench --json: not JSON:\n{out}")
+    for k in ("read_bandwidth_gbs", "dot_peak_gflops", "f32_peak_gflops", "load_s", "rss_gb", "prefill_tokens_per_s",
+              "prefill_gflops", "prefill_flop_per_token", "prefill_peak_fraction", "decode_tokens_per_s",
+              "decode_filled_tokens_per_s", "decode_bytes_per_token", "decode_gbs", "decode_bandwidth_fraction"):
+        check(isinstance(j.get(k), (int, float)) and j[k] > 0, f"bench --json: {k} = {j.get(k)}")
+    check(j.get("isa") == "scalar" and j.get("threads") == 1 and j.get("numerics") == "plain"
+          and j.get("prompt_tokens") == 8 and j.get("decode_filled_context") == 18 and j.get("repetitions") == 1
+          and j.get("weights_copied") is True, f"bench --json settings: {j}")
+    # Named for what it is: with --isa scalar the peak is no BF16 figure.
+    check(j.get("dot_peak_kind", "").startswith("f32 mul+add") and "bf16_peak_gflops" not in j,
+          f"bench --isa scalar peak: {j.get('dot_peak_kind')}")
+    check(0 < j.get("prefill_peak_fraction", 0) <= 1.0 and 0 < j.get("decode_bandwidth_fraction", 0) <= 1.0,
+          f"bench: fractions outside (0, 1]: {j}")
+    out, _ = dsv4("bench", "--model", m, "--prompt", "4", "--gen", "1", "--reps", "1", "--mmap", timeout=600)
+    check("prefill (4 tokens)" in out and "of peak" in out and "of bandwidth" in out, f"bench text: {out}")
+    bad_args("bench", [[], ["--model", m, "--reps", "0"], ["--model", m, "--threads", "-2"],
+                       ["--model", m, "--prompt", "x"], ["--model", m, "--isa", "avx9"],
+                       ["--model", m, "--context", "-1"], ["--model", f"{tmp}/none"], ["--model", m, "--jsn"]])
+
+
+def main():
+    documented = {c: help_flags(c) for c in COMMANDS}
+    top, _ = dsv4("tokenize", "--help")
+    for bad in (["nosuch"], []):
+        p = subprocess.run([DSV4, *bad], capture_output=True, timeout=60)
+        lines = [l for l in p.stderr.decode().splitlines() if l.strip()]
+        check(p.returncode != 0 and len(lines) == 1 and "error:" in lines[0], f"dsv4 {bad}: {p.stderr!r}")
+    tmp = tempfile.mkdtemp(prefix="dsv4-cli-test-")
+    try:
+        test_parse_completion(tmp)
+        m = test_make_model(tmp)
+        test_tokenizer(tmp, m)
+        test_template(tmp, m)
+        test_inspect(tmp, m)
+        test_logits(tmp, m)
+        test_run(tmp, m)
+        test_chat(tmp, m)
+        test_bench(tmp, m)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    for c in COMMANDS:
+        untested = sorted(documented[c] - used[c])
+        check(not untested, f"dsv4 {c}: documented flags no case uses: {untested}")
+    print(f"{len(failures)} failures")
+    sys.exit(1 if failures else 0)
+
+
+if __name__ == "__main__":
+    main()
