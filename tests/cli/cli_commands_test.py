@@ -398,16 +398,17 @@ def main():
         lines = [l for l in p.stderr.decode().splitlines() if l.strip()]
         check(p.returncode != 0 and len(lines) == 1 and "error:" in lines[0], f"dsv4 {bad}: {p.stderr!r}")
     tmp = tempfile.mkdtemp(prefix="dsv4-cli-test-")
+    def section(f, *args):  # a section that breaks off (say, on output that is not JSON) is one failure
+        try:
+            return f(tmp, *args)
+        except Exception as e:  # noqa: BLE001
+            fail(f"{f.__name__}: {e!r}")
+
     try:
-        test_parse_completion(tmp)
-        m = test_make_model(tmp)
-        test_tokenizer(tmp, m)
-        test_template(tmp, m)
-        test_inspect(tmp, m)
-        test_logits(tmp, m)
-        test_run(tmp, m)
-        test_chat(tmp, m)
-        test_bench(tmp, m)
+        section(test_parse_completion)
+        m = section(test_make_model) or f"{tmp}/model"
+        for f in (test_tokenizer, test_template, test_inspect, test_logits, test_run, test_chat, test_bench):
+            section(f, m)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     for c in COMMANDS:
