@@ -30,12 +30,11 @@ void AnswerPrinter::show(const std::vector<ParseEvent>& events) {
 
 void AnswerPrinter::pass_on_rest() {
   verbatim_ = true;
-  verbatim_text_ = raw_.substr(parser_.consumed());
+  verbatim_text_ = std::string(parser_.unreleased());
   content(verbatim_text_);
 }
 
 void AnswerPrinter::feed(std::string_view text) {
-  raw_.append(text);
   if (verbatim_) {
     verbatim_text_.append(text);
     content(text);

@@ -36,7 +36,6 @@ class AnswerPrinter {
   const char* dim_;
   const char* reset_;
   IncrementalParser parser_;
-  std::string raw_;      // everything fed
   bool verbatim_ = false;  // the parser failed: text goes out as it comes
   std::string verbatim_text_;
   bool in_reasoning_ = false;

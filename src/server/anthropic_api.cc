@@ -1,6 +1,7 @@
 #include "server/anthropic_api.h"
 
 #include "server/openai_api.h"
+#include "tokenizer/pyjson.h"
 
 namespace dsv4::server {
 
@@ -13,7 +14,7 @@ std::string block_text(const Json& c, const std::string& path) {
   std::string out;
   for (size_t i = 0; i < c.size(); ++i) {
     const Json& b = c[i];
-    if (!b.is_object() || b.value("type", "") != "text" || !b.contains("text") || !b["text"].is_string())
+    if (!b.is_object() || !b.contains("type") || b["type"] != "text" || !b.contains("text") || !b["text"].is_string())
       bad_request(cat(path, "[", i, "] must be a text block"), "messages");
     if (!out.empty()) out += "\n\n";
     out += b["text"].get<std::string>();
@@ -56,20 +57,20 @@ Json convert_messages(const Json& body) {
         if (!text.empty()) text += "\n\n";
         text += b["text"].get<std::string>();
       } else if (type == "thinking" && role == "assistant") {
-        if (b.contains("thinking") && b["thinking"].is_string()) thinking += b["thinking"].get<std::string>();
+        thinking += get_string(b, "thinking").value_or("");
       } else if (type == "redacted_thinking" && role == "assistant") {
       } else if (type == "tool_use" && role == "assistant") {
         if (!b.contains("name") || !b["name"].is_string()) bad_request(bp + ".name must be a string", "messages");
         const Json input = b.contains("input") ? b["input"] : Json::object();
         if (!input.is_object()) bad_request(bp + ".input must be an object", "messages");
-        calls.push_back(Json{{"id", b.value("id", "")}, {"type", "function"},
+        calls.push_back(Json{{"id", get_string(b, "id").value_or("")}, {"type", "function"},
                              {"function", {{"name", b["name"]}, {"arguments", dump(input)}}}});
       } else if (type == "tool_result" && role == "user") {
         Json content = b.contains("content") ? b["content"] : Json("");
         std::string result = content.is_null() ? "" : block_text(content, bp + ".content");
-        if (b.value("is_error", false)) result = "Error: " + result;
+        if (get_bool(b, "is_error").value_or(false)) result = "Error: " + result;
         // Tool messages come before the user's text: V4 renders them first in the turn anyway.
-        out.push_back(Json{{"role", "tool"}, {"tool_call_id", b.value("tool_use_id", "")}, {"content", result}});
+        out.push_back(Json{{"role", "tool"}, {"tool_call_id", get_string(b, "tool_use_id").value_or("")}, {"content", result}});
       } else {
         bad_request(cat(bp, ": block type '", type, "' is not supported in a ", role, " message"), "messages");
       }
@@ -88,8 +89,7 @@ Json convert_messages(const Json& body) {
 
 Json convert_tools(const Json& body) {
   auto it = body.find("tools");
-  if (it == body.end() || it->is_null()) return nullptr;
-  if (!it->is_array()) bad_request("'tools' must be an array", "tools");
+  if (it != body.end() && !it->is_null() && !it->is_array()) bad_request("'tools' must be an array", "tools");
   if (auto tc = body.find("tool_choice"); tc != body.end() && !tc->is_null()) {
     if (!tc->is_object() || !tc->contains("type") || !(*tc)["type"].is_string())
       bad_request("'tool_choice' must be {\"type\": \"auto\" | \"any\" | \"tool\" | \"none\"}", "tool_choice");
@@ -98,6 +98,7 @@ Json convert_tools(const Json& body) {
       bad_request("'tool_choice.type' must be auto, any, tool or none", "tool_choice");
     if (t == "none") return nullptr;
   }
+  if (it == body.end() || it->is_null()) return nullptr;
   Json tools = Json::array();
   for (size_t i = 0; i < it->size(); ++i) {
     const Json& t = (*it)[i];
@@ -107,8 +108,10 @@ Json convert_tools(const Json& body) {
       bad_request(cat("tools[", i, "]: tool type '", t["type"].is_string() ? t["type"].get<std::string>() : "?",
                       "' is not supported (custom tools only)"), "tools");
     Json fn = {{"name", t["name"]}};
-    if (t.contains("description") && t["description"].is_string()) fn["description"] = t["description"];
-    fn["parameters"] = t.contains("input_schema") ? t["input_schema"] : Json{{"type", "object"}};
+    if (auto d = get_string(t, "description")) fn["description"] = *d;
+    const bool schema = t.contains("input_schema") && !t["input_schema"].is_null();
+    if (schema && !t["input_schema"].is_object()) bad_request(cat("tools[", i, "].input_schema must be a JSON schema object"), "tools");
+    fn["parameters"] = schema ? t["input_schema"] : Json{{"type", "object"}};
     tools.push_back(Json{{"type", "function"}, {"function", fn}});
   }
   return tools.empty() ? Json(nullptr) : tools;
@@ -144,8 +147,9 @@ std::string stop_reason(const JobOutcome& o, bool tool_use) {
 }
 
 Json tool_input(const std::string& args) {
-  // The parser builds argument JSON from DSML; a value the model wrote that is not JSON is kept.
-  Json j = Json::parse(args, nullptr, false);
+  // The parser builds argument JSON from DSML; a value the model wrote that is not JSON (or
+  // nests deeper than a request may) is kept as text.
+  Json j = pyjson::too_deep_at(args, kMaxJsonDepth) == std::string_view::npos ? Json::parse(args, nullptr, false) : Json();
   return j.is_object() ? j : Json{{"arguments", args}};
 }
 

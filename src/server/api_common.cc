@@ -4,18 +4,85 @@
 #include <cmath>
 #include <random>
 
+#include "tokenizer/pyjson.h"
+#include "tokenizer/utf8.h"
+
 namespace dsv4::server {
 
 void bad_request(const std::string& message, const std::string& param) {
   throw ApiError(400, "invalid_request_error", message, param);
 }
 
+namespace {
+
+// The path of the value that byte `at` of JSON text lies in ("tools[0].function.parameters"),
+// and the top-level key it is under; for messages about where a body is wrong. Iterative; the
+// text before `at` must nest at most kMaxJsonDepth deep, which bounds the frames kept.
+std::pair<std::string, std::string> json_path_at(std::string_view text, std::size_t at) {
+  struct Frame {
+    bool object;
+    std::string key;  // objects: the key whose value is being read
+    std::size_t index = 0;
+  };
+  std::vector<Frame> stack;
+  bool expect_key = false;  // in an object, before its next key (or inside it)
+  for (std::size_t i = 0; i < at && i < text.size(); ++i) {
+    const char c = text[i];
+    if (c == '"') {
+      const std::size_t start = ++i;
+      while (i < at && i < text.size() && text[i] != '"') i += text[i] == '\\' ? 2 : 1;
+      if (i >= at) break;  // `at` is inside this string
+      if (expect_key && !stack.empty()) stack.back().key = std::string(text.substr(start, std::min<std::size_t>(i - start, 64)));
+      expect_key = false;
+    } else if (c == '[' || c == '{') {
+      stack.push_back(Frame{c == '{', "", 0});
+      expect_key = c == '{';
+    } else if ((c == ']' || c == '}') && !stack.empty()) {
+      stack.pop_back();
+      expect_key = false;
+    } else if (c == ',' && !stack.empty()) {
+      if (stack.back().object) expect_key = true;
+      else ++stack.back().index;
+    }
+  }
+  if (!stack.empty() && stack.back().object && expect_key) stack.pop_back();  // at a key, not a value
+  std::string path;
+  for (std::size_t k = 0; k < stack.size() && k < 12; ++k)
+    path += stack[k].object ? cat(k ? "." : "", stack[k].key) : cat("[", stack[k].index, "]");
+  if (stack.size() > 12) path += "…";
+  return {path.empty() ? "the top level" : path, !stack.empty() && stack[0].object ? stack[0].key : std::string()};
+}
+
+// A parser message quotes the text it read last, which can be most of the body.
+std::string clip(std::string s, std::size_t max) {
+  if (s.size() > max) s = s.substr(0, max) + "…";
+  return s;
+}
+
+}  // namespace
+
+void check_json_depth(std::string_view text, const std::string& what) {
+  const std::size_t at = pyjson::too_deep_at(text, kMaxJsonDepth);
+  if (at == std::string_view::npos) return;
+  const auto [path, param] = json_path_at(text, at);
+  bad_request(cat(what, " nests JSON deeper than ", kMaxJsonDepth, " levels (at ", path, ")"), param);
+}
+
 Json parse_body(const std::string& body) {
+  check_json_depth(body, "the request body");  // before anything recursive reads it
   Json j;
   try {
     j = Json::parse(body);
+  } catch (const nlohmann::json::parse_error& e) {
+    const auto [path, param] = json_path_at(body, e.byte > 0 ? e.byte - 1 : 0);
+    bad_request(cat("the request body is not valid JSON at ", path, ": ", clip(e.what(), 300)), param);
   } catch (const nlohmann::json::exception& e) {
-    bad_request(cat("the request body is not valid JSON: ", e.what()));
+    // A number beyond double (1e400) has no offset; the message quotes it: find it for the path.
+    const std::string what = e.what();
+    const std::size_t q = what.find('\''), q2 = what.rfind('\'');
+    const std::size_t at = q < q2 ? body.find(what.substr(q + 1, q2 - q - 1)) : std::string::npos;
+    const auto [path, param] = json_path_at(body, at == std::string::npos ? 0 : at);
+    bad_request(cat("the request body is not valid JSON at ", path, ": ", clip(what, 300)), param);
   }
   if (!j.is_object()) bad_request("the request body must be a JSON object");
   return j;
@@ -135,15 +202,16 @@ void CompletionSplitter::record(const std::vector<ParseEvent>& ev) {
 std::vector<ParseEvent> CompletionSplitter::feed(const std::string& text) {
   std::vector<ParseEvent> ev;
   if (text.empty()) return ev;
-  if (!raw_) {
+  if (raw_) {
+    pass_on(text, ParseEvent::Kind::Content, false, ev);
+  } else {
     ev = parser_.feed(text);
     if (parser_.failed()) {
-      // Not V4 markup after all: from here on everything is content.
+      // Not V4 markup after all: from here on everything is content, starting with what the
+      // parser had not reported yet (held-back bytes included, nothing twice).
       raw_ = true;
-      ev.push_back(ParseEvent{ParseEvent::Kind::Content, text});
+      pass_on(parser_.unreleased(), ParseEvent::Kind::Content, false, ev);
     }
-  } else {
-    ev.push_back(ParseEvent{ParseEvent::Kind::Content, text});
   }
   record(ev);
   return ev;
@@ -151,15 +219,35 @@ std::vector<ParseEvent> CompletionSplitter::feed(const std::string& text) {
 
 std::vector<ParseEvent> CompletionSplitter::finish() {
   std::vector<ParseEvent> ev;
-  if (raw_) return ev;
-  try {
-    ev = parser_.finish();
-  } catch (const Error&) {
-    // A completion cut off (max_tokens) inside markup: what was released stands.
-    ev.clear();
+  if (raw_) {
+    pass_on("", ParseEvent::Kind::Content, true, ev);
+  } else {
+    try {
+      ev = parser_.finish();
+    } catch (const Error&) {
+      // Cut off (max_tokens) or ended without EOS (the worker does not pass it on) where the
+      // reference wants one: the text not reported yet still reaches the client, as what was
+      // being read.
+      ev.clear();
+      pass_on(parser_.unreleased(), parser_.in_reasoning() ? ParseEvent::Kind::Reasoning : ParseEvent::Kind::Content,
+              true, ev);
+    }
   }
   record(ev);
   return ev;
+}
+
+void CompletionSplitter::pass_on(std::string_view text, ParseEvent::Kind kind, bool final, std::vector<ParseEvent>& ev) {
+  // Like the parser's own events, never split a UTF-8 character (each event becomes JSON text).
+  std::string s = std::move(raw_tail_);
+  s += text;
+  raw_tail_ = final ? "" : s.substr(utf8::complete_prefix_len(s));
+  s.resize(s.size() - raw_tail_.size());
+  if (s.empty()) return;
+  if (!ev.empty() && ev.back().kind == kind)
+    ev.back().text += s;
+  else
+    ev.push_back(ParseEvent{kind, std::move(s)});
 }
 
 }  // namespace dsv4::server

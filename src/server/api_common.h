@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -46,6 +47,13 @@ struct ApiConfig {
   int64_t default_max_tokens = 1024;
 };
 
+// How deeply request JSON may nest (the body object is level 1). Copying and serializing JSON
+// recurse once per level, so a body is measured, without recursion, before it is parsed.
+inline constexpr std::size_t kMaxJsonDepth = 128;
+
+// 400 naming where `text` nests deeper than kMaxJsonDepth; `what` names the text.
+void check_json_depth(std::string_view text, const std::string& what);
+
 // The body as a JSON object, or a 400 saying why not.
 Json parse_body(const std::string& body);
 
@@ -74,7 +82,9 @@ int64_t unix_time();
 
 // Reasoning / content / tool-call events from generated text, built on IncrementalParser. When
 // the output is not valid V4 markup (e.g. a random-weight model) the rest is passed on as plain
-// content, so a client always gets the text. message() accumulates exactly what was emitted.
+// content, so a client always gets the text: the events stand for the completion byte for byte
+// (markup only as reported tool calls and the reasoning / content switch), whatever the
+// chunking. message() accumulates exactly what was emitted.
 class CompletionSplitter {
  public:
   explicit CompletionSplitter(bool thinking) : parser_(thinking) {}
@@ -84,8 +94,11 @@ class CompletionSplitter {
 
  private:
   void record(const std::vector<ParseEvent>& ev);
+  // Appends `text` as one more `kind` event; an unfinished character waits unless `final`.
+  void pass_on(std::string_view text, ParseEvent::Kind kind, bool final, std::vector<ParseEvent>& ev);
   IncrementalParser parser_;
-  bool raw_ = false;
+  bool raw_ = false;       // the output turned out not to be V4 markup: all content
+  std::string raw_tail_;   // an unfinished UTF-8 character of raw content
   ParsedMessage msg_;
 };
 

@@ -68,7 +68,7 @@ Json normalize_messages(const Json& body) {
           if (args.is_object()) args = dump(args);  // lenient: some clients send the object itself
           if (!args.is_string()) bad_request(cp + ".function.arguments must be a JSON string", "messages");
           Json call = {{"type", "function"}, {"function", {{"name", f["name"]}, {"arguments", args}}}};
-          if (c.contains("id") && c["id"].is_string()) call["id"] = c["id"];
+          if (auto id = get_string(c, "id")) call["id"] = *id;
           cs.push_back(call);
         }
         n["tool_calls"] = cs;
@@ -91,10 +91,15 @@ Json normalize_tools(const Json& body, const Json& tool_choice) {
   std::vector<std::string> names;
   for (size_t i = 0; !none && i < it->size(); ++i) {
     const Json& t = (*it)[i];
-    if (!t.is_object() || t.value("type", "function") != "function" || !t.contains("function") ||
+    if (!t.is_object() || (t.contains("type") && t["type"] != "function") || !t.contains("function") ||
         !t["function"].is_object() || !t["function"].contains("name") || !t["function"]["name"].is_string())
       bad_request(cat("tools[", i, "] must be {\"type\": \"function\", \"function\": {\"name\": ...}}"), "tools");
-    names.push_back(t["function"]["name"]);
+    const Json& f = t["function"];
+    if (f.contains("description") && !f["description"].is_null() && !f["description"].is_string())
+      bad_request(cat("tools[", i, "].function.description must be a string"), "tools");
+    if (f.contains("parameters") && !f["parameters"].is_null() && !f["parameters"].is_object())
+      bad_request(cat("tools[", i, "].function.parameters must be a JSON schema object"), "tools");
+    names.push_back(f["name"]);
   }
   if (tool_choice.is_object()) {
     const Json* f = tool_choice.contains("function") ? &tool_choice["function"] : nullptr;

@@ -10,8 +10,9 @@
 // parse_completion() is the one-shot parser; it throws CompletionParseError exactly where the
 // reference raises, with the reference's exception type and message. IncrementalParser is fed
 // the completion as it streams (any chunk boundaries) and reports each piece as soon as its
-// role is decidable, never releasing text that could still turn out to be markup; its final
-// result is by construction that of the one-shot parser.
+// role is decidable, never releasing text that could still turn out to be markup (a tool call
+// once its invoke element has closed); its final result is by construction that of the
+// one-shot parser.
 #pragma once
 
 #include <string>
@@ -73,9 +74,13 @@ class IncrementalParser {
   // Before finish(): what the events so far describe; after: the one-shot parse result.
   ParsedMessage result() const { return result_; }
   bool failed() const { return state_ == State::Failed; }
-  // Bytes of the stream that the events so far account for (markup included). Text from here on
-  // has not been reported: held back, or — once failed() — not valid V4 markup.
-  std::size_t consumed() const { return pos_; }
+  // The fed text no event stands for yet: bytes held back because they may start a control
+  // token, a tool call whose invoke element has not closed, and after a failure everything
+  // from the failure point on. A caller that passes invalid output on as plain text sends
+  // exactly this, so that nothing is lost or repeated.
+  std::string_view unreleased() const { return std::string_view(buf_).substr(released_); }
+  // Still reading reasoning (thinking mode, before </think>).
+  bool in_reasoning() const { return state_ == State::Reasoning; }
 
  private:
   enum class State { Reasoning, Content, Tools, AfterTools, Done, Failed };
@@ -85,6 +90,7 @@ class IncrementalParser {
   bool step_text(std::vector<ParseEvent>& ev);
   bool step_tools(std::vector<ParseEvent>& ev);
   void emit_text(std::vector<ParseEvent>& ev, ParseEvent::Kind kind, std::size_t end, bool final);
+  void close_call(std::vector<ParseEvent>& ev);
 
   bool thinking_;
   bool finished_ = false;
@@ -93,7 +99,12 @@ class IncrementalParser {
   std::string buf_;
   std::size_t pos_ = 0;        // everything before pos_ has been consumed
   std::size_t scan_from_ = 0;  // no stop token starts in [pos_, scan_from_) (search hint)
+  std::size_t released_ = 0;   // the events so far stand for buf_[0, released_)
   std::vector<std::string> param_names_;
+  // The tool call being read: reported (events and result_) only once its invoke element has
+  // closed, so that a call is never left half-reported when the markup turns out invalid.
+  ToolCall open_call_;
+  std::vector<ParseEvent> open_events_;
   ParsedMessage result_;
 };
 

@@ -2,7 +2,7 @@
 //
 // Text states (reasoning, content) release everything up to the point where a control token
 // could still begin; the tool-call block is consumed one DSML element at a time, each element
-// only once its closing token has arrived. finish() re-parses the whole completion with the
+// only once its closing token has arrived, and a call is reported once its invoke has closed. finish() re-parses the whole completion with the
 // one-shot parser, so the final result (or error) is exactly the reference's, and emits
 // whatever that result has beyond the events already sent.
 #include <span>
@@ -55,7 +55,19 @@ void IncrementalParser::emit_text(std::vector<ParseEvent>& ev, ParseEvent::Kind 
     ev.back().text += piece;
   else
     ev.push_back({kind, std::move(piece)});
-  pos_ = end;
+  pos_ = released_ = end;
+}
+
+void IncrementalParser::close_call(std::vector<ParseEvent>& ev) {
+  open_events_.push_back({ParseEvent::Kind::ToolCallArgs, "}"});
+  open_events_.push_back({ParseEvent::Kind::ToolCallEnd, {}});
+  open_call_.arguments += "}";
+  ev.insert(ev.end(), std::make_move_iterator(open_events_.begin()), std::make_move_iterator(open_events_.end()));
+  open_events_.clear();
+  result_.tool_calls.push_back(std::move(open_call_));
+  open_call_ = {};
+  released_ = pos_;
+  tool_state_ = ToolState::ExpectInvoke;
 }
 
 // Reasoning / content: returns true when the state changed (call again).
@@ -91,13 +103,10 @@ bool IncrementalParser::step_text(std::vector<ParseEvent>& ev) {
     return false;
   }
   emit_text(ev, kind, q, true);
-  if (reasoning && hit->token != kThinkEnd) {  // tool calls only after the reasoning has ended
-    state_ = State::Failed;
-    return false;
-  }
   pos_ = q + std::char_traits<char>::length(hit->token);
   if (reasoning) {
-    state_ = State::Content;
+    state_ = hit->token == kThinkEnd ? State::Content : State::Failed;
+    if (state_ == State::Content) released_ = pos_;  // the switch to content stands for </think>
   } else if (hit->token == kEos) {
     state_ = State::Done;
   } else {
@@ -115,10 +124,11 @@ bool IncrementalParser::step_tools(std::vector<ParseEvent>& ev) {
     if (f.stop < 0) scan_from_ = text.size() > kMaxTokenLen ? std::max(pos_, text.size() - kMaxTokenLen) : pos_;
     return f;
   };
-  // An element is consumed only once it is valid: on failure pos_ stays where the unreported
-  // text begins (consumed()).
-  auto element = [&](const Found& f) { return text.substr(pos_, f.pos - pos_); };
-  auto consume = [&](const Found& f) { pos_ = scan_from_ = f.next; };
+  auto consume = [&](const Found& f) {
+    const std::string_view c = text.substr(pos_, f.pos - pos_);
+    pos_ = scan_from_ = f.next;
+    return c;
+  };
   switch (tool_state_) {
     case ToolState::ExpectInvoke: {
       const Found f = find({kInvokeOpen, kToolCallsEnd});
@@ -134,11 +144,10 @@ bool IncrementalParser::step_tools(std::vector<ParseEvent>& ev) {
         if (!ok) state_ = State::Failed;
         return false;
       }
-      if (element(f) != ">\n") {
+      if (consume(f) != ">\n") {
         state_ = State::Failed;
         return false;
       }
-      consume(f);
       if (f.stop == 1) {
         state_ = State::AfterTools;
       } else {
@@ -149,24 +158,17 @@ bool IncrementalParser::step_tools(std::vector<ParseEvent>& ev) {
     case ToolState::Name: {
       const Found f = find({kParamOpen, kInvokeClose});
       if (f.stop < 0) return false;
-      ToolCall call;
-      if (!match_tool_name(element(f), call.name)) {
+      if (!match_tool_name(consume(f), open_call_.name)) {
         state_ = State::Failed;
         return false;
       }
-      consume(f);
-      ev.push_back({ParseEvent::Kind::ToolCallBegin, call.name});
-      ev.push_back({ParseEvent::Kind::ToolCallArgs, "{"});
-      call.arguments.push_back('{');
-      result_.tool_calls.push_back(std::move(call));
+      open_events_ = {{ParseEvent::Kind::ToolCallBegin, open_call_.name}, {ParseEvent::Kind::ToolCallArgs, "{"}};
+      open_call_.arguments.assign(1, '{');
       param_names_.clear();
       if (f.stop == 0) {
         tool_state_ = ToolState::Param;
       } else {
-        ev.push_back({ParseEvent::Kind::ToolCallArgs, "}"});
-        ev.push_back({ParseEvent::Kind::ToolCallEnd, {}});
-        result_.tool_calls.back().arguments += "}";
-        tool_state_ = ToolState::ExpectInvoke;
+        close_call(ev);
       }
       return true;
     }
@@ -175,7 +177,7 @@ bool IncrementalParser::step_tools(std::vector<ParseEvent>& ev) {
       if (f.stop < 0) return false;
       std::string name, value;
       bool is_string = false;
-      if (!match_parameter(element(f), name, is_string, value)) {
+      if (!match_parameter(consume(f), name, is_string, value)) {
         state_ = State::Failed;
         return false;
       }
@@ -184,31 +186,26 @@ bool IncrementalParser::step_tools(std::vector<ParseEvent>& ev) {
           state_ = State::Failed;
           return false;
         }
-      consume(f);
       std::string delta;
       if (!param_names_.empty()) delta = ", ";
       delta += argument_entry(name, is_string, value);
       param_names_.push_back(std::move(name));
-      result_.tool_calls.back().arguments += delta;
-      ev.push_back({ParseEvent::Kind::ToolCallArgs, std::move(delta)});
+      open_call_.arguments += delta;
+      open_events_.push_back({ParseEvent::Kind::ToolCallArgs, std::move(delta)});
       tool_state_ = ToolState::AfterParam;
       return true;
     }
     case ToolState::AfterParam: {
       const Found f = find({kParamOpen, kInvokeClose});
       if (f.stop < 0) return false;
-      if (element(f) != ">\n") {
+      if (consume(f) != ">\n") {
         state_ = State::Failed;
         return false;
       }
-      consume(f);
       if (f.stop == 0) {
         tool_state_ = ToolState::Param;
       } else {
-        ev.push_back({ParseEvent::Kind::ToolCallArgs, "}"});
-        ev.push_back({ParseEvent::Kind::ToolCallEnd, {}});
-        result_.tool_calls.back().arguments += "}";
-        tool_state_ = ToolState::ExpectInvoke;
+        close_call(ev);
       }
       return true;
     }
@@ -259,7 +256,8 @@ std::vector<ParseEvent> IncrementalParser::finish() {
   finished_ = true;
   const ParsedMessage full = parse_completion(buf_, thinking_);  // throws the reference's error
   // Emit what the complete parse has beyond the streamed events (held-back text at the end, a
-  // tool call cut short by the end of the stream). Streamed events are always a prefix.
+  // tool call cut short by the end of the stream, which the one-shot parser accepts when it
+  // ends between elements). Streamed events are always a prefix.
   auto rest_of = [](const std::string& all, const std::string& sent) {
     return all.compare(0, sent.size(), sent) == 0 ? all.substr(sent.size()) : std::string();
   };
@@ -271,10 +269,6 @@ std::vector<ParseEvent> IncrementalParser::finish() {
     if (i >= result_.tool_calls.size()) {
       ev.push_back({ParseEvent::Kind::ToolCallBegin, t.name});
       ev.push_back({ParseEvent::Kind::ToolCallArgs, t.arguments});
-      ev.push_back({ParseEvent::Kind::ToolCallEnd, {}});
-    } else if (result_.tool_calls[i].arguments != t.arguments) {
-      // Only the last call can be open: the stream ended inside it.
-      ev.push_back({ParseEvent::Kind::ToolCallArgs, rest_of(t.arguments, result_.tool_calls[i].arguments)});
       ev.push_back({ParseEvent::Kind::ToolCallEnd, {}});
     }
   }

@@ -76,7 +76,12 @@ std::string dumps_string(std::string_view s) {
 
 namespace {
 
-void dump_to(const Value& v, std::string& out) {
+void check_depth(int depth) {
+  if (depth > kMaxDepth) throw Error(cat("JSON value nested deeper than ", kMaxDepth, " levels"));
+}
+
+void dump_to(const Value& v, std::string& out, int depth) {
+  check_depth(depth);
   switch (v.kind) {
     case Value::Kind::Null: out += "null"; break;
     case Value::Kind::False: out += "false"; break;
@@ -88,7 +93,7 @@ void dump_to(const Value& v, std::string& out) {
       out += '[';
       for (std::size_t i = 0; i < v.items.size(); ++i) {
         if (i) out += ", ";
-        dump_to(v.items[i], out);
+        dump_to(v.items[i], out, depth + 1);
       }
       out += ']';
       break;
@@ -98,14 +103,15 @@ void dump_to(const Value& v, std::string& out) {
         if (i) out += ", ";
         out += dumps_string(v.members[i].first);
         out += ": ";
-        dump_to(v.members[i].second, out);
+        dump_to(v.members[i].second, out, depth + 1);
       }
       out += '}';
       break;
   }
 }
 
-void dump_to(const nlohmann::ordered_json& v, std::string& out) {
+void dump_to(const nlohmann::ordered_json& v, std::string& out, int depth) {
+  check_depth(depth);
   using T = nlohmann::ordered_json::value_t;
   switch (v.type()) {
     case T::null: out += "null"; break;
@@ -120,7 +126,7 @@ void dump_to(const nlohmann::ordered_json& v, std::string& out) {
       for (const auto& x : v) {
         if (!first) out += ", ";
         first = false;
-        dump_to(x, out);
+        dump_to(x, out, depth + 1);
       }
       out += ']';
       break;
@@ -133,7 +139,7 @@ void dump_to(const nlohmann::ordered_json& v, std::string& out) {
         first = false;
         out += dumps_string(k);
         out += ": ";
-        dump_to(x, out);
+        dump_to(x, out, depth + 1);
       }
       out += '}';
       break;
@@ -156,10 +162,6 @@ class Parser {
   }
 
  private:
-  // Python raises RecursionError on very deep nesting; any limit of that order is equivalent
-  // for the encoder, which treats every failure the same way.
-  static constexpr int kMaxDepth = 900;
-
   void skip_ws() {
     while (i_ < s_.size() && (s_[i_] == ' ' || s_[i_] == '\t' || s_[i_] == '\n' || s_[i_] == '\r')) ++i_;
   }
@@ -348,14 +350,33 @@ std::optional<Value> loads(std::string_view text) { return Parser(text).parse_do
 
 std::string dumps(const Value& v) {
   std::string out;
-  dump_to(v, out);
+  dump_to(v, out, 0);
   return out;
 }
 
 std::string dumps(const nlohmann::ordered_json& v) {
   std::string out;
-  dump_to(v, out);
+  dump_to(v, out, 0);
   return out;
+}
+
+std::size_t too_deep_at(std::string_view text, std::size_t limit) {
+  std::size_t depth = 0;
+  bool in_string = false;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (in_string) {
+      if (c == '\\') ++i;  // the escaped character cannot end the string
+      else if (c == '"') in_string = false;
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      if (++depth > limit) return i;
+    } else if ((c == ']' || c == '}') && depth > 0) {
+      --depth;
+    }
+  }
+  return std::string_view::npos;
 }
 
 }  // namespace dsv4::pyjson

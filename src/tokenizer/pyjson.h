@@ -26,12 +26,23 @@ struct Value {
   std::vector<std::pair<std::string, Value>> members;
 };
 
-// Python json.loads (strict): nullopt where Python raises.
+// How many arrays/objects may enclose a value (in `[[1]]` the 1 is 2 deep). Python raises
+// RecursionError near 1000; a bound of that order keeps the recursion here off the stack limit.
+inline constexpr int kMaxDepth = 900;
+
+// Python json.loads (strict): nullopt where Python raises (including nesting beyond kMaxDepth).
 std::optional<Value> loads(std::string_view text);
 
-// Python json.dumps(..., ensure_ascii=False).
+// Python json.dumps(..., ensure_ascii=False). A value nested deeper than kMaxDepth throws
+// dsv4::Error instead of recursing on.
 std::string dumps(const Value& v);
 std::string dumps(const nlohmann::ordered_json& v);
+
+// Where JSON text first nests deeper than `limit` arrays/objects (the offset of the bracket
+// that opens level limit + 1; brackets inside strings do not count), or npos. Iterative and
+// allocation-free, so that text can be refused before anything recursive (building a tree,
+// copying, dumping) touches it. Not a validator: malformed text is left to the parser.
+std::size_t too_deep_at(std::string_view text, std::size_t limit);
 // json.dumps of a str.
 std::string dumps_string(std::string_view s);
 // Python repr(float).

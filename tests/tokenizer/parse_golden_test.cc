@@ -207,5 +207,55 @@ TEST(IncrementalParser, FailsEarlyOnMarkupInContent) {
   EXPECT_THROW(p.finish(), CompletionParseError);
 }
 
+// A tool call is reported once its invoke element has closed: markup that turns out invalid
+// later never leaves half a call behind.
+TEST(IncrementalParser, ReportsACallOnlyWhenItsInvokeCloses) {
+  IncrementalParser p(false);
+  auto ev = p.feed("Sure.\n\n<｜DSML｜tool_calls>\n<｜DSML｜invoke name=\"f\">\n"
+                   "<｜DSML｜parameter name=\"a\" string=\"true\">x</｜DSML｜parameter>\n");
+  EXPECT_EQ(ev, (std::vector<ParseEvent>{{ParseEvent::Kind::Content, "Sure."}}));
+  EXPECT_TRUE(p.result().tool_calls.empty());
+  EXPECT_EQ(p.unreleased(), "\n\n<｜DSML｜tool_calls>\n<｜DSML｜invoke name=\"f\">\n"
+                            "<｜DSML｜parameter name=\"a\" string=\"true\">x</｜DSML｜parameter>\n");
+  ev = p.feed("<｜DSML｜parameter name=\"a\" string=\"true\">y</｜DSML｜parameter>\n");
+  EXPECT_TRUE(p.failed());  // a duplicate parameter
+  EXPECT_TRUE(ev.empty());
+  EXPECT_TRUE(p.result().tool_calls.empty());
+  EXPECT_EQ(p.unreleased().substr(0, 3), "\n\n<");
+}
+
+// unreleased(): the fed text no event stands for yet, whatever the chunking.
+TEST(IncrementalParser, UnreleasedIsWhatNoEventStandsFor) {
+  struct Case {
+    bool thinking;
+    std::string text, unreleased;
+  };
+  const Case cases[] = {
+      {false, "abc", ""},
+      {false, "abc<", "<"},
+      {false, "abc\n\n", "\n\n"},
+      {false, "a</think>b", "</think>b"},
+      {false, "a<｜end▁of▁sentence｜>b", "<｜end▁of▁sentence｜>b"},
+      {false, "a\xE4\xBD", "\xE4\xBD"},
+      {true, "r</think>c</th", "</th"},
+      {true, "r<think>", "<think>"},
+      {true, "r\n\n<｜DSML｜tool_calls>", "\n\n<｜DSML｜tool_calls>"},
+  };
+  for (const Case& c : cases) {
+    for (std::size_t step : {std::size_t(1), std::size_t(3), c.text.size()}) {
+      SCOPED_TRACE(c.text + " in chunks of " + std::to_string(step));
+      IncrementalParser p(c.thinking);
+      std::string reasoning, content;
+      for (std::size_t i = 0; i < c.text.size(); i += step)
+        for (const ParseEvent& e : p.feed(std::string_view(c.text).substr(i, step)))
+          (e.kind == ParseEvent::Kind::Reasoning ? reasoning : content) += e.text;
+      EXPECT_EQ(p.unreleased(), c.unreleased);
+      // Text events and unreleased text make up the input, with the </think> the parser passed.
+      const bool passed_think_end = c.thinking && !p.in_reasoning() && !p.failed();
+      EXPECT_EQ(reasoning + (passed_think_end ? "</think>" : "") + content + std::string(p.unreleased()), c.text);
+    }
+  }
+}
+
 }  // namespace
 }  // namespace dsv4
