@@ -69,13 +69,14 @@ TEST(AnswerPrinterTest, CutOffReasoningKeepsItsHeldBackTail) {
   expect_shown("reasoning </thi", true, "[thinking] reasoning \n</thi\n", "</thi");
 }
 
-TEST(AnswerPrinterTest, BrokenToolCallIsPassedOnFromTheBadElement) {
-  // The parameter's opening tag is shown as the call's "{"; its malformed body is what follows.
+TEST(AnswerPrinterTest, BrokenToolCallIsPassedOnWhole) {
+  // A call is reported only once its invoke element closes, so a malformed one is shown as the
+  // text it is, from the tool-calls block on.
   const std::string head = "ok\n\n<｜DSML｜tool_calls>\n<｜DSML｜invoke name=\"f\">\n<｜DSML｜parameter";
   const std::string bad = " nme=\"x\">1</｜DSML｜parameter>\n</｜DSML｜invoke>\n";
   Shown s = print(head + bad + "tail", false, 1);
-  EXPECT_EQ(s.out, "ok\n[tool call] f({" + bad + "tail\n");
-  EXPECT_EQ(s.message.content, "ok" + bad + "tail");
+  EXPECT_EQ(s.out, head + bad + "tail\n");
+  EXPECT_EQ(s.message.content, head + bad + "tail");
 }
 
 TEST(AnswerPrinterTest, ToolCallIsShownOnItsOwnLine) {
