@@ -130,16 +130,17 @@ void add_serve_commands(CLI::App& app) {
   c->add_option("--api-key", f.api_key, "Require this key (Authorization: Bearer KEY or x-api-key: KEY)");
   c->add_option("--parallel", f.parallel, "Sequences decoded together in one batched step")->check(CLI::Range(1, 256));
   c->add_option("--queue", f.queue, "Requests that may wait for a slot before 429")->check(CLI::Range(0, 4096));
-  c->add_option("--ctx", f.ctx, "Context limit per sequence in tokens (default: the model's)")->check(CLI::PositiveNumber);
+  c->add_option("--ctx", f.ctx, "Context limit per sequence in tokens (default: the model's)")
+      ->check(CLI::Range(int64_t(1), int64_t(1) << 40));
   c->add_option("--cache-mb", f.cache_mb, "Memory for cached prefix states (MiB; within --memory-mb)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(CLI::Range(int64_t(0), int64_t(1) << 40));
   c->add_option("--memory-mb", f.memory_mb,
                 "Memory budget for sequence states: KV of running requests plus cached prefix states (MiB; "
                 "default: 3/4 of the RAM left after the model, from MemAvailable and the cgroup limit)")
-      ->check(CLI::PositiveNumber);
+      ->check(CLI::Range(int64_t(1), int64_t(1) << 40));
   c->add_option("--max-body-mb", f.max_body_mb, "Largest accepted request body (MiB)")->check(CLI::Range(1, 1024));
   c->add_option("--default-max-tokens", f.default_max_tokens, "max_tokens when a chat request gives none")
-      ->check(CLI::PositiveNumber);
+      ->check(CLI::Range(int64_t(1), int64_t(1) << 40));
   c->add_option("--served-model-name", f.name, "Model name reported by the API");
   add_load_flags(c, f.load);
   c->add_flag("--test-hooks", f.test_hooks,

@@ -79,16 +79,14 @@ void maybe_fail(const GenParams& p, FailAlloc at) {
   if (p.fail_alloc == at) throw std::bad_alloc();
 }
 
-// Where a prompt is snapshotted for the prefix cache: the last few message boundaries (what the
-// next turn of a conversation continues from) and, before them, boundaries at least doubling the
-// position of the previous point and `min_gap` past it. A prompt of thousands of short messages
-// thus costs a few copies and prefill cuts, not one of each per message (quadratic in its length).
-constexpr size_t kRecentPoints = 4;
+}  // namespace
+
 std::vector<int64_t> snapshot_points(std::span<const int32_t> prompt, int64_t from, int32_t user, int32_t assistant,
                                      int64_t min_gap) {
   std::vector<int64_t> all;
   for (size_t i = size_t(from) + 1; i < prompt.size(); ++i)
     if (prompt[i] == user || prompt[i] == assistant) all.push_back(int64_t(i));
+  constexpr size_t kRecentPoints = 4;
   const size_t recent = all.size() > kRecentPoints ? all.size() - kRecentPoints : 0;
   std::vector<int64_t> points;
   int64_t last = from;
@@ -97,8 +95,6 @@ std::vector<int64_t> snapshot_points(std::span<const int32_t> prompt, int64_t fr
   points.insert(points.end(), all.begin() + int64_t(recent), all.end());
   return points;
 }
-
-}  // namespace
 
 Worker::Worker(const Model& model, const Tokenizer& tok, WorkerOptions options)
     : model_(model),
@@ -156,10 +152,12 @@ std::shared_ptr<Job> Worker::submit(GenParams params) {
 }
 
 void Worker::end_job(Job& job, JobOutcome o) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);  // released first: a finished job holds no memory
+    reserved_ -= job.reserved_;
+    job.reserved_ = 0;
+  }
   job.finish(std::move(o));
-  std::lock_guard<std::mutex> lock(mu_);
-  reserved_ -= job.reserved_;
-  job.reserved_ = 0;
 }
 
 WorkerStats Worker::stats() const {

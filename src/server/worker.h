@@ -119,6 +119,14 @@ class Job {
   size_t reserved_ = 0;  // memory reserved for it; guarded by the Worker's mutex
 };
 
+// Where a prompt (from position `from` on) is snapshotted for the prefix cache: before its last
+// four message-boundary tokens (what the next turn of a conversation continues from) and, earlier,
+// before boundaries at least doubling the previous point's position and `min_gap` past it. A
+// prompt of thousands of short messages thus costs a few copies and prefill cuts, not one of each
+// per message (quadratic in its length).
+std::vector<int64_t> snapshot_points(std::span<const int32_t> prompt, int64_t from, int32_t user, int32_t assistant,
+                                     int64_t min_gap);
+
 struct WorkerOptions {
   int parallel = 4;           // sequences decoded together
   int max_queue = 16;         // jobs waiting for a slot

@@ -39,7 +39,8 @@ export async function startServer({ bin, cache, extra = [], timeoutMs = 900_000 
     log += d;
     if (process.env.DSV4_E2E_VERBOSE) process.stderr.write(d);
   });
-  const exited = new Promise((resolve) => child.on('exit', (code, sig) => resolve(code ?? (sig === 'SIGTERM' ? 0 : 128))));
+  // Only status 0 is a clean exit: a death by signal resolves to the signal's name.
+  const exited = new Promise((resolve) => child.on('exit', (code, sig) => resolve(code ?? sig)));
   const url = `http://127.0.0.1:${port}`;
   const headers = extra.includes('--api-key') ? { Authorization: `Bearer ${extra[extra.indexOf('--api-key') + 1]}` } : {};
   const deadline = Date.now() + timeoutMs;
@@ -60,9 +61,12 @@ export async function startServer({ bin, cache, extra = [], timeoutMs = 900_000 
     pid: child.pid,
     cache,
     log: () => log,
-    async stop() {
-      child.kill('SIGTERM');
-      const t = setTimeout(() => child.kill('SIGKILL'), 20_000);
+    exited,
+    // SIGTERM (or `signal`); resolves to the exit status, or the signal's name if it died of
+    // one ('SIGKILL' when it was still running after `graceMs`).
+    async stop(signal = 'SIGTERM', graceMs = 20_000) {
+      child.kill(signal);
+      const t = setTimeout(() => child.kill('SIGKILL'), graceMs);
       const code = await exited;
       clearTimeout(t);
       return code;
