@@ -101,7 +101,10 @@ void apply_test_hook(const Json& body, const Tokenizer& tok, const ApiConfig& cf
   }
   if (auto at = test_hook(body, cfg, "dsv4_test_fail_alloc")) {
     const std::pair<const char*, FailAlloc> stages[] = {
-        {"http", FailAlloc::kHttp}, {"start", FailAlloc::kStart}, {"prefill", FailAlloc::kPrefill}, {"decode", FailAlloc::kDecode}};
+        {"http", FailAlloc::kHttp},
+        {"start", FailAlloc::kStart},
+        {"prefill", FailAlloc::kPrefill},
+        {"decode", FailAlloc::kDecode}};
     auto it = std::find_if(std::begin(stages), std::end(stages), [&](const auto& st) { return *at == st.first; });
     if (it == std::end(stages))
       bad_request("'dsv4_test_fail_alloc' must be one of http, start, prefill, decode", "dsv4_test_fail_alloc");

@@ -30,7 +30,9 @@ SequenceCost::SequenceCost(const ModelConfig& c, Numerics numerics, int64_t pref
   per_token_ = 2 * kv + sizeof(int32_t);
 }
 
-size_t SequenceCost::bytes(int64_t tokens) const { return size_t(fixed_ + per_token_ * double(std::max<int64_t>(tokens, 0))); }
+size_t SequenceCost::bytes(int64_t tokens) const {
+  return size_t(fixed_ + per_token_ * double(std::max<int64_t>(tokens, 0)));
+}
 
 namespace {
 
@@ -68,7 +70,8 @@ uint64_t mem_available(const std::string& root) {
 // looked up at the path /proc/self/cgroup names and at the mount's root (a container sees its
 // own cgroup as the root).
 uint64_t cgroup_limit(const std::string& root) {
-  std::vector<fs::path> files = {root + "/sys/fs/cgroup/memory.max", root + "/sys/fs/cgroup/memory/memory.limit_in_bytes"};
+  std::vector<fs::path> files = {root + "/sys/fs/cgroup/memory.max",
+                                 root + "/sys/fs/cgroup/memory/memory.limit_in_bytes"};
   std::ifstream in(root + "/proc/self/cgroup");
   std::string line;
   while (std::getline(in, line)) {
