@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <system_error>
 
 namespace dsv4::server {
 
@@ -146,7 +147,11 @@ void ConnectionThreads::enqueue(std::function<void()> fn) {
   if (size_t(idle_) < tasks_.size() && int(threads_.size()) < max_) {
     threads_.emplace_back();
     auto self = std::prev(threads_.end());
-    *self = std::thread([this, self] { loop(self); });  // `self` is used under mu_, held here
+    try {
+      *self = std::thread([this, self] { loop(self); });  // `self` is used under mu_, held here
+    } catch (const std::system_error&) {
+      threads_.erase(self);  // no thread to be had now: the task waits for a running one
+    }
   }
   cv_.notify_one();
 }

@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
-import { after, test } from 'node:test';
+import { afterEach, test } from 'node:test';
 import { startServer } from './server.mjs';
 
 const url = process.env.DSV4_URL;
@@ -53,10 +53,12 @@ function rawPost(path, body) {
   return { sock, received: () => received };
 }
 
-after(async () => {
-  await idle();
+// After each test: the shared server answers, runs no sequence, and its RSS stays bounded.
+afterEach(async () => {
+  const h = await idle();
+  assert.equal(h.memory.reserved_bytes, 0, 'a finished request still holds memory');
   const grew = rssMb() - rss0;
-  console.log(`# RSS growth over abuse_runtime: ${grew.toFixed(1)} MiB (bound ${RSS_GROWTH_MB})`);
+  console.log(`# RSS growth so far: ${grew.toFixed(1)} MiB (bound ${RSS_GROWTH_MB})`);
   assert.ok(grew < RSS_GROWTH_MB, `RSS grew by ${grew.toFixed(1)} MiB`);
 });
 
