@@ -1,12 +1,16 @@
 // `dsv4 serve`: the OpenAI / Anthropic-compatible HTTP server (src/server).
 //
 // One Worker thread owns the model's sequences and batches their decode steps; cpp-httplib's
-// threads parse requests and stream answers. SIGINT / SIGTERM stop the server cleanly.
+// threads parse requests and stream answers. SIGINT / SIGTERM stop the server cleanly: requests
+// in flight end (an error event, or a 503), and the process exits with status 0.
 #include <pthread.h>
 
+#include <atomic>
+#include <chrono>
 #include <csignal>
-#include <filesystem>
 #include <cstdio>
+#include <cstring>
+#include <filesystem>
 #include <thread>
 
 #include "apps/cli/commands.h"
@@ -15,6 +19,7 @@
 #include "core/error.h"
 #include "model/model.h"
 #include "server/http_server.h"
+#include "server/memory_budget.h"
 #include "server/worker.h"
 #include "tokenizer/tokenizer.h"
 
@@ -31,6 +36,7 @@ struct ServeFlags {
   int queue = 16;
   int64_t ctx = 0;
   int64_t cache_mb = 1024;
+  int64_t memory_mb = 0;  // 0 = derived from the memory available
   int64_t max_body_mb = 8;
   int64_t default_max_tokens = 1024;
   std::string name;
@@ -38,8 +44,37 @@ struct ServeFlags {
   bool test_hooks = false;
 };
 
+sigset_t stop_signals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  return set;
+}
+
+// Waits for SIGINT / SIGTERM (or a release once listen() has returned by itself), then ends
+// the requests in flight and stops the HTTP server.
+void stop_on_signal(const sigset_t& set, const std::atomic<bool>& listen_done, server::Worker& worker,
+                    server::HttpServer& http) {
+  int sig = 0;
+  sigwait(&set, &sig);
+  if (listen_done) return;
+  std::fprintf(stderr, "dsv4 serve: %s, stopping\n", strsignal(sig));
+  worker.shutdown();  // running and queued requests end now (error event / 503)
+  // A signal that came while the model was loading: stop() acts only once listen() runs.
+  while (!listen_done && !http.running()) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  if (!listen_done) http.stop();
+}
+
 void serve(const ServeFlags& f) {
+  // Before any thread exists (the kernels' pool starts while the model loads): every thread
+  // inherits the blocked mask, so the signals wait for sigwait() in the stopper thread instead
+  // of killing the process through some thread's default action.
+  const sigset_t set = stop_signals();
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  std::signal(SIGPIPE, SIG_IGN);  // a client that hangs up must not kill the server
   const std::string dir = resolve_model_dir(f.model);
+  const uint64_t available = server::available_memory();  // before the weights take their share
   std::fprintf(stderr, "loading %s ...\n", dir.c_str());
   std::unique_ptr<Model> model = Model::load(dir, f.load.numerics_mode(), nullptr, f.load.residency);
   Tokenizer tok = Tokenizer::load(dir);
@@ -51,6 +86,8 @@ void serve(const ServeFlags& f) {
   wo.max_queue = f.queue;
   wo.max_context = f.ctx;
   wo.cache_bytes = size_t(f.cache_mb) << 20;
+  wo.memory_bytes = f.memory_mb > 0 ? size_t(f.memory_mb) << 20
+                                    : server::default_memory_budget(available, server::checkpoint_bytes(dir));
   server::Worker worker(*model, tok, wo);
 
   server::ApiConfig api;
@@ -65,29 +102,21 @@ void serve(const ServeFlags& f) {
   so.port = f.port;
   so.api_key = f.api_key;
   so.max_body_bytes = size_t(f.max_body_mb) << 20;
-  so.http_threads = 2 * (f.parallel + f.queue) + 16;
+  so.connections.max_threads = std::max(so.connections.max_threads, 2 * (f.parallel + f.queue) + 16);
   server::HttpServer http(worker, tok, api, so);
 
-  // Signals go to one thread that stops the server; every other thread has them blocked.
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &set, nullptr);
-  std::signal(SIGPIPE, SIG_IGN);  // a client that hangs up must not kill the server
   const int port = http.bind();
-  std::thread stopper([&] {
-    int sig = 0;
-    sigwait(&set, &sig);
-    if (sig != SIGUSR1) std::fprintf(stderr, "dsv4 serve: stopping\n");
-    http.stop();
-  });
-  std::fprintf(stderr, "dsv4 serve: %s (context %lld, parallel %d) on http://%s:%d%s%s\n", api.model_name.c_str(),
-               (long long)api.max_context, f.parallel, f.host.c_str(), port, f.api_key.empty() ? "" : " (API key required)",
+  std::atomic<bool> listen_done{false};
+  std::thread stopper([&] { stop_on_signal(set, listen_done, worker, http); });
+  std::fprintf(stderr, "dsv4 serve: %s (context %lld, parallel %d, memory budget %lld MiB) on http://%s:%d%s%s\n",
+               api.model_name.c_str(), (long long)api.max_context, f.parallel, (long long)(wo.memory_bytes >> 20),
+               f.host.c_str(), port, f.api_key.empty() ? "" : " (API key required)",
                f.test_hooks ? " [test hooks ON]" : "");
   http.listen();
-  pthread_kill(stopper.native_handle(), SIGINT);  // listen() ended by itself: release the stopper
+  listen_done = true;
+  pthread_kill(stopper.native_handle(), SIGTERM);  // releases the stopper if no signal came
   stopper.join();
+  worker.shutdown();
 }
 
 }  // namespace
@@ -101,15 +130,22 @@ void add_serve_commands(CLI::App& app) {
   c->add_option("--api-key", f.api_key, "Require this key (Authorization: Bearer KEY or x-api-key: KEY)");
   c->add_option("--parallel", f.parallel, "Sequences decoded together in one batched step")->check(CLI::Range(1, 256));
   c->add_option("--queue", f.queue, "Requests that may wait for a slot before 429")->check(CLI::Range(0, 4096));
-  c->add_option("--ctx", f.ctx, "Context limit per sequence in tokens (default: the model's)")->check(CLI::PositiveNumber);
-  c->add_option("--cache-mb", f.cache_mb, "Memory for cached prefix states (MiB)")->check(CLI::NonNegativeNumber);
+  c->add_option("--ctx", f.ctx, "Context limit per sequence in tokens (default: the model's)")
+      ->check(CLI::Range(int64_t(1), int64_t(1) << 40));
+  c->add_option("--cache-mb", f.cache_mb, "Memory for cached prefix states (MiB; within --memory-mb)")
+      ->check(CLI::Range(int64_t(0), int64_t(1) << 40));
+  c->add_option("--memory-mb", f.memory_mb,
+                "Memory budget for sequence states: KV of running requests plus cached prefix states (MiB; "
+                "default: 3/4 of the RAM left after the model, from MemAvailable and the cgroup limit)")
+      ->check(CLI::Range(int64_t(1), int64_t(1) << 40));
   c->add_option("--max-body-mb", f.max_body_mb, "Largest accepted request body (MiB)")->check(CLI::Range(1, 1024));
   c->add_option("--default-max-tokens", f.default_max_tokens, "max_tokens when a chat request gives none")
-      ->check(CLI::PositiveNumber);
+      ->check(CLI::Range(int64_t(1), int64_t(1) << 40));
   c->add_option("--served-model-name", f.name, "Model name reported by the API");
   add_load_flags(c, f.load);
   c->add_flag("--test-hooks", f.test_hooks,
-              "Testing only: accept the request field 'dsv4_test_completion' that forces the generated text");
+              "Testing only: accept the request fields 'dsv4_test_completion' (forces the generated text) and "
+              "'dsv4_test_fail_alloc' (simulates an allocation failure)");
   c->callback([] { serve(f); });
 }
 

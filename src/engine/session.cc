@@ -68,6 +68,19 @@ void Session::rollback_verify(int64_t keep) {
   }
 }
 
+size_t Session::memory_bytes() const {
+  auto cap = [](const auto& v) { return v.capacity() * sizeof(v[0]); };
+  size_t n = state_.bytes() + mtp_.layer.bytes() + cap(tokens_) + cap(out_.hidden) + cap(out_.logits) +
+             cap(mtp_out_.hidden) + cap(mtp_out_.logits) + cap(unpaired_hidden_) + cap(verify_tokens_);
+  for (const SequenceCheckpoint::Layer& l : checkpoint_.layers) n += cap(l.ring_rows);
+  return n;
+}
+
+void Session::release_outputs() {
+  out_ = {};
+  mtp_out_ = {};
+}
+
 std::span<const float> Session::last_logits() const {
   const int64_t V = model_.config().vocab_size;
   if (out_.logits.empty()) return {};

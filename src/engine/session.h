@@ -56,6 +56,12 @@ class Session {
 
   void reset();
   size_t state_bytes() const { return state_.bytes(); }
+  // Everything the session holds: state, token list and the last call's outputs.
+  size_t memory_bytes() const;
+  // Frees the last call's outputs (logits, hidden streams: a prefill chunk's are MBs at real
+  // widths). For stored snapshots, which only need the state: last_logits() is empty until
+  // the next append.
+  void release_outputs();
 
  private:
   friend void decode_batch(std::span<Session* const>, std::span<const int32_t>, std::vector<float>*);

@@ -1,5 +1,6 @@
 #include "server/api_common.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <random>
@@ -149,15 +150,33 @@ std::vector<std::string> get_string_list(const Json& o, const char* key, size_t 
   return out;
 }
 
+namespace {
+// A test hook's value as a string; refused unless the server runs with --test-hooks.
+std::optional<std::string> test_hook(const Json& body, const ApiConfig& cfg, const char* key) {
+  const Json* v = present(body, key);
+  if (!v) return std::nullopt;
+  if (!cfg.test_hooks) bad_request(cat("'", key, "' is a test hook; it needs a server started with --test-hooks"), key);
+  if (!v->is_string()) bad_request(cat("'", key, "' must be a string"), key);
+  return v->get<std::string>();
+}
+}  // namespace
+
 void apply_test_hook(const Json& body, const Tokenizer& tok, const ApiConfig& cfg, GenParams* gen) {
-  const Json* v = present(body, "dsv4_test_completion");
-  if (!v) return;
-  if (!cfg.test_hooks)
-    bad_request("'dsv4_test_completion' is a test hook; it needs a server started with --test-hooks",
-                "dsv4_test_completion");
-  if (!v->is_string()) bad_request("'dsv4_test_completion' must be a string", "dsv4_test_completion");
-  gen->forced = tok.encode(v->get<std::string>());
-  gen->forced->push_back(cfg.eos_id);
+  if (auto text = test_hook(body, cfg, "dsv4_test_completion")) {
+    gen->forced = tok.encode(*text);
+    gen->forced->push_back(cfg.eos_id);
+  }
+  if (auto at = test_hook(body, cfg, "dsv4_test_fail_alloc")) {
+    const std::pair<const char*, FailAlloc> stages[] = {
+        {"http", FailAlloc::kHttp},
+        {"start", FailAlloc::kStart},
+        {"prefill", FailAlloc::kPrefill},
+        {"decode", FailAlloc::kDecode}};
+    auto it = std::find_if(std::begin(stages), std::end(stages), [&](const auto& st) { return *at == st.first; });
+    if (it == std::end(stages))
+      bad_request("'dsv4_test_fail_alloc' must be one of http, start, prefill, decode", "dsv4_test_fail_alloc");
+    gen->fail_alloc = it->second;
+  }
 }
 
 void fit_context(const ApiConfig& cfg, GenParams* gen) {

@@ -43,7 +43,7 @@ struct ApiConfig {
   std::string model_name = "dsv4";
   int64_t max_context = 0;
   int32_t eos_id = 1;
-  bool test_hooks = false;        // allow the `dsv4_test_completion` request field
+  bool test_hooks = false;        // allow the `dsv4_test_*` request fields
   int64_t default_max_tokens = 1024;
 };
 
@@ -66,8 +66,9 @@ std::optional<std::string> get_string(const Json& o, const char* key);
 // A string or an array of strings (stop sequences), at most `max_items`.
 std::vector<std::string> get_string_list(const Json& o, const char* key, size_t max_items);
 
-// The test hook: `dsv4_test_completion` (text the model is made to produce, tokenized here and
-// followed by EOS). Refused unless the server runs with --test-hooks.
+// The test hooks: `dsv4_test_completion` (text the model is made to produce, tokenized here and
+// followed by EOS) and `dsv4_test_fail_alloc` (http | start | prefill | decode: where a
+// std::bad_alloc is thrown). Refused unless the server runs with --test-hooks.
 void apply_test_hook(const Json& body, const Tokenizer& tok, const ApiConfig& cfg, GenParams* gen);
 
 // Checks the prompt against the context and clips max_tokens to the room left.

@@ -3,6 +3,7 @@
 #include <httplib.h>
 
 #include <functional>
+#include <new>
 
 #include "server/anthropic_api.h"
 #include "server/openai_api.h"
@@ -48,10 +49,11 @@ struct HttpServer::Impl {
   const Tokenizer& tok;
   ApiConfig api;
   ServerOptions opt;
-  httplib::Server svr;
+  GuardedServer svr;
   int port = 0;
 
-  Impl(Worker& w, const Tokenizer& t, ApiConfig a, ServerOptions o) : worker(w), tok(t), api(std::move(a)), opt(std::move(o)) {}
+  Impl(Worker& w, const Tokenizer& t, ApiConfig a, ServerOptions o)
+      : worker(w), tok(t), api(std::move(a)), opt(std::move(o)), svr(opt.connections) {}
 
   bool authorized(const httplib::Request& req) const {
     if (opt.api_key.empty()) return true;
@@ -60,19 +62,26 @@ struct HttpServer::Impl {
   }
 
   std::shared_ptr<Job> submit(GenParams gen) {
+    if (gen.fail_alloc == FailAlloc::kHttp) throw std::bad_alloc();  // test hook
     try {
       return worker.submit(std::move(gen));
     } catch (const QueueFull& e) {
       throw ApiError(429, "rate_limit_error", e.what());
+    } catch (const NeverFits& e) {
+      throw ApiError(400, "invalid_request_error", e.what(), "max_tokens");
+    } catch (const ShuttingDown& e) {
+      throw ApiError(503, "server_error", e.what());
     }
   }
 
-  // Waits for a job to finish (non-streaming); kError → 500.
+  // Waits for a job to finish (non-streaming), cancelling it when the client goes away;
+  // kError → its status (500, or 503 when the server is stopping).
   JobOutcome collect(const std::shared_ptr<Job>& job, std::vector<JobEvent>* events) {
-    while (!job->wait(events, std::chrono::milliseconds(1000))) {
-    }
+    while (!job->wait(events, std::chrono::milliseconds(200)))
+      if (GuardedServer::client_gone()) job->cancel();
     JobOutcome o = job->outcome();
-    if (o.finish == Finish::kError) throw ApiError(500, "server_error", "generation failed: " + o.error);
+    if (o.finish == Finish::kError)
+      throw ApiError(o.error_status, "server_error", "generation failed: " + o.error);
     return o;
   }
 
@@ -83,26 +92,40 @@ struct HttpServer::Impl {
     res.set_chunked_content_provider(
         "text/event-stream",
         [job, fmt, started](size_t, httplib::DataSink& sink) {
-          std::string out;
-          if (!*started) out = fmt->start(), *started = true;
-          std::vector<JobEvent> events;
-          const bool done = job->wait(&events, std::chrono::milliseconds(1000));
-          for (const JobEvent& e : events) out += fmt->on_event(e);
-          if (done) {
-            JobOutcome o = job->outcome();
-            out += o.finish == Finish::kError ? fmt->error("generation failed: " + o.error) : fmt->finish(o);
-          }
-          // A comment line during silence (queued, long prefill): keeps proxies from timing
-          // out and lets a failed write reveal a client that went away.
-          if (out.empty()) out = ": keep-alive\n\n";
-          if (!sink.write(out.data(), out.size())) {
+          try {
+            return stream_step(*job, *fmt, started.get(), sink);
+          } catch (const std::exception&) {
+            // Formatting failed (e.g. out of memory): the connection ends, so does the job.
             job->cancel();
             return false;
           }
-          if (done) sink.done();
-          return true;
         },
         [job](bool) { job->cancel(); });  // no-op when finished; stops generation otherwise
+  }
+
+  // Writes what the job produced in up to a second; false ends the response (client gone).
+  static bool stream_step(Job& job, StreamFormat& fmt, bool* started, httplib::DataSink& sink) {
+    if (GuardedServer::client_gone()) {
+      job.cancel();
+      return false;
+    }
+    std::string out;
+    if (!*started) out = fmt.start(), *started = true;
+    std::vector<JobEvent> events;
+    const bool done = job.wait(&events, std::chrono::milliseconds(1000));
+    for (const JobEvent& e : events) out += fmt.on_event(e);
+    if (done) {
+      JobOutcome o = job.outcome();
+      out += o.finish == Finish::kError ? fmt.error("generation failed: " + o.error) : fmt.finish(o);
+    }
+    // A comment line during silence (queued, long prefill): keeps proxies from timing out.
+    if (out.empty()) out = ": keep-alive\n\n";
+    if (!sink.write(out.data(), out.size())) {
+      job.cancel();
+      return false;
+    }
+    if (done) sink.done();
+    return true;
   }
 
   void chat(const httplib::Request& req, httplib::Response& res) {
@@ -172,6 +195,9 @@ struct HttpServer::Impl {
                 {"prefix_cache",
                  {{"entries", s.cache_entries}, {"bytes", s.cache_bytes}, {"max_bytes", s.cache_max_bytes},
                   {"hits", s.cache_hits}, {"misses", s.cache_misses}, {"evictions", s.cache_evictions}}},
+                {"memory",
+                 {{"budget_bytes", s.memory_budget}, {"reserved_bytes", s.memory_reserved},
+                  {"snapshots", s.snapshots}, {"prefill_steps", s.prefill_steps}}},
                 {"totals",
                  {{"completed", s.jobs_done}, {"cancelled", s.jobs_cancelled}, {"failed", s.jobs_failed},
                   {"prompt_tokens_prefilled", s.tokens_prefilled}, {"prompt_tokens_cached", s.tokens_cached},
@@ -198,6 +224,8 @@ struct HttpServer::Impl {
         send_error(req, res, e.status(), e.what(), e.param(), e.type());
       } catch (const Error& e) {
         send_error(req, res, 400, e.what());
+      } catch (const std::bad_alloc& e) {
+        send_error(req, res, 500, cat("out of memory while handling the request (", e.what(), ")"));
       } catch (const std::exception& e) {
         send_error(req, res, 500, std::string("internal error: ") + e.what());
       }
@@ -205,12 +233,7 @@ struct HttpServer::Impl {
   }
 
   void setup() {
-    const int threads = opt.http_threads > 0 ? opt.http_threads : 64;
-    svr.new_task_queue = [threads] { return new httplib::ThreadPool(size_t(threads)); };
     svr.set_payload_max_length(opt.max_body_bytes);
-    svr.set_keep_alive_timeout(2);
-    svr.set_read_timeout(30);
-    svr.set_write_timeout(30);
     svr.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
       if (authorized(req)) return httplib::Server::HandlerResponse::Unhandled;
       send_error(req, res, 401, "missing or wrong API key (send 'Authorization: Bearer KEY' or 'x-api-key: KEY')");
@@ -273,5 +296,6 @@ int HttpServer::bind() {
 
 void HttpServer::listen() { impl_->svr.listen_after_bind(); }
 void HttpServer::stop() { impl_->svr.stop(); }
+bool HttpServer::running() const { return impl_->svr.is_running(); }
 
 }  // namespace dsv4::server

@@ -1,13 +1,15 @@
 // The HTTP front end of `dsv4 serve` on cpp-httplib: routes, API-key check, body limits, JSON
 // errors in each API's own shape, and SSE streaming. HTTP threads only parse, validate, submit
-// to the Worker and format its output; a streaming client that goes away cancels its job (the
-// next write fails, or the heartbeat sent during silence does).
+// to the Worker and format its output; a client that goes away cancels its job (streaming and
+// non-streaming alike: connection.h notices the closed socket). Slow clients are bounded by
+// ConnectionLimits.
 #pragma once
 
 #include <memory>
 #include <string>
 
 #include "server/api_common.h"
+#include "server/connection.h"
 #include "server/worker.h"
 
 namespace dsv4::server {
@@ -17,7 +19,7 @@ struct ServerOptions {
   int port = 8000;               // 0 = any free port (see bind())
   std::string api_key;           // "" = no authentication
   size_t max_body_bytes = 8 << 20;
-  int http_threads = 0;          // 0 = enough for every running and queued request plus spare
+  ConnectionLimits connections;
 };
 
 class HttpServer {
@@ -31,7 +33,10 @@ class HttpServer {
   int bind();
   // Serves until stop() (from any thread).
   void listen();
+  // Ends listen(): the listening socket closes, connections end once their response is out.
+  // Acts only while listen() runs (see running()).
   void stop();
+  bool running() const;
 
  private:
   struct Impl;

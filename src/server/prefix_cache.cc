@@ -42,11 +42,17 @@ void PrefixCache::insert(std::unique_ptr<Session> s) {
       return;
     }
   }
+  s->release_outputs();
   const size_t b = entry_bytes(*s);
-  if (b > max_bytes_) return;  // would evict everything and still not fit
-  evict_to(max_bytes_ - b);
+  if (b > capacity_) return;  // would evict everything and still not fit
+  evict_to(capacity_ - b);
   bytes_ += b;
   entries_.push_front(std::move(s));
+}
+
+void PrefixCache::set_capacity(size_t bytes) {
+  capacity_ = std::min(bytes, max_bytes_);
+  evict_to(capacity_);
 }
 
 void PrefixCache::evict_to(size_t limit) {

@@ -8,8 +8,10 @@
 // conversation diverges inside the previous assistant turn, and the snapshot taken just before
 // that turn's `<｜Assistant｜>` still matches.
 //
-// Memory is bounded by `max_bytes` (Session::state_bytes() + the token list), evicting the
-// least recently used entries. Not thread-safe: only the worker thread touches it.
+// Memory is bounded by `max_bytes` (Session::memory_bytes() of each entry, whose last outputs
+// are released on insertion), and further by a capacity the worker lowers while running
+// requests reserve the memory budget; the least recently used entries are evicted. Not
+// thread-safe: only the worker thread touches it.
 #pragma once
 
 #include <cstdint>
@@ -24,15 +26,18 @@ namespace dsv4::server {
 
 class PrefixCache {
  public:
-  explicit PrefixCache(size_t max_bytes) : max_bytes_(max_bytes) {}
+  explicit PrefixCache(size_t max_bytes) : max_bytes_(max_bytes), capacity_(max_bytes) {}
 
   // The longest cached entry whose tokens are a prefix of `prompt` and strictly shorter than
   // it (at least one prompt token is always run, so the caller gets fresh logits), as a copy;
   // nullptr when none matches.
   std::unique_ptr<Session> lookup(std::span<const int32_t> prompt);
 
-  // Stores `session` (taking ownership). An entry with the same tokens is only refreshed.
+  // Stores `session` (taking ownership; its last outputs are released). An entry with the same
+  // tokens is only refreshed.
   void insert(std::unique_ptr<Session> session);
+  // The bytes entries may use now (at most max_bytes()); evicts down to it.
+  void set_capacity(size_t bytes);
   // Whether an entry with exactly these tokens exists (the caller can skip making a copy).
   bool contains(std::span<const int32_t> tokens) const;
 
@@ -43,12 +48,12 @@ class PrefixCache {
   int64_t misses() const { return misses_; }
   int64_t evictions() const { return evictions_; }
 
-  static size_t entry_bytes(const Session& s) { return s.state_bytes() + s.tokens().size() * sizeof(int32_t); }
+  static size_t entry_bytes(const Session& s) { return s.memory_bytes(); }
 
  private:
   void evict_to(size_t limit);
   std::list<std::unique_ptr<Session>> entries_;  // most recently used first
-  size_t max_bytes_, bytes_ = 0;
+  size_t max_bytes_, capacity_, bytes_ = 0;
   int64_t hits_ = 0, misses_ = 0, evictions_ = 0;
 };
 

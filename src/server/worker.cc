@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <new>
 
 #include "engine/batch.h"
 #include "tokenizer/stream_decoder.h"
@@ -63,37 +64,86 @@ struct Worker::Seq {
   const GenParams& p() const { return job->params; }
 };
 
+namespace {
+
+constexpr double kMiB = 1024.0 * 1024.0;
+
+// How a failure reads in the error the client gets.
+std::string describe(const std::exception& e) {
+  if (dynamic_cast<const std::bad_alloc*>(&e)) return cat("out of memory (", e.what(), ")");
+  if (dynamic_cast<const std::length_error*>(&e)) return cat("out of memory (length_error: ", e.what(), ")");
+  return e.what();
+}
+
+void maybe_fail(const GenParams& p, FailAlloc at) {
+  if (p.fail_alloc == at) throw std::bad_alloc();
+}
+
+}  // namespace
+
+std::vector<int64_t> snapshot_points(std::span<const int32_t> prompt, int64_t from, int32_t user, int32_t assistant,
+                                     int64_t min_gap) {
+  std::vector<int64_t> all;
+  for (size_t i = size_t(from) + 1; i < prompt.size(); ++i)
+    if (prompt[i] == user || prompt[i] == assistant) all.push_back(int64_t(i));
+  constexpr size_t kRecentPoints = 4;
+  const size_t recent = all.size() > kRecentPoints ? all.size() - kRecentPoints : 0;
+  std::vector<int64_t> points;
+  int64_t last = from;
+  for (size_t k = 0; k < recent; ++k)
+    if (all[k] >= 2 * last && all[k] - last >= min_gap) points.push_back(last = all[k]);
+  points.insert(points.end(), all.begin() + int64_t(recent), all.end());
+  return points;
+}
+
 Worker::Worker(const Model& model, const Tokenizer& tok, WorkerOptions options)
     : model_(model),
       tok_(tok),
       opt_(options),
       max_context_(options.max_context > 0 ? options.max_context : model.config().max_position_embeddings),
+      cost_(model.config(), model.numerics(), options.prefill_chunk),
       cache_(options.cache_bytes) {
   user_id_ = tok.token_to_id("<｜User｜>").value_or(-1);
   assistant_id_ = tok.token_to_id("<｜Assistant｜>").value_or(-1);
   stats_.cache_max_bytes = cache_.max_bytes();
+  stats_.memory_budget = opt_.memory_bytes;
   thread_ = std::thread([this] { run(); });
 }
 
-Worker::~Worker() {
+Worker::~Worker() { shutdown(); }
+
+void Worker::shutdown() {
   {
     std::lock_guard<std::mutex> lock(mu_);
     stop_ = true;
   }
   cv_.notify_all();
-  thread_.join();
+  std::call_once(joined_, [this] { thread_.join(); });
 }
 
 std::shared_ptr<Job> Worker::submit(GenParams params) {
+  const int64_t tokens = std::min<int64_t>(int64_t(params.prompt.size()) + params.max_tokens, max_context_);
+  const size_t need = cost_.bytes(tokens), budget = opt_.memory_bytes;
+  if (budget > 0 && need > budget)
+    throw NeverFits(cat("the request needs up to ", int64_t(need / kMiB + 1), " MiB of sequence memory (",
+                        params.prompt.size(), " prompt tokens + max_tokens ", params.max_tokens,
+                        ") but the server's whole memory budget is ", int64_t(budget / kMiB),
+                        " MiB; lower max_tokens or shorten the prompt"));
   auto job = std::make_shared<Job>(std::move(params));
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (stop_) throw QueueFull("the server is shutting down");
+    if (stop_) throw ShuttingDown("the server is shutting down");
     // Jobs wait only while all `parallel` slots are busy; the queue bounds how many may wait.
     const size_t free_slots = size_t(std::max(0, opt_.parallel - stats_.active));
     if (queue_.size() >= free_slots + size_t(opt_.max_queue))
       throw QueueFull(cat("the server is busy: ", stats_.active, " requests running and ", queue_.size(),
                           " queued (limit ", opt_.max_queue, "); retry later"));
+    if (budget > 0 && reserved_ + need > budget)
+      throw QueueFull(cat("the server's memory is full: running and queued requests hold ", int64_t(reserved_ / kMiB),
+                          " MiB of its ", int64_t(budget / kMiB), " MiB budget and this one needs up to ",
+                          int64_t(need / kMiB + 1), " MiB; retry later"));
+    reserved_ += need;
+    job->reserved_ = need;
     queue_.push_back(job);
     stats_.queued = int(queue_.size());
   }
@@ -101,9 +151,20 @@ std::shared_ptr<Job> Worker::submit(GenParams params) {
   return job;
 }
 
+void Worker::end_job(Job& job, JobOutcome o) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);  // released first: a finished job holds no memory
+    reserved_ -= job.reserved_;
+    job.reserved_ = 0;
+  }
+  job.finish(std::move(o));
+}
+
 WorkerStats Worker::stats() const {
   std::lock_guard<std::mutex> lock(mu_);
-  return stats_;
+  WorkerStats s = stats_;
+  s.memory_reserved = reserved_;
+  return s;
 }
 
 void Worker::publish() {
@@ -117,19 +178,75 @@ void Worker::publish() {
   s.cache_hits = cache_.hits();
   s.cache_misses = cache_.misses();
   s.cache_evictions = cache_.evictions();
+  s.memory_budget = opt_.memory_bytes;
   stats_ = s;
+}
+
+// The prefix cache gets what the reservations leave of the budget (at most --cache-mb).
+void Worker::fit_cache() {
+  size_t cap = opt_.cache_bytes;
+  if (opt_.memory_bytes > 0) {
+    std::lock_guard<std::mutex> lock(mu_);
+    cap = std::min(cap, opt_.memory_bytes > reserved_ ? opt_.memory_bytes - reserved_ : 0);
+  }
+  cache_.set_capacity(cap);
+}
+
+// A message-boundary snapshot, skipped when an earlier request stored it. Only an optimisation:
+// when the copy cannot be allocated, the request goes on without it.
+void Worker::snapshot(const Session& session) {
+  if (cache_.contains(session.tokens())) return;
+  try {
+    auto copy = std::make_unique<Session>(session);
+    copy->release_outputs();
+    cache_.insert(std::move(copy));
+    ++counters_.snapshots;
+  } catch (const std::bad_alloc&) {
+  } catch (const std::length_error&) {
+  }
 }
 
 void Worker::start(std::shared_ptr<Job> job) {
   auto s = std::make_unique<Seq>(std::move(job), tok_);
+  maybe_fail(s->p(), FailAlloc::kStart);
   const std::vector<int32_t>& prompt = s->p().prompt;
   s->session = cache_.lookup(prompt);
   if (!s->session) s->session = std::make_unique<Session>(model_, SessionOptions{max_context_, opt_.prefill_chunk, false});
   s->cached = s->session->position();
   counters_.tokens_cached += s->cached;
-  for (size_t i = size_t(s->cached) + 1; i < prompt.size(); ++i)
-    if (prompt[i] == user_id_ || prompt[i] == assistant_id_) s->boundaries.push_back(int64_t(i));
+  s->boundaries = snapshot_points(prompt, s->cached, user_id_, assistant_id_, opt_.prefill_chunk);
   active_.push_back(std::move(s));
+}
+
+void Worker::admit(std::shared_ptr<Job> job) {
+  const int64_t prompt_tokens = int64_t(job->params.prompt.size());
+  if (job->cancelled()) {
+    ++counters_.jobs_cancelled;
+    end_job(*job, JobOutcome{Finish::kCancelled, "", prompt_tokens, 0, 0, ""});
+    return;
+  }
+  try {
+    start(job);
+  } catch (const std::exception& e) {
+    ++counters_.jobs_failed;
+    end_job(*job, JobOutcome{Finish::kError, "", prompt_tokens, 0, 0, describe(e)});
+  }
+}
+
+// One loop iteration: new jobs join, cancelled ones leave, one prefill chunk runs, then one
+// decode step for everything that is decoding.
+void Worker::step(std::vector<std::shared_ptr<Job>>& admitted) {
+  fit_cache();
+  for (auto& j : admitted) admit(std::move(j));
+  for (auto& s : active_)
+    if (!s->finished && s->job->cancelled()) retire(*s, Finish::kCancelled);
+  for (auto& s : active_) {
+    if (!s->finished && !s->decoding) {
+      prefill_step(*s);
+      break;
+    }
+  }
+  decode_step();
 }
 
 void Worker::run() {
@@ -147,37 +264,27 @@ void Worker::run() {
       stats_.active = int(active_.size() + admitted.size());
       stats_.queued = int(queue_.size());
     }
-    for (auto& j : admitted) {
-      if (j->cancelled()) {
-        ++counters_.jobs_cancelled;
-        j->finish(JobOutcome{Finish::kCancelled, "", int64_t(j->params.prompt.size()), 0, 0, ""});
-      } else {
-        try {
-          start(j);
-        } catch (const std::exception& e) {
-          ++counters_.jobs_failed;
-          j->finish(JobOutcome{Finish::kError, "", int64_t(j->params.prompt.size()), 0, 0, e.what()});
-        }
-      }
+    try {
+      step(admitted);
+    } catch (const std::exception& e) {
+      // Each stage fails only its own sequences; should anything escape, the sequences in
+      // flight end with the error, not the process.
+      for (auto& s : active_) retire(*s, Finish::kError, cat("internal error: ", describe(e)));
     }
-    for (auto& s : active_)
-      if (!s->finished && s->job->cancelled()) retire(*s, Finish::kCancelled);
-    // One prefill chunk, then one decode step for everything that is decoding.
-    for (auto& s : active_) {
-      if (!s->finished && !s->decoding) {
-        prefill_step(*s);
-        break;
-      }
-    }
-    decode_step();
     std::erase_if(active_, [](const auto& s) { return s->finished; });
     publish();
   }
+  const JobOutcome stopping{Finish::kError, "", 0, 0, 0, "the server is shutting down", 503};
   for (auto& s : active_)
-    if (!s->finished) s->job->finish(JobOutcome{Finish::kCancelled, "", 0, 0, 0, "server shutting down"});
-  std::lock_guard<std::mutex> lock(mu_);
-  for (auto& j : queue_) j->finish(JobOutcome{Finish::kCancelled, "", 0, 0, 0, "server shutting down"});
-  queue_.clear();
+    if (!s->finished) end_job(*s->job, stopping);
+  active_.clear();
+  std::deque<std::shared_ptr<Job>> queued;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    queued.swap(queue_);
+  }
+  for (auto& j : queued) end_job(*j, stopping);
+  publish();
 }
 
 void Worker::prefill_step(Seq& s) {
@@ -187,19 +294,19 @@ void Worker::prefill_step(Seq& s) {
   while (s.next_boundary < s.boundaries.size() && s.boundaries[s.next_boundary] <= pos) ++s.next_boundary;
   const bool at_boundary = s.next_boundary < s.boundaries.size() && s.boundaries[s.next_boundary] <= end;
   if (at_boundary) end = s.boundaries[s.next_boundary];
-  std::span<const float> logits;
   try {
-    logits = s.session->append(std::span<const int32_t>(prompt).subspan(size_t(pos), size_t(end - pos)));
-  } catch (const Error& e) {
-    retire(s, Finish::kError, e.what());
-    return;
-  }
-  counters_.tokens_prefilled += end - pos;
-  // A snapshot at a message boundary; the copy is skipped when an earlier request stored it.
-  if (at_boundary && !cache_.contains(s.session->tokens())) cache_.insert(std::make_unique<Session>(*s.session));
-  if (end == n) {
-    s.decoding = true;
-    next_token(s, logits);
+    maybe_fail(s.p(), FailAlloc::kPrefill);
+    std::span<const float> logits =
+        s.session->append(std::span<const int32_t>(prompt).subspan(size_t(pos), size_t(end - pos)));
+    counters_.tokens_prefilled += end - pos;
+    ++counters_.prefill_steps;
+    if (at_boundary) snapshot(*s.session);
+    if (end == n) {
+      s.decoding = true;
+      next_token(s, logits);
+    }
+  } catch (const std::exception& e) {
+    retire(s, Finish::kError, describe(e));
   }
 }
 
@@ -216,15 +323,23 @@ void Worker::decode_step() {
   if (batch.empty()) return;
   std::vector<float> logits;
   try {
+    for (Seq* s : batch) maybe_fail(s->p(), FailAlloc::kDecode);
     decode_batch(sessions, tokens, &logits);
-  } catch (const Error& e) {
-    for (Seq* s : batch) retire(*s, Finish::kError, e.what());
+  } catch (const std::exception& e) {
+    // A batched step that failed part-way may have advanced some states: all of them end.
+    for (Seq* s : batch) retire(*s, Finish::kError, describe(e));
     return;
   }
   ++counters_.decode_steps;
   counters_.decode_rows += int64_t(batch.size());
   const size_t V = size_t(model_.config().vocab_size);
-  for (size_t i = 0; i < batch.size(); ++i) next_token(*batch[i], std::span<const float>(logits).subspan(i * V, V));
+  for (size_t i = 0; i < batch.size(); ++i) {
+    try {
+      next_token(*batch[i], std::span<const float>(logits).subspan(i * V, V));
+    } catch (const std::exception& e) {
+      retire(*batch[i], Finish::kError, describe(e));
+    }
+  }
 }
 
 namespace {
@@ -314,13 +429,22 @@ void Worker::retire(Seq& s, Finish f, const std::string& detail) {
     ++counters_.jobs_done;
     if (f == Finish::kStop) o.stop_string = detail;
     // A stop string's text was cut; otherwise the held-back tail and partial characters are due.
-    std::string rest = o.stop_string.empty() ? s.held + s.dec.finish() : std::string();
-    if (!rest.empty() || !s.infos.empty()) s.job->push(JobEvent{std::move(rest), std::move(s.infos)});
+    try {
+      std::string rest = o.stop_string.empty() ? s.held + s.dec.finish() : std::string();
+      if (!rest.empty() || !s.infos.empty()) s.job->push(JobEvent{std::move(rest), std::move(s.infos)});
+    } catch (const std::exception& e) {
+      o.finish = Finish::kError;
+      o.error = describe(e);
+    }
   }
   s.infos.clear();
-  s.job->finish(std::move(o));
-  // The final state (prompt + generated tokens) is the most likely prefix of the next turn.
-  if (f != Finish::kError && s.session && s.session->position() > 0) cache_.insert(std::move(s.session));
+  end_job(*s.job, std::move(o));
+  // The final state (prompt + generated tokens) is the most likely prefix of the next turn; it
+  // goes into what the released reservation left free.
+  if (f != Finish::kError && s.session && s.session->position() > 0) {
+    fit_cache();
+    cache_.insert(std::move(s.session));
+  }
   s.session.reset();
 }
 

@@ -6,6 +6,11 @@
 // prefill chunk (so a long prompt does not stall streams in flight) and then ONE decode_batch()
 // step over all decoding sequences. New jobs join between steps, up to `parallel` at a time;
 // further jobs wait in a bounded queue, and submit() refuses jobs beyond it (HTTP 429).
+// Memory is budgeted (memory_budget.h): submit() reserves what a job's sequence can grow to and
+// refuses jobs that do not fit; snapshots use what reservations leave free.
+//
+// A failure inside one request (an Error, or std::bad_alloc / std::length_error from any
+// allocation) ends that request with Finish::kError, never the worker thread or the process.
 //
 // Text handling also happens here (detokenization, stop strings), because a stop string must
 // end generation before another token is spent; the HTTP side only formats what it receives.
@@ -26,10 +31,14 @@
 #include "core/error.h"
 #include "engine/sampler.h"
 #include "engine/session.h"
+#include "server/memory_budget.h"
 #include "server/prefix_cache.h"
 #include "tokenizer/tokenizer.h"
 
 namespace dsv4::server {
+
+// Test hook (server --test-hooks only): where to simulate an allocation failure.
+enum class FailAlloc { kNone, kHttp, kStart, kPrefill, kDecode };
 
 struct GenParams {
   std::vector<int32_t> prompt;
@@ -41,6 +50,7 @@ struct GenParams {
   // Test hook (server --test-hooks only): these tokens are emitted instead of sampled ones
   // (still run through the model, so the state and the prefix cache stay consistent).
   std::optional<std::vector<int32_t>> forced;
+  FailAlloc fail_alloc = FailAlloc::kNone;  // test hook: throw std::bad_alloc at that stage
 };
 
 struct TokenInfo {
@@ -62,9 +72,20 @@ struct JobOutcome {
   std::string stop_string;  // the stop string that ended generation, if one did
   int64_t prompt_tokens = 0, cached_tokens = 0, completion_tokens = 0;
   std::string error;        // kError: what went wrong
+  int error_status = 500;   // kError: the HTTP status it maps to (503: the server is stopping)
 };
 
+// submit() refusals: temporarily full (HTTP 429: the queue, or memory reserved by other jobs),
+// never fits (400: more memory than the whole budget), shutting down (503).
 class QueueFull : public Error {
+ public:
+  using Error::Error;
+};
+class NeverFits : public Error {
+ public:
+  using Error::Error;
+};
+class ShuttingDown : public Error {
  public:
   using Error::Error;
 };
@@ -94,7 +115,17 @@ class Job {
   bool done_ = false;
   JobOutcome outcome_;
   std::atomic<bool> cancelled_{false};
+  friend class Worker;
+  size_t reserved_ = 0;  // memory reserved for it; guarded by the Worker's mutex
 };
+
+// Where a prompt (from position `from` on) is snapshotted for the prefix cache: before its last
+// four message-boundary tokens (what the next turn of a conversation continues from) and, earlier,
+// before boundaries at least doubling the previous point's position and `min_gap` past it. A
+// prompt of thousands of short messages thus costs a few copies and prefill cuts, not one of each
+// per message (quadratic in its length).
+std::vector<int64_t> snapshot_points(std::span<const int32_t> prompt, int64_t from, int32_t user, int32_t assistant,
+                                     int64_t min_gap);
 
 struct WorkerOptions {
   int parallel = 4;           // sequences decoded together
@@ -102,6 +133,7 @@ struct WorkerOptions {
   int64_t max_context = 0;    // per sequence; 0 = the model's
   int64_t prefill_chunk = 256;
   size_t cache_bytes = size_t(1) << 30;
+  size_t memory_bytes = 0;    // budget for sequence states and snapshots; 0 = unlimited
 };
 
 struct WorkerStats {
@@ -111,23 +143,33 @@ struct WorkerStats {
   int64_t jobs_done = 0, jobs_cancelled = 0, jobs_failed = 0;
   int64_t tokens_prefilled = 0, tokens_cached = 0, tokens_generated = 0;
   int64_t decode_steps = 0, decode_rows = 0;  // rows / steps = mean batch size
+  int64_t prefill_steps = 0, snapshots = 0;    // prefill chunks run; message-boundary snapshots stored
+  size_t memory_budget = 0, memory_reserved = 0;
 };
 
 class Worker {
  public:
   Worker(const Model& model, const Tokenizer& tok, WorkerOptions options);
-  ~Worker();  // stops the thread; unfinished jobs end as cancelled
+  ~Worker();  // shutdown()
   Worker(const Worker&) = delete;
   Worker& operator=(const Worker&) = delete;
 
-  // Queues a job. Throws QueueFull when the queue is full.
+  // Queues a job. Throws QueueFull (queue or memory full), NeverFits, ShuttingDown.
   std::shared_ptr<Job> submit(GenParams params);
+  // Refuses new jobs, ends every running and queued one with a 503 error ("shutting down") and
+  // stops the thread once its current step is done. Idempotent.
+  void shutdown();
   WorkerStats stats() const;
   int64_t max_context() const { return max_context_; }
 
  private:
   struct Seq;
   void run();
+  void step(std::vector<std::shared_ptr<Job>>& admitted);
+  void admit(std::shared_ptr<Job> job);
+  void end_job(Job& job, JobOutcome o);  // finishes the job and releases its memory reservation
+  void fit_cache();
+  void snapshot(const Session& session);
   void prefill_step(Seq& s);
   void decode_step();
   void start(std::shared_ptr<Job> job);
@@ -140,11 +182,13 @@ class Worker {
   const Tokenizer& tok_;
   const WorkerOptions opt_;
   const int64_t max_context_;
+  const SequenceCost cost_;
 
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::deque<std::shared_ptr<Job>> queue_;
   bool stop_ = false;
+  size_t reserved_ = 0;  // memory reserved by admitted and queued jobs
   WorkerStats stats_;  // guarded by mu_; the worker publishes its counters after each step
 
   // Worker thread only.
@@ -153,6 +197,7 @@ class Worker {
   WorkerStats counters_;
   int32_t user_id_ = -1, assistant_id_ = -1;  // message-boundary tokens (snapshot points)
   std::thread thread_;
+  std::once_flag joined_;
 };
 
 }  // namespace dsv4::server

@@ -26,10 +26,17 @@ function tokenizerBaseEnv() {
   return existsSync(p) ? { DSV4_TOKENIZER_BASE: p } : {};
 }
 
-export async function startServer({ bin, cache, extra = [], timeoutMs = 900_000 }) {
-  const port = await freePort();
+// The environment `dsv4` needs to find (or make) the demo model in `cache`.
+export function serverEnv(cache) {
   const env = { ...process.env, ...tokenizerBaseEnv() };
   if (cache) env.DSV4_CACHE = cache;
+  return env;
+}
+
+// `anyPort`: pass --port 0 and read the port the server reports.
+export async function startServer({ bin, cache, extra = [], timeoutMs = 900_000, anyPort = false }) {
+  let port = anyPort ? 0 : await freePort();
+  const env = serverEnv(cache);
   const child = spawn(bin, ['serve', '--model', 'demo', '--host', '127.0.0.1', '--port', String(port), ...extra], {
     env,
     stdio: ['ignore', 'inherit', 'pipe'],
@@ -39,16 +46,23 @@ export async function startServer({ bin, cache, extra = [], timeoutMs = 900_000 
     log += d;
     if (process.env.DSV4_E2E_VERBOSE) process.stderr.write(d);
   });
-  const exited = new Promise((resolve) => child.on('exit', (code, sig) => resolve(code ?? (sig === 'SIGTERM' ? 0 : 128))));
-  const url = `http://127.0.0.1:${port}`;
+  // Only status 0 is a clean exit: a death by signal resolves to the signal's name.
+  const exited = new Promise((resolve) => child.on('exit', (code, sig) => resolve(code ?? sig)));
+  let url = `http://127.0.0.1:${port}`;
   const headers = extra.includes('--api-key') ? { Authorization: `Bearer ${extra[extra.indexOf('--api-key') + 1]}` } : {};
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     if (child.exitCode !== null) throw new Error(`dsv4 serve exited early (${child.exitCode}):\n${log}`);
-    try {
-      const r = await fetch(`${url}/health`, { headers });
-      if (r.ok) break;
-    } catch {}
+    if (port === 0) {
+      const m = /on http:\/\/127\.0\.0\.1:(\d+)/.exec(log);
+      if (m) (port = Number(m[1])), (url = `http://127.0.0.1:${port}`);
+    }
+    if (port !== 0) {
+      try {
+        const r = await fetch(`${url}/health`, { headers });
+        if (r.ok) break;
+      } catch {}
+    }
     if (Date.now() > deadline) {
       child.kill('SIGKILL');
       throw new Error(`dsv4 serve did not become healthy:\n${log}`);
@@ -60,9 +74,12 @@ export async function startServer({ bin, cache, extra = [], timeoutMs = 900_000 
     pid: child.pid,
     cache,
     log: () => log,
-    async stop() {
-      child.kill('SIGTERM');
-      const t = setTimeout(() => child.kill('SIGKILL'), 20_000);
+    exited,
+    // SIGTERM (or `signal`); resolves to the exit status, or the signal's name if it died of
+    // one ('SIGKILL' when it was still running after `graceMs`).
+    async stop(signal = 'SIGTERM', graceMs = 20_000) {
+      child.kill(signal);
+      const t = setTimeout(() => child.kill('SIGKILL'), graceMs);
       const code = await exited;
       clearTimeout(t);
       return code;

@@ -3,6 +3,8 @@
 // cancellation frees the slot, and a full queue refuses jobs.
 #include <gtest/gtest.h>
 
+#include <filesystem>
+#include <fstream>
 #include <thread>
 
 #include "model/model.h"
@@ -134,6 +136,120 @@ TEST_F(WorkerTest, StopStringsAndStopTokensEndGeneration) {
   Result fr = wait(w.submit(f));
   EXPECT_EQ(fr.ids, (std::vector<int32_t>{5, 6, 7}));
   EXPECT_EQ(fr.outcome.finish, Finish::kStop);
+}
+
+// The memory budget: a job that can never fit is refused (NeverFits → 400), one that does not
+// fit beside the running ones is refused as temporarily full (QueueFull → 429), and a finished
+// job gives its reservation back.
+TEST_F(WorkerTest, MemoryBudgetRefusesWhatCannotFit) {
+  const SequenceCost cost(model_->config(), model_->numerics(), 64);
+  const int64_t ctx = model_->config().max_position_embeddings;
+  const size_t one = cost.bytes(ctx), budget = one + one / 2;  // one job as long as the context, not two
+  {
+    Worker small(*model_, *tok_, WorkerOptions{4, 8, 0, 64, 0, one / 2});
+    EXPECT_THROW(small.submit(params(prompt(1, 10), ctx)), NeverFits);
+  }
+  Worker w(*model_, *tok_, WorkerOptions{4, 8, 0, 64, 0, budget});
+  auto a = w.submit(params(prompt(1, 10), ctx));  // holds `one` until it ends
+  EXPECT_GT(w.stats().memory_reserved, 0u);
+  EXPECT_THROW(w.submit(params(prompt(2, 10), ctx)), QueueFull);
+  a->cancel();
+  EXPECT_EQ(wait(a).outcome.finish, Finish::kCancelled);
+  EXPECT_EQ(w.stats().memory_reserved, 0u);
+  EXPECT_EQ(wait(w.submit(params(prompt(2, 10), 4))).outcome.finish, Finish::kLength);
+  EXPECT_LE(w.stats().cache_bytes, budget);
+}
+
+// std::bad_alloc anywhere in a job (simulated by the test hook at each stage) fails that job
+// with a message; the worker goes on serving.
+TEST_F(WorkerTest, AllocationFailureFailsOnlyThatJob) {
+  Worker w(*model_, *tok_, WorkerOptions{2, 8, 0, 64, size_t(64) << 20});
+  for (FailAlloc at : {FailAlloc::kStart, FailAlloc::kPrefill, FailAlloc::kDecode}) {
+    GenParams p = params(prompt(3, 20), 8);
+    p.fail_alloc = at;
+    Result r = wait(w.submit(p));
+    EXPECT_EQ(r.outcome.finish, Finish::kError);
+    EXPECT_NE(r.outcome.error.find("out of memory"), std::string::npos) << r.outcome.error;
+    EXPECT_EQ(r.outcome.error_status, 500);
+  }
+  for (int i = 0; i < 100 && w.stats().jobs_failed < 3; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  EXPECT_EQ(w.stats().jobs_failed, 3);  // (the counters are published after each step)
+  Result ok = wait(w.submit(params(prompt(3, 20), 8)));
+  EXPECT_EQ(ok.outcome.finish, Finish::kLength);
+  EXPECT_EQ(ok.ids.size(), 8u);
+}
+
+// shutdown() ends running and queued jobs with a 503 error and refuses new ones.
+TEST_F(WorkerTest, ShutdownEndsEveryJob) {
+  Worker w(*model_, *tok_, WorkerOptions{1, 4, 0, 64, 0});
+  auto running = w.submit(params(prompt(1, 10), 100000));
+  auto queued = w.submit(params(prompt(2, 10), 100000));
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  w.shutdown();
+  for (auto* j : {&running, &queued}) {
+    JobOutcome o = wait(*j).outcome;
+    EXPECT_EQ(o.finish, Finish::kError);
+    EXPECT_EQ(o.error_status, 503);
+  }
+  EXPECT_THROW(w.submit(params(prompt(3, 10), 4)), ShuttingDown);
+  EXPECT_EQ(w.stats().memory_reserved, 0u);
+}
+
+}  // namespace
+}  // namespace dsv4::server
+
+namespace dsv4::server {
+namespace {
+
+// Message boundaries: every one of a short conversation is a snapshot point; of thousands of
+// short messages only the last four and a few geometrically spaced ones are (was: all of them,
+// a prefill cut and a Session copy each — quadratic time in the prompt length).
+TEST(SnapshotPoints, FewPerPromptHoweverManyMessages) {
+  const int32_t U = 7, A = 9;
+  std::vector<int32_t> chat = {1, U, 5, 5, A, 5, 5, U, 5, A};  // positions 1, 4, 7, 9
+  EXPECT_EQ(snapshot_points(chat, 0, U, A, 256), (std::vector<int64_t>{1, 4, 7, 9}));
+  EXPECT_EQ(snapshot_points(chat, 4, U, A, 256), (std::vector<int64_t>{7, 9}));  // after a cached prefix
+
+  std::vector<int32_t> many;
+  for (int m = 0; m < 10000; ++m) many.insert(many.end(), {m % 2 ? A : U, 5, 5});
+  const std::vector<int64_t> p = snapshot_points(many, 0, U, A, 256);
+  ASSERT_GE(p.size(), 4u);
+  EXPECT_LE(p.size(), 4u + 8u);  // 256, 512, ... 16384 (< 30000 tokens), then the last four
+  const int64_t n = int64_t(many.size());
+  EXPECT_EQ(std::vector<int64_t>(p.end() - 4, p.end()), (std::vector<int64_t>{n - 12, n - 9, n - 6, n - 3}));
+  for (size_t i = 1; i + 4 < p.size(); ++i) EXPECT_GE(p[i], 2 * p[i - 1]);
+  EXPECT_GE(p[0], 256);
+}
+
+}  // namespace
+}  // namespace dsv4::server
+
+namespace dsv4::server {
+namespace {
+
+void write_file(const std::filesystem::path& p, const std::string& text) {
+  std::filesystem::create_directories(p.parent_path());
+  std::ofstream(p) << text;
+}
+
+// The default budget's inputs: MemAvailable, capped by the cgroup v1 / v2 limit when one is set.
+TEST(MemoryBudget, AvailableMemoryIsTheSmallerOfMemAvailableAndTheCgroupLimit) {
+  const std::filesystem::path root = std::filesystem::path(testing::TempDir()) / "dsv4_fake_root";
+  std::filesystem::remove_all(root);
+  write_file(root / "proc/meminfo", "MemTotal:  4000000 kB\nMemFree:  100 kB\nMemAvailable:    2000000 kB\n");
+  write_file(root / "proc/self/cgroup", "9:name=systemd:/\n4:cpu,memory:/box\n0::/unified\n");
+  write_file(root / "sys/fs/cgroup/memory/box/memory.limit_in_bytes", "9223372036854771712\n");  // v1 "no limit"
+  write_file(root / "sys/fs/cgroup/unified/memory.max", "max\n");
+  EXPECT_EQ(available_memory(root.string()), uint64_t(2000000) * 1024);
+  write_file(root / "sys/fs/cgroup/memory/box/memory.limit_in_bytes", "524288000\n");
+  EXPECT_EQ(available_memory(root.string()), uint64_t(524288000));
+  write_file(root / "sys/fs/cgroup/unified/memory.max", "104857600\n");
+  EXPECT_EQ(available_memory(root.string()), uint64_t(104857600));
+  std::filesystem::remove_all(root);
+
+  const uint64_t GiB = uint64_t(1) << 30;
+  EXPECT_EQ(default_memory_budget(8 * GiB, 2 * GiB), size_t(6 * GiB / 4 * 3));
+  EXPECT_EQ(default_memory_budget(1 * GiB, 4 * GiB), size_t(GiB / 8));  // a model larger than RAM (mapped)
 }
 
 }  // namespace
