@@ -53,16 +53,8 @@ int main(int argc, char** argv) {
   }
   try {
     app.parse(argc, argv);
-  } catch (const CLI::CallForHelp& e) {
-    return app.exit(e);
-  } catch (const CLI::CallForAllHelp& e) {
-    return app.exit(e);
-  } catch (const CLI::CallForVersion& e) {
-    return app.exit(e);
   } catch (const CLI::ParseError& e) {
-    // One line, like every other error (CLI11's own report adds a second one).
-    std::fprintf(stderr, "dsv4: error: %s (see --help)\n", e.what());
-    return e.get_exit_code();
+    return app.exit(e);  // help and version as CLI11 prints them; errors through one_line_error
   } catch (const dsv4::Error& e) {
     std::fprintf(stderr, "dsv4: error: %s\n", e.what());
     return 1;
