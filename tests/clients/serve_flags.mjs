@@ -54,7 +54,7 @@ test('bad serve arguments: one error line naming the problem, non-zero exit', ()
     assert.ok(r.status !== 0 && r.status !== null, what);
     const errors = r.stderr.split('\n').filter((l) => /error/i.test(l));
     assert.equal(errors.length, 1, what);
-    assert.match(errors[0], /^dsv4: error: /, what);
+    assert.match(errors[0], /^dsv4( serve)?: error: /, what);
     assert.match(errors[0], want, what);
   }
 });
