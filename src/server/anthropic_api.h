@@ -4,9 +4,13 @@
 // SSE event sequence (message_start, content_block_start/delta/stop, message_delta,
 // message_stop) are built from the same worker output as the OpenAI API.
 //
-// `thinking: {type: enabled, budget_tokens}` switches V4's thinking mode on (the budget is not
-// enforced; max_tokens bounds the whole answer); thinking blocks carry an empty signature.
-// tool_choice none hides the tools; any/tool are accepted but not enforced.
+// System messages may also appear inside `messages` (as Claude Code sends them): see
+// place_system_message in the .cc for where V4's format puts them.
+// `thinking: {type: enabled | adaptive, budget_tokens, display}` switches V4's thinking mode on
+// (the budget is not enforced; max_tokens bounds the whole answer); thinking blocks carry an
+// empty signature. tool_choice none hides the tools; any/tool are accepted but not enforced.
+// Fields a client sends that have no meaning here (cache_control, context_management,
+// metadata, output_config other than effort, unknown top-level fields) are ignored.
 #pragma once
 
 #include <string>
