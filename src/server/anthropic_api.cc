@@ -6,23 +6,6 @@
 
 namespace dsv4::server {
 
-namespace {
-
-// Text of a string or an array of text blocks; other block types are refused by name.
-std::string block_text(const Json& c, const std::string& path) {
-  if (c.is_string()) return c.get<std::string>();
-  if (!c.is_array()) bad_request(path + " must be a string or an array of text blocks", "messages");
-  std::string out;
-  for (size_t i = 0; i < c.size(); ++i) {
-    const Json& b = c[i];
-    if (!b.is_object() || b.value("type", "") != "text" || !b.contains("text") || !b["text"].is_string())
-      bad_request(cat(path, "[", i, "] must be a text block"), "messages");
-    if (!out.empty()) out += "\n\n";
-    out += b["text"].get<std::string>();
-  }
-  return out;
-}
-
 // Where a system message inside `messages` goes (Claude Code sends one after the first user
 // message). V4 renders a system message as bare text with no role marker, so one can only sit
 // between turns (after an assistant's end of sentence, before the next <｜User｜>): there it is
@@ -41,6 +24,23 @@ void place_system_message(Json& out, const std::string& text, bool user_follows)
     // After tool results (the same user turn) or after the last assistant message.
     out.push_back(Json{{"role", "user"}, {"content", text}});
   }
+}
+
+namespace {
+
+// Text of a string or an array of text blocks; other block types are refused by name.
+std::string block_text(const Json& c, const std::string& path) {
+  if (c.is_string()) return c.get<std::string>();
+  if (!c.is_array()) bad_request(path + " must be a string or an array of text blocks", "messages");
+  std::string out;
+  for (size_t i = 0; i < c.size(); ++i) {
+    const Json& b = c[i];
+    if (!b.is_object() || b.value("type", "") != "text" || !b.contains("text") || !b["text"].is_string())
+      bad_request(cat(path, "[", i, "] must be a text block"), "messages");
+    if (!out.empty()) out += "\n\n";
+    out += b["text"].get<std::string>();
+  }
+  return out;
 }
 
 // Whether a user message comes after messages[i] (before the end).

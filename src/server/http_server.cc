@@ -6,6 +6,7 @@
 
 #include "server/anthropic_api.h"
 #include "server/openai_api.h"
+#include "server/responses_api.h"
 
 namespace dsv4::server {
 
@@ -50,6 +51,7 @@ struct HttpServer::Impl {
   ServerOptions opt;
   httplib::Server svr;
   int port = 0;
+  ResponseStore responses_store;  // /v1/responses with store: previous_response_id
 
   Impl(Worker& w, const Tokenizer& t, ApiConfig a, ServerOptions o) : worker(w), tok(t), api(std::move(a)), opt(std::move(o)) {}
 
@@ -162,6 +164,32 @@ struct HttpServer::Impl {
     stream(res, job, fmt);
   }
 
+  void responses(const httplib::Request& req, httplib::Response& res) {
+    auto r = std::make_shared<ResponsesRequest>(parse_responses_request(parse_body(req.body), tok, api, responses_store));
+    auto job = submit(r->gen);
+    auto rs = std::make_shared<ResponsesStream>(random_id("resp_"), api, *r, tok);
+    auto finish = [this, rs, r](const JobOutcome& o) {
+      std::string out = rs->finish(o);
+      if (r->store) responses_store.put(rs->response()["id"], rs->conversation());
+      return out;
+    };
+    if (!r->stream) {
+      std::vector<JobEvent> events;
+      JobOutcome o = collect(job, &events);
+      rs->start();
+      for (const JobEvent& e : events) rs->on_event(e);
+      finish(o);
+      res.set_content(dump(rs->response()), "application/json");
+      return;
+    }
+    auto fmt = std::make_shared<StreamFormat>();
+    fmt->start = [rs] { return rs->start(); };
+    fmt->on_event = [rs](const JobEvent& e) { return rs->on_event(e); };
+    fmt->finish = finish;
+    fmt->error = [rs](const std::string& m) { return rs->fail(m); };
+    stream(res, job, fmt);
+  }
+
   Json health() const {
     const WorkerStats s = worker.stats();
     return Json{{"status", "ok"},
@@ -246,6 +274,7 @@ struct HttpServer::Impl {
     svr.Post("/v1/completions", guarded(&Impl::completions));
     svr.Post("/v1/messages", guarded(&Impl::messages));
     svr.Post("/v1/messages/count_tokens", guarded(&Impl::count_tokens));
+    svr.Post("/v1/responses", guarded(&Impl::responses));
   }
 
   void count_tokens(const httplib::Request& req, httplib::Response& res) {
