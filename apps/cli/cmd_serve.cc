@@ -36,6 +36,7 @@ struct ServeFlags {
   std::string name;
   LoadFlags load;
   bool test_hooks = false;
+  std::string test_completions;
 };
 
 void serve(const ServeFlags& f) {
@@ -66,6 +67,7 @@ void serve(const ServeFlags& f) {
   so.api_key = f.api_key;
   so.max_body_bytes = size_t(f.max_body_mb) << 20;
   so.http_threads = 2 * (f.parallel + f.queue) + 16;
+  so.test_completions = f.test_completions;
   server::HttpServer http(worker, tok, api, so);
 
   // Signals go to one thread that stops the server; every other thread has them blocked.
@@ -108,8 +110,11 @@ void add_serve_commands(CLI::App& app) {
       ->check(CLI::PositiveNumber);
   c->add_option("--served-model-name", f.name, "Model name reported by the API");
   add_load_flags(c, f.load);
-  c->add_flag("--test-hooks", f.test_hooks,
-              "Testing only: accept the request field 'dsv4_test_completion' that forces the generated text");
+  auto* hooks = c->add_flag("--test-hooks", f.test_hooks,
+                            "Testing only: accept the request field 'dsv4_test_completion' that forces the generated text");
+  c->add_option("--test-completions", f.test_completions,
+                "Testing only: a JSON array of completions forced, in order, on requests without that field")
+      ->needs(hooks);
   c->callback([] { serve(f); });
 }
 

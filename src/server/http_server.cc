@@ -7,6 +7,7 @@
 #include "server/anthropic_api.h"
 #include "server/openai_api.h"
 #include "server/responses_api.h"
+#include "server/test_script.h"
 
 namespace dsv4::server {
 
@@ -52,8 +53,13 @@ struct HttpServer::Impl {
   httplib::Server svr;
   int port = 0;
   ResponseStore responses_store;  // /v1/responses with store: previous_response_id
+  std::optional<ScriptedCompletions> script;  // --test-completions
 
-  Impl(Worker& w, const Tokenizer& t, ApiConfig a, ServerOptions o) : worker(w), tok(t), api(std::move(a)), opt(std::move(o)) {}
+  Impl(Worker& w, const Tokenizer& t, ApiConfig a, ServerOptions o) : worker(w), tok(t), api(std::move(a)), opt(std::move(o)) {
+    if (opt.test_completions.empty()) return;
+    if (!api.test_hooks) throw Error("--test-completions needs --test-hooks");
+    script.emplace(ScriptedCompletions::load(opt.test_completions));
+  }
 
   bool authorized(const httplib::Request& req) const {
     if (opt.api_key.empty()) return true;
@@ -62,6 +68,12 @@ struct HttpServer::Impl {
   }
 
   std::shared_ptr<Job> submit(GenParams gen) {
+    if (script && !gen.forced) {
+      if (auto text = script->next()) {
+        gen.forced = tok.encode(*text);
+        gen.forced->push_back(api.eos_id);
+      }
+    }
     try {
       return worker.submit(std::move(gen));
     } catch (const QueueFull& e) {

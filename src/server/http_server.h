@@ -18,6 +18,7 @@ struct ServerOptions {
   std::string api_key;           // "" = no authentication
   size_t max_body_bytes = 8 << 20;
   int http_threads = 0;          // 0 = enough for every running and queued request plus spare
+  std::string test_completions;  // --test-completions FILE (needs ApiConfig::test_hooks)
 };
 
 class HttpServer {

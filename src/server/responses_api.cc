@@ -151,22 +151,43 @@ class InputConverter {
   std::string reasoning_;  // from reasoning items, for the next assistant turn
 };
 
-Json convert_tools(const Json& body) {
-  auto it = body.find("tools");
-  if (it == body.end() || it->is_null()) return nullptr;
-  if (!it->is_array()) bad_request("'tools' must be an array of function tools", "tools");
-  Json tools = Json::array();
-  for (size_t i = 0; i < it->size(); ++i) {
-    const Json& t = (*it)[i];
+// Tools that run on OpenAI's side (Codex always offers web_search): nothing here can run them,
+// so they are left out of the prompt.
+bool hosted_tool(const std::string& type) {
+  static const char* kHosted[] = {"web_search", "web_search_preview", "file_search", "code_interpreter",
+                                  "image_generation", "computer_use_preview", "mcp"};
+  for (const char* h : kHosted)
+    if (type == h || type.rfind(std::string(h) + "_2", 0) == 0) return true;  // dated variants
+  return false;
+}
+
+// Function tools (also inside Codex's `namespace` groups, flattened) as chat tool schemas.
+void add_tools(const Json& list, const std::string& path, Json& tools) {
+  if (!list.is_array()) bad_request(path + " must be an array of function tools", "tools");
+  for (size_t i = 0; i < list.size(); ++i) {
+    const Json& t = list[i];
+    const std::string p = cat(path, "[", i, "]");
     const std::string type = t.is_object() ? t.value("type", "") : "";
+    if (type == "namespace") {
+      add_tools(t.contains("tools") ? t["tools"] : Json(), p + ".tools", tools);
+      continue;
+    }
+    if (hosted_tool(type)) continue;
     if (type != "function")
-      bad_request(cat("tools[", i, "]: tool type '", type, "' is not supported (function tools only)"), "tools");
-    if (!t.contains("name") || !t["name"].is_string()) bad_request(cat("tools[", i, "].name must be a string"), "tools");
+      bad_request(cat(p, ": tool type '", type, "' is not supported (function tools; hosted tools are ignored)"), "tools");
+    if (!t.contains("name") || !t["name"].is_string()) bad_request(p + ".name must be a string", "tools");
     Json fn = {{"name", t["name"]}};
     if (t.contains("description") && t["description"].is_string()) fn["description"] = t["description"];
     fn["parameters"] = t.contains("parameters") && t["parameters"].is_object() ? t["parameters"] : Json{{"type", "object"}};
     tools.push_back(Json{{"type", "function"}, {"function", fn}});
   }
+}
+
+Json convert_tools(const Json& body) {
+  auto it = body.find("tools");
+  if (it == body.end() || it->is_null()) return nullptr;
+  Json tools = Json::array();
+  add_tools(*it, "tools", tools);
   return tools.empty() ? Json(nullptr) : tools;
 }
 

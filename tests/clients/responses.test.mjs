@@ -80,8 +80,8 @@ test('stateless continuation: the conversation as input items, store false', asy
 });
 
 test('bad requests are 400s naming the field', async () => {
-  await assert.rejects(client.responses.create({ model, input: 'x', tools: [{ type: 'web_search' }] }),
-    (e) => e.status === 400 && e.error.param === 'tools' && /web_search/.test(e.message));
+  await assert.rejects(client.responses.create({ model, input: 'x', tools: [{ type: 'custom', name: 'apply_patch' }] }),
+    (e) => e.status === 400 && e.error.param === 'tools' && /'custom'/.test(e.message));
   await assert.rejects(client.responses.create({ model, input: 'x', reasoning: { effort: 'huge' } }),
     (e) => e.status === 400 && /reasoning.effort/.test(e.message));
 });

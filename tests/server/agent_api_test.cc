@@ -174,6 +174,18 @@ TEST_F(Responses, InstructionsAndMessageItems) {
             "<｜begin▁of▁sentence｜><｜User｜>Hi<｜Assistant｜></think>");
 }
 
+// Codex 0.171 offers function tools, a `namespace` group of function tools and web_search.
+TEST_F(Responses, CodexToolListIsFlattenedAndHostedToolsLeftOut) {
+  const std::string codex = prompt(R"("input":"Hi","tools":[{"type":"function","name":"exec_command","parameters":{"type":"object"}},
+      {"type":"namespace","name":"multi_agent_v1","description":"d","tools":[{"type":"function","name":"close_agent","strict":false}]},
+      {"type":"web_search","external_web_access":false}])");
+  const std::string plain = prompt(R"("input":"Hi","tools":[{"type":"function","name":"exec_command","parameters":{"type":"object"}},
+      {"type":"function","name":"close_agent"}])");
+  EXPECT_EQ(codex, plain);
+  EXPECT_NE(plain.find(R"({"name": "close_agent", "parameters": {"type": "object"}})"), std::string::npos) << plain;
+  EXPECT_EQ(prompt(R"("input":"Hi","tools":[{"type":"web_search_2025_08_26"}])"), "<｜begin▁of▁sentence｜><｜User｜>Hi<｜Assistant｜></think>");
+}
+
 TEST_F(Responses, FunctionCallRoundTripContinuesThePrompt) {
   const std::string first_body = std::string(R"("input":"Weather in Paris?","reasoning":{"effort":"high"},)") + kTools;
   auto first = parse(first_body);
@@ -243,7 +255,10 @@ TEST_F(Responses, BadRequestsNameTheProblem) {
   EXPECT_NE(error(R"("input":[{"role":"robot","content":"x"}])").find("unknown role 'robot'"), std::string::npos);
   EXPECT_NE(error(R"("input":[{"type":"function_call","name":"f","arguments":"{}"}])").find("input[0].call_id must be a string"),
             std::string::npos);
-  EXPECT_NE(error(R"("input":"x","tools":[{"type":"web_search"}])").find("tool type 'web_search' is not supported"), std::string::npos);
+  EXPECT_NE(error(R"("input":"x","tools":[{"type":"custom","name":"apply_patch"}])").find("tools[0]: tool type 'custom' is not supported"),
+            std::string::npos);
+  EXPECT_NE(error(R"("input":"x","tools":[{"type":"namespace","tools":[{"type":"function"}]}])").find("tools[0].tools[0].name"),
+            std::string::npos);
   EXPECT_NE(error(R"("input":"x","reasoning":{"effort":"huge"})").find("got 'huge'"), std::string::npos);
   EXPECT_NE(error(R"("input":"x","tool_choice":"sometimes")").find("'tool_choice'"), std::string::npos);
   EXPECT_NE(error(R"("input":"x","max_output_tokens":0)").find("max_output_tokens"), std::string::npos);
