@@ -15,6 +15,7 @@
 #include "core/error.h"
 #include "model/model.h"
 #include "server/http_server.h"
+#include "server/test_script.h"
 #include "server/worker.h"
 #include "tokenizer/tokenizer.h"
 
@@ -40,6 +41,7 @@ struct ServeFlags {
 };
 
 void serve(const ServeFlags& f) {
+  if (!f.test_completions.empty()) server::ScriptedCompletions::load(f.test_completions);  // fail before loading
   const std::string dir = resolve_model_dir(f.model);
   std::fprintf(stderr, "loading %s ...\n", dir.c_str());
   std::unique_ptr<Model> model = Model::load(dir, f.load.numerics_mode(), nullptr, f.load.residency);

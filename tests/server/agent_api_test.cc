@@ -5,9 +5,13 @@
 // the response.* event sequence.
 #include <gtest/gtest.h>
 
+#include <cstdio>
+#include <fstream>
+
 #include "server/anthropic_api.h"
 #include "server/openai_api.h"
 #include "server/responses_api.h"
+#include "server/test_script.h"
 #include "tests/test_util.h"
 
 namespace dsv4::server {
@@ -277,6 +281,19 @@ TEST(ResponseStore, KeepsTheNewestWithinBounds) {
   for (const char* id : {"a", "b", "c"}) by_bytes.put(id, Json::array({Json{{"role", "user"}, {"content", id}}}));
   EXPECT_EQ(by_bytes.size(), 2u);
   EXPECT_FALSE(by_bytes.get("a"));
+}
+
+TEST(ScriptedCompletions, ServedInOrderThenNone) {
+  const std::string path = testing::TempDir() + "dsv4_script_test.json";
+  std::ofstream(path) << R"(["first", "<｜DSML｜second"])";
+  auto s = ScriptedCompletions::load(path);
+  EXPECT_EQ(s.next(), std::optional<std::string>("first"));
+  EXPECT_EQ(s.next(), std::optional<std::string>("<｜DSML｜second"));
+  EXPECT_EQ(s.next(), std::nullopt);
+  std::ofstream(path) << R"({"a": 1})";
+  EXPECT_THROW(ScriptedCompletions::load(path), Error);
+  std::remove(path.c_str());
+  EXPECT_THROW(ScriptedCompletions::load(path), Error);
 }
 
 }  // namespace
