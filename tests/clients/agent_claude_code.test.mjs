@@ -3,7 +3,8 @@
 // (--test-completions), asks for the Read tool on a file in a temporary directory; Claude Code
 // reads it, sends the result back, and prints the scripted final answer. Loopback only:
 // telemetry, error reporting, auto-update and other non-essential traffic are switched off
-// through Claude Code's documented environment variables, and HOME is a fresh directory.
+// through Claude Code's documented environment variables, outbound proxies point at a closed
+// loopback port, and HOME is a fresh directory.
 //
 // Its prompt (system text and 12 tool schemas) is about 11.7K tokens, beyond the demo model's
 // 4096-token default context, so this test runs its own server with --ctx 16384.
@@ -49,9 +50,11 @@ test('claude -p: Read tool round trip with prefix reuse', { timeout: 300_000 }, 
   const server = await startServer({ bin: process.env.DSV4_BIN, cache: process.env.DSV4_CACHE,
     extra: ['--test-hooks', '--test-completions', script, '--ctx', '16384'] });
   try {
+    const dead = 'http://127.0.0.1:9';  // anything that tries to leave loopback fails fast
     const env = { PATH: process.env.PATH, HOME: home, ANTHROPIC_BASE_URL: server.url, ANTHROPIC_API_KEY: 'sk-dsv4-test',
       DISABLE_TELEMETRY: '1', DISABLE_ERROR_REPORTING: '1', DISABLE_AUTOUPDATER: '1',
-      CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: '1' };
+      CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: '1',
+      HTTPS_PROXY: dead, HTTP_PROXY: dead, ALL_PROXY: dead, NO_PROXY: '127.0.0.1,localhost' };
     const r = await run(process.execPath, [wrapper, '-p', 'Read note.txt and tell me the secret.', '--model', 'dsv4-demo'],
       { cwd: work, env });
     assert.equal(r.code, 0, `claude exited with ${r.code} (${r.signal}):\n${r.stdout}\n${r.stderr}\n${server.log()}`);
