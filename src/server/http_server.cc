@@ -69,7 +69,7 @@ struct HttpServer::Impl {
 
   std::shared_ptr<Job> submit(GenParams gen) {
     if (script && !gen.forced) {
-      if (auto text = script->next()) {
+      if (auto text = script->next(tok.decode(gen.prompt))) {
         gen.forced = tok.encode(*text);
         gen.forced->push_back(api.eos_id);
       }

@@ -15,21 +15,32 @@ ScriptedCompletions ScriptedCompletions::load(const std::string& path) {
   std::stringstream ss;
   ss << in.rdbuf();
   const nlohmann::json j = nlohmann::json::parse(ss.str(), nullptr, false);
-  if (!j.is_array()) throw Error(cat("--test-completions: ", path, " is not a JSON array of strings"));
+  const std::string what = cat("--test-completions: ", path);
+  if (!j.is_array()) throw Error(what + " is not a JSON array of completions");
   ScriptedCompletions s;
   for (size_t i = 0; i < j.size(); ++i) {
-    if (!j[i].is_string()) throw Error(cat("--test-completions: ", path, ": entry ", i, " is not a string"));
-    s.left_.push_back(j[i].get<std::string>());
+    const nlohmann::json& e = j[i];
+    if (e.is_string()) {
+      s.left_.push_back(Entry{"", e.get<std::string>()});
+    } else if (e.is_object() && e.contains("match") && e["match"].is_string() && e.contains("completion") &&
+               e["completion"].is_string()) {
+      s.left_.push_back(Entry{e["match"].get<std::string>(), e["completion"].get<std::string>()});
+    } else {
+      throw Error(cat(what, ": entry ", i, " is neither a string nor {\"match\": string, \"completion\": string}"));
+    }
   }
   return s;
 }
 
-std::optional<std::string> ScriptedCompletions::next() {
+std::optional<std::string> ScriptedCompletions::next(const std::string& prompt) {
   std::lock_guard<std::mutex> lock(mu_);
-  if (left_.empty()) return std::nullopt;
-  std::string s = std::move(left_.front());
-  left_.pop_front();
-  return s;
+  for (auto it = left_.begin(); it != left_.end(); ++it) {
+    if (prompt.find(it->match) == std::string::npos) continue;
+    std::string s = std::move(it->completion);
+    left_.erase(it);
+    return s;
+  }
+  return std::nullopt;
 }
 
 }  // namespace dsv4::server

@@ -283,14 +283,18 @@ TEST(ResponseStore, KeepsTheNewestWithinBounds) {
   EXPECT_FALSE(by_bytes.get("a"));
 }
 
-TEST(ScriptedCompletions, ServedInOrderThenNone) {
+TEST(ScriptedCompletions, ServedInOrderToTheRequestsTheyMatch) {
   const std::string path = testing::TempDir() + "dsv4_script_test.json";
-  std::ofstream(path) << R"(["first", "<｜DSML｜second"])";
+  std::ofstream(path) << R"(["first", {"match": "title", "completion": "A title"}, "<｜DSML｜second"])";
   auto s = ScriptedCompletions::load(path);
-  EXPECT_EQ(s.next(), std::optional<std::string>("first"));
-  EXPECT_EQ(s.next(), std::optional<std::string>("<｜DSML｜second"));
-  EXPECT_EQ(s.next(), std::nullopt);
+  EXPECT_EQ(s.next("main prompt"), std::optional<std::string>("first"));
+  EXPECT_EQ(s.next("main prompt"), std::optional<std::string>("<｜DSML｜second"));
+  EXPECT_EQ(s.next("main prompt"), std::nullopt);
+  EXPECT_EQ(s.next("make a title"), std::optional<std::string>("A title"));
+  EXPECT_EQ(s.next("make a title"), std::nullopt);
   std::ofstream(path) << R"({"a": 1})";
+  EXPECT_THROW(ScriptedCompletions::load(path), Error);
+  std::ofstream(path) << R"([{"match": "x"}])";
   EXPECT_THROW(ScriptedCompletions::load(path), Error);
   std::remove(path.c_str());
   EXPECT_THROW(ScriptedCompletions::load(path), Error);

@@ -36,8 +36,8 @@ with tempfile.TemporaryDirectory() as d:
         json.dump(["a", 3], f)
     expect_error(["--test-completions", good], "--test-hooks")
     expect_error(["--test-hooks", "--test-completions", os.path.join(d, "missing.json")], "cannot read")
-    expect_error(["--test-hooks", "--test-completions", bad_type], "is not a JSON array of strings")
-    expect_error(["--test-hooks", "--test-completions", bad_entry], "entry 1 is not a string")
+    expect_error(["--test-hooks", "--test-completions", bad_type], "is not a JSON array of completions")
+    expect_error(["--test-hooks", "--test-completions", bad_entry], "entry 1 is neither a string nor")
     # A good file passes this check: the next error is the model directory.
     code, err = serve("--test-hooks", "--test-completions", good)
     assert code != 0 and "nonexistent-model-dir" in err, err
