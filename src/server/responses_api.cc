@@ -237,6 +237,47 @@ Json response_format(const Json& body) {
   return Json{{"type", "json_schema"}, {"json_schema", schema}};
 }
 
+// The chat messages to render: the instructions (this request's only), then the conversation,
+// with a response_format from text.format on the leading system message.
+Json chat_messages(const Json& body, const Json& history) {
+  Json messages = Json::array();
+  if (auto ins = get_string(body, "instructions"); ins && !ins->empty()) messages.push_back(Json{{"role", "system"}, {"content", *ins}});
+  for (const Json& m : history) {
+    if (m["role"] == "system" && !messages.empty() && messages.back()["role"] == "system")
+      messages.back()["content"] = messages.back()["content"].get<std::string>() + "\n\n" + m["content"].get<std::string>();
+    else
+      messages.push_back(m);
+  }
+  if (messages.empty() || messages.back()["role"] == "system")
+    bad_request("'input' holds no user or assistant message", "input");
+  if (Json rf = response_format(body); !rf.is_null()) {
+    if (messages[0]["role"] != "system") messages.insert(messages.begin(), Json{{"role", "system"}, {"content", ""}});
+    messages[0]["response_format"] = rf;
+  }
+  return messages;
+}
+
+// Request settings the response object repeats (their types were checked while parsing).
+Json echo_fields(const Json& body, const ResponsesRequest& r, const ChatOptions& chat) {
+  auto given = [&](const char* key, Json fallback) {
+    auto it = body.find(key);
+    return it == body.end() || it->is_null() ? fallback : *it;
+  };
+  return Json{{"instructions", given("instructions", nullptr)},
+              {"max_output_tokens", given("max_output_tokens", nullptr)},
+              {"parallel_tool_calls", given("parallel_tool_calls", true)},
+              {"previous_response_id", given("previous_response_id", nullptr)},
+              {"reasoning", {{"effort", chat.thinking ? Json(chat.reasoning_effort) : Json()}, {"summary", nullptr}}},
+              {"store", r.store},
+              {"temperature", r.gen.sampling.temperature},
+              {"text", given("text", Json{{"format", {{"type", "text"}}}})},
+              {"tool_choice", given("tool_choice", "auto")},
+              {"tools", given("tools", Json::array())},
+              {"top_p", r.gen.sampling.top_p},
+              {"truncation", "disabled"},
+              {"metadata", given("metadata", Json::object())}};
+}
+
 }  // namespace
 
 ResponsesRequest parse_responses_request(const Json& body, const Tokenizer& tok, const ApiConfig& cfg,
@@ -266,38 +307,13 @@ ResponsesRequest parse_responses_request(const Json& body, const Tokenizer& tok,
   if (input == body.end() || input->is_null()) bad_request("'input' is required", "input");
   InputConverter(r.history).add(*input);
 
-  Json messages = Json::array();
-  if (auto ins = get_string(body, "instructions"); ins && !ins->empty()) messages.push_back(Json{{"role", "system"}, {"content", *ins}});
-  for (const Json& m : r.history) {
-    if (m["role"] == "system" && !messages.empty() && messages.back()["role"] == "system")
-      messages.back()["content"] = messages.back()["content"].get<std::string>() + "\n\n" + m["content"].get<std::string>();
-    else
-      messages.push_back(m);
-  }
-  if (messages.empty() || messages.back()["role"] == "system")
-    bad_request("'input' holds no user or assistant message", "input");
-  if (Json rf = response_format(body); !rf.is_null()) {
-    if (messages[0]["role"] != "system") messages.insert(messages.begin(), Json{{"role", "system"}, {"content", ""}});
-    messages[0]["response_format"] = rf;
-  }
+  const Json messages = chat_messages(body, r.history);
   const Json tools = tools_allowed(body) ? convert_tools(body) : Json(nullptr);
   r.gen.prompt = render_chat(messages, tools, chat, tok);
   apply_test_hook(body, tok, cfg, &r.gen);
   fit_context(cfg, &r.gen);
 
-  r.echo = Json{{"instructions", body.contains("instructions") ? body["instructions"] : Json()},
-                {"max_output_tokens", body.contains("max_output_tokens") ? body["max_output_tokens"] : Json()},
-                {"parallel_tool_calls", get_bool(body, "parallel_tool_calls").value_or(true)},
-                {"previous_response_id", prev ? Json(*prev) : Json()},
-                {"reasoning", {{"effort", chat.thinking ? Json(chat.reasoning_effort) : Json()}, {"summary", nullptr}}},
-                {"store", r.store},
-                {"temperature", r.gen.sampling.temperature},
-                {"text", {{"format", {{"type", "text"}}}}},
-                {"tool_choice", body.contains("tool_choice") && !body["tool_choice"].is_null() ? body["tool_choice"] : Json("auto")},
-                {"tools", body.contains("tools") && body["tools"].is_array() ? body["tools"] : Json::array()},
-                {"top_p", r.gen.sampling.top_p},
-                {"truncation", "disabled"},
-                {"metadata", body.contains("metadata") && body["metadata"].is_object() ? body["metadata"] : Json::object()}};
+  r.echo = echo_fields(body, r, chat);
   return r;
 }
 
