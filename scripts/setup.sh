@@ -28,7 +28,8 @@ fi
 # The V3 base vocabulary + merges (shared by V4) for tokenizers of generated models.
 here="$(cd "$(dirname "$0")" && pwd)"
 "$here/fetch_tokenizer_base.sh" >/dev/null
-# The official OpenAI / Anthropic npm clients the server's end-to-end tests drive (pinned by
+# The official OpenAI / Anthropic npm clients and the coding agents (Claude Code, Codex CLI,
+# opencode: native binaries, about 1.2 GB in all) the server's end-to-end tests drive (pinned by
 # tests/clients/package-lock.json).
 (cd "$here/../tests/clients" && npm ci --no-audit --no-fund --loglevel=error)
 echo "setup: done"

@@ -20,6 +20,7 @@
 #include "model/model.h"
 #include "server/http_server.h"
 #include "server/memory_budget.h"
+#include "server/test_script.h"
 #include "server/worker.h"
 #include "tokenizer/tokenizer.h"
 
@@ -42,6 +43,7 @@ struct ServeFlags {
   std::string name;
   LoadFlags load;
   bool test_hooks = false;
+  std::string test_completions;
 };
 
 sigset_t stop_signals() {
@@ -73,6 +75,7 @@ void serve(const ServeFlags& f) {
   const sigset_t set = stop_signals();
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
   std::signal(SIGPIPE, SIG_IGN);  // a client that hangs up must not kill the server
+  if (!f.test_completions.empty()) server::ScriptedCompletions::load(f.test_completions);  // fail before loading
   const std::string dir = resolve_model_dir(f.model);
   const uint64_t available = server::available_memory();  // before the weights take their share
   std::fprintf(stderr, "loading %s ...\n", dir.c_str());
@@ -103,6 +106,7 @@ void serve(const ServeFlags& f) {
   so.api_key = f.api_key;
   so.max_body_bytes = size_t(f.max_body_mb) << 20;
   so.connections.max_threads = std::max(so.connections.max_threads, 2 * (f.parallel + f.queue) + 16);
+  so.test_completions = f.test_completions;
   server::HttpServer http(worker, tok, api, so);
 
   const int port = http.bind();
@@ -143,9 +147,12 @@ void add_serve_commands(CLI::App& app) {
       ->check(CLI::Range(int64_t(1), int64_t(1) << 40));
   c->add_option("--served-model-name", f.name, "Model name reported by the API");
   add_load_flags(c, f.load);
-  c->add_flag("--test-hooks", f.test_hooks,
-              "Testing only: accept the request fields 'dsv4_test_completion' (forces the generated text) and "
-              "'dsv4_test_fail_alloc' (simulates an allocation failure)");
+  auto* hooks = c->add_flag("--test-hooks", f.test_hooks,
+                            "Testing only: accept the request fields 'dsv4_test_completion' (forces the generated "
+                            "text) and 'dsv4_test_fail_alloc' (simulates an allocation failure)");
+  c->add_option("--test-completions", f.test_completions,
+                "Testing only: a JSON array of completions forced, in order, on requests without that field")
+      ->needs(hooks);
   c->callback([] { serve(f); });
 }
 

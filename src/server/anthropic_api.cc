@@ -1,9 +1,31 @@
 #include "server/anthropic_api.h"
 
+#include <algorithm>
+
 #include "server/openai_api.h"
 #include "tokenizer/pyjson.h"
 
 namespace dsv4::server {
+
+// Where a system message inside `messages` goes (Claude Code sends one after the first user
+// message). V4 renders a system message as bare text with no role marker, so one can only sit
+// between turns (after an assistant's end of sentence, before the next <｜User｜>): there it is
+// kept as a system message, as the reference encoder would render it. Before any turn it joins
+// the leading system prompt. Anywhere else it would fall inside a user turn (or leave the prompt
+// without its <｜Assistant｜> marker), so its text becomes part of that user turn instead.
+void place_system_message(Json& out, const std::string& text, bool user_follows) {
+  if (!out.empty() && out.back()["role"] == "system") {  // consecutive system texts: one block
+    out.back()["content"] = out.back()["content"].get<std::string>() + "\n\n" + text;
+  } else if (out.empty() || (out.back()["role"] == "assistant" && user_follows)) {
+    out.push_back(Json{{"role", "system"}, {"content", text}});
+  } else if (out.back()["role"] == "user") {
+    const std::string prev = out.back()["content"];
+    out.back()["content"] = prev.empty() ? text : prev + "\n\n" + text;
+  } else {
+    // After tool results (the same user turn) or after the last assistant message.
+    out.push_back(Json{{"role", "user"}, {"content", text}});
+  }
+}
 
 namespace {
 
@@ -22,6 +44,13 @@ std::string block_text(const Json& c, const std::string& path) {
   return out;
 }
 
+// Whether a user message comes after messages[i] (before the end).
+bool user_after(const Json& msgs, size_t i) {
+  for (size_t k = i + 1; k < msgs.size(); ++k)
+    if (msgs[k].is_object() && msgs[k].value("role", "") == "user") return true;
+  return false;
+}
+
 Json convert_messages(const Json& body) {
   Json out = Json::array();
   if (auto it = body.find("system"); it != body.end() && !it->is_null())
@@ -35,10 +64,14 @@ Json convert_messages(const Json& body) {
     if (!m.is_object() || !m.contains("role") || !m["role"].is_string())
       bad_request(path + " must be an object with a string 'role'", "messages");
     const std::string role = m["role"];
-    if (role != "user" && role != "assistant")
-      bad_request(cat(path, ".role: unknown role '", role, "' (use user or assistant)"), "messages");
+    if (role != "user" && role != "assistant" && role != "system")
+      bad_request(cat(path, ".role: unknown role '", role, "' (use user, assistant or system)"), "messages");
     if (!m.contains("content")) bad_request(path + ".content is required", "messages");
     const Json& c = m["content"];
+    if (role == "system") {
+      place_system_message(out, block_text(c, path + ".content"), user_after(*it, i));
+      continue;
+    }
     if (c.is_string()) {
       out.push_back(Json{{"role", role}, {"content", c}});
       continue;
@@ -84,6 +117,8 @@ Json convert_messages(const Json& body) {
       out.push_back(Json{{"role", "user"}, {"content", text}});
     }
   }
+  if (std::all_of(out.begin(), out.end(), [](const Json& m) { return m["role"] == "system"; }))
+    bad_request("'messages' must hold a user or assistant message, not only system messages", "messages");
   return out;
 }
 
@@ -117,21 +152,30 @@ Json convert_tools(const Json& body) {
   return tools.empty() ? Json(nullptr) : tools;
 }
 
-bool parse_thinking(const Json& body) {
-  auto it = body.find("thinking");
-  if (it == body.end() || it->is_null()) return false;
-  if (!it->is_object() || !it->contains("type") || !(*it)["type"].is_string())
-    bad_request("'thinking' must be {\"type\": \"enabled\", \"budget_tokens\": N} or {\"type\": \"disabled\"}", "thinking");
-  const std::string t = (*it)["type"];
-  if (t != "enabled" && t != "disabled" && t != "adaptive")
-    bad_request("'thinking.type' must be enabled or disabled", "thinking");
-  get_int(*it, "budget_tokens", 0, INT64_MAX);
-  return t != "disabled";
+// `thinking` {type: enabled | adaptive | disabled, budget_tokens, display}: enabled and adaptive
+// switch V4's thinking mode on (V4 has no adaptive mode; the budget is not enforced, and
+// display is accepted but the thinking text is always returned). `output_config.effort` "max"
+// selects V4's maximum reasoning effort; other efforts are V4's default (high).
+ChatOptions parse_thinking(const Json& body) {
+  ChatOptions o;
+  if (auto it = body.find("thinking"); it != body.end() && !it->is_null()) {
+    if (!it->is_object() || !it->contains("type") || !(*it)["type"].is_string())
+      bad_request("'thinking' must be {\"type\": \"enabled\" | \"adaptive\" | \"disabled\"}", "thinking");
+    const std::string t = (*it)["type"];
+    if (t != "enabled" && t != "disabled" && t != "adaptive")
+      bad_request(cat("'thinking.type' must be enabled, adaptive or disabled, got '", t, "'"), "thinking");
+    get_int(*it, "budget_tokens", 0, INT64_MAX);
+    get_string(*it, "display");
+    o.thinking = t != "disabled";
+  }
+  if (auto it = body.find("output_config"); it != body.end() && !it->is_null()) {
+    if (!it->is_object()) bad_request("'output_config' must be an object", "output_config");
+    if (o.thinking) o.reasoning_effort = get_string(*it, "effort").value_or("") == "max" ? "max" : "high";
+  }
+  return o;
 }
 
-std::vector<int32_t> render(const Json& body, const Tokenizer& tok, bool thinking) {
-  ChatOptions o;
-  o.thinking = thinking;
+std::vector<int32_t> render(const Json& body, const Tokenizer& tok, const ChatOptions& o) {
   return render_chat(convert_messages(body), convert_tools(body), o, tok);
 }
 
@@ -165,8 +209,9 @@ MessagesRequest parse_messages_request(const Json& body, const Tokenizer& tok, c
   parse_sampling(body, &r.gen, 1);
   r.gen.stop_strings = get_string_list(body, "stop_sequences", 16);
   r.gen.stop_tokens = {cfg.eos_id};
-  r.thinking = parse_thinking(body);
-  r.gen.prompt = render(body, tok, r.thinking);
+  const ChatOptions chat = parse_thinking(body);
+  r.thinking = chat.thinking;
+  r.gen.prompt = render(body, tok, chat);
   apply_test_hook(body, tok, cfg, &r.gen);
   fit_context(cfg, &r.gen);
   return r;

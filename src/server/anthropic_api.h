@@ -4,9 +4,13 @@
 // SSE event sequence (message_start, content_block_start/delta/stop, message_delta,
 // message_stop) are built from the same worker output as the OpenAI API.
 //
-// `thinking: {type: enabled, budget_tokens}` switches V4's thinking mode on (the budget is not
-// enforced; max_tokens bounds the whole answer); thinking blocks carry an empty signature.
-// tool_choice none hides the tools; any/tool are accepted but not enforced.
+// System messages may also appear inside `messages` (as Claude Code sends them): see
+// place_system_message for where V4's format puts them.
+// `thinking: {type: enabled | adaptive, budget_tokens, display}` switches V4's thinking mode on
+// (the budget is not enforced; max_tokens bounds the whole answer); thinking blocks carry an
+// empty signature. tool_choice none hides the tools; any/tool are accepted but not enforced.
+// Fields a client sends that have no meaning here (cache_control, context_management,
+// metadata, output_config other than effort, unknown top-level fields) are ignored.
 #pragma once
 
 #include <string>
@@ -23,6 +27,11 @@ struct MessagesRequest {
 };
 
 MessagesRequest parse_messages_request(const Json& body, const Tokenizer& tok, const ApiConfig& cfg);
+// Adds a system message met inside a conversation to the chat messages built so far (V4 has no
+// role marker for system text; see the .cc). `user_follows`: a user message comes later. Shared
+// with the Responses API.
+void place_system_message(Json& messages, const std::string& text, bool user_follows);
+
 // /v1/messages/count_tokens: the prompt length of a Messages request.
 int64_t count_message_tokens(const Json& body, const Tokenizer& tok, const ApiConfig& cfg);
 

@@ -7,6 +7,8 @@
 
 #include "server/anthropic_api.h"
 #include "server/openai_api.h"
+#include "server/responses_api.h"
+#include "server/test_script.h"
 
 namespace dsv4::server {
 
@@ -51,9 +53,15 @@ struct HttpServer::Impl {
   ServerOptions opt;
   GuardedServer svr;
   int port = 0;
+  ResponseStore responses_store;  // /v1/responses with store: previous_response_id
+  std::optional<ScriptedCompletions> script;  // --test-completions
 
   Impl(Worker& w, const Tokenizer& t, ApiConfig a, ServerOptions o)
-      : worker(w), tok(t), api(std::move(a)), opt(std::move(o)), svr(opt.connections) {}
+      : worker(w), tok(t), api(std::move(a)), opt(std::move(o)), svr(opt.connections) {
+    if (opt.test_completions.empty()) return;
+    if (!api.test_hooks) throw Error("--test-completions needs --test-hooks");
+    script.emplace(ScriptedCompletions::load(opt.test_completions));
+  }
 
   bool authorized(const httplib::Request& req) const {
     if (opt.api_key.empty()) return true;
@@ -63,6 +71,12 @@ struct HttpServer::Impl {
 
   std::shared_ptr<Job> submit(GenParams gen) {
     if (gen.fail_alloc == FailAlloc::kHttp) throw std::bad_alloc();  // test hook
+    if (script && !gen.forced) {
+      if (auto text = script->next(tok.decode(gen.prompt))) {
+        gen.forced = tok.encode(*text);
+        gen.forced->push_back(api.eos_id);
+      }
+    }
     try {
       return worker.submit(std::move(gen));
     } catch (const QueueFull& e) {
@@ -185,6 +199,32 @@ struct HttpServer::Impl {
     stream(res, job, fmt);
   }
 
+  void responses(const httplib::Request& req, httplib::Response& res) {
+    auto r = std::make_shared<ResponsesRequest>(parse_responses_request(parse_body(req.body), tok, api, responses_store));
+    auto job = submit(r->gen);
+    auto rs = std::make_shared<ResponsesStream>(random_id("resp_"), api, *r, tok);
+    auto finish = [this, rs, r](const JobOutcome& o) {
+      std::string out = rs->finish(o);
+      if (r->store) responses_store.put(rs->response()["id"], rs->conversation());
+      return out;
+    };
+    if (!r->stream) {
+      std::vector<JobEvent> events;
+      JobOutcome o = collect(job, &events);
+      rs->start();
+      for (const JobEvent& e : events) rs->on_event(e);
+      finish(o);
+      res.set_content(dump(rs->response()), "application/json");
+      return;
+    }
+    auto fmt = std::make_shared<StreamFormat>();
+    fmt->start = [rs] { return rs->start(); };
+    fmt->on_event = [rs](const JobEvent& e) { return rs->on_event(e); };
+    fmt->finish = finish;
+    fmt->error = [rs](const std::string& m) { return rs->fail(m); };
+    stream(res, job, fmt);
+  }
+
   Json health() const {
     const WorkerStats s = worker.stats();
     return Json{{"status", "ok"},
@@ -269,6 +309,7 @@ struct HttpServer::Impl {
     svr.Post("/v1/completions", guarded(&Impl::completions));
     svr.Post("/v1/messages", guarded(&Impl::messages));
     svr.Post("/v1/messages/count_tokens", guarded(&Impl::count_tokens));
+    svr.Post("/v1/responses", guarded(&Impl::responses));
   }
 
   void count_tokens(const httplib::Request& req, httplib::Response& res) {

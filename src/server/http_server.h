@@ -20,6 +20,7 @@ struct ServerOptions {
   std::string api_key;           // "" = no authentication
   size_t max_body_bytes = 8 << 20;
   ConnectionLimits connections;
+  std::string test_completions;  // --test-completions FILE (needs ApiConfig::test_hooks)
 };
 
 class HttpServer {

@@ -71,6 +71,8 @@ test('messages: tool_use round trip', async () => {
 test('messages: errors in Anthropic form', async () => {
   await assert.rejects(client.messages.create({ model, messages: [{ role: 'user', content: 'x' }] }),
     (e) => e.status === 400 && /max_tokens/.test(e.message) && e.error.type === 'error');
+  await assert.rejects(client.messages.create({ model, max_tokens: 5, messages: [{ role: 'robot', content: 'x' }] }),
+    (e) => e.status === 400 && /unknown role 'robot'/.test(e.message));
   await assert.rejects(client.messages.create({ model, max_tokens: 5, messages: [{ role: 'system', content: 'x' }] }),
-    (e) => e.status === 400 && /unknown role/.test(e.message));
+    (e) => e.status === 400 && /not only system messages/.test(e.message));
 });

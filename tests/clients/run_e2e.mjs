@@ -24,8 +24,10 @@ if (!existsSync(bin)) {
   console.error(`run_e2e: ${bin} does not exist (build the dsv4 target first)`);
   process.exit(2);
 }
-if (!existsSync(path.join(here, 'node_modules', 'openai')) || !existsSync(path.join(here, 'node_modules', '@anthropic-ai', 'sdk'))) {
-  console.error(`run_e2e: the npm clients are missing: run 'npm ci' in ${here} (scripts/setup.sh does)`);
+// The API clients and the coding agents the tests drive (package.json pins them).
+const packages = ['openai', '@anthropic-ai/sdk', '@anthropic-ai/claude-code', '@openai/codex', 'opencode-ai'];
+if (packages.some((p) => !existsSync(path.join(here, 'node_modules', ...p.split('/'))))) {
+  console.error(`run_e2e: npm packages are missing (${packages.join(', ')}): run 'npm ci' in ${here} (scripts/setup.sh does)`);
   process.exit(2);
 }
 const files = args.length ? args : readdirSync(here).filter((f) => f.endsWith('.test.mjs')).sort().map((f) => path.join(here, f));

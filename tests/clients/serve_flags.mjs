@@ -5,6 +5,8 @@
 // Each server gets a request, then SIGTERM while requests are in flight, and must exit 0.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
@@ -19,7 +21,7 @@ const cache = opt('--cache', process.env.DSV4_CACHE);
 // The flags this file exercises (each one's check is named in a comment below).
 const COVERED = ['-h', '--help', '--model', '--host', '--port', '--api-key', '--parallel', '--queue', '--ctx',
   '--cache-mb', '--memory-mb', '--max-body-mb', '--default-max-tokens', '--served-model-name', '--numerics', '--mmap',
-  '--no-mmap', '--test-hooks'];
+  '--no-mmap', '--test-hooks', '--test-completions'];
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const MiB = 1024 * 1024;
@@ -61,10 +63,12 @@ test('bad serve arguments: one error line naming the problem, non-zero exit', ()
 
 test('serve with every flag: each one has its effect; SIGTERM mid-generation exits 0', async () => {
   const key = 'flags-key';
+  const script = path.join(mkdtempSync(path.join(tmpdir(), 'dsv4-flags-')), 'script.json');
+  writeFileSync(script, JSON.stringify([{ match: 'scripted-probe', completion: 'ok' }]));
   const s = await startServer({
     bin, cache, extra: ['--api-key', key, '--parallel', '2', '--queue', '1', '--ctx', '512', '--cache-mb', '8',
       '--memory-mb', '64', '--max-body-mb', '1', '--default-max-tokens', '3', '--served-model-name', 'flags-model',
-      '--numerics', 'reference', '--no-mmap', '--test-hooks'],
+      '--numerics', 'reference', '--no-mmap', '--test-hooks', '--test-completions', script],
   });
   let stopped = false;
   try {
@@ -87,6 +91,10 @@ test('serve with every flag: each one has its effect; SIGTERM mid-generation exi
     assert.equal(fb.usage.completion_tokens, 3);
     assert.equal(fb.choices[0].finish_reason, 'length');
     assert.equal(fb.choices[0].message.content, 'one two three');
+    // --test-completions: a request whose prompt holds the entry's match gets the scripted text.
+    const scripted = await post('/v1/chat/completions', { messages: [{ role: 'user', content: 'scripted-probe' }] });
+    assert.equal(scripted.status, 200);
+    assert.equal((await scripted.json()).choices[0].message.content, 'ok');
     // --max-body-mb 1
     const big = await post('/v1/chat/completions', { messages: [{ role: 'user', content: 'x'.repeat(1.5 * MiB) }] });
     assert.equal(big.status, 413);

@@ -1,0 +1,71 @@
+// Claude Code (`@anthropic-ai/claude-code`, pinned in package.json) completes a real tool round
+// trip against `dsv4 serve` in print mode: the demo model, with scripted completions
+// (--test-completions), asks for the Read tool on a file in a temporary directory; Claude Code
+// reads it, sends the result back, and prints the scripted final answer. Loopback only:
+// telemetry, error reporting, auto-update and other non-essential traffic are switched off
+// through Claude Code's documented environment variables, outbound proxies point at a closed
+// loopback port, and HOME is a fresh directory.
+//
+// Its prompt (system text and 12 tool schemas) is about 11.7K tokens, beyond the demo model's
+// 4096-token default context, so this test runs its own server with --ctx 16384.
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { startServer } from './server.mjs';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const wrapper = path.join(here, 'node_modules/@anthropic-ai/claude-code/cli-wrapper.cjs');
+
+function run(cmd, args, opts) {
+  return new Promise((resolve) => {
+    const p = spawn(cmd, args, { ...opts, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '', stderr = '';
+    p.stdout.on('data', (d) => (stdout += d));
+    p.stderr.on('data', (d) => (stderr += d));
+    const timer = setTimeout(() => p.kill('SIGKILL'), 180_000);
+    p.on('exit', (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code, signal, stdout, stderr });
+    });
+  });
+}
+
+test('claude -p: Read tool round trip with prefix reuse', { timeout: 300_000 }, async () => {
+  const tmp = mkdtempSync(path.join(os.tmpdir(), 'dsv4-claude-'));
+  const work = path.join(tmp, 'work'), home = path.join(tmp, 'home');
+  mkdirSync(work);
+  mkdirSync(home);
+  const note = path.join(work, 'note.txt');
+  writeFileSync(note, 'secret: 42\n');
+  // Claude Code asks for adaptive thinking: the completions start inside <think>.
+  const call = '\n\n<｜DSML｜tool_calls>\n<｜DSML｜invoke name="Read">\n' +
+    `<｜DSML｜parameter name="file_path" string="true">${note}</｜DSML｜parameter>\n</｜DSML｜invoke>\n</｜DSML｜tool_calls>`;
+  const script = path.join(tmp, 'completions.json');
+  writeFileSync(script, JSON.stringify(['I will read the note.</think>' + call, 'Read it.</think>The note says the secret is 42.']));
+
+  const server = await startServer({ bin: process.env.DSV4_BIN, cache: process.env.DSV4_CACHE,
+    extra: ['--test-hooks', '--test-completions', script, '--ctx', '16384'] });
+  try {
+    const dead = 'http://127.0.0.1:9';  // anything that tries to leave loopback fails fast
+    const env = { PATH: process.env.PATH, HOME: home, ANTHROPIC_BASE_URL: server.url, ANTHROPIC_API_KEY: 'sk-dsv4-test',
+      DISABLE_TELEMETRY: '1', DISABLE_ERROR_REPORTING: '1', DISABLE_AUTOUPDATER: '1',
+      CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: '1',
+      HTTPS_PROXY: dead, HTTP_PROXY: dead, ALL_PROXY: dead, NO_PROXY: '127.0.0.1,localhost' };
+    const r = await run(process.execPath, [wrapper, '-p', 'Read note.txt and tell me the secret.', '--model', 'dsv4-demo'],
+      { cwd: work, env });
+    assert.equal(r.code, 0, `claude exited with ${r.code} (${r.signal}):\n${r.stdout}\n${r.stderr}\n${server.log()}`);
+    assert.equal(r.stdout.trim(), 'The note says the secret is 42.');
+
+    // Two requests: the second (with the tool result) continued from the first one's prefix.
+    const h = await (await fetch(`${server.url}/health`)).json();
+    assert.equal(h.totals.completed, 2, JSON.stringify(h));
+    assert.ok(h.prefix_cache.hits >= 1 && h.totals.prompt_tokens_cached > 10_000, JSON.stringify(h));
+  } finally {
+    assert.equal(await server.stop(), 0);
+    rmSync(tmp, { recursive: true, force: true });
+  }
+});

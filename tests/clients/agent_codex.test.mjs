@@ -1,0 +1,73 @@
+// Codex CLI (`@openai/codex`, pinned in package.json) completes a real tool round trip against
+// `dsv4 serve` through /v1/responses: `codex exec` with a custom model provider (wire_api
+// "responses") on the demo model with scripted completions (--test-completions) calls
+// exec_command to `cat` a file in a temporary directory, sends the output back (store: false,
+// the whole conversation as input items, reasoning included), and prints the scripted answer.
+// Loopback only: a fresh CODEX_HOME whose config.toml turns off update checks, analytics,
+// feedback and OpenTelemetry export; outbound proxies point at a closed loopback port.
+//
+// Codex's prompt (instructions and 8 tool schemas) is about 8.7K tokens, beyond the demo
+// model's 4096-token default context, so this test runs its own server with --ctx 16384.
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { startServer } from './server.mjs';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const launcher = path.join(here, 'node_modules/@openai/codex/bin/codex.js');
+
+function run(cmd, args, opts) {
+  return new Promise((resolve) => {
+    const p = spawn(cmd, args, { ...opts, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '', stderr = '';
+    p.stdout.on('data', (d) => (stdout += d));
+    p.stderr.on('data', (d) => (stderr += d));
+    const timer = setTimeout(() => p.kill('SIGKILL'), 180_000);
+    p.on('exit', (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code, signal, stdout, stderr });
+    });
+  });
+}
+
+test('codex exec: exec_command round trip over /v1/responses with prefix reuse', { timeout: 300_000 }, async () => {
+  const tmp = mkdtempSync(path.join(os.tmpdir(), 'dsv4-codex-'));
+  const work = path.join(tmp, 'work'), home = path.join(tmp, 'home'), codexHome = path.join(tmp, 'codex');
+  for (const d of [work, home, codexHome]) mkdirSync(d);
+  writeFileSync(path.join(work, 'note.txt'), 'secret: 42\n');
+  // Codex sends reasoning {summary: auto} (default effort): thinking is on.
+  const call = '\n\n<｜DSML｜tool_calls>\n<｜DSML｜invoke name="exec_command">\n' +
+    '<｜DSML｜parameter name="cmd" string="true">cat note.txt</｜DSML｜parameter>\n</｜DSML｜invoke>\n</｜DSML｜tool_calls>';
+  const script = path.join(tmp, 'completions.json');
+  writeFileSync(script, JSON.stringify(['I will read the note.</think>' + call, 'Read it.</think>The note says the secret is 42.']));
+
+  const server = await startServer({ bin: process.env.DSV4_BIN, cache: process.env.DSV4_CACHE,
+    extra: ['--test-hooks', '--test-completions', script, '--ctx', '16384'] });
+  try {
+    writeFileSync(path.join(codexHome, 'config.toml'), [
+      'model = "dsv4-demo"', 'model_provider = "dsv4"', 'check_for_update_on_startup = false', '',
+      '[model_providers.dsv4]', 'name = "dsv4"', `base_url = "${server.url}/v1"`, 'wire_api = "responses"', '',
+      '[analytics]', 'enabled = false', '', '[feedback]', 'enabled = false', '', '[otel]', 'exporter = "none"', ''].join('\n'));
+    const dead = 'http://127.0.0.1:9';
+    const env = { PATH: process.env.PATH, HOME: home, CODEX_HOME: codexHome, HTTPS_PROXY: dead, HTTP_PROXY: dead,
+      ALL_PROXY: dead, NO_PROXY: '127.0.0.1,localhost' };
+    // The command is the test's own (cat in the temp dir): no sandbox needed, and containers
+    // without user namespaces could not give one.
+    const r = await run(process.execPath, [launcher, 'exec', '--skip-git-repo-check', '--sandbox', 'danger-full-access',
+      'Read note.txt and tell me the secret.'], { cwd: work, env });
+    assert.equal(r.code, 0, `codex exited with ${r.code} (${r.signal}):\n${r.stdout}\n${r.stderr}\n${server.log()}`);
+    assert.equal(r.stdout.trim(), 'The note says the secret is 42.', r.stderr);
+    assert.match(r.stderr, /cat note\.txt/);
+
+    const h = await (await fetch(`${server.url}/health`)).json();
+    assert.equal(h.totals.completed, 2, JSON.stringify(h));
+    assert.ok(h.prefix_cache.hits >= 1 && h.totals.prompt_tokens_cached > 8_000, JSON.stringify(h));
+  } finally {
+    assert.equal(await server.stop(), 0);
+    rmSync(tmp, { recursive: true, force: true });
+  }
+});
