@@ -1,5 +1,7 @@
 #include "server/api_common.h"
 
+#include <malloc.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -87,6 +89,12 @@ Json parse_body(const std::string& body) {
   }
   if (!j.is_object()) bad_request("the request body must be a JSON object");
   return j;
+}
+
+void release_free_heap() {
+#ifdef __GLIBC__
+  malloc_trim(0);
+#endif
 }
 
 namespace {

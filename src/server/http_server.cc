@@ -143,7 +143,7 @@ struct HttpServer::Impl {
   }
 
   void chat(const httplib::Request& req, httplib::Response& res) {
-    auto r = std::make_shared<ChatRequest>(parse_chat_request(parse_body(req.body), tok, api));
+    auto r = std::make_shared<ChatRequest>(map_request(req.body, [&](const Json& b) { return parse_chat_request(b, tok, api); }));
     auto job = submit(r->gen);
     const std::string id = random_id("chatcmpl-");
     if (!r->stream) {
@@ -162,7 +162,7 @@ struct HttpServer::Impl {
   }
 
   void completions(const httplib::Request& req, httplib::Response& res) {
-    auto r = std::make_shared<CompletionRequest>(parse_completion_request(parse_body(req.body), tok, api));
+    auto r = std::make_shared<CompletionRequest>(map_request(req.body, [&](const Json& b) { return parse_completion_request(b, tok, api); }));
     auto job = submit(r->gen);
     const std::string id = random_id("cmpl-");
     if (!r->stream) {
@@ -180,7 +180,7 @@ struct HttpServer::Impl {
   }
 
   void messages(const httplib::Request& req, httplib::Response& res) {
-    auto r = std::make_shared<MessagesRequest>(parse_messages_request(parse_body(req.body), tok, api));
+    auto r = std::make_shared<MessagesRequest>(map_request(req.body, [&](const Json& b) { return parse_messages_request(b, tok, api); }));
     auto job = submit(r->gen);
     const std::string id = random_id("msg_");
     if (!r->stream) {
@@ -313,7 +313,7 @@ struct HttpServer::Impl {
   }
 
   void count_tokens(const httplib::Request& req, httplib::Response& res) {
-    res.set_content(dump(Json{{"input_tokens", count_message_tokens(parse_body(req.body), tok, api)}}), "application/json");
+    res.set_content(dump(Json{{"input_tokens", map_request(req.body, [&](const Json& b) { return count_message_tokens(b, tok, api); })}}), "application/json");
   }
 };
 

@@ -311,13 +311,14 @@ struct RenderCtx {
   bool thinking;
   bool drop_thinking;
   bool effort_max;
+  int last_user;  // find_last_user_index of the messages, once (per message it was quadratic)
 };
 
 std::string render_message(int index, const std::vector<J>& msgs, const RenderCtx& ctx) {
   std::string prompt;
   const J& msg = msgs[index];
   const std::string path = cat("messages[", index, "]");
-  const int last_user = find_last_user_index(msgs);
+  const int last_user = ctx.last_user;
   const std::string role = role_of(msg);
   const J* content = field(msg, "content");
   const J* tools = field(msg, "tools");
@@ -444,7 +445,7 @@ std::string encode_chat(const J& messages_json, const J& tools, const ChatOption
     num_to_render = messages.size();
     context_len = context.size();
   }
-  const RenderCtx ctx{options.thinking, drop, options.reasoning_effort == "max"};
+  const RenderCtx ctx{options.thinking, drop, options.reasoning_effort == "max", find_last_user_index(full)};
   for (std::size_t i = 0; i < num_to_render; ++i) prompt += render_message(static_cast<int>(i + context_len), full, ctx);
   return prompt;
 }

@@ -2,9 +2,10 @@
 //
 // Text states (reasoning, content) release everything up to the point where a control token
 // could still begin; the tool-call block is consumed one DSML element at a time, each element
-// only once its closing token has arrived, and a call is reported once its invoke has closed. finish() re-parses the whole completion with the
-// one-shot parser, so the final result (or error) is exactly the reference's, and emits
-// whatever that result has beyond the events already sent.
+// only once its closing token has arrived, and a call is reported once its invoke has closed.
+// finish() re-parses the whole completion with the one-shot parser, so the final result (or
+// error) is exactly the reference's, and emits whatever that result has beyond the events
+// already sent.
 #include <span>
 
 #include "tokenizer/chat_tokens.h"
