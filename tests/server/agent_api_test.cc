@@ -20,7 +20,8 @@ namespace {
 class AgentApi : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    if (test::have_shared()) tok_ = new Tokenizer(Tokenizer::load(test::shared_dir() + "/tokenizer/tokenizer.json"));
+    // Shared by both suites (Responses derives from AgentApi): loaded once.
+    if (!tok_ && test::have_shared()) tok_ = new Tokenizer(Tokenizer::load(test::shared_dir() + "/tokenizer/tokenizer.json"));
   }
   void SetUp() override {
     DSV4_REQUIRE_SHARED();
