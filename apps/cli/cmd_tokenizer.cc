@@ -13,6 +13,7 @@
 #include "core/error.h"
 #include "tokenizer/chat.h"
 #include "tokenizer/completion_parser.h"
+#include "tokenizer/pyjson.h"
 #include "tokenizer/tokenizer.h"
 
 namespace dsv4::cli {
@@ -104,9 +105,14 @@ struct TemplateOpts {
 };
 
 void run_template(const TemplateOpts& o) {
+  // Rendering copies messages recursively: refuse deep nesting before anything recursive runs.
+  constexpr std::size_t kMaxDepth = 128;
+  const std::string text = read_input(o.messages);
+  if (const std::size_t at = pyjson::too_deep_at(text, kMaxDepth); at != std::string::npos)
+    throw Error(cat(o.messages, ": JSON nests deeper than ", kMaxDepth, " levels (at byte ", at, ")"));
   nlohmann::ordered_json doc;
   try {
-    doc = nlohmann::ordered_json::parse(read_input(o.messages));
+    doc = nlohmann::ordered_json::parse(text);
   } catch (const nlohmann::json::exception& e) {
     throw Error(cat(o.messages, ": invalid JSON: ", e.what()));
   }
@@ -124,11 +130,11 @@ void run_template(const TemplateOpts& o) {
   opt.drop_thinking = !o.keep_thinking;
   opt.reasoning_effort = o.effort == "none" ? "" : o.effort;
   opt.add_bos = !o.no_bos;
-  const std::string text = encode_chat(messages, tools, opt);
+  const std::string prompt = encode_chat(messages, tools, opt);
   if (o.ids) {
-    print(ids_json(Tokenizer::load(resolve_model_dir(o.model)).encode(text)) + "\n");
+    print(ids_json(Tokenizer::load(resolve_model_dir(o.model)).encode(prompt)) + "\n");
   } else {
-    print(text);
+    print(prompt);
   }
 }
 

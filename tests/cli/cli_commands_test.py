@@ -193,6 +193,8 @@ def test_template(tmp, model):
                           ["--model", tok, "--messages", f"{tmp}/none.json"],
                           ["--model", tok, "--messages", write(f"{tmp}/bad.json", "{not json")],
                           ["--model", tok, "--messages", write(f"{tmp}/num.json", "42")],
+                          ["--model", tok, "--messages", write(f"{tmp}/deep.json", '{"messages": [], "tools": [' +
+                                                             "[" * 100000 + "]" * 100000 + "]}")],
                           ["--model", tok, "--messages", f"{tmp}/m0.json", "--effort", "low"],
                           ["--model", f"{tmp}/none", "--messages", f"{tmp}/m0.json", "--ids"]])
 
