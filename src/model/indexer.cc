@@ -11,6 +11,7 @@
 #include "kernels/linear.h"
 #include "kernels/ops.h"
 #include "kernels/quant.h"
+#include "model/profile.h"
 #include "model/trace.h"
 
 namespace dsv4 {
@@ -45,6 +46,7 @@ Selection index_select(const IndexerArgs& a) {
   for (int64_t i = 0; i < a.n; ++i)
     out.first[size_t(i + 1)] = out.first[size_t(i)] + std::min<int64_t>(c.index_topk, candidates(i));
   out.ids.resize(size_t(out.first[size_t(a.n)]));
+  PhaseTimer timer(Phase::kIndexerScoring);  // scoring and selection (the projections above are weights)
   // Reference numerics: queries and keys are FP4, scored from their codes in exact integers
   // (kernels/fp4_index.h; the same bits as decoding both and taking F32 dots). A row or key
   // outside the exact bounds, and plain numerics, take the F32 path.
