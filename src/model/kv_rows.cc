@@ -42,11 +42,11 @@ void KvRows::set(int64_t i, const float* row) {
 }
 
 void KvRows::push_back(const float* row) {
-  // Grow by an eighth (at least 256 rows), not the vector's doubling: the state's measured bytes
+  // Grow by an eighth (at least 16 rows), not the vector's doubling: the state's measured bytes
   // stay within 1/8 of its rows' bytes at any context (inspect's KV bytes per token holds), for
   // about 8 copies of a row over its life.
   if (data_.size() + row_bytes_ > data_.capacity())
-    data_.reserve(data_.size() + std::max(data_.size() / 8 / row_bytes_, size_t(256)) * row_bytes_);
+    data_.reserve(data_.size() + std::max(data_.size() / 8 / row_bytes_, size_t(16)) * row_bytes_);
   data_.resize(data_.size() + row_bytes_);
   encode(row, data_.data() + data_.size() - row_bytes_);
 }
