@@ -29,6 +29,13 @@ void random_row(Rng& rng, const KvRows& rows, int64_t rope_dim, float* v) {
   if (rows.format() == KvFormat::kFp4) kernels::fp4_simulate(v, rows.dim(), 32);
 }
 
+// Sized as appending would have left it (KvRows grows by an eighth): the first decode steps do
+// not pay for a reallocation a real prefill would have made long before.
+void size_rows(KvRows* rows, int64_t n) {
+  rows->reserve(n + std::max<int64_t>(n / 8, 16));
+  rows->resize(n);
+}
+
 void fill_rows(Rng& rng, KvRows* rows, int64_t first, int64_t n, int64_t rope_dim) {
   std::vector<float> v(static_cast<size_t>(rows->dim()));
   for (int64_t j = first; j < first + n; ++j) {
@@ -64,11 +71,11 @@ void fill_synthetic_context(const ModelConfig& c, Numerics numerics, SequenceSta
     for (int64_t p = std::max<int64_t>(0, pos - W); p < pos; ++p) fill_rows(rng, &st.window_kv, p % W, 1, c.rope_head_dim);
     const int ratio = c.compress_ratio(l);
     if (ratio == 0) continue;
-    st.compressed_kv.resize(pos / ratio);
+    size_rows(&st.compressed_kv, pos / ratio);
     fill_rows(rng, &st.compressed_kv, 0, pos / ratio, c.rope_head_dim);
     fill_pending(rng, &st.compressor, ratio, ratio == 4, pos);
     if (ratio == 4) {
-      st.index_keys.resize(pos / 4);
+      size_rows(&st.index_keys, pos / 4);
       fill_rows(rng, &st.index_keys, 0, pos / 4, 0);
       fill_pending(rng, &st.index_compressor, 4, true, pos);
     }

@@ -36,6 +36,8 @@ KvRows::KvRows(KvFormat format, int64_t dim, int64_t rope_dim) : format_(format)
 
 void KvRows::resize(int64_t rows) { data_.resize(size_t(rows) * row_bytes_, 0); }
 
+void KvRows::reserve(int64_t rows) { data_.reserve(size_t(rows) * row_bytes_); }
+
 void KvRows::set(int64_t i, const float* row) {
   DSV4_CHECK(i >= 0 && i < size(), "KV row ", i, " of ", size());
   encode(row, data_.data() + size_t(i) * row_bytes_);

@@ -34,6 +34,7 @@ class KvRows {
   size_t bytes() const { return data_.capacity(); }
 
   void resize(int64_t rows);                  // new rows decode as zeros
+  void reserve(int64_t rows);                 // room for `rows` without reallocating
   void set(int64_t i, const float* row);      // row: [dim]
   void push_back(const float* row);
   void get(int64_t i, float* out) const;      // out: [dim]
