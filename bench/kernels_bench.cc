@@ -220,7 +220,7 @@ void BM_IndexScore(benchmark::State& state, kernels::Isa isa, bool integer) {
       for (int64_t j = 0; j < n; ++j) {
         const uint8_t* src = keys.data() + j * row_bytes;
         for (int64_t k = 0; k < dim; ++k) row[size_t(k)] = fp4_packed_at(src, size_t(k)) * e8m0_to_f32(src[dim / 2 + k / 32]);
-        for (int h = 0; h < heads; ++h) dots[size_t(j * heads + h)] = kernels::dot(q.data() + h * dim, row.data(), dim);
+        for (int h = 0; h < heads; ++h) dots[size_t(h * n + j)] = kernels::dot(q.data() + h * dim, row.data(), dim);
       }
     }
     benchmark::DoNotOptimize(dots.data());

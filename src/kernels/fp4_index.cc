@@ -87,7 +87,7 @@ void fp4_index_dots_reference(const Fp4IndexQuery& q, const uint8_t* keys, size_
       const int8_t* qh = q.q.data() + h * q.dim;
       int32_t t = 0;
       for (int64_t e = 0; e < q.dim; ++e) t += int32_t(qh[e]) * k[size_t(e)];
-      dots[j * q.heads + h] = std::ldexp(float(t), q.min_exp[size_t(h)] + min_exp - 2);
+      dots[h * n + j] = std::ldexp(float(t), q.min_exp[size_t(h)] + min_exp - 2);
     }
   }
 }

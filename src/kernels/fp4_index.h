@@ -39,8 +39,8 @@ struct Fp4IndexQuery {
 bool fp4_index_prepare(const float* q, int heads, int64_t dim, Fp4IndexQuery* out);
 
 // For keys j < n (packed FP4 rows as KvRows kFp4 stores them: [dim/2] code pairs, [dim/32]
-// UE8M0 scales, `row_bytes` apart): dots[j·heads + h] = q_h · key_j exactly, and ok[j] = 1; or
-// ok[j] = 0 (dots of key j unset) when key j is outside the exact bounds.
+// UE8M0 scales, `row_bytes` apart): dots[h·n + j] = q_h · key_j exactly, and ok[j] = 1; or
+// ok[j] = 0 (dots of key j unspecified) when key j is outside the exact bounds.
 void fp4_index_dots(const Fp4IndexQuery& q, const uint8_t* keys, size_t row_bytes, int64_t n, float* dots,
                     uint8_t* ok);
 // The scalar twin (the same integers T, summed in plain integer arithmetic).

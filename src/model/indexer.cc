@@ -66,17 +66,17 @@ Selection index_select(const IndexerArgs& a) {
     Scratch<uint8_t> exact(size_t(j1 - j0), 0);
     if (use_fp4[size_t(i)])
       kernels::fp4_index_dots(fp4[size_t(i)], keys.row_data(j0), keys.row_bytes(), j1 - j0, dots.data(), exact.data());
-    const float* w_i = hw.data() + i * heads;
+    const int64_t m = j1 - j0;  // dots[h·m + j − j0]
     for (int64_t j = j0; j < j1; ++j) {
-      float* d = dots.data() + (j - j0) * heads;
-      if (!exact[size_t(j - j0)]) {
-        keys.get(j, key.data());
-        for (int h = 0; h < heads; ++h) d[h] = kernels::dot(q.data() + (i * heads + h) * hd, key.data(), hd);
-      }
-      float s = 0;
-      for (int h = 0; h < heads; ++h) s += w_i[h] * std::max(d[h], 0.0f);
-      score[j - j0] = s;
+      if (exact[size_t(j - j0)]) continue;
+      keys.get(j, key.data());
+      for (int h = 0; h < heads; ++h) dots[size_t(h * m + j - j0)] = kernels::dot(q.data() + (i * heads + h) * hd, key.data(), hd);
     }
+    // Per candidate, heads in order: s = ((0 + w_0·r_0) + w_1·r_1) + …
+    const float* w_i = hw.data() + i * heads;
+    std::fill(score, score + m, 0.0f);
+    for (int h = 0; h < heads; ++h)
+      for (int64_t j = 0; j < m; ++j) score[j] += w_i[h] * std::max(dots[size_t(h * m + j)], 0.0f);
   };
   // Top k by score, ties to the lower id (a total order: nth_element then sorting the k gives
   // what a full sort would).
