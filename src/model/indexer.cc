@@ -72,11 +72,7 @@ Selection index_select(const IndexerArgs& a) {
       keys.get(j, key.data());
       for (int h = 0; h < heads; ++h) dots[size_t(h * m + j - j0)] = kernels::dot(q.data() + (i * heads + h) * hd, key.data(), hd);
     }
-    // Per candidate, heads in order: s = ((0 + w_0·r_0) + w_1·r_1) + …
-    const float* w_i = hw.data() + i * heads;
-    std::fill(score, score + m, 0.0f);
-    for (int h = 0; h < heads; ++h)
-      for (int64_t j = 0; j < m; ++j) score[j] += w_i[h] * std::max(dots[size_t(h * m + j)], 0.0f);
+    kernels::relu_weighted_sum(dots.data(), heads, m, hw.data() + i * heads, score);
   };
   // Top k by score, ties to the lower id (a total order: nth_element then sorting the k gives
   // what a full sort would).

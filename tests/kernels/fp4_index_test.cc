@@ -130,5 +130,27 @@ TEST(Fp4IndexPrepare, RefusesRowsOffTheGridOrTooWide) {
   EXPECT_FALSE(fp4_index_prepare(wide.data(), 1, kDim, &p));
 }
 
+// The indexer's per-candidate sum over heads (vectorized over candidates) against the loop it
+// replaced: per candidate, s += w_h · max(d, 0) for h in order, bit for bit.
+TEST(ReluWeightedSum, SameBitsAsPerCandidateLoop) {
+  std::mt19937 rng(9);
+  std::normal_distribution<float> nd;
+  const int heads = 64;
+  const int64_t m = 203;
+  std::vector<float> d(size_t(heads * m)), w(static_cast<size_t>(heads)), got(static_cast<size_t>(m));
+  for (auto& v : d) v = nd(rng) * 100.0f;
+  for (auto& v : w) v = nd(rng);
+  d[3] = -0.0f, d[size_t(m + 3)] = 0.0f;
+  relu_weighted_sum(d.data(), heads, m, w.data(), got.data());
+  for (int64_t j = 0; j < m; ++j) {
+    float s = 0;
+    for (int h = 0; h < heads; ++h) {
+      const float p = w[size_t(h)] * std::max(d[size_t(h * m + j)], 0.0f);
+      s = s + p;
+    }
+    ASSERT_EQ(std::bit_cast<uint32_t>(got[size_t(j)]), std::bit_cast<uint32_t>(s)) << "candidate " << j;
+  }
+}
+
 }  // namespace
 }  // namespace dsv4::kernels
