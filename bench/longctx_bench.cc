@@ -12,6 +12,8 @@
 // between measured contexts, starting from a chunk at context 0). Phase times come from
 // model/profile.h; "rest" is everything else in the step: the weight-streaming matrix products,
 // MoE, norms, the head.
+#include <sys/resource.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -35,6 +37,12 @@ using namespace dsv4;
 
 double now_s() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+double cpu_s() {  // the process's CPU time, all threads (less sensitive than wall time to a busy machine)
+  rusage u;
+  getrusage(RUSAGE_SELF, &u);
+  return double(u.ru_utime.tv_sec + u.ru_stime.tv_sec) + 1e-6 * double(u.ru_utime.tv_usec + u.ru_stime.tv_usec);
 }
 
 double median(std::vector<double> v) {
@@ -79,6 +87,7 @@ Flags parse(int argc, char** argv) {
 struct Row {
   int64_t context = 0;
   double decode_s = 0;                       // median seconds per decoded token
+  double decode_cpu_s = 0;                   // CPU seconds per decoded token (median over reps)
   double phase_s[int(Phase::kCount)] = {};   // per decoded token (median over reps)
   double chunk_tps = 0;                      // chunk prefill tokens/s at this context
   double kv_measured = 0, kv_predicted = 0;  // bytes of the state
@@ -105,7 +114,7 @@ struct Bench {
   Row measure(int64_t ctx) {
     Row r;
     r.context = ctx;
-    std::vector<double> dec, chunk, phase[int(Phase::kCount)];
+    std::vector<double> dec, dec_cpu, chunk, phase[int(Phase::kCount)];
     ForwardOutput out;
     for (int rep = 0; rep < f.reps; ++rep) {
       SequenceState st = filled(ctx, uint64_t(rep + 1));
@@ -118,12 +127,14 @@ struct Bench {
       std::vector<double> dt;
       PhaseProfile::reset();
       PhaseProfile::enabled = true;
+      const double c0 = cpu_s();
       for (int i = 0; i < f.gen; ++i) {
         std::vector<int32_t> t = tokens(1);
         const double a = now_s();
         m.forward(&st, t, LogitsMode::kLast, &out);
         dt.push_back(now_s() - a);
       }
+      dec_cpu.push_back((cpu_s() - c0) / f.gen);
       PhaseProfile::enabled = false;
       dec.push_back(median(dt));
       for (int p = 0; p < int(Phase::kCount); ++p) phase[p].push_back(PhaseProfile::seconds(Phase(p)) / f.gen);
@@ -133,6 +144,7 @@ struct Bench {
       chunk.push_back(f.chunk / (now_s() - a));
     }
     r.decode_s = median(dec);
+    r.decode_cpu_s = median(dec_cpu);
     for (int p = 0; p < int(Phase::kCount); ++p) r.phase_s[p] = median(phase[p]);
     r.chunk_tps = median(chunk);
     return r;
@@ -176,21 +188,22 @@ void run(const Flags& f) {
     std::fprintf(stderr, "  context %lld done\n", (long long)ctx);
     (void)r;
   }
-  std::printf("%9s %9s %9s %9s %9s %9s %9s | %10s %12s | %10s %10s %6s\n", "context", "dec tok/s", "ms/token",
+  std::printf("%9s %9s %9s %9s %9s %9s %9s %9s | %10s %12s | %10s %10s %6s\n", "context", "dec tok/s", "ms/token", "cpu ms",
               "indexer", "sparse", "compress", "rest", "chunk tok/s", "prefill(ctx)", "KV MB", "pred MB", "ratio");
   for (const Row& r : rows) {
     const double ms = r.decode_s * 1e3;
     double rest = ms;
     for (double p : r.phase_s) rest -= p * 1e3;
     const double pre = r.context ? prefill_seconds(rows, r.context) : 0;
-    std::printf("%9lld %9.2f %9.2f %9.2f %9.2f %9.2f %9.2f | %10.1f %10.0f s | %10.1f %10.1f %6.3f\n",
-                (long long)r.context, 1 / r.decode_s, ms, r.phase_s[0] * 1e3, r.phase_s[1] * 1e3, r.phase_s[2] * 1e3,
+    std::printf("%9lld %9.2f %9.2f %9.2f %9.2f %9.2f %9.2f %9.2f | %10.1f %10.0f s | %10.1f %10.1f %6.3f\n",
+                (long long)r.context, 1 / r.decode_s, ms, r.decode_cpu_s * 1e3, r.phase_s[0] * 1e3, r.phase_s[1] * 1e3, r.phase_s[2] * 1e3,
                 rest, r.chunk_tps, pre, r.kv_measured / 1e6, r.kv_predicted / 1e6, r.kv_measured / r.kv_predicted);
   }
   if (rows.size() > 2)
     std::printf("decode slowdown %lld -> %lld: %.2fx\n", (long long)rows[1].context, (long long)rows.back().context,
                 rows.back().decode_s / rows[1].decode_s);
-  std::printf("(decode: median ms per token of %d steps, median of %d reps; phases: per token, timed on the\n"
+  std::printf("(decode: median ms per token of %d steps, median of %d reps; cpu ms: process CPU time per\n"
+              " token, all threads; phases: wall ms per token, timed on the\n"
               " forward thread; state filled with synthetic rows; prefill(ctx): seconds to prefill ctx tokens,\n"
               " extrapolated from %d-token chunk speeds at the measured contexts)\n",
               f.gen, f.reps, f.chunk);
