@@ -1,9 +1,9 @@
 #include "model/indexer.h"
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <limits>
-#include <numeric>
 
 #include "core/thread_pool.h"
 #include "kernels/fp4_index.h"
@@ -74,20 +74,25 @@ Selection index_select(const IndexerArgs& a) {
     }
     kernels::relu_weighted_sum(dots.data(), heads, m, hw.data() + i * heads, score);
   };
-  // Top k by score, ties to the lower id (a total order: nth_element then sorting the k gives
-  // what a full sort would).
+  // Top k by score, ties to the lower id: one 64-bit key per candidate orders exactly so (the
+  // score's bits mapped to an ascending integer, complemented, above the id), so nth_element and
+  // a sort of the k run on plain integers instead of comparisons through the ids.
   auto select = [&](int64_t i, const float* score, int64_t n_cand) {
     ArenaScope scope;
     const int64_t k = out.first[size_t(i + 1)] - out.first[size_t(i)];
-    Scratch<int32_t> ids(static_cast<size_t>(n_cand));
-    std::iota(ids.begin(), ids.end(), 0);
-    auto better = [&](int32_t x, int32_t y) { return score[x] > score[y] || (score[x] == score[y] && x < y); };
-    if (k < n_cand) std::nth_element(ids.begin(), ids.begin() + k, ids.end(), better);
-    std::sort(ids.begin(), ids.begin() + k, better);
-    std::copy(ids.begin(), ids.begin() + k, out.ids.begin() + out.first[size_t(i)]);
+    Scratch<uint64_t> order(static_cast<size_t>(n_cand));
+    for (int64_t j = 0; j < n_cand; ++j) {
+      const uint32_t b = std::bit_cast<uint32_t>(score[j] + 0.0f);  // −0 → +0: equal scores tie
+      const uint32_t ascending = b & 0x80000000u ? ~b : b | 0x80000000u;
+      order[size_t(j)] = uint64_t(~ascending) << 32 | uint32_t(j);
+    }
+    if (k < n_cand) std::nth_element(order.begin(), order.begin() + k, order.end());
+    std::sort(order.begin(), order.begin() + k);
+    int32_t* ids = out.ids.data() + out.first[size_t(i)];
+    for (int64_t m = 0; m < k; ++m) ids[m] = int32_t(uint32_t(order[size_t(m)]));
     if (a.trace) {
       a.trace->f32(cat("indexer.", a.trace_tag, ".scores"), a.positions[i], score, n_cand);
-      a.trace->i32(cat("indexer.", a.trace_tag, ".topk"), a.positions[i], ids.data(), k);
+      a.trace->i32(cat("indexer.", a.trace_tag, ".topk"), a.positions[i], ids, k);
     }
   };
 
