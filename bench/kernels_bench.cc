@@ -18,8 +18,11 @@
 
 #include "core/dtype.h"
 #include "core/thread_pool.h"
+#include "core/arena.h"
+#include "kernels/fp4_index.h"
 #include "kernels/isa.h"
 #include "kernels/linear.h"
+#include "kernels/ops.h"
 #include "kernels/probe.h"
 #include "kernels/quant.h"
 #include "kernels/sparse_attention.h"
@@ -181,6 +184,52 @@ void BM_SparseAttention(benchmark::State& state, kernels::Isa isa) {
       benchmark::Counter(4.0 * double(heads * n_kv * dim) * double(state.iterations()) / 1e9, benchmark::Counter::kIsRate);
 }
 
+// The indexer's scoring of FP4 keys by one decode row (64 heads × 128 dims, one thread): from the
+// codes in exact integers (VNNI / the scalar twin), or the F32 path it replaces — decode each key
+// row, then 64 F32 dots. Counter MACs: multiply-adds per second (heads·dim per key).
+void BM_IndexScore(benchmark::State& state, kernels::Isa isa, bool integer) {
+  if (!kernels::isa_supported(isa)) {
+    state.SkipWithError("ISA not supported by this CPU");
+    return;
+  }
+  kernels::set_isa(isa);
+  const int heads = 64;
+  const int64_t dim = 128, n = state.range(0), row_bytes = dim / 2 + dim / 32;
+  std::mt19937 rng(5);
+  std::normal_distribution<float> nd(0, 1);
+  std::vector<float> q(size_t(heads * dim)), row(static_cast<size_t>(dim)), dots(size_t(n * heads));
+  for (auto& v : q) v = nd(rng);
+  kernels::fp4_simulate(q.data(), heads * dim, 32);
+  std::vector<uint8_t> keys(size_t(n * row_bytes)), codes(static_cast<size_t>(dim)), ok(static_cast<size_t>(n));
+  for (int64_t j = 0; j < n; ++j) {
+    for (auto& v : row) v = nd(rng);
+    uint8_t* dst = keys.data() + j * row_bytes;
+    kernels::fp4_quantize(row.data(), dim, 32, codes.data(), dst + dim / 2);
+    for (int64_t k = 0; k < dim; k += 2) dst[k / 2] = uint8_t(codes[size_t(k)] | (codes[size_t(k + 1)] << 4));
+  }
+  ArenaScope scope;
+  kernels::Fp4IndexQuery prepared;
+  if (!kernels::fp4_index_prepare(q.data(), heads, dim, &prepared)) {
+    state.SkipWithError("query not preparable");
+    return;
+  }
+  for (auto _ : state) {
+    if (integer) {
+      kernels::fp4_index_dots(prepared, keys.data(), size_t(row_bytes), n, dots.data(), ok.data());
+    } else {
+      for (int64_t j = 0; j < n; ++j) {
+        const uint8_t* src = keys.data() + j * row_bytes;
+        for (int64_t k = 0; k < dim; ++k) row[size_t(k)] = fp4_packed_at(src, size_t(k)) * e8m0_to_f32(src[dim / 2 + k / 32]);
+        for (int h = 0; h < heads; ++h) dots[size_t(h * n + j)] = kernels::dot(q.data() + h * dim, row.data(), dim);
+      }
+    }
+    benchmark::DoNotOptimize(dots.data());
+  }
+  state.counters["GMACs"] =
+      benchmark::Counter(double(n * heads * dim) * double(state.iterations()) / 1e9, benchmark::Counter::kIsRate);
+  state.counters["Mkeys_per_s"] = benchmark::Counter(double(n) * double(state.iterations()) / 1e6, benchmark::Counter::kIsRate);
+}
+
 // The machine's read bandwidth, measured the way `dsv4 bench` does: the yardstick for the
 // 1-row Linear cases' bytes_per_second.
 void BM_ReadBandwidth(benchmark::State& state) {
@@ -222,10 +271,21 @@ void register_all() {
             ->Arg(12)  // a 512-token prefill gives each of 256 experts ~12 rows
             ->Unit(benchmark::kMillisecond)
             ->UseRealTime();
+    benchmark::RegisterBenchmark(("IndexScore/int/" + isa_s).c_str(),
+                                 [isa](benchmark::State& s) { BM_IndexScore(s, isa, true); })
+        ->Arg(4096)
+        ->Unit(benchmark::kMicrosecond)
+        ->UseRealTime();
+    benchmark::RegisterBenchmark(("IndexScore/f32/" + isa_s).c_str(),
+                                 [isa](benchmark::State& s) { BM_IndexScore(s, isa, false); })
+        ->Arg(4096)
+        ->Unit(benchmark::kMicrosecond)
+        ->UseRealTime();
     benchmark::RegisterBenchmark(("SparseAttention/" + isa_s).c_str(),
                                  [isa](benchmark::State& s) { BM_SparseAttention(s, isa); })
         ->Arg(128)
         ->Arg(640)
+        ->Arg(8320)  // a 1M context's ratio-128 layer: 8192 entries + the window
         ->Unit(benchmark::kMicrosecond)
         ->UseRealTime();
   }

@@ -174,6 +174,8 @@ void run_bench(const BenchFlags& f) {
     decode(&st, 2);
   }
   std::vector<double> dec_empty, prefill, dec_filled, bws, peaks, frac_dec, frac_decf, frac_pre;
+  double kv_measured = 0, kv_fixed = 0;  // the filled sequence's state; inspect's figure below
+  const double kv_per_token = kv_bytes_per_token(c, model->numerics(), &kv_fixed);
   for (int r = 0; r < f.reps; ++r) {
     bws.push_back(kernels::measure_read_bandwidth(&pool, size_t(1) << 30, 3));
     peaks.push_back(kernels::measure_dot_peak(&pool, true));
@@ -187,6 +189,7 @@ void run_bench(const BenchFlags& f) {
     for (int64_t left = f.context - f.prompt; left > 0; left -= 512)
       model->forward(&sp, tokens(int(std::min<int64_t>(left, 512))), LogitsMode::kNone, &out);
     dec_filled.push_back(decode(&sp, f.gen));
+    kv_measured = double(sp.bytes());
     frac_dec.push_back(dec_empty.back() * double(pt.bytes) / 1e9 / bws.back());
     frac_decf.push_back(dec_filled.back() * double(pt.bytes) / 1e9 / bws.back());
     frac_pre.push_back(prefill.back() * prefill_flop / 1e9 / peaks.back());
@@ -232,6 +235,9 @@ void run_bench(const BenchFlags& f) {
     j["decode_gbs"] = dec_gbs;
     j["decode_bandwidth_fraction"] = fdec;
     j["decode_filled_bandwidth_fraction"] = fdecf;
+    j["kv_bytes_per_token"] = kv_per_token;
+    j["kv_fixed_bytes"] = kv_fixed;
+    j["kv_state_bytes"] = kv_measured;
     j["repetitions"] = f.reps;
     std::printf("%s\n", j.dump(2).c_str());
     return;
@@ -257,6 +263,9 @@ void run_bench(const BenchFlags& f) {
   std::printf("  %-34s %10.1f MB\n", "weight bytes per decoded token", double(pt.bytes) / 1e6);
   std::printf("  %-34s %10.1f MFLOP      (attention %.1f of it)\n", "prefill work per token", prefill_flop / 1e6,
               attn_flop / 1e6);
+  std::printf("  %-34s %10.1f B     + %.2f MB fixed; measured %.2f MB at context %lld (predicted %.2f)\n",
+              "KV state per token", kv_per_token, kv_fixed / 1e6, kv_measured / 1e6,
+              (long long)ctx, (kv_fixed + kv_per_token * double(ctx)) / 1e6);
   std::printf("  (speeds: medians of %d repetitions; each %% is the median of speed ÷ the limit measured in the\n"
               "   same repetition)\n", f.reps);
 }

@@ -1,5 +1,6 @@
 #include "kernels/ops.h"
 
+#include <algorithm>
 #include <cstring>
 
 namespace dsv4::kernels {
@@ -18,6 +19,17 @@ __attribute__((target_clones("avx512f", "avx2,fma", "default"))) float dot(const
   for (int w = 8; w >= 1; w /= 2)
     for (int j = 0; j < w; ++j) acc[j] += acc[j + w];
   return acc[0];
+}
+
+__attribute__((target_clones("avx512f", "avx2,fma", "default"))) void relu_weighted_sum(const float* d, int heads,
+                                                                                        int64_t m, const float* w,
+                                                                                        float* score) {
+  for (int64_t j = 0; j < m; ++j) score[j] = 0;
+  for (int h = 0; h < heads; ++h) {
+    const float wh = w[h];
+    const float* dh = d + h * m;
+    for (int64_t j = 0; j < m; ++j) score[j] += wh * std::max(dh[j], 0.0f);
+  }
 }
 
 __attribute__((target_clones("avx512f", "avx2,fma", "default"))) void dot_rows(const float* a, int64_t rows,

@@ -14,6 +14,11 @@ float dot(const float* a, const float* b, int64_t n);
 // sums hide each other's add latency; one row alone waits on it every 16 values).
 void dot_rows(const float* a, int64_t rows, const float* b, int64_t n, float* out);
 
+// The indexer's score per candidate j < m from head-major dots d[h·m + j]:
+//   score[j] = ((0 + w_0·max(d_0j, 0)) + w_1·max(d_1j, 0)) + …   (heads in order, each product
+// rounded, then added: no FMA), the same bits on every ISA and as the plain scalar loop.
+void relu_weighted_sum(const float* d, int heads, int64_t m, const float* w, float* score);
+
 // y = w ⊙ x · rsqrt(mean(x²) + eps) over n elements (w may be null: no weight). y may alias x.
 inline void rms_norm(const float* x, const float* w, int64_t n, float eps, float* y) {
   const float ss = dot(x, x, n);

@@ -9,6 +9,7 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -72,11 +73,11 @@ void scores4_block(const SparseAttentionArgs& a, int h0, int64_t i, float* score
   }
 }
 
-// scores[h, i] = scale · q_h·kv_i for heads [h0, h0+4) and all keys.
-void scores4(const SparseAttentionArgs& a, int h0, float* scores) {
-  int64_t i = 0;
-  for (; i + 4 <= a.n_kv; i += 4) scores4_block<4>(a, h0, i, scores);
-  for (; i < a.n_kv; ++i) scores4_block<1>(a, h0, i, scores);
+// scores[h, i] = scale · q_h·kv_i for heads [h0, h0+4) and keys [i0, i1).
+void scores4(const SparseAttentionArgs& a, int h0, int64_t i0, int64_t i1, float* scores) {
+  int64_t i = i0;
+  for (; i + 4 <= i1; i += 4) scores4_block<4>(a, h0, i, scores);
+  for (; i < i1; ++i) scores4_block<1>(a, h0, i, scores);
 }
 
 // scores[h, :] ← e^(ℓ − μ_h) in place; returns the denominator including the sink.
@@ -103,13 +104,17 @@ float softmax_numerators(float* s, int64_t N, float sink) {
 // out[h0..h0+4) dims [d0, d0 + 16·ND) = Σ_i p[h, i]·kv_i / den[h]. ND is a compile-time count so
 // that the 4×ND accumulators live in registers (a runtime count put them in memory, copied with
 // memcpy on every key: half the kernel's time).
+// Keys [i0, i1) of them: the sums continue from `out` unless i0 = 0 (the same chain of FMAs as
+// one pass over all keys), and are divided by den once i1 = n_kv.
 template <int ND>
-void weighted_sum4_block(const SparseAttentionArgs& a, int h0, int64_t d0, const float* p, const float* den) {
+void weighted_sum4_block(const SparseAttentionArgs& a, int h0, int64_t d0, int64_t i0, int64_t i1, const float* p,
+                         const float* den) {
   const int64_t D = a.head_dim, N = a.n_kv;
   __m512 acc[4][ND];
   for (int j = 0; j < 4; ++j)
-    for (int t = 0; t < ND; ++t) acc[j][t] = _mm512_setzero_ps();
-  for (int64_t i = 0; i < N; ++i) {
+    for (int t = 0; t < ND; ++t)
+      acc[j][t] = i0 == 0 ? _mm512_setzero_ps() : _mm512_loadu_ps(a.out + (h0 + j) * D + d0 + 16 * t);
+  for (int64_t i = i0; i < i1; ++i) {
     const float* k = a.kv[i] + d0;
     __m512 v[ND];
     for (int t = 0; t < ND; ++t) v[t] = _mm512_loadu_ps(k + 16 * t);
@@ -120,19 +125,20 @@ void weighted_sum4_block(const SparseAttentionArgs& a, int h0, int64_t d0, const
   }
   for (int j = 0; j < 4; ++j) {
     const __m512 inv = _mm512_set1_ps(1.0f / den[j]);
-    for (int t = 0; t < ND; ++t) _mm512_storeu_ps(a.out + (h0 + j) * D + d0 + 16 * t, _mm512_mul_ps(acc[j][t], inv));
+    for (int t = 0; t < ND; ++t)
+      _mm512_storeu_ps(a.out + (h0 + j) * D + d0 + 16 * t, i1 == N ? _mm512_mul_ps(acc[j][t], inv) : acc[j][t]);
   }
 }
 
 // out[h0..h0+4) = Σ_i p[h, i]·kv_i / den[h], 64 dims at a time.
-void weighted_sum4(const SparseAttentionArgs& a, int h0, const float* p, const float* den) {
+void weighted_sum4(const SparseAttentionArgs& a, int h0, int64_t i0, int64_t i1, const float* p, const float* den) {
   const int64_t D = a.head_dim;
   int64_t d0 = 0;
-  for (; d0 + 64 <= D; d0 += 64) weighted_sum4_block<4>(a, h0, d0, p, den);
+  for (; d0 + 64 <= D; d0 += 64) weighted_sum4_block<4>(a, h0, d0, i0, i1, p, den);
   switch ((D - d0) / 16) {
-    case 3: weighted_sum4_block<3>(a, h0, d0, p, den); break;
-    case 2: weighted_sum4_block<2>(a, h0, d0, p, den); break;
-    case 1: weighted_sum4_block<1>(a, h0, d0, p, den); break;
+    case 3: weighted_sum4_block<3>(a, h0, d0, i0, i1, p, den); break;
+    case 2: weighted_sum4_block<2>(a, h0, d0, i0, i1, p, den); break;
+    case 1: weighted_sum4_block<1>(a, h0, d0, i0, i1, p, den); break;
     default: break;
   }
 }
@@ -140,17 +146,23 @@ void weighted_sum4(const SparseAttentionArgs& a, int h0, const float* p, const f
 }  // namespace
 
 bool sparse_attention_avx512(const SparseAttentionArgs& a) {
-  if (a.head_dim % 16 != 0 || a.n_heads % 4 != 0) return false;
+  constexpr int kMaxHeads = 256;
+  if (a.head_dim % 16 != 0 || a.n_heads % 4 != 0 || a.n_heads > kMaxHeads) return false;
   if (a.n_kv == 0) {  // only the sink: zero value, zero output
     for (int64_t k = 0; k < a.n_heads * a.head_dim; ++k) a.out[k] = 0;
     return true;
   }
-  for (int h0 = 0; h0 < a.n_heads; h0 += 4) scores4(a, h0, a.scratch);
-  for (int h0 = 0; h0 < a.n_heads; h0 += 4) {
-    float den[4];
-    for (int j = 0; j < 4; ++j) den[j] = softmax_numerators(a.scratch + (h0 + j) * a.n_kv, a.n_kv, a.sink[h0 + j]);
-    weighted_sum4(a, h0, a.scratch, den);
-  }
+  // Keys in tiles that stay in L2 while every head group reads them (a 1M-token context's
+  // ratio-128 layer attends 8K keys, 17 MB: one pass per group of 4 heads went to DRAM 32 times
+  // a step). Per (head, key) the arithmetic is the untiled pass's, so are the bits.
+  constexpr int64_t kTile = 256;
+  float den[kMaxHeads];
+  for (int64_t i0 = 0; i0 < a.n_kv; i0 += kTile)
+    for (int h0 = 0; h0 < a.n_heads; h0 += 4) scores4(a, h0, i0, std::min(a.n_kv, i0 + kTile), a.scratch);
+  for (int h = 0; h < a.n_heads; ++h) den[h] = softmax_numerators(a.scratch + h * a.n_kv, a.n_kv, a.sink[h]);
+  for (int64_t i0 = 0; i0 < a.n_kv; i0 += kTile)
+    for (int h0 = 0; h0 < a.n_heads; h0 += 4)
+      weighted_sum4(a, h0, i0, std::min(a.n_kv, i0 + kTile), a.scratch, den + h0);
   return true;
 }
 

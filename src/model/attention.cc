@@ -12,6 +12,7 @@
 #include "model/compressor.h"
 #include "model/indexer.h"
 #include "model/numerics.h"
+#include "model/profile.h"
 #include "model/trace.h"
 
 namespace dsv4 {
@@ -77,11 +78,13 @@ void output_projection(const AttentionArgs& a, const float* o) {
   kernels::linear(a.weights->wo_b, zq.data(), a.n, a.out, a.pool);
 }
 
-// Cached rows [first, first + n) of `rows`, decoded to F32 ([n, dim]).
-Scratch<float> decode_rows(const KvRows& rows, int64_t first, int64_t n) {
-  Scratch<float> out(size_t(n * rows.dim()));
-  for (int64_t j = 0; j < n; ++j) rows.get(first + j, out.data() + j * rows.dim());
-  return out;
+// Cached rows ids(0) … ids(n−1) of `rows`, decoded to F32 ([n, dim]) on every thread (at a long
+// context a decode step reads thousands of them).
+template <class Ids>
+void decode_rows(const KvRows& rows, int64_t n, Ids ids, float* out, ThreadPool* pool) {
+  parallel_for(pool, n, [&](int64_t b, int64_t e) {
+    for (int64_t j = b; j < e; ++j) rows.get(ids(j), out + j * rows.dim());
+  }, 16);
 }
 
 // The keys each row of a segment attends: row r's are keys[first[r], first[r+1]), pointers
@@ -108,7 +111,8 @@ KeyLists key_lists(const AttentionArgs& a, const Segment& seg, const Scratch<flo
     st->window_kv.get(p % W, L.ring.data() + (p % W) * Dh);
   const int64_t n_entries = st->n_compressed();
   const bool per_query = w.indexer && n_entries > seg.n * c.index_topk;
-  L.entries = decode_rows(st->compressed_kv, 0, w.compressor && !per_query ? n_entries : 0);
+  L.entries.resize(size_t((w.compressor && !per_query ? n_entries : 0) * Dh));
+  decode_rows(st->compressed_kv, int64_t(L.entries.size()) / Dh, [](int64_t j) { return j; }, L.entries.data(), a.pool);
   // Laid out here, so that the threads only fill them.
   auto n_window = [&](int64_t t) { return t - std::max<int64_t>(0, t - W + 1) + 1; };
   Scratch<int64_t>& first = L.first;
@@ -122,6 +126,15 @@ KeyLists key_lists(const AttentionArgs& a, const Segment& seg, const Scratch<flo
   }
   L.keys.resize(size_t(first[size_t(seg.n)]));
   L.picked.resize(size_t(pick_first[size_t(seg.n)] * Dh));
+  if (per_query) {  // the picks of all rows, row after row
+    Scratch<int32_t> picks;
+    for (int64_t r = 0; r < seg.n; ++r) {
+      const auto row = selected.row(seg.row0 + r);
+      picks.insert(picks.end(), row.begin(), row.end());
+    }
+    decode_rows(st->compressed_kv, int64_t(picks.size()), [&](int64_t m) { return picks[size_t(m)]; }, L.picked.data(),
+                a.pool);
+  }
   parallel_for(a.pool, seg.n, [&](int64_t b, int64_t e) {
     for (int64_t r = b; r < e; ++r) {
       const int64_t i = seg.row0 + r, t = seg.start_pos + r;
@@ -130,12 +143,8 @@ KeyLists key_lists(const AttentionArgs& a, const Segment& seg, const Scratch<flo
       for (int64_t p = std::max<int64_t>(0, t - W + 1); p <= t; ++p)
         *k++ = p < seg.start_pos ? L.ring.data() + (p % W) * Dh : kv.data() + (seg.row0 + p - seg.start_pos) * Dh;
       if (w.indexer && per_query) {
-        float* rows = L.picked.data() + pick_first[size_t(r)] * Dh;
-        for (int32_t j : selected.row(i)) {
-          st->compressed_kv.get(j, rows);
-          *k++ = rows;
-          rows += Dh;
-        }
+        const float* rows = L.picked.data() + pick_first[size_t(r)] * Dh;
+        for (size_t m = 0; m < selected.row(i).size(); ++m) *k++ = rows + m * Dh;
       } else if (w.indexer) {
         for (int32_t j : selected.row(i)) *k++ = L.entries.data() + j * Dh;
       } else if (w.compressor) {
@@ -211,6 +220,7 @@ void attention_forward(const AttentionArgs& a) {
   if (w.compressor) {
     CompressArgs ca{&c, w.compressor.get(), a.rope, CompressorRole::kMainKv, a.numerics};
     CompressorProjections proj = compressor_project(*w.compressor, a.x, a.n, a.pool);
+    PhaseTimer timer(Phase::kCompressor);
     for (int s = 0; s < a.n_segments; ++s) {
       const Segment& g = a.segments[s];
       compress(ca, proj, g.row0, g.n, g.start_pos, &g.state->compressor, &g.state->compressed_kv);
@@ -220,9 +230,12 @@ void attention_forward(const AttentionArgs& a) {
   if (w.indexer) {
     CompressArgs ci{&c, &w.indexer->compressor, a.rope, CompressorRole::kIndexKey, a.numerics};
     CompressorProjections proj = compressor_project(w.indexer->compressor, a.x, a.n, a.pool);
-    for (int s = 0; s < a.n_segments; ++s) {
-      const Segment& g = a.segments[s];
-      compress(ci, proj, g.row0, g.n, g.start_pos, &g.state->index_compressor, &g.state->index_keys);
+    {
+      PhaseTimer timer(Phase::kCompressor);
+      for (int s = 0; s < a.n_segments; ++s) {
+        const Segment& g = a.segments[s];
+        compress(ci, proj, g.row0, g.n, g.start_pos, &g.state->index_compressor, &g.state->index_keys);
+      }
     }
     IndexerArgs ia{&c, w.indexer.get(), a.rope, a.numerics, qr_in.data(), a.x, a.n, pos.data(), row_state.data(),
                    a.trace, a.trace_tag, a.pool};
@@ -230,7 +243,10 @@ void attention_forward(const AttentionArgs& a) {
   }
 
   Scratch<float> o(size_t(a.n * c.n_heads * c.head_dim));
-  for (int s = 0; s < a.n_segments; ++s) attend_segment(a, a.segments[s], q, kv, selected, o.data());
+  {
+    PhaseTimer timer(Phase::kSparseAttention);
+    for (int s = 0; s < a.n_segments; ++s) attend_segment(a, a.segments[s], q, kv, selected, o.data());
+  }
   output_projection(a, o.data());
   for (int s = 0; s < a.n_segments; ++s) write_window(c, a.segments[s], kv);
 }

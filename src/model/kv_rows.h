@@ -34,9 +34,12 @@ class KvRows {
   size_t bytes() const { return data_.capacity(); }
 
   void resize(int64_t rows);                  // new rows decode as zeros
+  void reserve(int64_t rows);                 // room for `rows` without reallocating
   void set(int64_t i, const float* row);      // row: [dim]
   void push_back(const float* row);
   void get(int64_t i, float* out) const;      // out: [dim]
+  // Row i's stored bytes (row_bytes() of them; rows follow each other): kernels read FP4 codes.
+  const uint8_t* row_data(int64_t i) const { return data_.data() + size_t(i) * row_bytes_; }
 
   // Bytes one row takes in `format` (inspect's KV size per token).
   static size_t row_bytes_for(KvFormat format, int64_t dim, int64_t rope_dim);

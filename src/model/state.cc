@@ -95,6 +95,15 @@ MtpState make_mtp_state(const ModelConfig& c, Numerics numerics) {
   return s;
 }
 
+namespace {
+// A compressor's pending F32 rows at their largest: a whole block of (A, Z) rows, and for the
+// overlapping one the previous block too (CompressorState).
+double pending_bytes(int ratio, int64_t d) {
+  const double width = double((ratio == 4 ? 2 : 1) * d), blocks = ratio == 4 ? 2 : 1;
+  return blocks * 2 * double(ratio) * width * 4;
+}
+}  // namespace
+
 double kv_bytes_per_token(const ModelConfig& c, Numerics numerics, double* fixed) {
   const double kv = double(KvRows::row_bytes_for(kv_format(numerics), c.head_dim, c.rope_head_dim));
   const double key = double(KvRows::row_bytes_for(index_key_format(numerics), c.index_head_dim, 0));
@@ -103,8 +112,8 @@ double kv_bytes_per_token(const ModelConfig& c, Numerics numerics, double* fixed
   for (int l = 0; l < c.n_layers; ++l) {
     const int r = c.compress_ratio(l);
     *fixed += double(c.window_size) * kv;
-    if (r) per_token += kv / r;
-    if (r == 4) per_token += key / 4;
+    if (r) per_token += kv / r, *fixed += pending_bytes(r, c.head_dim);
+    if (r == 4) per_token += key / 4, *fixed += pending_bytes(4, c.index_head_dim);
   }
   return per_token;
 }

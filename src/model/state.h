@@ -98,8 +98,9 @@ LayerState make_layer_state(const ModelConfig& c, int layer_id, Numerics numeric
 SequenceState make_sequence_state(const ModelConfig& c, Numerics numerics);
 MtpState make_mtp_state(const ModelConfig& c, Numerics numerics);
 
-// Bytes of cached KV per token of context (compressed entries and indexer keys; the window ring
-// is fixed-size: `fixed`), as make_layer_state lays them out.
+// Bytes of cached KV per token of context (compressed entries and indexer keys), as
+// make_layer_state lays them out; `fixed`: what does not grow with the context (the window rings
+// and the compressors' pending rows at their largest).
 double kv_bytes_per_token(const ModelConfig& c, Numerics numerics, double* fixed);
 
 }  // namespace dsv4

@@ -113,7 +113,9 @@ TEST(KvRows, ReferenceStateIsSmallerPerToken) {
   const double plain = kv_bytes_per_token(c, Numerics::kPlain, &fixed_plain);
   EXPECT_DOUBLE_EQ(ref, 711.0 / 4 + 68.0 / 4 + 711.0 / 128);
   EXPECT_DOUBLE_EQ(plain, 2048.0 / 4 + 512.0 / 4 + 2048.0 / 128);
-  EXPECT_DOUBLE_EQ(fixed_ref, 4 * 128 * 711.0);
+  // Rings, plus the pending F32 rows: ratio 4 (main and indexer) two blocks of 4 rows of 2·d,
+  // ratio 128 one block of 128 rows of d, each (A, Z).
+  EXPECT_DOUBLE_EQ(fixed_ref, 4 * 128 * 711.0 + 2 * 2 * 4 * 1024 * 4.0 + 2 * 2 * 4 * 256 * 4.0 + 2 * 128 * 512 * 4.0);
 }
 
 }  // namespace
