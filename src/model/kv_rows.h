@@ -15,6 +15,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <span>
 #include <vector>
 
 namespace dsv4 {
@@ -37,6 +38,11 @@ class KvRows {
   void set(int64_t i, const float* row);      // row: [dim]
   void push_back(const float* row);
   void get(int64_t i, float* out) const;      // out: [dim]
+
+  // The stored bytes, [size(), row_bytes()], and their replacement by such bytes (state files
+  // keep rows exactly as stored; the caller checks the length is a multiple of row_bytes()).
+  std::span<const uint8_t> raw() const { return data_; }
+  void assign_raw(std::span<const uint8_t> bytes) { data_.assign(bytes.begin(), bytes.end()); }
 
   // Bytes one row takes in `format` (inspect's KV size per token).
   static size_t row_bytes_for(KvFormat format, int64_t dim, int64_t rope_dim);
