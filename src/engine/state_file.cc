@@ -100,7 +100,7 @@ void get_rows(Reader* rd, KvRows* r, const char* name) {
   if (format != uint32_t(r->format()) || dim != r->dim() || row_bytes != r->row_bytes())
     throw Error(cat("its ", name, " rows are laid out differently from this model's"));
   std::span<const uint8_t> b = rd->bytes();
-  if (b.size() % row_bytes) throw Error(cat("its ", name, " rows are not whole rows"));
+  if (row_bytes ? b.size() % row_bytes != 0 : !b.empty()) throw Error(cat("its ", name, " rows are not whole rows"));
   r->assign_raw(b);
 }
 
