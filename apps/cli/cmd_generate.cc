@@ -164,6 +164,7 @@ void run_once(const GenFlags& f, const std::string& prompt) {
   const int32_t eos = l.model->config().eos_token_id;
   Session s(*l.model, SessionOptions{f.ctx, 256, f.speculative});
   SavedConversation conv;
+  if (!f.save_state.empty()) check_can_save(f.save_state);
   if (!f.load_state.empty()) conv = load_conversation(&s, f.load_state);
   const bool continuing = prompt.empty();  // --load-state without --prompt: continue the answer
   std::vector<int32_t> ids;
@@ -197,6 +198,7 @@ void run_chat(const GenFlags& f) {
   bool thinking = f.think && !f.no_think;
   Session s(*l.model, SessionOptions{f.ctx, 256, f.speculative});
   SavedConversation conv;  // history, and what the last answer left pending (EOS once it is closed)
+  if (!f.session.empty()) check_can_save(f.session);
   if (!f.session.empty() && access(f.session.c_str(), F_OK) == 0) {
     conv = load_conversation(&s, f.session);
     std::fprintf(stderr, "resumed %lld tokens from %s\n", (long long)s.position(), f.session.c_str());

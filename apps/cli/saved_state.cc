@@ -1,5 +1,10 @@
 #include "apps/cli/saved_state.h"
 
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
 #include "core/error.h"
 #include "engine/state_file.h"
 
@@ -30,8 +35,16 @@ void save_conversation(const Session& session, const SavedConversation& c, const
   save_session(session, path, j.dump());
 }
 
+void check_can_save(const std::string& path) {
+  const size_t slash = path.rfind('/');
+  const std::string dir = slash == std::string::npos ? "." : path.substr(0, slash + 1);
+  if (::access(dir.c_str(), W_OK | X_OK) != 0)
+    throw Error(cat(path, ": cannot create the state file there: ", std::strerror(errno)));
+}
+
 std::vector<int32_t> unconsumed(const Session& session, int64_t expected, const GenerateResult& r, int32_t eos) {
   const int64_t missing = expected - session.position();
+  DSV4_CHECK(missing >= 0 && missing <= int64_t(r.tokens.size()), "generated ids unaccounted for");
   std::vector<int32_t> v(r.tokens.end() - missing, r.tokens.end());
   if (r.finish == FinishReason::kStop) v.push_back(eos);  // the stop token is never appended
   return v;

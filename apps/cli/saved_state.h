@@ -25,6 +25,9 @@ struct SavedConversation {
 SavedConversation load_conversation(Session* session, const std::string& path);
 void save_conversation(const Session& session, const SavedConversation& c, const std::string& path);
 
+// Throws Error unless a state file can be created at `path` (checked before a long generation).
+void check_can_save(const std::string& path);
+
 // The ids a generate() call chose that `session` has not consumed (see `pending`); `expected`
 // is the position the session would have if it had consumed them all.
 std::vector<int32_t> unconsumed(const Session& session, int64_t expected, const GenerateResult& r, int32_t eos);
