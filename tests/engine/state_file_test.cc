@@ -54,6 +54,15 @@ bool same_floats(std::span<const float> a, std::span<const float> b) {
   return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
 }
 
+// The published CRC-32C check value (RFC 3720 / the CRC catalogue: "123456789" → E3069283).
+TEST(Crc32c, CheckValue) {
+  const std::string s = "123456789";
+  EXPECT_EQ(crc32c({reinterpret_cast<const uint8_t*>(s.data()), s.size()}), 0xE3069283u);
+  // Continuing over a split gives the same value as one pass.
+  const auto* b = reinterpret_cast<const uint8_t*>(s.data());
+  EXPECT_EQ(crc32c({b + 4, 5}, crc32c({b, 4})), 0xE3069283u);
+}
+
 class StateFile : public ::testing::TestWithParam<Numerics> {
  protected:
   void SetUp() override {
