@@ -154,11 +154,15 @@ TEST_P(StateFile, AnotherModelsOrNumericsFileIsRejected) {
 // A writer killed mid-write (the test hook _exits after N bytes of the temporary file) leaves
 // the old file, which still loads; the partial temporary file does not load.
 TEST_P(StateFile, CrashWhileWritingKeepsTheOldFile) {
-  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  // The default ("fast") death-test style forks: the child writes to this test's path_ (a
+  // re-executed child would compute another one from its own pid).
   save_session(*session_at(20), path_, "old");
   const std::string old = read_bytes(path_);
   auto s = session_at(140);
-  for (long long after : {0LL, 20LL, 5000LL, (long long)old.size() - 1}) {
+  save_session(*s, path_ + ".probe");
+  const long long new_size = (long long)std::filesystem::file_size(path_ + ".probe");
+  std::filesystem::remove(path_ + ".probe");
+  for (long long after : {0LL, 20LL, 5000LL, new_size - 1}) {
     EXPECT_EXIT(
         {
           ::setenv("DSV4_STATE_FILE_CRASH_AFTER", std::to_string(after).c_str(), 1);
@@ -168,11 +172,15 @@ TEST_P(StateFile, CrashWhileWritingKeepsTheOldFile) {
     EXPECT_EQ(read_bytes(path_), old) << "crash after " << after << " bytes";
     Session r(*model_, SessionOptions{0, 64, true});
     EXPECT_EQ(load_session(&r, path_), "old");
+    int partial = 0;  // the crashed writer's temporary file: proof it died writing to path_
     for (const auto& e : std::filesystem::directory_iterator(std::filesystem::path(path_).parent_path())) {
       if (e.path().string().rfind(path_ + ".tmp.", 0) != 0) continue;
+      ++partial;
+      EXPECT_EQ(std::filesystem::file_size(e.path()), uint64_t(after));
       EXPECT_NE(load_error(*model_, e.path().string()), "") << "a partial temporary file loads";
       std::filesystem::remove(e.path());
     }
+    EXPECT_EQ(partial, 1) << "crash after " << after << " bytes";
   }
 }
 
