@@ -8,6 +8,7 @@
 #include <csignal>
 #include <cstdio>
 #include <iostream>
+#include <optional>
 #include <nlohmann/json.hpp>
 
 #include "apps/cli/answer_printer.h"
@@ -15,6 +16,7 @@
 #include "apps/cli/commands.h"
 #include "apps/cli/demo_model.h"
 #include "apps/cli/load_flags.h"
+#include "apps/cli/saved_state.h"
 #include "core/error.h"
 #include "engine/generate.h"
 #include "tokenizer/chat.h"
@@ -40,6 +42,7 @@ struct GenFlags {
   bool think = false, no_think = false, speculative = false;
   std::string effort;
   int64_t ctx = 0;
+  std::string save_state, load_state, session;  // state files (run / chat)
   LoadFlags load;
 };
 
@@ -95,10 +98,12 @@ struct Answer {
   ParsedMessage message;
 };
 
-Answer stream_answer(Session* s, const Loaded& l, const std::vector<int32_t>& ids, const GenFlags& f, bool thinking) {
+Answer stream_answer(Session* s, const Loaded& l, const std::vector<int32_t>& ids, const GenFlags& f, bool thinking,
+                     std::optional<uint64_t> rng = {}) {
   StreamDecoder dec(l.tok, /*skip_special=*/false);
   AnswerPrinter printer(stdout, thinking, isatty(STDOUT_FILENO));
   GenerateOptions o = gen_options(f, l);
+  o.rng_state = rng;
   o.on_token = [&](int32_t t) {
     printer.feed(dec.push(t));
     return !g_interrupted.load();
@@ -132,27 +137,79 @@ ChatOptions chat_options(const GenFlags& f, bool thinking) {
   return o;
 }
 
+// The reply to append to the history (with its reasoning, if any).
+ordered_json reply_message(const ParsedMessage& m) {
+  ordered_json reply = {{"role", "assistant"}, {"content", m.content}};
+  if (!m.reasoning_content.empty()) reply["reasoning_content"] = m.reasoning_content;
+  return reply;
+}
+
+// Continuing a saved answer (no prompt) extends its reply; a prompt adds a turn.
+void record_answer(SavedConversation* c, const ordered_json& user, const Answer& a, bool continuing) {
+  ordered_json reply = reply_message(a.message);
+  if (continuing && !c->history.empty() && c->history.back().value("role", "") == "assistant") {
+    ordered_json& last = c->history.back();
+    last["content"] = last.value("content", "") + reply["content"].get<std::string>();
+    if (reply.contains("reasoning_content"))
+      last["reasoning_content"] = last.value("reasoning_content", "") + reply["reasoning_content"].get<std::string>();
+    return;
+  }
+  if (!continuing) c->history.push_back(user);
+  c->history.push_back(reply);
+}
+
 void run_once(const GenFlags& f, const std::string& prompt) {
   Loaded l = load(f);
   const bool thinking = f.think && !f.no_think;
-  ordered_json messages = ordered_json::array({{{"role", "user"}, {"content", prompt}}});
-  ChatPrompt p = encode_chat_prompt(l.tok, messages, nullptr, chat_options(f, thinking));
+  const int32_t eos = l.model->config().eos_token_id;
   Session s(*l.model, SessionOptions{f.ctx, 256, f.speculative});
+  SavedConversation conv;
+  if (!f.save_state.empty()) check_can_save(f.save_state);
+  if (!f.load_state.empty()) conv = load_conversation(&s, f.load_state);
+  const bool continuing = prompt.empty();  // --load-state without --prompt: continue the answer
+  std::vector<int32_t> ids;
+  std::optional<uint64_t> rng;
+  ordered_json user = {{"role", "user"}, {"content", prompt}};
+  if (continuing) {
+    if (conv.pending.empty() || conv.pending.back() == eos)
+      throw Error(cat(f.load_state, ": the saved answer is complete; give --prompt to add a turn"));
+    ids = conv.pending;
+    if (conv.has_rng && conv.seed == f.seed) rng = conv.rng;  // the same seed continues its stream
+  } else {
+    ChatOptions opts = chat_options(f, thinking);
+    opts.context = conv.history;
+    ChatPrompt p = encode_chat_prompt(l.tok, ordered_json::array({user}), nullptr, opts);
+    ids = close_answer(conv.pending, eos);
+    ids.insert(ids.end(), p.ids.begin(), p.ids.end());
+  }
   std::signal(SIGINT, on_sigint);
-  Answer a = stream_answer(&s, l, p.ids, f, thinking);
+  const int64_t start = s.position();
+  Answer a = stream_answer(&s, l, ids, f, thinking, rng);
   print_stats(a.result);
+  if (f.save_state.empty()) return;
+  record_answer(&conv, user, a, continuing);
+  conv.pending = unconsumed(s, start + int64_t(ids.size() + a.result.tokens.size()), a.result, eos);
+  conv.has_rng = true, conv.seed = f.seed, conv.rng = a.result.rng_state;
+  save_conversation(s, conv, f.save_state);
 }
 
 void run_chat(const GenFlags& f) {
   Loaded l = load(f);
   bool thinking = f.think && !f.no_think;
   Session s(*l.model, SessionOptions{f.ctx, 256, f.speculative});
-  ordered_json history = ordered_json::array();
+  SavedConversation conv;  // history, and what the last answer left pending (EOS once it is closed)
+  if (!f.session.empty()) check_can_save(f.session);
+  if (!f.session.empty() && access(f.session.c_str(), F_OK) == 0) {
+    conv = load_conversation(&s, f.session);
+    std::fprintf(stderr, "resumed %lld tokens from %s\n", (long long)s.position(), f.session.c_str());
+  }
+  auto save = [&] {
+    if (!f.session.empty()) save_conversation(s, conv, f.session);
+  };
   struct sigaction sa {};
   sa.sa_handler = on_sigint;  // no SA_RESTART: Ctrl-C at the prompt ends the read
   sigaction(SIGINT, &sa, nullptr);
   std::fprintf(stderr, "dsv4 chat — /exit to quit, /clear to forget, /think on|off; Ctrl-C stops an answer\n");
-  bool close_turn = false;  // the last answer still needs its end-of-sentence token in the session
   while (true) {
     std::printf("> ");
     std::fflush(stdout);
@@ -161,7 +218,8 @@ void run_chat(const GenFlags& f) {
     if (!std::getline(std::cin, line)) break;
     if (line == "/exit" || line == "/quit") break;
     if (line == "/clear") {
-      s.reset(), history = ordered_json::array(), close_turn = false;
+      s.reset(), conv = {};
+      save();
       std::printf("(history cleared)\n");
       continue;
     }
@@ -173,9 +231,8 @@ void run_chat(const GenFlags& f) {
     if (line.empty()) continue;
     ordered_json msg = ordered_json::array({{{"role", "user"}, {"content", line}}});
     ChatOptions opts = chat_options(f, thinking);
-    opts.context = history;  // render only the new turn; earlier ones are already in the session
-    std::vector<int32_t> ids;
-    if (close_turn) ids.push_back(l.model->config().eos_token_id);
+    opts.context = conv.history;  // render only the new turn; earlier ones are already in the session
+    std::vector<int32_t> ids = close_answer(conv.pending, l.model->config().eos_token_id);
     ChatPrompt p = encode_chat_prompt(l.tok, msg, nullptr, opts);
     ids.insert(ids.end(), p.ids.begin(), p.ids.end());
     Answer a;
@@ -187,11 +244,9 @@ void run_chat(const GenFlags& f) {
     }
     if (a.result.finish == FinishReason::kCancelled) std::printf("(interrupted)\n");
     print_stats(a.result);
-    history.push_back(msg[0]);
-    ordered_json reply = {{"role", "assistant"}, {"content", a.message.content}};
-    if (!a.message.reasoning_content.empty()) reply["reasoning_content"] = a.message.reasoning_content;
-    history.push_back(reply);
-    close_turn = true;
+    record_answer(&conv, msg[0], a, false);
+    conv.pending = {l.model->config().eos_token_id};  // the next turn closes this answer
+    save();
   }
 }
 
@@ -201,12 +256,20 @@ void add_generate_commands(CLI::App& app) {
   static GenFlags run_flags, chat_flags;
   static std::string prompt;
   auto* run = app.add_subcommand("run", "Answer one prompt, streaming the reply");
-  run->add_option("-p,--prompt", prompt, "The user message")->required();
+  run->add_option("-p,--prompt", prompt, "The user message (optional with --load-state: continue the answer)");
   add_gen_flags(run, run_flags);
-  run->callback([] { run_once(run_flags, prompt); });
+  run->add_option("--save-state", run_flags.save_state, "Save the session state to FILE after the answer");
+  run->add_option("--load-state", run_flags.load_state, "Start from a state saved with --save-state");
+  run->callback([] {
+    if (prompt.empty() && run_flags.load_state.empty())
+      throw CLI::RequiredError("--prompt (or --load-state to continue a saved answer)");
+    run_once(run_flags, prompt);
+  });
 
   auto* chat = app.add_subcommand("chat", "Interactive multi-turn chat");
   add_gen_flags(chat, chat_flags);
+  chat->add_option("--session", chat_flags.session,
+                   "Resume the conversation saved in FILE (if it exists); save it there after every turn");
   chat->callback([] { run_chat(chat_flags); });
 }
 

@@ -56,6 +56,7 @@ GenerateResult generate(Session* s, std::span<const int32_t> prompt, const Gener
     throw Error(cat("the prompt (", s->position() + int64_t(prompt.size()), " tokens) does not fit the context of ",
                     s->max_context(), " tokens"));
   Sampler sampler(o.sampling);
+  if (o.rng_state) sampler.set_rng_state(*o.rng_state);
   const bool greedy = o.sampling.temperature <= 0;
   auto t0 = Clock::now();
   std::vector<float> logits;
@@ -65,6 +66,7 @@ GenerateResult generate(Session* s, std::span<const int32_t> prompt, const Gener
   }
   auto t1 = Clock::now();
   r.prefill_seconds = std::chrono::duration<double>(t1 - t0).count();
+  r.rng_state = sampler.rng_state();
   if (o.max_tokens <= 0) return r;
   Emitter emit{o, r};
   int32_t x = sampler.sample(logits, s->tokens());
@@ -128,6 +130,7 @@ GenerateResult generate(Session* s, std::span<const int32_t> prompt, const Gener
     }
   }
   r.decode_seconds = std::chrono::duration<double>(Clock::now() - t1).count();
+  r.rng_state = sampler.rng_state();
   return r;
 }
 

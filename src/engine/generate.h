@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <span>
 #include <vector>
 
@@ -24,6 +25,7 @@ struct GenerateOptions {
   int64_t max_tokens = 256;
   SamplingParams sampling;
   bool speculative = false;
+  std::optional<uint64_t> rng_state;  // continue an earlier result's RNG stream instead of seeding
   std::vector<int32_t> stop_tokens;  // e.g. EOS; the stop token itself is not returned
   // Called for each generated token; return false to stop (stop strings, cancellation).
   std::function<bool(int32_t)> on_token;
@@ -35,6 +37,7 @@ struct GenerateResult {
   int64_t prompt_tokens = 0;
   double prefill_seconds = 0, decode_seconds = 0;
   int64_t drafted = 0, accepted = 0;  // speculative decoding statistics
+  uint64_t rng_state = 0;             // the sampler's RNG after the last draw (GenerateOptions::rng_state)
 };
 
 // Appends `prompt` to the session (which may already hold history) and generates.

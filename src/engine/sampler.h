@@ -60,6 +60,10 @@ class Sampler {
   // Draws an id from non-negative weights [vocab] (need not sum to 1) with one uniform draw.
   int32_t sample_from(std::span<const float> probs);
 
+  // The RNG's position, to continue a stream exactly where an earlier sampler left it.
+  uint64_t rng_state() const { return state_; }
+  void set_rng_state(uint64_t s) { state_ = s; }
+
   // A uniform float in [0, 1) from the sampler's stream (24 random bits).
   float uniform();
 

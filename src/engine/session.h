@@ -64,6 +64,7 @@ class Session {
   void release_outputs();
 
  private:
+  friend struct SessionFileAccess;  // engine/state_file.cc: saves and restores all of the above
   friend void decode_batch(std::span<Session* const>, std::span<const int32_t>, std::vector<float>*);
   void check_room(int64_t n) const;
   void keep_hidden();

@@ -15,6 +15,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <span>
 #include <vector>
 
 namespace dsv4 {
@@ -40,6 +41,11 @@ class KvRows {
   void get(int64_t i, float* out) const;      // out: [dim]
   // Row i's stored bytes (row_bytes() of them; rows follow each other): kernels read FP4 codes.
   const uint8_t* row_data(int64_t i) const { return data_.data() + size_t(i) * row_bytes_; }
+
+  // The stored bytes, [size(), row_bytes()], and their replacement by such bytes (state files
+  // keep rows exactly as stored; the caller checks the length is a multiple of row_bytes()).
+  std::span<const uint8_t> raw() const { return data_; }
+  void assign_raw(std::span<const uint8_t> bytes) { data_.assign(bytes.begin(), bytes.end()); }
 
   // Bytes one row takes in `format` (inspect's KV size per token).
   static size_t row_bytes_for(KvFormat format, int64_t dim, int64_t rope_dim);

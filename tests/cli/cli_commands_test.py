@@ -366,6 +366,82 @@ def test_chat(tmp, m):
                       ["--model", m, "-p", "x"], ["--model", m, "--numerics", "fast"]])
 
 
+def test_state(tmp, m):
+    """run --save-state / --load-state and chat --session: a split run or chat equals the
+    uninterrupted one; bad, corrupted, truncated, other-model and half-written files are refused."""
+    # ~94 prompt tokens + 50 generated: the splits save before and after position 128, where the
+    # window ring wraps and the ratio-128 layer completes its first entry (ratio-4 entries complete
+    # every 4 tokens), so a restored state continues through every layer kind's block boundary.
+    prompt = " ".join(f"item{i}" for i in range(45))
+    flags = ["--model", m, "-p", prompt, "--temp", "0.8", "--seed", "11"]
+    full, _ = dsv4("run", *flags, "-n", "50", "--save-state", f"{tmp}/full.st")
+    for k in (20, 40):
+        a, _ = dsv4("run", *flags, "-n", str(k), "--save-state", f"{tmp}/a.st")
+        b, _ = dsv4("run", "--model", m, "--load-state", f"{tmp}/a.st", "--temp", "0.8", "--seed", "11",
+                    "-n", str(50 - k), "--save-state", f"{tmp}/b.st")
+        check((a + b).replace("\n", "") == full.replace("\n", ""),
+              f"run split after {k} tokens: {a!r} + {b!r} != {full!r}")
+        check(open(f"{tmp}/b.st", "rb").read() == open(f"{tmp}/full.st", "rb").read(),
+              f"run split after {k} tokens: the final state file differs from the uninterrupted run's")
+    # Greedy with MTP speculation (the state file carries the MTP block's state).
+    spec = ["--model", m, "--speculative"]
+    g, _ = dsv4("run", *spec, "-p", prompt, "-n", "30")
+    g1, _ = dsv4("run", *spec, "-p", prompt, "-n", "12", "--save-state", f"{tmp}/g.st")
+    g2, _ = dsv4("run", *spec, "--load-state", f"{tmp}/g.st", "-n", "18")
+    check((g1 + g2).replace("\n", "") == g.replace("\n", ""), f"run --speculative split: {g1!r} + {g2!r} != {g!r}")
+    # A new turn on a loaded state.
+    out, err = dsv4("run", "--model", m, "--load-state", f"{tmp}/full.st", "-p", "And then?", "-n", "3")
+    check(STATS.search(err) is not None, f"run --load-state -p: {err!r}")
+
+    # chat: two turns, quit, resume from the session file: the third turn equals an uninterrupted chat's.
+    args = ["--model", m, "-n", "24", "--temp", "0.7", "--seed", "3"]
+    turns = ["Hello there", prompt, "Third turn"]
+    whole, _ = dsv4("chat", *args, stdin=("\n".join(turns) + "\n/exit\n").encode())
+    s = f"{tmp}/chat.st"
+    first, _ = dsv4("chat", *args, "--session", s, stdin=("\n".join(turns[:2]) + "\n/exit\n").encode())
+    third, err = dsv4("chat", *args, "--session", s, stdin=(turns[2] + "\n").encode())
+    check("resumed" in err, f"chat --session did not resume: {err!r}")
+    # Transcripts: "> answer1\n> answer2\n> " (then /exit) and "> answer3\n> " (then EOF).
+    check(first.endswith("> ") and first[:-2] + third == whole,
+          f"chat --session: the resumed chat {first!r} + {third!r} differs from the uninterrupted {whole!r}")
+
+    # Bad files: one error line each, naming the cause.
+    good = open(f"{tmp}/full.st", "rb").read()
+    flipped = bytearray(good)
+    flipped[len(good) // 2] ^= 0x08
+    open(f"{tmp}/flipped.st", "wb").write(bytes(flipped))
+    open(f"{tmp}/short.st", "wb").write(good[: len(good) // 3])
+    open(f"{tmp}/junk.st", "wb").write(b"not a state file at all, just text\n")
+    other = f"{tmp}/other"  # the same architecture with other weights
+    dsv4("make-model", "--preset", "tiny", "--layers", "4", "--experts", "8", "--out", other, "--seed", "9",
+         "--no-tokenizer")
+    for f in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(f"{m}/{f}", other)
+    causes = {"missing.st": "cannot open", "flipped.st": "checksum mismatch", "short.st": "truncated",
+              "junk.st": "not a dsv4 state file"}
+    for name, cause in causes.items():
+        _, err = dsv4("run", "--model", m, "--load-state", f"{tmp}/{name}", ok=False)
+        check(cause in err, f"run --load-state {name}: {err!r}")
+    _, err = dsv4("run", "--model", other, "--load-state", f"{tmp}/full.st", "-p", "x", ok=False)
+    check("different model" in err, f"run --load-state (other model): {err!r}")
+    _, err = dsv4("run", "--model", m, "--load-state", f"{tmp}/full.st", "--numerics", "plain", ok=False)
+    check("numerics" in err, f"run --load-state (other numerics): {err!r}")
+    _, err = dsv4("run", "--model", m, "--load-state", s, ok=False)  # a chat's answers are complete
+    check("--prompt" in err, f"run --load-state of a finished answer: {err!r}")
+    _, err = dsv4("chat", "--model", m, "--session", f"{tmp}/flipped.st", stdin=b"hi\n", ok=False)
+    check("checksum mismatch" in err, f"chat --session (corrupted): {err!r}")
+    dsv4("run", "--model", m, "-p", "x", "--save-state", f"{tmp}/no/such/dir.st", ok=False)
+    dsv4("chat", "--model", m, "--session", f"{tmp}/no/such/dir.st", stdin=b"hi\n", ok=False)
+    # A writer killed mid-write (test hook: exit after N bytes) leaves the old file, which loads.
+    for n in (0, 100, len(good) // 2):
+        env = dict(os.environ, DSV4_STATE_FILE_CRASH_AFTER=str(n))
+        p = subprocess.run([DSV4, "run", "--model", m, "-p", "x", "-n", "2", "--save-state", f"{tmp}/full.st"],
+                           env=env, capture_output=True, timeout=300)
+        check(p.returncode == 86, f"crash hook after {n} bytes: exit {p.returncode}")
+        check(open(f"{tmp}/full.st", "rb").read() == good, f"a crash after {n} bytes changed the old file")
+    dsv4("run", "--model", m, "--load-state", f"{tmp}/full.st", "-p", "still loads", "-n", "1")
+
+
 def test_bench(tmp, m):
     out, _ = dsv4("bench", "--model", m, "--json", "--prompt", "8", "--gen", "2", "--context", "16", "--threads", "1",
                   "--reps", "1", "--no-mmap", "--numerics", "plain", "--isa", "scalar", timeout=600)
@@ -411,7 +487,8 @@ def main():
     try:
         section(test_parse_completion)
         m = section(test_make_model) or f"{tmp}/model"
-        for f in (test_tokenizer, test_template, test_inspect, test_logits, test_run, test_chat, test_bench):
+        for f in (test_tokenizer, test_template, test_inspect, test_logits, test_run, test_chat, test_state,
+                  test_bench):
             section(f, m)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
