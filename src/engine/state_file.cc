@@ -80,7 +80,7 @@ struct Reader {
     std::span<const uint8_t> b = bytes();
     if (b.size() % sizeof(T)) throw Error(cat("section ", what, ": an array of ", b.size(), " bytes"));
     std::vector<T> v(b.size() / sizeof(T));
-    std::memcpy(v.data(), b.data(), b.size());
+    if (!b.empty()) std::memcpy(v.data(), b.data(), b.size());
     return v;
   }
 };
