@@ -63,6 +63,7 @@ void stop_on_signal(const sigset_t& set, const std::atomic<bool>& listen_done, s
   if (listen_done) return;
   std::fprintf(stderr, "dsv4 serve: %s, stopping\n", strsignal(sig));
   worker.shutdown();  // running and queued requests end now (error event / 503)
+  http.drain_streams(std::chrono::seconds(3));  // let those last events go out before stop()
   // A signal that came while the model was loading: stop() acts only once listen() runs.
   while (!listen_done && !http.running()) std::this_thread::sleep_for(std::chrono::milliseconds(20));
   if (!listen_done) http.stop();

@@ -2,8 +2,10 @@
 
 #include <httplib.h>
 
+#include <atomic>
 #include <functional>
 #include <new>
+#include <thread>
 
 #include "server/anthropic_api.h"
 #include "server/openai_api.h"
@@ -99,6 +101,8 @@ struct HttpServer::Impl {
     return o;
   }
 
+  std::atomic<int> open_streams{0};  // chunked responses not yet released (drain_streams)
+
   void stream(httplib::Response& res, std::shared_ptr<Job> job, std::shared_ptr<StreamFormat> fmt) {
     res.set_header("Cache-Control", "no-cache");
     res.set_header("X-Accel-Buffering", "no");
@@ -114,7 +118,11 @@ struct HttpServer::Impl {
             return false;
           }
         },
-        [job](bool) { job->cancel(); });  // no-op when finished; stops generation otherwise
+        [this, job](bool) {
+          job->cancel();  // no-op when finished; stops generation otherwise
+          --open_streams;
+        });
+    ++open_streams;
   }
 
   // Writes what the job produced in up to a second; false ends the response (client gone).
@@ -338,5 +346,11 @@ int HttpServer::bind() {
 void HttpServer::listen() { impl_->svr.listen_after_bind(); }
 void HttpServer::stop() { impl_->svr.stop(); }
 bool HttpServer::running() const { return impl_->svr.is_running(); }
+
+void HttpServer::drain_streams(std::chrono::milliseconds max) {
+  const auto until = std::chrono::steady_clock::now() + max;
+  while (impl_->open_streams > 0 && std::chrono::steady_clock::now() < until)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+}
 
 }  // namespace dsv4::server

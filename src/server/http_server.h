@@ -5,6 +5,7 @@
 // ConnectionLimits.
 #pragma once
 
+#include <chrono>
 #include <memory>
 #include <string>
 
@@ -38,6 +39,9 @@ class HttpServer {
   // Acts only while listen() runs (see running()).
   void stop();
   bool running() const;
+  // Waits up to `max` for the streamed responses in flight to finish writing: stop() ends a
+  // chunked response where it stands, so a shutdown first lets their last events go out.
+  void drain_streams(std::chrono::milliseconds max);
 
  private:
   struct Impl;

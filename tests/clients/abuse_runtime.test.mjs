@@ -207,9 +207,9 @@ test('SIGTERM during generation: requests in flight end, the server exits 0 with
     const streaming = fetch(`${s.url}/v1/chat/completions`, {
       method: 'POST', headers: { 'Content-Type': 'application/json' },
       body: JSON.stringify(chat({ max_tokens: 4000, stream: true })),
-    }).then(async (r) => ({ status: r.status, text: await r.text() }), (e) => ({ error: e }));
+    }).then(async (r) => ({ status: r.status, text: await r.text() })).catch((e) => ({ error: e }));
     const plain = post('/v1/chat/completions', chat({ max_tokens: 4000 }), s.url)
-      .then(async (r) => ({ status: r.status, body: await r.json() }), (e) => ({ error: e }));
+      .then(async (r) => ({ status: r.status, body: await r.json() })).catch((e) => ({ error: e }));
     await waitFor((h) => h.active === 2 && h.totals.generated_tokens > 10, 'both requests generating', s.url);
     const t = Date.now();
     const code = await s.stop('SIGTERM', 15_000);
@@ -219,10 +219,12 @@ test('SIGTERM during generation: requests in flight end, the server exits 0 with
     assert.equal(code, 0);
     assert.ok(ms < 10_000, `exit took ${ms} ms`);
     const st = await streaming;
+    assert.equal(st.error, undefined, 'the stream was cut off instead of ending with its last events');
     assert.equal(st.status, 200);
     assert.match(st.text, /shutting down|"finish_reason":"length"/);
     assert.match(st.text, /data: \[DONE\]/);
     const pl = await plain;
+    assert.equal(pl.error, undefined, 'the non-streaming response was cut off');
     assert.equal(pl.status, 503);
     assert.match(pl.body.error.message, /shutting down/);
   } finally {
