@@ -9,30 +9,16 @@
 // Its prompt (system text and 12 tool schemas) is about 11.7K tokens, beyond the demo model's
 // 4096-token default context, so this test runs its own server with --ctx 16384.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { offlineProxies, runAgent } from './agent_util.mjs';
 import { startServer } from './server.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const wrapper = path.join(here, 'node_modules/@anthropic-ai/claude-code/cli-wrapper.cjs');
-
-function run(cmd, args, opts) {
-  return new Promise((resolve) => {
-    const p = spawn(cmd, args, { ...opts, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '', stderr = '';
-    p.stdout.on('data', (d) => (stdout += d));
-    p.stderr.on('data', (d) => (stderr += d));
-    const timer = setTimeout(() => p.kill('SIGKILL'), 180_000);
-    p.on('exit', (code, signal) => {
-      clearTimeout(timer);
-      resolve({ code, signal, stdout, stderr });
-    });
-  });
-}
 
 test('claude -p: Read tool round trip with prefix reuse', { timeout: 300_000 }, async () => {
   const tmp = mkdtempSync(path.join(os.tmpdir(), 'dsv4-claude-'));
@@ -50,12 +36,11 @@ test('claude -p: Read tool round trip with prefix reuse', { timeout: 300_000 }, 
   const server = await startServer({ bin: process.env.DSV4_BIN, cache: process.env.DSV4_CACHE,
     extra: ['--test-hooks', '--test-completions', script, '--ctx', '16384'] });
   try {
-    const dead = 'http://127.0.0.1:9';  // anything that tries to leave loopback fails fast
     const env = { PATH: process.env.PATH, HOME: home, ANTHROPIC_BASE_URL: server.url, ANTHROPIC_API_KEY: 'sk-dsv4-test',
       DISABLE_TELEMETRY: '1', DISABLE_ERROR_REPORTING: '1', DISABLE_AUTOUPDATER: '1',
       CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: '1',
-      HTTPS_PROXY: dead, HTTP_PROXY: dead, ALL_PROXY: dead, NO_PROXY: '127.0.0.1,localhost' };
-    const r = await run(process.execPath, [wrapper, '-p', 'Read note.txt and tell me the secret.', '--model', 'dsv4-demo'],
+      ...offlineProxies };
+    const r = await runAgent(process.execPath, [wrapper, '-p', 'Read note.txt and tell me the secret.', '--model', 'dsv4-demo'],
       { cwd: work, env });
     assert.equal(r.code, 0, `claude exited with ${r.code} (${r.signal}):\n${r.stdout}\n${r.stderr}\n${server.log()}`);
     assert.equal(r.stdout.trim(), 'The note says the secret is 42.');

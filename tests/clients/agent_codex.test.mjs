@@ -9,30 +9,16 @@
 // Codex's prompt (instructions and 8 tool schemas) is about 8.7K tokens, beyond the demo
 // model's 4096-token default context, so this test runs its own server with --ctx 16384.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { offlineProxies, runAgent } from './agent_util.mjs';
 import { startServer } from './server.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const launcher = path.join(here, 'node_modules/@openai/codex/bin/codex.js');
-
-function run(cmd, args, opts) {
-  return new Promise((resolve) => {
-    const p = spawn(cmd, args, { ...opts, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '', stderr = '';
-    p.stdout.on('data', (d) => (stdout += d));
-    p.stderr.on('data', (d) => (stderr += d));
-    const timer = setTimeout(() => p.kill('SIGKILL'), 180_000);
-    p.on('exit', (code, signal) => {
-      clearTimeout(timer);
-      resolve({ code, signal, stdout, stderr });
-    });
-  });
-}
 
 test('codex exec: exec_command round trip over /v1/responses with prefix reuse', { timeout: 300_000 }, async () => {
   const tmp = mkdtempSync(path.join(os.tmpdir(), 'dsv4-codex-'));
@@ -52,12 +38,10 @@ test('codex exec: exec_command round trip over /v1/responses with prefix reuse',
       'model = "dsv4-demo"', 'model_provider = "dsv4"', 'check_for_update_on_startup = false', '',
       '[model_providers.dsv4]', 'name = "dsv4"', `base_url = "${server.url}/v1"`, 'wire_api = "responses"', '',
       '[analytics]', 'enabled = false', '', '[feedback]', 'enabled = false', '', '[otel]', 'exporter = "none"', ''].join('\n'));
-    const dead = 'http://127.0.0.1:9';
-    const env = { PATH: process.env.PATH, HOME: home, CODEX_HOME: codexHome, HTTPS_PROXY: dead, HTTP_PROXY: dead,
-      ALL_PROXY: dead, NO_PROXY: '127.0.0.1,localhost' };
+    const env = { PATH: process.env.PATH, HOME: home, CODEX_HOME: codexHome, ...offlineProxies };
     // The command is the test's own (cat in the temp dir): no sandbox needed, and containers
     // without user namespaces could not give one.
-    const r = await run(process.execPath, [launcher, 'exec', '--skip-git-repo-check', '--sandbox', 'danger-full-access',
+    const r = await runAgent(process.execPath, [launcher, 'exec', '--skip-git-repo-check', '--sandbox', 'danger-full-access',
       'Read note.txt and tell me the secret.'], { cwd: work, env });
     assert.equal(r.code, 0, `codex exited with ${r.code} (${r.signal}):\n${r.stdout}\n${r.stderr}\n${server.log()}`);
     assert.equal(r.stdout.trim(), 'The note says the secret is 42.', r.stderr);

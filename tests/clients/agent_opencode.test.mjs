@@ -10,32 +10,18 @@
 // Its prompt (system text and 10 tool schemas) is about 7.3K tokens, beyond the demo model's
 // 4096-token default context, so this test runs its own server with --ctx 16384.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { offlineProxies, runAgent } from './agent_util.mjs';
 import { startServer } from './server.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 // The platform package's binary (what the package's postinstall would copy into opencode-ai/bin).
 const binary = [path.join(here, `node_modules/opencode-${process.platform}-${process.arch}/bin/opencode`),
   path.join(here, 'node_modules/opencode-ai/bin/opencode.exe')].find((p) => existsSync(p));
-
-function run(cmd, args, opts) {
-  return new Promise((resolve) => {
-    const p = spawn(cmd, args, { ...opts, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '', stderr = '';
-    p.stdout.on('data', (d) => (stdout += d));
-    p.stderr.on('data', (d) => (stderr += d));
-    const timer = setTimeout(() => p.kill('SIGKILL'), 180_000);
-    p.on('exit', (code, signal) => {
-      clearTimeout(timer);
-      resolve({ code, signal, stdout, stderr });
-    });
-  });
-}
 
 test('opencode run: read tool round trip over chat completions with prefix reuse', { timeout: 300_000 }, async () => {
   assert.ok(binary, 'the opencode binary is missing: run npm ci in tests/clients');
@@ -56,14 +42,13 @@ test('opencode run: read tool round trip over chat completions with prefix reuse
     const config = { $schema: 'https://opencode.ai/config.json', autoupdate: false, share: 'disabled', model: 'dsv4/dsv4-demo',
       provider: { dsv4: { npm: '@ai-sdk/openai-compatible', name: 'dsv4', options: { baseURL: `${server.url}/v1`, apiKey: 'none' },
         models: { 'dsv4-demo': { name: 'dsv4 demo', limit: { context: 16384, output: 1024 } } } } } };
-    const dead = 'http://127.0.0.1:9';
     const env = { PATH: process.env.PATH, HOME: home, XDG_CONFIG_HOME: path.join(home, '.config'),
       XDG_DATA_HOME: path.join(home, '.local/share'), XDG_CACHE_HOME: path.join(home, '.cache'),
       XDG_STATE_HOME: path.join(home, '.local/state'), OPENCODE_CONFIG_CONTENT: JSON.stringify(config),
       OPENCODE_DISABLE_AUTOUPDATE: '1', OPENCODE_DISABLE_MODELS_FETCH: '1', OPENCODE_DISABLE_SHARE: '1',
       OPENCODE_DISABLE_DEFAULT_PLUGINS: '1', OPENCODE_DISABLE_LSP_DOWNLOAD: '1', OPENCODE_DISABLE_CLAUDE_CODE: '1',
-      HTTPS_PROXY: dead, HTTP_PROXY: dead, ALL_PROXY: dead, NO_PROXY: '127.0.0.1,localhost' };
-    const r = await run(binary, ['run', 'Read note.txt and tell me the secret.', '-m', 'dsv4/dsv4-demo'], { cwd: work, env });
+      ...offlineProxies };
+    const r = await runAgent(binary, ['run', 'Read note.txt and tell me the secret.', '-m', 'dsv4/dsv4-demo'], { cwd: work, env });
     assert.equal(r.code, 0, `opencode exited with ${r.code} (${r.signal}):\n${r.stdout}\n${r.stderr}\n${server.log()}`);
     assert.equal(r.stdout.trim(), 'The note says the secret is 42.', r.stderr);
     assert.match(r.stderr, /Read note\.txt/);
