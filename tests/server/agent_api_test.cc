@@ -12,7 +12,7 @@
 #include "server/openai_api.h"
 #include "server/responses_api.h"
 #include "server/test_script.h"
-#include "tests/test_util.h"
+#include "tests/server/api_fixture.h"
 
 namespace dsv4::server {
 namespace {
@@ -20,8 +20,7 @@ namespace {
 class AgentApi : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    // Shared by both suites (Responses derives from AgentApi): loaded once.
-    if (!tok_ && test::have_shared()) tok_ = new Tokenizer(Tokenizer::load(test::shared_dir() + "/tokenizer/tokenizer.json"));
+    if (::dsv4::test::have_shared()) tok_ = &test::shared_tokenizer();
   }
   void SetUp() override {
     DSV4_REQUIRE_SHARED();
@@ -41,7 +40,7 @@ class AgentApi : public ::testing::Test {
     }
     return "";
   }
-  static inline Tokenizer* tok_ = nullptr;
+  static inline const Tokenizer* tok_ = nullptr;
   ApiConfig cfg_;
 };
 

@@ -5,7 +5,7 @@
 
 #include "server/anthropic_api.h"
 #include "server/openai_api.h"
-#include "tests/test_util.h"
+#include "tests/server/api_fixture.h"
 
 namespace dsv4::server {
 namespace {
@@ -17,7 +17,7 @@ const char* kToolCompletion =
 class Api : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    if (test::have_shared()) tok_ = new Tokenizer(Tokenizer::load(test::shared_dir() + "/tokenizer/tokenizer.json"));
+    if (::dsv4::test::have_shared()) tok_ = &test::shared_tokenizer();
   }
   void SetUp() override {
     DSV4_REQUIRE_SHARED();
@@ -34,7 +34,7 @@ class Api : public ::testing::Test {
     }
     return "";
   }
-  static inline Tokenizer* tok_ = nullptr;
+  static inline const Tokenizer* tok_ = nullptr;
   ApiConfig cfg_;
 };
 
