@@ -233,6 +233,16 @@ struct HttpServer::Impl {
     stream(res, job, fmt);
   }
 
+  // The prefix cache's disk tier (--kv-cache-dir): files, bytes on disk and their limit, loads
+  // used (hits), requests without a longer file (misses), files rejected and deleted (damaged).
+  static Json disk_cache_json(const WorkerStats& s) {
+    if (!s.disk_cache) return Json{{"enabled", false}};
+    const DiskCacheStats& d = s.disk;
+    return Json{{"enabled", true}, {"files", d.files}, {"bytes", d.bytes}, {"max_bytes", d.max_bytes},
+                {"hits", d.hits}, {"misses", d.misses}, {"damaged", d.damaged}, {"writes", d.writes},
+                {"write_errors", d.write_errors}, {"evictions", d.evictions}, {"skipped", d.skipped}};
+  }
+
   Json health() const {
     const WorkerStats s = worker.stats();
     return Json{{"status", "ok"},
@@ -243,6 +253,7 @@ struct HttpServer::Impl {
                 {"prefix_cache",
                  {{"entries", s.cache_entries}, {"bytes", s.cache_bytes}, {"max_bytes", s.cache_max_bytes},
                   {"hits", s.cache_hits}, {"misses", s.cache_misses}, {"evictions", s.cache_evictions}}},
+                {"disk_cache", disk_cache_json(s)},
                 {"memory",
                  {{"budget_bytes", s.memory_budget}, {"reserved_bytes", s.memory_reserved},
                   {"snapshots", s.snapshots}, {"prefill_steps", s.prefill_steps}}},

@@ -28,26 +28,36 @@ std::unique_ptr<Session> PrefixCache::lookup(std::span<const int32_t> prompt) {
   return std::make_unique<Session>(*entries_.front());
 }
 
+int64_t PrefixCache::match_length(std::span<const int32_t> prompt) const {
+  size_t best = 0;
+  for (const auto& e : entries_)
+    if (e->tokens().size() < prompt.size() && e->tokens().size() > best && is_prefix(e->tokens(), prompt))
+      best = e->tokens().size();
+  return int64_t(best);
+}
+
 bool PrefixCache::contains(std::span<const int32_t> tokens) const {
   return std::any_of(entries_.begin(), entries_.end(), [&](const auto& e) {
     return e->tokens().size() == tokens.size() && is_prefix(e->tokens(), tokens);
   });
 }
 
-void PrefixCache::insert(std::unique_ptr<Session> s) {
-  if (!s || s->tokens().empty()) return;
+std::shared_ptr<const Session> PrefixCache::insert(std::unique_ptr<Session> s) {
+  if (!s || s->tokens().empty()) return nullptr;
   for (auto it = entries_.begin(); it != entries_.end(); ++it) {
     if ((*it)->tokens() == s->tokens()) {
       entries_.splice(entries_.begin(), entries_, it);
-      return;
+      return nullptr;
     }
   }
   s->release_outputs();
-  const size_t b = entry_bytes(*s);
-  if (b > capacity_) return;  // would evict everything and still not fit
+  std::shared_ptr<Session> shared = std::move(s);
+  const size_t b = entry_bytes(*shared);
+  if (b > capacity_) return shared;  // would evict everything and still not fit
   evict_to(capacity_ - b);
   bytes_ += b;
-  entries_.push_front(std::move(s));
+  entries_.push_front(shared);
+  return shared;
 }
 
 void PrefixCache::set_capacity(size_t bytes) {

@@ -34,12 +34,15 @@ class PrefixCache {
   std::unique_ptr<Session> lookup(std::span<const int32_t> prompt);
 
   // Stores `session` (taking ownership; its last outputs are released). An entry with the same
-  // tokens is only refreshed.
-  void insert(std::unique_ptr<Session> session);
+  // tokens is only refreshed. Returns the snapshot (shared, never modified again, also when it
+  // did not fit) for the disk tier; nullptr when nothing new was stored.
+  std::shared_ptr<const Session> insert(std::unique_ptr<Session> session);
   // The bytes entries may use now (at most max_bytes()); evicts down to it.
   void set_capacity(size_t bytes);
   // Whether an entry with exactly these tokens exists (the caller can skip making a copy).
   bool contains(std::span<const int32_t> tokens) const;
+  // The length of the entry lookup() would return (0: none), without copying it.
+  int64_t match_length(std::span<const int32_t> prompt) const;
 
   size_t entries() const { return entries_.size(); }
   size_t bytes() const { return bytes_; }
@@ -52,7 +55,8 @@ class PrefixCache {
 
  private:
   void evict_to(size_t limit);
-  std::list<std::unique_ptr<Session>> entries_;  // most recently used first
+  // Most recently used first; shared with the disk tier's writer until it has written them.
+  std::list<std::shared_ptr<Session>> entries_;
   size_t max_bytes_, capacity_, bytes_ = 0;
   int64_t hits_ = 0, misses_ = 0, evictions_ = 0;
 };

@@ -58,6 +58,7 @@ struct Worker::Seq {
   StreamDecoder dec;
   std::string held;               // released text that may still be the start of a stop string
   std::vector<TokenInfo> infos;   // logprobs waiting for their text
+  std::shared_ptr<DiskLoad> load;  // set while its prefix state is being read from disk
 
   Seq(std::shared_ptr<Job> j, const Tokenizer& tok)
       : job(std::move(j)), sampler(job->params.sampling), dec(tok, /*skip_special=*/false) {}
@@ -107,6 +108,16 @@ Worker::Worker(const Model& model, const Tokenizer& tok, WorkerOptions options)
   assistant_id_ = tok.token_to_id("<｜Assistant｜>").value_or(-1);
   stats_.cache_max_bytes = cache_.max_bytes();
   stats_.memory_budget = opt_.memory_bytes;
+  if (!opt_.kv_cache_dir.empty()) {
+    disk_ = std::make_unique<DiskCache>(model, opt_.kv_cache_dir, opt_.kv_cache_disk_bytes,
+                                        SessionOptions{max_context_, opt_.prefill_chunk, false}, [this] {
+                                          {
+                                            std::lock_guard<std::mutex> lock(mu_);
+                                            disk_loaded_ = true;
+                                          }
+                                          cv_.notify_all();
+                                        });
+  }
   thread_ = std::thread([this] { run(); });
 }
 
@@ -161,9 +172,12 @@ void Worker::end_job(Job& job, JobOutcome o) {
 }
 
 WorkerStats Worker::stats() const {
+  const DiskCacheStats disk = disk_ ? disk_->stats() : DiskCacheStats{};  // live: its threads write while idle
   std::lock_guard<std::mutex> lock(mu_);
   WorkerStats s = stats_;
   s.memory_reserved = reserved_;
+  s.disk_cache = disk_ != nullptr;
+  s.disk = disk;
   return s;
 }
 
@@ -199,7 +213,8 @@ void Worker::snapshot(const Session& session) {
   try {
     auto copy = std::make_unique<Session>(session);
     copy->release_outputs();
-    cache_.insert(std::move(copy));
+    std::shared_ptr<const Session> stored = cache_.insert(std::move(copy));
+    if (disk_) disk_->store(std::move(stored));
     ++counters_.snapshots;
   } catch (const std::bad_alloc&) {
   } catch (const std::length_error&) {
@@ -210,12 +225,39 @@ void Worker::start(std::shared_ptr<Job> job) {
   auto s = std::make_unique<Seq>(std::move(job), tok_);
   maybe_fail(s->p(), FailAlloc::kStart);
   const std::vector<int32_t>& prompt = s->p().prompt;
-  s->session = cache_.lookup(prompt);
-  if (!s->session) s->session = std::make_unique<Session>(model_, SessionOptions{max_context_, opt_.prefill_chunk, false});
-  s->cached = s->session->position();
-  counters_.tokens_cached += s->cached;
-  s->boundaries = snapshot_points(prompt, s->cached, user_id_, assistant_id_, opt_.prefill_chunk);
+  // A longer prefix on disk than in memory: the sequence is not scheduled until it is read.
+  if (disk_) s->load = disk_->find(prompt, cache_.match_length(prompt));
+  if (!s->load) begin(*s, nullptr);
   active_.push_back(std::move(s));
+}
+
+// The sequence starts from `loaded` (its prompt's prefix read from disk) or else from the
+// longest prefix in memory, or from nothing.
+void Worker::begin(Seq& s, std::unique_ptr<Session> loaded) {
+  const std::vector<int32_t>& prompt = s.p().prompt;
+  s.session = loaded ? std::move(loaded) : cache_.lookup(prompt);
+  if (!s.session) s.session = std::make_unique<Session>(model_, SessionOptions{max_context_, opt_.prefill_chunk, false});
+  s.cached = s.session->position();
+  counters_.tokens_cached += s.cached;
+  s.boundaries = snapshot_points(prompt, s.cached, user_id_, assistant_id_, opt_.prefill_chunk);
+}
+
+void Worker::adopt_loads() {
+  for (auto& s : active_) {
+    if (s->finished || !s->load || !s->load->done()) continue;
+    std::unique_ptr<Session> loaded = s->load->take();  // nullptr: the file was rejected
+    s->load.reset();
+    try {
+      begin(*s, std::move(loaded));
+    } catch (const std::exception& e) {
+      retire(*s, Finish::kError, describe(e));
+    }
+  }
+}
+
+// Whether a sequence can run a step now (not waiting for its state from disk).
+bool Worker::runnable() const {
+  return std::any_of(active_.begin(), active_.end(), [](const auto& s) { return !s->load; });
 }
 
 void Worker::admit(std::shared_ptr<Job> job) {
@@ -240,8 +282,9 @@ void Worker::step(std::vector<std::shared_ptr<Job>>& admitted) {
   for (auto& j : admitted) admit(std::move(j));
   for (auto& s : active_)
     if (!s->finished && s->job->cancelled()) retire(*s, Finish::kCancelled);
+  adopt_loads();
   for (auto& s : active_) {
-    if (!s->finished && !s->decoding) {
+    if (!s->finished && !s->decoding && !s->load) {
       prefill_step(*s);
       break;
     }
@@ -254,7 +297,14 @@ void Worker::run() {
     std::vector<std::shared_ptr<Job>> admitted;
     {
       std::unique_lock<std::mutex> lock(mu_);
-      cv_.wait(lock, [&] { return stop_ || !active_.empty() || !queue_.empty(); });
+      // Sequences that only wait for disk loads are looked at again when a load is in (or after
+      // a while, to notice cancellations).
+      const auto ready = [&] { return stop_ || !queue_.empty() || disk_loaded_ || runnable(); };
+      if (active_.empty() || runnable())
+        cv_.wait(lock, ready);
+      else
+        cv_.wait_for(lock, std::chrono::milliseconds(100), ready);
+      disk_loaded_ = false;
       if (stop_) break;
       while (!queue_.empty() && active_.size() + admitted.size() < size_t(opt_.parallel)) {
         admitted.push_back(std::move(queue_.front()));
@@ -443,7 +493,8 @@ void Worker::retire(Seq& s, Finish f, const std::string& detail) {
   // goes into what the released reservation left free.
   if (f != Finish::kError && s.session && s.session->position() > 0) {
     fit_cache();
-    cache_.insert(std::move(s.session));
+    std::shared_ptr<const Session> stored = cache_.insert(std::move(s.session));
+    if (disk_) disk_->store(std::move(stored));
   }
   s.session.reset();
 }

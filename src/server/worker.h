@@ -31,6 +31,7 @@
 #include "core/error.h"
 #include "engine/sampler.h"
 #include "engine/session.h"
+#include "server/disk_cache.h"
 #include "server/memory_budget.h"
 #include "server/prefix_cache.h"
 #include "tokenizer/tokenizer.h"
@@ -134,6 +135,8 @@ struct WorkerOptions {
   int64_t prefill_chunk = 256;
   size_t cache_bytes = size_t(1) << 30;
   size_t memory_bytes = 0;    // budget for sequence states and snapshots; 0 = unlimited
+  std::string kv_cache_dir = {};  // the prefix cache's disk tier (disk_cache.h); empty = none
+  size_t kv_cache_disk_bytes = size_t(10) << 30;
 };
 
 struct WorkerStats {
@@ -145,6 +148,8 @@ struct WorkerStats {
   int64_t decode_steps = 0, decode_rows = 0;  // rows / steps = mean batch size
   int64_t prefill_steps = 0, snapshots = 0;    // prefill chunks run; message-boundary snapshots stored
   size_t memory_budget = 0, memory_reserved = 0;
+  bool disk_cache = false;  // --kv-cache-dir given; then `disk` holds its counters
+  DiskCacheStats disk;
 };
 
 class Worker {
@@ -173,6 +178,9 @@ class Worker {
   void prefill_step(Seq& s);
   void decode_step();
   void start(std::shared_ptr<Job> job);
+  void begin(Seq& s, std::unique_ptr<Session> loaded);
+  void adopt_loads();
+  bool runnable() const;
   void next_token(Seq& s, std::span<const float> logits);
   void emit(Seq& s, int32_t token, const SampleInfo* info);
   void retire(Seq& s, Finish f, const std::string& detail = "");
@@ -190,6 +198,8 @@ class Worker {
   bool stop_ = false;
   size_t reserved_ = 0;  // memory reserved by admitted and queued jobs
   WorkerStats stats_;  // guarded by mu_; the worker publishes its counters after each step
+  bool disk_loaded_ = false;  // guarded by mu_: a disk load finished since the worker last looked
+  std::unique_ptr<DiskCache> disk_;  // after mu_ and cv_: its reader thread signals them until joined
 
   // Worker thread only.
   std::vector<std::unique_ptr<Seq>> active_;
