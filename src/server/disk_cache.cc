@@ -220,6 +220,7 @@ void DiskCache::store(std::shared_ptr<const Session> snapshot) {
   const std::vector<int32_t>& t = snapshot->tokens();
   if (Entry* e = entry_locked(file_name(t)); e && e->tokens == t) {
     e->used = ++clock_;
+    touch(path(e->name));
     return;
   }
   for (const auto& w : writes_)
