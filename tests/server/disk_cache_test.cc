@@ -193,7 +193,8 @@ TEST_P(DiskCacheTest, DamagedFilesAreDeletedCountedAndBypassed) {
   const std::string numerics_file = foreign(*other_numerics), model_file = foreign(*other_model);
   const std::vector<std::pair<const char*, std::function<std::string(std::string)>>> damages = {
       {"flipped bit in a layer section", [](std::string b) { return flipped(b, b.size() / 2, 0x10); }},
-      {"flipped bit in the token section", [](std::string b) { return flipped(b, 56, 0x01);  // a token id (header 32 B, section head 12, array size 8) }},
+      // A token id: after the header (32 B), the section's tag and length (12) and the array size (8).
+      {"flipped bit in the token section", [](std::string b) { return flipped(b, 56, 0x01); }},
       {"truncated", [](std::string b) { return b.substr(0, b.size() * 2 / 3); }},
       {"other numerics", [&](std::string) { return numerics_file; }},
       {"other model", [&](std::string) { return model_file; }},
