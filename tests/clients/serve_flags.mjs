@@ -5,7 +5,7 @@
 // Each server gets a request, then SIGTERM while requests are in flight, and must exit 0.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
@@ -21,7 +21,7 @@ const cache = opt('--cache', process.env.DSV4_CACHE);
 // The flags this file exercises (each one's check is named in a comment below).
 const COVERED = ['-h', '--help', '--model', '--host', '--port', '--api-key', '--parallel', '--queue', '--ctx',
   '--cache-mb', '--memory-mb', '--max-body-mb', '--default-max-tokens', '--served-model-name', '--numerics', '--mmap',
-  '--no-mmap', '--test-hooks', '--test-completions'];
+  '--no-mmap', '--test-hooks', '--test-completions', '--kv-cache-dir', '--kv-cache-disk-gb'];
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const MiB = 1024 * 1024;
@@ -49,6 +49,9 @@ test('bad serve arguments: one error line naming the problem, non-zero exit', ()
     [['--served-model-name'], /--served-model-name/],
     [['--model', '/nonexistent-dsv4-model'], /nonexistent-dsv4-model/],
     [['--host', '256.1.1.1', '--port', '0'], /cannot listen on 256\.1\.1\.1/],
+    [['--kv-cache-disk-gb', '1'], /--kv-cache-disk-gb requires --kv-cache-dir/], [['--kv-cache-dir'], /--kv-cache-dir/],
+    [['--kv-cache-dir', '/tmp', '--kv-cache-disk-gb', '0'], /--kv-cache-disk-gb/],
+    [['--kv-cache-dir', '/proc/dsv4-nonexistent/kv', '--port', '0'], /--kv-cache-dir \/proc\/dsv4-nonexistent\/kv: cannot create/],
   ];
   for (const [a, want] of cases) {
     const r = spawnSync(bin, ['serve', ...a], { encoding: 'utf8', env: serverEnv(cache), timeout: 300_000 });
@@ -65,10 +68,12 @@ test('serve with every flag: each one has its effect; SIGTERM mid-generation exi
   const key = 'flags-key';
   const script = path.join(mkdtempSync(path.join(tmpdir(), 'dsv4-flags-')), 'script.json');
   writeFileSync(script, JSON.stringify([{ match: 'scripted-probe', completion: 'ok' }]));
+  const kvDir = path.join(path.dirname(script), 'kv');
   const s = await startServer({
     bin, cache, extra: ['--api-key', key, '--parallel', '2', '--queue', '1', '--ctx', '512', '--cache-mb', '8',
       '--memory-mb', '64', '--max-body-mb', '1', '--default-max-tokens', '3', '--served-model-name', 'flags-model',
-      '--numerics', 'reference', '--no-mmap', '--test-hooks', '--test-completions', script],
+      '--numerics', 'reference', '--no-mmap', '--test-hooks', '--test-completions', script,
+      '--kv-cache-dir', kvDir, '--kv-cache-disk-gb', '0.5'],
   });
   let stopped = false;
   try {
@@ -95,6 +100,14 @@ test('serve with every flag: each one has its effect; SIGTERM mid-generation exi
     const scripted = await post('/v1/chat/completions', { messages: [{ role: 'user', content: 'scripted-probe' }] });
     assert.equal(scripted.status, 200);
     assert.equal((await scripted.json()).choices[0].message.content, 'ok');
+    // --kv-cache-dir, --kv-cache-disk-gb 0.5: the finished requests' states are written there.
+    for (let i = 0; ; ++i) {
+      const d = (await (await fetch(`${s.url}/health`, { headers: auth })).json()).disk_cache;
+      assert.equal(d.max_bytes, 0.5 * 1024 * MiB);
+      if (d.writes >= 2 && readdirSync(kvDir).filter((f) => f.endsWith('.dsv4kv')).length === d.files) break;
+      assert.ok(i < 600, JSON.stringify(d));
+      await sleep(50);
+    }
     // --max-body-mb 1
     const big = await post('/v1/chat/completions', { messages: [{ role: 'user', content: 'x'.repeat(1.5 * MiB) }] });
     assert.equal(big.status, 413);
