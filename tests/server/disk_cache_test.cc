@@ -5,11 +5,13 @@
 //   tokens and logprobs (top 5 too) to a worker that never stopped; the restored state (135
 //   tokens) sits past the window's wrap and the first HCA block and inside a CSA block, and
 //   turn 2 crosses the next HCA boundary (256);
+// - while a file is being read (a slow disk), other requests run to the end;
 // - a damaged file (flipped bits, truncated, the other numerics' or another model's state under
 //   this model's name) is deleted and counted, and the answer is still the same;
 // - the directory stays within its size limit (least recently used files go), and a second
 //   cache on the same directory is refused.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -170,6 +172,29 @@ TEST_P(DiskCacheTest, RestartContinuesBitIdenticallyFromDisk) {
   EXPECT_EQ(st.disk.hits, 1);
   EXPECT_EQ(st.disk.damaged, 0);
   EXPECT_EQ(st.tokens_cached, 135);
+  expect_identical(r, second);
+}
+
+// A slow disk: the file becomes a FIFO that delivers its bytes only when the test writes them.
+// Meanwhile the request waiting for it is not scheduled and another request runs to the end.
+TEST_P(DiskCacheTest, ALoadInFlightDoesNotStallOtherSequences) {
+  const auto [first, second] = never_stopped();
+  const std::string f = turn1_file();
+  ASSERT_FALSE(f.empty());
+  const std::string bytes = read_bytes(f);
+  Worker w(*model_, *tok_, options(size_t(256) << 20));
+  fs::remove(f);
+  ASSERT_EQ(::mkfifo(f.c_str(), 0644), 0);
+  auto waiting = w.submit(params(turn2(first), 8));  // its reader blocks opening the FIFO
+  Result other = wait(w.submit(params(prompt(7, 40), 6)));
+  EXPECT_EQ(other.outcome.finish, Finish::kLength);
+  std::vector<JobEvent> ev;
+  EXPECT_FALSE(waiting->wait(&ev, std::chrono::milliseconds(0)));
+  EXPECT_TRUE(ev.empty());
+  std::thread disk([&] { write_bytes(f, bytes); });
+  Result r = wait(waiting);
+  disk.join();
+  EXPECT_EQ(r.outcome.cached_tokens, 135);
   expect_identical(r, second);
 }
 
