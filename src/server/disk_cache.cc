@@ -104,7 +104,7 @@ void DiskCache::scan() {
       continue;
     try {
       std::vector<int32_t> tokens = read_state_tokens(model_, path(name));
-      if (file_name(tokens) != name) throw Error("its tokens do not match its name");
+      if (file_name(tokens) != name) throw Error(cat(path(name), ": its tokens do not match its name"));
       Entry e{name, std::move(tokens), size_t(fs::file_size(path(name))), mtime_ns(path(name)), 0};
       clock_ = std::max(clock_, e.used);
       stats_.bytes += e.bytes;

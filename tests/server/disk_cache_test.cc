@@ -6,8 +6,8 @@
 //   tokens) sits past the window's wrap and the first HCA block and inside a CSA block, and
 //   turn 2 crosses the next HCA boundary (256);
 // - while a file is being read (a slow disk), other requests run to the end;
-// - a damaged file (flipped bits, truncated, the other numerics' or another model's state under
-//   this model's name) is deleted and counted, and the answer is still the same;
+// - a damaged file (flipped bits, truncated, the other numerics' or another model's state, or
+//   another prefix's, under this file's name) is deleted and counted, and the answer is the same;
 // - the directory stays within its size limit (least recently used files go), and a second
 //   cache on the same directory is refused.
 #include <gtest/gtest.h>
@@ -203,11 +203,10 @@ TEST_P(DiskCacheTest, DamagedFilesAreDeletedCountedAndBypassed) {
   auto other_numerics = Model::load(test::shared_dir() + "/golden/flash-mini",
                                     GetParam() == Numerics::kReference ? Numerics::kPlain : Numerics::kReference);
   auto other_model = Model::load(test::shared_dir() + "/golden/pro-mini", GetParam());
-  // Another model's / numerics' state of the same tokens, as a whole valid file.
-  auto foreign = [&](const Model& m) {
+  // Another model's / numerics' state of the same tokens (or this model's of other tokens), as a
+  // whole valid file.
+  auto foreign = [&](const Model& m, std::vector<int32_t> t) {
     Session s(m, SessionOptions{0, 64, false});
-    std::vector<int32_t> t = turn1_;
-    for (size_t i = 0; i + 1 < first.tokens.size(); ++i) t.push_back(first.tokens[i].id);
     s.append(t);
     const std::string p = dir_ + ".foreign";
     save_session(s, p);
@@ -215,7 +214,10 @@ TEST_P(DiskCacheTest, DamagedFilesAreDeletedCountedAndBypassed) {
     fs::remove(p);
     return b;
   };
-  const std::string numerics_file = foreign(*other_numerics), model_file = foreign(*other_model);
+  std::vector<int32_t> state = turn1_;
+  for (size_t i = 0; i + 1 < first.tokens.size(); ++i) state.push_back(first.tokens[i].id);
+  const std::string numerics_file = foreign(*other_numerics, state), model_file = foreign(*other_model, state);
+  const std::string other_tokens_file = foreign(*model_, prompt(6, 135));
   const std::vector<std::pair<const char*, std::function<std::string(std::string)>>> damages = {
       {"flipped bit in a layer section", [](std::string b) { return flipped(b, b.size() / 2, 0x10); }},
       // A token id: after the header (32 B), the section's tag and length (12) and the array size (8).
@@ -223,6 +225,7 @@ TEST_P(DiskCacheTest, DamagedFilesAreDeletedCountedAndBypassed) {
       {"truncated", [](std::string b) { return b.substr(0, b.size() * 2 / 3); }},
       {"other numerics", [&](std::string) { return numerics_file; }},
       {"other model", [&](std::string) { return model_file; }},
+      {"other tokens", [&](std::string) { return other_tokens_file; }},
   };
   for (const auto& [what, damage] : damages) {
     SCOPED_TRACE(what);
