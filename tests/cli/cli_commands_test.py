@@ -393,17 +393,19 @@ def test_state(tmp, m):
     out, err = dsv4("run", "--model", m, "--load-state", f"{tmp}/full.st", "-p", "And then?", "-n", "3")
     check(STATS.search(err) is not None, f"run --load-state -p: {err!r}")
 
-    # chat: two turns, quit, resume from the session file: the third turn equals an uninterrupted chat's.
-    args = ["--model", m, "-n", "24", "--temp", "0.7", "--seed", "3"]
+    # chat, in both numerics: two turns, quit, resume from the session file: the third turn
+    # equals an uninterrupted chat's.
     turns = ["Hello there", prompt, "Third turn"]
-    whole, _ = dsv4("chat", *args, stdin=("\n".join(turns) + "\n/exit\n").encode())
-    s = f"{tmp}/chat.st"
-    first, _ = dsv4("chat", *args, "--session", s, stdin=("\n".join(turns[:2]) + "\n/exit\n").encode())
-    third, err = dsv4("chat", *args, "--session", s, stdin=(turns[2] + "\n").encode())
-    check("resumed" in err, f"chat --session did not resume: {err!r}")
-    # Transcripts: "> answer1\n> answer2\n> " (then /exit) and "> answer3\n> " (then EOF).
-    check(first.endswith("> ") and first[:-2] + third == whole,
-          f"chat --session: the resumed chat {first!r} + {third!r} differs from the uninterrupted {whole!r}")
+    for numerics in ("plain", "reference"):  # reference last: its session file is used below
+        args = ["--model", m, "-n", "24", "--temp", "0.7", "--seed", "3", "--numerics", numerics]
+        whole, _ = dsv4("chat", *args, stdin=("\n".join(turns) + "\n/exit\n").encode())
+        s = f"{tmp}/chat-{numerics}.st"
+        first, _ = dsv4("chat", *args, "--session", s, stdin=("\n".join(turns[:2]) + "\n/exit\n").encode())
+        third, err = dsv4("chat", *args, "--session", s, stdin=(turns[2] + "\n").encode())
+        check("resumed" in err, f"chat --session did not resume ({numerics}): {err!r}")
+        # Transcripts: "> answer1\n> answer2\n> " (then /exit) and "> answer3\n> " (then EOF).
+        check(first.endswith("> ") and first[:-2] + third == whole,
+              f"chat --session ({numerics}): the resumed chat {first!r} + {third!r} differs from the uninterrupted {whole!r}")
 
     # Bad files: one error line each, naming the cause.
     good = open(f"{tmp}/full.st", "rb").read()
