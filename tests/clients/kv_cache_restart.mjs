@@ -4,7 +4,8 @@
 // In both numerics, on the demo model (every layer type), a two-turn chat at temperature 0:
 // - turn 1 → kill -9 → restart on the same directory → turn 2 reports cached tokens from the
 //   disk (a disk hit in /health) and answers with the same tokens AND the same logprobs (top 3
-//   too) as a server that never stopped;
+//   too) as a server that never stopped; the restarted server keeps nothing in memory
+//   (--cache-mb 0), and the Anthropic and Responses APIs report their disk hits as cached too;
 // - the directory's files damaged (flipped bits mid-file, truncated, the other numerics' files
 //   under these names) → skipped, deleted and counted in /health, and turn 2's answer is still
 //   the same tokens.
@@ -42,8 +43,20 @@ async function chat(s, messages) {
 }
 const health = async (s) => (await fetch(`${s.url}/health`)).json();
 
-async function serve(numerics, dir) {
-  return startServer({ bin, cache, extra: ['--numerics', numerics, '--kv-cache-dir', dir, '--kv-cache-disk-gb', '1'] });
+async function serve(numerics, dir, extra = []) {
+  return startServer({ bin, cache, extra: ['--numerics', numerics, '--kv-cache-dir', dir, '--kv-cache-disk-gb', '1', ...extra] });
+}
+
+// Turn 2 through the Anthropic Messages and the Responses API: the cached-token count each reports.
+async function otherApis(s, answer) {
+  const post = async (p, body) => {
+    const r = await fetch(`${s.url}${p}`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body) });
+    assert.equal(r.status, 200);
+    return r.json();
+  };
+  const m = await post('/v1/messages', { model: 'm', max_tokens: 4, temperature: 0, messages: turn2(answer) });
+  const r = await post('/v1/responses', { model: 'm', max_output_tokens: 4, temperature: 0, input: turn2(answer) });
+  return { anthropic: m.usage.cache_read_input_tokens, responses: r.usage.input_tokens_details.cached_tokens };
 }
 
 // Waits until every snapshot the memory cache took (message boundaries and finished requests)
@@ -91,7 +104,8 @@ for (const numerics of NUMERICS) {
     copyDir(dir, path.join(root, `pristine-${numerics}`));
     pristine[numerics] = path.join(root, `pristine-${numerics}`);
 
-    const b = await serve(numerics, dir);
+    // --cache-mb 0: nothing is kept in memory, every hit comes from the disk.
+    const b = await serve(numerics, dir, ['--cache-mb', '0']);
     try {
       const h0 = await health(b);
       assert.equal(h0.disk_cache.files, files(dir).length);  // the index rebuilt from the directory
@@ -105,6 +119,10 @@ for (const numerics of NUMERICS) {
       assert.equal(h.disk_cache.damaged, 0);
       assert.ok(h.disk_cache.bytes > 0 && h.disk_cache.bytes <= h.disk_cache.max_bytes);
       assert.equal(h.disk_cache.max_bytes, 2 ** 30);  // --kv-cache-disk-gb 1
+      // The other APIs report their disk hits too.
+      const other = await otherApis(b, first.text);
+      assert.ok(other.anthropic > 0 && other.responses > 0, JSON.stringify(other));
+      assert.equal((await health(b)).disk_cache.hits, 3);
     } finally {
       await b.stop();
     }
