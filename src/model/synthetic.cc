@@ -91,7 +91,9 @@ ModelConfig preset_config(const std::string& name, int layers_override, int expe
     c.index_n_heads = 4;
     c.index_head_dim = 64;
     c.index_topk = 8;
-    c.max_position_embeddings = 4096;
+    // The YaRN setting (common_config) says the model was trained on original_seq_len tokens, so
+    // that many positions need no extrapolation at all: enough for a coding agent's prompt.
+    c.max_position_embeddings = c.original_seq_len;
   } else if (name == "flash") {
     c.dim = 4096;
     c.moe_inter_dim = 2048;
