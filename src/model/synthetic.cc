@@ -89,7 +89,9 @@ ModelConfig preset_config(const std::string& name, int layers_override, int expe
     c.n_routed_experts = 16;
     c.route_scale = 1.5f;
     c.index_n_heads = 4;
-    c.index_head_dim = 64;
+    // 128 like both official models: the indexer's exact FP4 scoring works on 128-dim blocks
+    // (kernels/fp4_index.h), so 64 would send every key down the slower F32 path.
+    c.index_head_dim = 128;
     c.index_topk = 8;
     // The YaRN setting (common_config) says the model was trained on original_seq_len tokens, so
     // that many positions need no extrapolation at all: enough for a coding agent's prompt.
