@@ -49,6 +49,7 @@ struct Worker::Seq {
   std::unique_ptr<Session> session;
   Sampler sampler;
   int64_t cached = 0;
+  CacheTag tag;                     // what its snapshots are stored under
   std::vector<int64_t> boundaries;  // prompt positions to snapshot at (before a turn's role token)
   size_t next_boundary = 0;
   bool decoding = false, finished = false;
@@ -194,12 +195,12 @@ void Worker::fit_cache() {
 
 // A message-boundary snapshot, skipped when an earlier request stored it. Only an optimisation:
 // when the copy cannot be allocated, the request goes on without it.
-void Worker::snapshot(const Session& session) {
-  if (cache_.contains(session.tokens())) return;
+void Worker::snapshot(const Session& session, const CacheTag& tag) {
+  if (cache_.touch(session.tokens(), tag)) return;
   try {
     auto copy = std::make_unique<Session>(session);
     copy->release_outputs();
-    cache_.insert(std::move(copy));
+    cache_.insert(std::move(copy), tag);
     ++counters_.snapshots;
   } catch (const std::bad_alloc&) {
   } catch (const std::length_error&) {
@@ -213,6 +214,7 @@ void Worker::start(std::shared_ptr<Job> job) {
   s->session = cache_.lookup(prompt);
   if (!s->session) s->session = std::make_unique<Session>(model_, SessionOptions{max_context_, opt_.prefill_chunk, false});
   s->cached = s->session->position();
+  s->tag = CacheTag{s->p().cache_key, ++requests_started_};
   counters_.tokens_cached += s->cached;
   s->boundaries = snapshot_points(prompt, s->cached, user_id_, assistant_id_, opt_.prefill_chunk);
   active_.push_back(std::move(s));
@@ -300,7 +302,7 @@ void Worker::prefill_step(Seq& s) {
         s.session->append(std::span<const int32_t>(prompt).subspan(size_t(pos), size_t(end - pos)));
     counters_.tokens_prefilled += end - pos;
     ++counters_.prefill_steps;
-    if (at_boundary) snapshot(*s.session);
+    if (at_boundary) snapshot(*s.session, s.tag);
     if (end == n) {
       s.decoding = true;
       next_token(s, logits);
@@ -443,7 +445,7 @@ void Worker::retire(Seq& s, Finish f, const std::string& detail) {
   // goes into what the released reservation left free.
   if (f != Finish::kError && s.session && s.session->position() > 0) {
     fit_cache();
-    cache_.insert(std::move(s.session));
+    cache_.insert(std::move(s.session), s.tag);
   }
   s.session.reset();
 }

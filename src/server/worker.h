@@ -47,6 +47,7 @@ struct GenParams {
   std::vector<int32_t> stop_tokens;       // end of generation, not returned (EOS)
   std::vector<std::string> stop_strings;  // end of generation, cut from the text
   bool logprobs = false;                  // report TokenInfo for each token
+  std::string cache_key;                  // prompt_cache_key: its snapshots outlast other traffic
   // Test hook (server --test-hooks only): these tokens are emitted instead of sampled ones
   // (still run through the model, so the state and the prefix cache stay consistent).
   std::optional<std::vector<int32_t>> forced;
@@ -169,7 +170,7 @@ class Worker {
   void admit(std::shared_ptr<Job> job);
   void end_job(Job& job, JobOutcome o);  // finishes the job and releases its memory reservation
   void fit_cache();
-  void snapshot(const Session& session);
+  void snapshot(const Session& session, const CacheTag& tag);
   void prefill_step(Seq& s);
   void decode_step();
   void start(std::shared_ptr<Job> job);
@@ -196,6 +197,7 @@ class Worker {
   PrefixCache cache_;
   WorkerStats counters_;
   int32_t user_id_ = -1, assistant_id_ = -1;  // message-boundary tokens (snapshot points)
+  int64_t requests_started_ = 0;               // numbers the CacheTags
   std::thread thread_;
   std::once_flag joined_;
 };
