@@ -19,6 +19,20 @@ bool Job::wait(std::vector<JobEvent>* out, std::chrono::milliseconds timeout) {
   return done_;
 }
 
+std::optional<int64_t> Job::wait_started(std::chrono::milliseconds timeout) {
+  std::unique_lock<std::mutex> lock(mu_);
+  cv_.wait_for(lock, timeout, [&] { return cached_.has_value() || done_; });
+  return cached_ ? cached_ : done_ ? std::optional<int64_t>(0) : std::nullopt;
+}
+
+void Job::mark_started(int64_t cached_tokens) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    cached_ = cached_tokens;
+  }
+  cv_.notify_all();
+}
+
 JobOutcome Job::outcome() const {
   std::lock_guard<std::mutex> lock(mu_);
   return outcome_;
@@ -215,6 +229,7 @@ void Worker::start(std::shared_ptr<Job> job) {
   if (!s->session) s->session = std::make_unique<Session>(model_, SessionOptions{max_context_, opt_.prefill_chunk, false});
   s->cached = s->session->position();
   s->tag = CacheTag{s->p().cache_key, ++requests_started_};
+  s->job->mark_started(s->cached);
   counters_.tokens_cached += s->cached;
   s->boundaries = snapshot_points(prompt, s->cached, user_id_, assistant_id_, opt_.prefill_chunk);
   active_.push_back(std::move(s));

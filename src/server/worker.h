@@ -101,11 +101,15 @@ class Job {
   // has finished and every event has been taken (outcome() is then final).
   bool wait(std::vector<JobEvent>* out, std::chrono::milliseconds timeout);
   JobOutcome outcome() const;
+  // Reader: waits up to `timeout` for the worker to start the job; then the prompt tokens it
+  // takes from the prefix cache (0 when the job ended before it started), else nullopt.
+  std::optional<int64_t> wait_started(std::chrono::milliseconds timeout);
   // Reader: the client went away or stopped reading; the worker drops the sequence.
   void cancel() { cancelled_ = true; }
   bool cancelled() const { return cancelled_; }
 
   // Writer.
+  void mark_started(int64_t cached_tokens);
   void push(JobEvent e);
   void finish(JobOutcome o);
 
@@ -114,6 +118,7 @@ class Job {
   std::condition_variable cv_;
   std::deque<JobEvent> events_;
   bool done_ = false;
+  std::optional<int64_t> cached_;  // set once the worker has started the job
   JobOutcome outcome_;
   std::atomic<bool> cancelled_{false};
   friend class Worker;
