@@ -143,4 +143,10 @@ test('messages: errors in Anthropic form', async () => {
     (e) => e.status === 400 && /unknown role 'robot'/.test(e.message));
   await assert.rejects(client.messages.create({ model, max_tokens: 5, messages: [{ role: 'system', content: 'x' }] }),
     (e) => e.status === 400 && /not only system messages/.test(e.message));
+  await assert.rejects(client.messages.create({ model, max_tokens: 5, messages: [{ role: 'assistant', content: [{ type: 'tool_use', id: 't' }] }] }),
+    (e) => e.status === 400 && /messages\[0\]\.content\[0\]\.name must be a string/.test(e.message));
+  await assert.rejects(client.messages.create({ model, max_tokens: 5, messages: [{ role: 'user', content: [{ type: 'image_url' }] }] }),
+    (e) => e.status === 400 && /block type 'image_url' is not supported/.test(e.message));
+  await assert.rejects(client.messages.create({ model, max_tokens: 5, messages: [{ role: 'user', content: 'x '.repeat(5000) }] }),
+    (e) => e.status === 400 && /the prompt is \d+ tokens but the context holds 4096/.test(e.message));
 });
