@@ -10,8 +10,9 @@
 // source lines) brings the prompt to --tokens. Each run puts a fresh nonce at the start of the
 // system text, so turn 1 finds nothing in the prefix cache. Turns are streamed Messages requests
 // with scripted one-word answers (--test-hooks); TTFT = request sent → first content delta.
-// Prints one line per run and the medians, with the load average before and after.
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+// Prints one line per run and the medians, with the load average before and after and the
+// server's CPU time per turn (a figure that a busy machine inflates less than the wall time).
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
@@ -131,6 +132,11 @@ async function countTokens(url, body) {
 }
 
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+// CPU seconds the server has used (user + system, /proc): what a turn costs regardless of load.
+const cpuSeconds = (pid) => {
+  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+  return (Number(f[11]) + Number(f[12])) / 100;  // utime, stime in clock ticks (USER_HZ 100)
+};
 const load = () => os.loadavg().map((x) => x.toFixed(2)).join(' ');
 
 const recorded = await recordClaudeCode();
@@ -142,18 +148,24 @@ try {
   const total = await countTokens(server.url, turn1(recorded, 'x', lines));
   console.log(`Claude Code request: ${JSON.stringify(recorded).length} bytes JSON, ${recorded.tools.length} tools, ` +
     `${base} tokens; with a ${lines}-line tool result: ${total} tokens. ${os.cpus().length} CPUs, load ${load()}`);
-  const t1 = [], t2 = [];
+  const t1 = [], t2 = [], c1 = [], c2 = [];
+  const turn = async (body, completion, times, cpus) => {
+    const cpu0 = cpuSeconds(server.pid);
+    const r = await timed(server.url, body, completion);
+    times.push(r.ttft / 1000);
+    cpus.push(cpuSeconds(server.pid) - cpu0);
+    const u = r.usage;
+    return `TTFT ${times.at(-1).toFixed(2)} s, server CPU ${cpus.at(-1).toFixed(1)} s (cached ${u.cache_read_input_tokens} of ` +
+      `${u.input_tokens + u.cache_read_input_tokens})`;
+  };
   for (let r = 0; r < runs; ++r) {
     const b1 = turn1(recorded, `${process.pid}-${r}-${Date.now()}`, lines);
-    const a = await timed(server.url, b1, 'Reading util.c next.');
-    const b = await timed(server.url, turn2(b1, 'Reading util.c next.'), 'Done.');
-    t1.push(a.ttft);
-    t2.push(b.ttft);
-    console.log(`run ${r + 1}: turn 1 TTFT ${(a.ttft / 1000).toFixed(2)} s (cached ${a.usage.cache_read_input_tokens} of ` +
-      `${a.usage.input_tokens + a.usage.cache_read_input_tokens}), turn 2 TTFT ${(b.ttft / 1000).toFixed(2)} s (cached ` +
-      `${b.usage.cache_read_input_tokens} of ${b.usage.input_tokens + b.usage.cache_read_input_tokens})`);
+    const a = await turn(b1, 'Reading util.c next.', t1, c1);
+    const b = await turn(turn2(b1, 'Reading util.c next.'), 'Done.', t2, c2);
+    console.log(`run ${r + 1}: turn 1 ${a}; turn 2 ${b}`);
   }
-  console.log(`median of ${runs}: turn 1 ${(median(t1) / 1000).toFixed(2)} s, turn 2 ${(median(t2) / 1000).toFixed(2)} s; load ${load()}`);
+  console.log(`median of ${runs}: turn 1 TTFT ${median(t1).toFixed(2)} s (CPU ${median(c1).toFixed(1)} s), ` +
+    `turn 2 TTFT ${median(t2).toFixed(2)} s (CPU ${median(c2).toFixed(1)} s); load ${load()}`);
 } finally {
   await server.stop();
 }
