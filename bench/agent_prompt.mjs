@@ -145,9 +145,17 @@ try {
   const base = await countTokens(server.url, turn1(recorded, 'x', 0));
   const perLine = ((await countTokens(server.url, turn1(recorded, 'x', 100))) - base) / 100;
   const lines = Math.max(0, Math.round((target - base) / perLine));  // the tool result that reaches --tokens
-  const total = await countTokens(server.url, turn1(recorded, 'x', lines));
+  // count_tokens parses, renders and tokenizes the request, as a turn does before prefill.
+  const counted = [];
+  let total = 0;
+  for (let i = 0; i < 3; ++i) {
+    const t0 = performance.now();
+    total = await countTokens(server.url, turn1(recorded, `count-${i}`, lines));
+    counted.push(performance.now() - t0);
+  }
   console.log(`Claude Code request: ${JSON.stringify(recorded).length} bytes JSON, ${recorded.tools.length} tools, ` +
-    `${base} tokens; with a ${lines}-line tool result: ${total} tokens. ${os.cpus().length} CPUs, load ${load()}`);
+    `${base} tokens; with a ${lines}-line tool result: ${total} tokens (count_tokens: ${median(counted).toFixed(0)} ms). ` +
+    `${os.cpus().length} CPUs, load ${load()}`);
   const t1 = [], t2 = [], c1 = [], c2 = [];
   const turn = async (body, completion, times, cpus) => {
     const cpu0 = cpuSeconds(server.pid);

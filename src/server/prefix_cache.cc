@@ -48,7 +48,7 @@ bool PrefixCache::kept(const Entry& e) const {
   return it != keys_.end() && it->second.latest == e.tag.request;
 }
 
-void PrefixCache::erase(Entries::iterator it) {
+void PrefixCache::evict(Entries::iterator it) {
   bytes_ -= entry_bytes(*it->session);
   if (!it->tag.key.empty()) {
     auto k = keys_.find(it->tag.key);
@@ -96,7 +96,7 @@ void PrefixCache::evict_to(size_t limit) {
         victim = std::prev(it.base());
         break;
       }
-    erase(victim);
+    evict(victim);
   }
 }
 

@@ -46,12 +46,12 @@ class PrefixCache {
   std::unique_ptr<Session> lookup(std::span<const int32_t> prompt);
 
   // Stores `session` (taking ownership; its last outputs are released), tagged. An entry with the
-  // same tokens is only refreshed (and takes the tag).
+  // same tokens is only refreshed (and, for a keyed tag, changes hands).
   void insert(std::unique_ptr<Session> session, const CacheTag& tag = {});
   // The bytes entries may use now (at most max_bytes()); evicts down to it.
   void set_capacity(size_t bytes);
   // Whether an entry with exactly these tokens exists (the caller can skip making a copy); if
-  // so, it is refreshed and takes the tag, as insert() would.
+  // so, it is refreshed and retagged, as insert() would.
   bool touch(std::span<const int32_t> tokens, const CacheTag& tag = {});
 
   size_t entries() const { return entries_.size(); }
@@ -75,7 +75,7 @@ class PrefixCache {
   using Entries = std::list<Entry>;
   void retag(Entry& e, const CacheTag& tag);
   bool kept(const Entry& e) const;  // stored by its key's latest request
-  void erase(Entries::iterator it);
+  void evict(Entries::iterator it);
   void evict_to(size_t limit);
   Entries entries_;  // most recently used first
   std::map<std::string, KeyState> keys_;
