@@ -38,7 +38,7 @@ test('claude -p: Read tool round trip with prefix reuse', { timeout: 300_000 }, 
   try {
     const env = { PATH: process.env.PATH, HOME: home, ANTHROPIC_BASE_URL: server.url, ANTHROPIC_API_KEY: 'sk-dsv4-test',
       DISABLE_TELEMETRY: '1', DISABLE_ERROR_REPORTING: '1', DISABLE_AUTOUPDATER: '1',
-      CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: '1',
+      CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: '1', CLAUDE_CODE_AUTO_COMPACT_WINDOW: '65536',
       ...offlineProxies };
     const r = await runAgent(process.execPath, [wrapper, '-p', 'Read note.txt and tell me the secret.', '--model', 'dsv4-demo'],
       { cwd: work, env });

@@ -35,7 +35,9 @@ test('codex exec: exec_command round trip over /v1/responses with prefix reuse',
     extra: ['--test-hooks', '--test-completions', script] });
   try {
     writeFileSync(path.join(codexHome, 'config.toml'), [
-      'model = "dsv4-demo"', 'model_provider = "dsv4"', 'check_for_update_on_startup = false', '',
+      'model = "dsv4-demo"', 'model_provider = "dsv4"', 'check_for_update_on_startup = false',
+      // docs/server.md's window settings for the server's 64K context.
+      'model_context_window = 65536', 'model_auto_compact_token_limit = 56000', '',
       '[model_providers.dsv4]', 'name = "dsv4"', `base_url = "${server.url}/v1"`, 'wire_api = "responses"', '',
       '[analytics]', 'enabled = false', '', '[feedback]', 'enabled = false', '', '[otel]', 'exporter = "none"', ''].join('\n'));
     const env = { PATH: process.env.PATH, HOME: home, CODEX_HOME: codexHome, ...offlineProxies };
