@@ -183,6 +183,12 @@ std::vector<int32_t> render_chat(const Json& messages, const Json& tools, const 
   }
 }
 
+std::string parse_cache_key(const Json& body) {
+  std::string key = get_string(body, "prompt_cache_key").value_or("");
+  if (key.size() > 1024) bad_request("'prompt_cache_key' is longer than 1024 bytes", "prompt_cache_key");
+  return key;
+}
+
 void parse_sampling(const Json& body, GenParams* gen, double max_temperature) {
   SamplingParams& s = gen->sampling;
   s.temperature = float(get_number(body, "temperature", 0, max_temperature).value_or(0));
@@ -212,6 +218,7 @@ ChatRequest parse_chat_request(const Json& body, const Tokenizer& tok, const Api
     r.include_usage = get_bool(*it, "include_usage").value_or(true);
   }
   parse_sampling(body, &r.gen, 2);
+  r.gen.cache_key = parse_cache_key(body);
   auto max_tokens = get_int(body, "max_completion_tokens", 1, INT64_MAX);
   if (!max_tokens) max_tokens = get_int(body, "max_tokens", 1, INT64_MAX);
   r.gen.max_tokens = max_tokens.value_or(cfg.default_max_tokens);

@@ -40,6 +40,9 @@ std::vector<int32_t> render_chat(const Json& messages, const Json& tools, const 
 
 // Shared by chat (via messages) and the Anthropic API: sampling fields common to both.
 void parse_sampling(const Json& body, GenParams* gen, double max_temperature);
+// `prompt_cache_key` (chat completions and Responses): a string of at most 1024 bytes that tags
+// the request's prefix-cache snapshots (worker.h GenParams::cache_key); "" when absent.
+std::string parse_cache_key(const Json& body);
 
 struct CompletionRequest {
   GenParams gen;

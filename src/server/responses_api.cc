@@ -284,7 +284,7 @@ ResponsesRequest parse_responses_request(const Json& body, const Tokenizer& tok,
                                          const ResponseStore& store) {
   ResponsesRequest r;
   get_string(body, "model");
-  get_string(body, "prompt_cache_key");
+  r.gen.cache_key = parse_cache_key(body);
   get_bool(body, "parallel_tool_calls");
   if (get_bool(body, "background").value_or(false)) bad_request("'background' responses are not supported", "background");
   r.stream = get_bool(body, "stream").value_or(false);

@@ -19,6 +19,20 @@ bool Job::wait(std::vector<JobEvent>* out, std::chrono::milliseconds timeout) {
   return done_;
 }
 
+std::optional<int64_t> Job::wait_started(std::chrono::milliseconds timeout) {
+  std::unique_lock<std::mutex> lock(mu_);
+  cv_.wait_for(lock, timeout, [&] { return cached_.has_value() || done_; });
+  return cached_ ? cached_ : done_ ? std::optional<int64_t>(0) : std::nullopt;
+}
+
+void Job::mark_started(int64_t cached_tokens) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    cached_ = cached_tokens;
+  }
+  cv_.notify_all();
+}
+
 JobOutcome Job::outcome() const {
   std::lock_guard<std::mutex> lock(mu_);
   return outcome_;
@@ -49,6 +63,7 @@ struct Worker::Seq {
   std::unique_ptr<Session> session;
   Sampler sampler;
   int64_t cached = 0;
+  CacheTag tag;                     // what its snapshots are stored under
   std::vector<int64_t> boundaries;  // prompt positions to snapshot at (before a turn's role token)
   size_t next_boundary = 0;
   bool decoding = false, finished = false;
@@ -208,12 +223,12 @@ void Worker::fit_cache() {
 
 // A message-boundary snapshot, skipped when an earlier request stored it. Only an optimisation:
 // when the copy cannot be allocated, the request goes on without it.
-void Worker::snapshot(const Session& session) {
-  if (cache_.contains(session.tokens())) return;
+void Worker::snapshot(const Session& session, const CacheTag& tag) {
+  if (cache_.touch(session.tokens(), tag)) return;
   try {
     auto copy = std::make_unique<Session>(session);
     copy->release_outputs();
-    std::shared_ptr<const Session> stored = cache_.insert(std::move(copy));
+    std::shared_ptr<const Session> stored = cache_.insert(std::move(copy), tag);
     if (disk_) disk_->store(std::move(stored));
     ++counters_.snapshots;
   } catch (const std::bad_alloc&) {
@@ -225,6 +240,7 @@ void Worker::start(std::shared_ptr<Job> job) {
   auto s = std::make_unique<Seq>(std::move(job), tok_);
   maybe_fail(s->p(), FailAlloc::kStart);
   const std::vector<int32_t>& prompt = s->p().prompt;
+  s->tag = CacheTag{s->p().cache_key, ++requests_started_};
   // A longer prefix on disk than in memory: the sequence is not scheduled until it is read.
   if (disk_) s->load = disk_->find(prompt, cache_.match_length(prompt));
   if (!s->load) begin(*s, nullptr);
@@ -238,6 +254,7 @@ void Worker::begin(Seq& s, std::unique_ptr<Session> loaded) {
   s.session = loaded ? std::move(loaded) : cache_.lookup(prompt);
   if (!s.session) s.session = std::make_unique<Session>(model_, SessionOptions{max_context_, opt_.prefill_chunk, false});
   s.cached = s.session->position();
+  s.job->mark_started(s.cached);
   counters_.tokens_cached += s.cached;
   s.boundaries = snapshot_points(prompt, s.cached, user_id_, assistant_id_, opt_.prefill_chunk);
 }
@@ -350,7 +367,7 @@ void Worker::prefill_step(Seq& s) {
         s.session->append(std::span<const int32_t>(prompt).subspan(size_t(pos), size_t(end - pos)));
     counters_.tokens_prefilled += end - pos;
     ++counters_.prefill_steps;
-    if (at_boundary) snapshot(*s.session);
+    if (at_boundary) snapshot(*s.session, s.tag);
     if (end == n) {
       s.decoding = true;
       next_token(s, logits);
@@ -493,7 +510,7 @@ void Worker::retire(Seq& s, Finish f, const std::string& detail) {
   // goes into what the released reservation left free.
   if (f != Finish::kError && s.session && s.session->position() > 0) {
     fit_cache();
-    std::shared_ptr<const Session> stored = cache_.insert(std::move(s.session));
+    std::shared_ptr<const Session> stored = cache_.insert(std::move(s.session), s.tag);
     if (disk_) disk_->store(std::move(stored));
   }
   s.session.reset();

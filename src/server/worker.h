@@ -48,6 +48,7 @@ struct GenParams {
   std::vector<int32_t> stop_tokens;       // end of generation, not returned (EOS)
   std::vector<std::string> stop_strings;  // end of generation, cut from the text
   bool logprobs = false;                  // report TokenInfo for each token
+  std::string cache_key;                  // prompt_cache_key: its snapshots outlast other traffic
   // Test hook (server --test-hooks only): these tokens are emitted instead of sampled ones
   // (still run through the model, so the state and the prefix cache stay consistent).
   std::optional<std::vector<int32_t>> forced;
@@ -101,11 +102,15 @@ class Job {
   // has finished and every event has been taken (outcome() is then final).
   bool wait(std::vector<JobEvent>* out, std::chrono::milliseconds timeout);
   JobOutcome outcome() const;
+  // Reader: waits up to `timeout` for the worker to start the job; then the prompt tokens it
+  // takes from the prefix cache (0 when the job ended before it started), else nullopt.
+  std::optional<int64_t> wait_started(std::chrono::milliseconds timeout);
   // Reader: the client went away or stopped reading; the worker drops the sequence.
   void cancel() { cancelled_ = true; }
   bool cancelled() const { return cancelled_; }
 
   // Writer.
+  void mark_started(int64_t cached_tokens);
   void push(JobEvent e);
   void finish(JobOutcome o);
 
@@ -114,6 +119,7 @@ class Job {
   std::condition_variable cv_;
   std::deque<JobEvent> events_;
   bool done_ = false;
+  std::optional<int64_t> cached_;  // set once the worker has started the job
   JobOutcome outcome_;
   std::atomic<bool> cancelled_{false};
   friend class Worker;
@@ -174,7 +180,7 @@ class Worker {
   void admit(std::shared_ptr<Job> job);
   void end_job(Job& job, JobOutcome o);  // finishes the job and releases its memory reservation
   void fit_cache();
-  void snapshot(const Session& session);
+  void snapshot(const Session& session, const CacheTag& tag);
   void prefill_step(Seq& s);
   void decode_step();
   void start(std::shared_ptr<Job> job);
@@ -206,6 +212,7 @@ class Worker {
   PrefixCache cache_;
   WorkerStats counters_;
   int32_t user_id_ = -1, assistant_id_ = -1;  // message-boundary tokens (snapshot points)
+  int64_t requests_started_ = 0;               // numbers the CacheTags
   std::thread thread_;
   std::once_flag joined_;
 };

@@ -32,6 +32,7 @@ if (packages.some((p) => !existsSync(path.join(here, 'node_modules', ...p.split(
 }
 const files = args.length ? args : readdirSync(here).filter((f) => f.endsWith('.test.mjs')).sort().map((f) => path.join(here, f));
 
+// --ctx 4096 rather than the demo's 65536: the tests of prompts over the context stay small and fast.
 const server = await startServer({ bin, cache, extra: ['--test-hooks', '--parallel', '4', '--queue', '8', '--cache-mb', '64', '--ctx', '4096'] });
 let code = 1;
 try {

@@ -95,6 +95,39 @@ TEST_F(WorkerTest, PrefixCacheHitContinuesLikeAFreshPrefill) {
   EXPECT_EQ(cached.stats().cache_hits, 1);
 }
 
+// prompt_cache_key: the snapshots of a key's latest request outlast traffic that evicts every
+// other entry (least recently used first), so that key's next turn still continues from them;
+// without a key the same traffic evicts the first conversation's state.
+TEST_F(WorkerTest, CacheKeyKeepsItsSnapshotsThroughOtherTraffic) {
+  auto keyed = [](std::vector<int32_t> p, const std::string& key) {
+    GenParams g = params(std::move(p), 2);
+    g.cache_key = key;
+    return g;
+  };
+  size_t entry = 0;  // one finished job's final state (these prompts have no turn boundaries)
+  {
+    Worker probe(*model_, *tok_, WorkerOptions{1, 8, 0, 64, size_t(256) << 20});
+    wait(probe.submit(params(prompt(1, 40), 2)));
+    // The worker publishes its stats after the step that finished the job.
+    for (int i = 0; i < 200 && probe.stats().cache_entries == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    entry = probe.stats().cache_bytes;
+    ASSERT_EQ(probe.stats().cache_entries, 1u);
+  }
+  auto run = [&](const std::string& key) {
+    Worker w(*model_, *tok_, WorkerOptions{1, 8, 0, 64, entry * 3 + entry / 2});  // room for 3 entries
+    Result first = wait(w.submit(keyed(prompt(1, 40), key)));
+    // Six other conversations, half of them under another key, each storing one entry.
+    for (int i = 0; i < 6; ++i) wait(w.submit(keyed(prompt(10 + i, 40), i % 2 ? "agent-b" : "")));
+    EXPECT_LE(w.stats().cache_entries, 3u);
+    std::vector<int32_t> next = prompt(1, 40);
+    next.insert(next.end(), first.ids.begin(), first.ids.end());
+    for (int32_t t : prompt(9, 5)) next.push_back(t);
+    return wait(w.submit(keyed(next, key))).outcome.cached_tokens;
+  };
+  EXPECT_EQ(run("agent-a"), 40 + 2 - 1);
+  EXPECT_EQ(run(""), 0);
+}
+
 TEST_F(WorkerTest, CancelFreesTheSlotAndQueueFullRefuses) {
   Worker w(*model_, *tok_, WorkerOptions{1, 1, 0, 64, 0});
   auto a = w.submit(params(prompt(1, 10), 100000));
