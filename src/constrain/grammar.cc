@@ -15,14 +15,14 @@ Nfa::Frag invoke(Nfa& nfa, const ToolSpec& tool) {
 }
 
 // `\n\n<｜DSML｜tool_calls>\n` INVOKE (`\n` INVOKE)* `\n</｜DSML｜tool_calls>`, one copy of each invoke.
-Nfa::Frag tool_calls(Nfa& nfa, const std::vector<ToolSpec>& tools) {
+Nfa::Frag tool_calls(Nfa& nfa, const std::vector<ToolSpec>& tools, bool single) {
   std::vector<Nfa::Frag> calls;
   for (const ToolSpec& t : tools) calls.push_back(invoke(nfa, t));
   Nfa::Frag open = nfa.lit("\n\n<" DSV4_BAR "DSML" DSV4_BAR "tool_calls>\n"), any = nfa.alt(calls), nl = nfa.lit("\n"),
             close = nfa.lit("</" DSV4_BAR "DSML" DSV4_BAR "tool_calls>");
   nfa.eps(open.out, any.in);
   nfa.eps(any.out, nl.in);
-  nfa.eps(nl.out, any.in);
+  if (!single) nfa.eps(nl.out, any.in);
   nfa.eps(nl.out, close.in);
   return {open.in, close.out};
 }
@@ -42,7 +42,7 @@ Nfa::Frag reasoning(Nfa& nfa) {
 std::string GrammarSpec::canonical() const {
   Json tools_json = Json::array();
   for (const ToolSpec& t : tools) tools_json.push_back(Json{{"name", t.name}, {"parameters", t.parameters}, {"path", t.path}});
-  return Json{{"thinking", thinking}, {"required", call_required}, {"json_object", json_object}, {"schema", schema},
+  return Json{{"thinking", thinking}, {"required", call_required}, {"single", single_call}, {"json_object", json_object}, {"schema", schema},
               {"schema_path", schema_path}, {"tools", tools_json}}
       .dump(-1, ' ', false, Json::error_handler_t::replace);
 }
@@ -59,7 +59,7 @@ Dfa build_dfa(const GrammarSpec& spec) {
       answers.push_back(c.document());
     }
   }
-  if (!spec.tools.empty()) answers.push_back(tool_calls(nfa, spec.tools));
+  if (!spec.tools.empty()) answers.push_back(tool_calls(nfa, spec.tools, spec.single_call));
   if (answers.empty()) throw SchemaError("nothing to constrain to");
   Nfa::Frag answer = answers.size() == 1 ? answers[0] : nfa.alt(answers);
   Nfa::Frag whole = spec.thinking ? nfa.seq({reasoning(nfa), answer}) : answer;

@@ -29,6 +29,7 @@ struct GrammarSpec {
   bool thinking = false;
   std::vector<ToolSpec> tools;  // a call may name one of these
   bool call_required = false;   // a tool call is the only output (else a document, or a call if tools)
+  bool single_call = false;     // exactly one invoke (parallel tool calls off)
   bool json_object = false;     // the document is any JSON object
   Json schema;                  // else the document's schema (null: no document, tools only)
   std::string schema_path;
