@@ -97,17 +97,23 @@ std::shared_ptr<const Mask> Constraint::mask(int state) const {
   return m;
 }
 
+// Visits only the disallowed tokens of each 64-token word: a few where most are allowed
+// (free text), a plain fill where none is (literals, numbers).
 void Constraint::apply(int state, std::span<float> logits) const {
   const std::shared_ptr<const Mask> m = mask(state);
   const size_t n = std::min(logits.size(), size_t(vocab_->size()));
+  float* out = logits.data();
   for (size_t w = 0; w * 64 < n; ++w) {
-    const uint64_t bits = (*m)[w];
-    if (bits == ~uint64_t(0)) continue;
-    const size_t end = std::min(n, w * 64 + 64);
-    for (size_t i = w * 64; i < end; ++i)
-      if (!((bits >> (i % 64)) & 1)) logits[i] = -INFINITY;
+    const size_t base = w * 64, end = std::min(n, base + 64);
+    uint64_t off = ~(*m)[w];
+    if (end - base < 64) off &= (uint64_t(1) << (end - base)) - 1;
+    if (off == ~uint64_t(0)) {
+      std::fill(out + base, out + end, -INFINITY);
+      continue;
+    }
+    for (; off; off &= off - 1) out[base + size_t(__builtin_ctzll(off))] = -INFINITY;
   }
-  for (size_t i = n; i < logits.size(); ++i) logits[i] = -INFINITY;
+  std::fill(out + n, out + logits.size(), -INFINITY);
 }
 
 size_t Constraint::cached_masks() const {
