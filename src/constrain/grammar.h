@@ -38,7 +38,7 @@ struct GrammarSpec {
   std::string canonical() const;
 };
 
-inline constexpr size_t kMaxDfaStates = 200000;
+inline constexpr size_t kMaxDfaStates = 100000;  // ~60 byte classes x 4 B each: 24 MiB at most
 
 // Throws SchemaError naming an unsupported feature and where it is.
 Dfa build_dfa(const GrammarSpec& spec);

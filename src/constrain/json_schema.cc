@@ -92,8 +92,6 @@ Nfa::Frag number(Nfa& nfa) {
   return nfa.seq({integer(nfa), frac, exp});
 }
 
-Nfa::Frag hex(Nfa& nfa) { return nfa.alt({nfa.bytes('0', '9'), nfa.bytes('a', 'f'), nfa.bytes('A', 'F')}); }
-
 Nfa::Frag sep(Nfa& nfa) { return nfa.seq({nfa.lit(","), nfa.opt(nfa.lit(" "))}); }
 
 // open (close | E (sep E)* close) with one copy of the element E, which loops back on itself.
@@ -112,37 +110,86 @@ Nfa::Frag list(Nfa& nfa, const char* open, const char* close, Make make) {
 
 Nfa::Frag ows(Nfa& nfa) { return nfa.opt(nfa.lit(" ")); }
 
+namespace {
+
+// Edges from `in` to `out` for one non-ASCII UTF-8 character other than U+FF5C (EF BD 9C, the
+// fullwidth bar every V4 control token is made of), through states shared by all lead bytes
+// ("n continuation bytes due"), so the DFA gets a handful of states per character, not one per
+// branch.
+void utf8_edges(Nfa& nfa, int in, int out) {
+  const int c1 = nfa.add_state(), c2 = nfa.add_state(), c3 = nfa.add_state();
+  nfa.edge(c1, out, 0x80, 0xBF);
+  nfa.edge(c2, c1, 0x80, 0xBF);
+  nfa.edge(c3, c2, 0x80, 0xBF);
+  nfa.edge(in, c1, 0xC2, 0xDF);
+  nfa.edge(in, c2, 0xE1, 0xEC);
+  nfa.edge(in, c2, 0xEE, 0xEE);
+  nfa.edge(in, c3, 0xF1, 0xF3);
+  // Lead bytes whose first continuation byte is narrower (no overlongs, surrogates, > U+10FFFF).
+  auto narrow = [&](uint8_t lead, uint8_t lo, uint8_t hi, int then) {
+    const int s = nfa.add_state();
+    nfa.edge(in, s, lead, lead);
+    nfa.edge(s, then, lo, hi);
+    return s;
+  };
+  narrow(0xE0, 0xA0, 0xBF, c1);
+  narrow(0xED, 0x80, 0x9F, c1);
+  narrow(0xF0, 0x90, 0xBF, c2);
+  narrow(0xF4, 0x80, 0x8F, c2);
+  const int ef = narrow(0xEF, 0x80, 0xBC, c1), bd = nfa.add_state();
+  nfa.edge(ef, c1, 0xBE, 0xBF);
+  nfa.edge(ef, bd, 0xBD, 0xBD);
+  nfa.edge(bd, out, 0x80, 0x9B);
+  nfa.edge(bd, out, 0x9D, 0xBF);
+}
+
+void hex_edges(Nfa& nfa, int from, int to) {
+  nfa.edge(from, to, '0', '9');
+  nfa.edge(from, to, 'a', 'f');
+  nfa.edge(from, to, 'A', 'F');
+}
+
+}  // namespace
+
 Nfa::Frag utf8_multibyte(Nfa& nfa) {
-  auto c = [&] { return nfa.bytes(0x80, 0xBF); };
-  auto b = [&](int lo, int hi) { return nfa.bytes(uint8_t(lo), uint8_t(hi)); };
-  return nfa.alt({
-      nfa.seq({b(0xC2, 0xDF), c()}),
-      nfa.seq({b(0xE0, 0xE0), b(0xA0, 0xBF), c()}),
-      nfa.seq({b(0xE1, 0xEC), c(), c()}),
-      nfa.seq({b(0xED, 0xED), b(0x80, 0x9F), c()}),
-      nfa.seq({b(0xEE, 0xEE), c(), c()}),
-      // U+EF.. minus U+FF5C (EF BD 9C), the fullwidth bar every V4 control token is made of.
-      nfa.seq({b(0xEF, 0xEF), nfa.alt({nfa.seq({b(0x80, 0xBC), c()}), nfa.seq({b(0xBD, 0xBD), nfa.alt({b(0x80, 0x9B), b(0x9D, 0xBF)})}),
-                                       nfa.seq({b(0xBE, 0xBF), c()})})}),
-      nfa.seq({b(0xF0, 0xF0), b(0x90, 0xBF), c(), c()}),
-      nfa.seq({b(0xF1, 0xF3), c(), c(), c()}),
-      nfa.seq({b(0xF4, 0xF4), b(0x80, 0x8F), c(), c()}),
-  });
+  Nfa::Frag f{nfa.add_state(), nfa.add_state()};
+  utf8_edges(nfa, f.in, f.out);
+  return f;
 }
 
 Nfa::Frag json_string_char(Nfa& nfa) {
-  // \uXXXX outside the surrogates (a lone surrogate is not valid JSON for most parsers).
-  Nfa::Frag u = nfa.seq({nfa.lit("u"), nfa.alt({nfa.seq({nfa.alt({nfa.bytes('0', '9'), nfa.bytes('a', 'c'), nfa.bytes('A', 'C'),
-                                                                   nfa.bytes('e', 'f'), nfa.bytes('E', 'F')}),
-                                                          hex(nfa), hex(nfa), hex(nfa)}),
-                                                 nfa.seq({nfa.alt({nfa.lit("d"), nfa.lit("D")}), nfa.bytes('0', '7'), hex(nfa), hex(nfa)})})});
-  Nfa::Frag escape = nfa.seq({nfa.lit("\\"), nfa.alt({nfa.lit("\""), nfa.lit("\\"), nfa.lit("/"), nfa.lit("b"), nfa.lit("f"),
-                                                      nfa.lit("n"), nfa.lit("r"), nfa.lit("t"), u})});
-  return nfa.alt({nfa.bytes(0x20, 0x21), nfa.bytes(0x23, 0x5B), nfa.bytes(0x5D, 0x7F), escape, utf8_multibyte(nfa)});
+  Nfa::Frag f{nfa.add_state(), nfa.add_state()};
+  nfa.edge(f.in, f.out, 0x20, 0x21);  // all of ASCII but controls, '"' and '\'
+  nfa.edge(f.in, f.out, 0x23, 0x5B);
+  nfa.edge(f.in, f.out, 0x5D, 0x7F);
+  utf8_edges(nfa, f.in, f.out);
+  const int esc = nfa.add_state();
+  nfa.edge(f.in, esc, '\\', '\\');
+  for (char c : std::string_view("\"\\/bfnrt")) nfa.edge(esc, f.out, uint8_t(c), uint8_t(c));
+  // \uXXXX outside the surrogates D800-DFFF (a lone surrogate is not valid JSON for most parsers).
+  const int u = nfa.add_state(), h2 = nfa.add_state(), d2 = nfa.add_state(), h3 = nfa.add_state(), h4 = nfa.add_state();
+  nfa.edge(esc, u, 'u', 'u');
+  nfa.edge(u, h2, '0', '9');
+  nfa.edge(u, h2, 'a', 'c');
+  nfa.edge(u, h2, 'A', 'C');
+  nfa.edge(u, h2, 'e', 'f');
+  nfa.edge(u, h2, 'E', 'F');
+  nfa.edge(u, d2, 'd', 'd');
+  nfa.edge(u, d2, 'D', 'D');
+  nfa.edge(d2, h3, '0', '7');
+  hex_edges(nfa, h2, h3);
+  hex_edges(nfa, h3, h4);
+  hex_edges(nfa, h4, f.out);
+  return f;
 }
 
 Nfa::Frag raw_char(Nfa& nfa) {
-  return nfa.alt({nfa.bytes('\t', '\n'), nfa.bytes('\r', '\r'), nfa.bytes(0x20, 0x7F), utf8_multibyte(nfa)});
+  Nfa::Frag f{nfa.add_state(), nfa.add_state()};
+  nfa.edge(f.in, f.out, '\t', '\n');
+  nfa.edge(f.in, f.out, '\r', '\r');
+  nfa.edge(f.in, f.out, 0x20, 0x7F);
+  utf8_edges(nfa, f.in, f.out);
+  return f;
 }
 
 SchemaCompiler::Ref SchemaCompiler::resolve(const Json& schema, const std::string& path) {

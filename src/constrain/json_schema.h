@@ -25,7 +25,7 @@ using Json = nlohmann::ordered_json;
 inline constexpr int kFreeFormDepth = 4;
 inline constexpr int kMaxRefDepth = 4;
 inline constexpr int64_t kMaxItemsBound = 256;  // minItems / maxItems beyond this are refused
-inline constexpr int64_t kMaxLengthBound = 4096;
+inline constexpr int64_t kMaxLengthBound = 2048;
 
 class SchemaCompiler {
  public:

@@ -77,7 +77,7 @@ class Constraint {
   mutable std::unordered_map<int, std::shared_ptr<const Mask>> masks_;
 };
 
-inline constexpr size_t kMaxCachedMasks = 4096;  // per constraint (16 KB each for V4)
+inline constexpr size_t kMaxCachedMasks = 512;  // per constraint (16 KB each for V4: 8 MiB)
 
 // Compiled constraints by GrammarSpec::canonical(), least recently used dropped beyond
 // `capacity`. Thread-safe.

@@ -44,7 +44,7 @@ std::shared_ptr<const constrain::Constraint> make_constraint(const ConstraintReq
                                                              int32_t eos_id);
 
 // Compiled constraints kept (most recently used), and how often a request found one there.
-inline constexpr size_t kConstraintCacheEntries = 32;
+inline constexpr size_t kConstraintCacheEntries = 16;
 int64_t constraint_cache_hits();
 
 }  // namespace dsv4::server
