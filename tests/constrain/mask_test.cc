@@ -98,7 +98,6 @@ TEST(TokenMask, RandomDecodingUnderTheMaskParses) {
     bool ended = false;
     for (int step = 0; step < 400 && !ended; ++step) {
       for (float& l : logits) l = noise(rng);
-      // Favour closing tokens a little so that strings end within the budget.
       c.apply(s, logits);
       const int32_t t = int32_t(std::max_element(logits.begin(), logits.end()) - logits.begin());
       ASSERT_NE(logits[size_t(t)], -INFINITY);
