@@ -1,6 +1,7 @@
 // tool_choice / response_format → the request's decoding constraint, through each API's
 // request parser: which requests get one, what it admits, its cache, and the 400s.
 #include "server/constraint_request.h"
+#include "server/responses_api.h"
 #include "tests/server/api_fixture.h"
 
 namespace dsv4::server::test {
@@ -95,6 +96,37 @@ TEST(ConstraintApi, MessagesToolChoice) {
   EXPECT_EQ(o.message, "'tool_choice' names the tool 'other' that is not in 'tools'");
   for (const char* free : {R"(, "tool_choice": {"type": "auto"}})", R"(, "tool_choice": {"type": "none"}})", "}"})
     EXPECT_FALSE(map_body(Endpoint::kMessages, base + free, cfg).gen.constraint) << free;
+}
+
+TEST(ConstraintApi, ResponsesToolChoiceAndTextFormat) {
+  const ApiConfig cfg = config();
+  ResponseStore store;
+  auto map = [&](const std::string& fields) {
+    return parse_responses_request(Json::parse("{\"input\": \"hi\", " + fields + "}"), shared_tokenizer(), cfg, store).gen;
+  };
+  const std::string tools = R"("tools": [{"type": "function", "name": "get_weather", "parameters": {"type": "object",
+      "properties": {"city": {"type": "string"}}, "required": ["city"]}}, {"type": "function", "name": "noop"}])";
+  GenParams g = map(tools + R"(, "tool_choice": "required")");
+  ASSERT_TRUE(g.constraint);
+  EXPECT_TRUE(admits(g, call("noop", "")));
+  g = map(tools + R"(, "tool_choice": {"type": "function", "name": "get_weather"}, "parallel_tool_calls": false)");
+  ASSERT_TRUE(g.constraint);
+  EXPECT_TRUE(admits(g, call("get_weather", kCity)));
+  EXPECT_FALSE(admits(g, call("noop", "")));
+  EXPECT_FALSE(map(tools).constraint);
+  g = map(R"("text": {"format": {"type": "json_schema", "name": "r", "strict": true, "schema": {"type": "array",
+      "items": {"type": "integer"}, "maxItems": 2}}})");
+  ASSERT_TRUE(g.constraint);
+  EXPECT_TRUE(admits(g, "[1, 2]"));
+  EXPECT_FALSE(admits(g, "[1, 2, 3]"));
+  try {
+    map(R"("text": {"format": {"type": "json_schema", "name": "r", "strict": true, "schema": {"type": "object",
+        "properties": {"a": {"type": "string", "format": "email"}}}}})");
+    ADD_FAILURE() << "no 400";
+  } catch (const ApiError& e) {
+    EXPECT_EQ(e.param(), "text");
+    EXPECT_STREQ(e.what(), "cannot constrain the output: the JSON-schema keyword 'format' at text.format.schema.properties.a is not supported");
+  }
 }
 
 }  // namespace
