@@ -91,7 +91,7 @@ TEST(TokenMask, RandomDecodingUnderTheMaskParses) {
       "required": ["id", "tags", "ok"], "additionalProperties": false})");
   std::mt19937 rng(7);
   std::normal_distribution<float> noise;
-  for (int run = 0; run < 20; ++run) {
+  for (int run = 0; run < 10; ++run) {
     std::vector<float> logits(size_t(tok().vocab_size()));
     std::string text;
     int s = c.start();
