@@ -190,8 +190,12 @@ std::shared_ptr<const constrain::Constraint> messages_constraint(const Json& bod
   c.schema_key = "input_schema";
   c.thinking = thinking;
   const Json choice = body.value("tool_choice", Json());
-  if (c.tools.is_null() || !choice.is_object()) return nullptr;
+  if (!choice.is_object()) return nullptr;
   const std::string type = choice["type"];
+  if (c.tools.is_null()) {
+    if (type == "any" || type == "tool") bad_request(cat("'tool_choice' ", type, " needs 'tools'"), "tool_choice");
+    return nullptr;
+  }
   c.choice.parallel = !get_bool(choice, "disable_parallel_tool_use").value_or(false);
   if (type == "any") {
     c.choice.kind = ToolChoice::Kind::kRequired;

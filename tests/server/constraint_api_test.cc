@@ -96,6 +96,10 @@ TEST(ConstraintApi, MessagesToolChoice) {
   EXPECT_EQ(o.message, "'tool_choice' names the tool 'other' that is not in 'tools'");
   for (const char* free : {R"(, "tool_choice": {"type": "auto"}})", R"(, "tool_choice": {"type": "none"}})", "}"})
     EXPECT_FALSE(map_body(Endpoint::kMessages, base + free, cfg).gen.constraint) << free;
+  o = map_body(Endpoint::kMessages, R"({"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}],
+      "tool_choice": {"type": "any"}})", cfg);
+  EXPECT_EQ(o.status, 400);
+  EXPECT_EQ(o.message, "'tool_choice' any needs 'tools'");
 }
 
 TEST(ConstraintApi, ResponsesToolChoiceAndTextFormat) {
