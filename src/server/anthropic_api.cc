@@ -1,5 +1,7 @@
 #include "server/anthropic_api.h"
 
+#include "server/constraint_request.h"
+
 #include <algorithm>
 
 #include "server/openai_api.h"
@@ -216,6 +218,36 @@ std::vector<int32_t> render(const Json& body, const Tokenizer& tok, const ChatOp
   return render_chat(convert_messages(body), convert_tools(body), o, tok);
 }
 
+// tool_choice any / {"type": "tool", "name"} enforced by constrained decoding.
+std::shared_ptr<const constrain::Constraint> messages_constraint(const Json& body, bool thinking, const Tokenizer& tok,
+                                                                 const ApiConfig& cfg) {
+  ConstraintRequest c;
+  c.tools = convert_tools(body);
+  c.body_tools = body.contains("tools") ? &body["tools"] : nullptr;
+  c.schema_key = "input_schema";
+  c.thinking = thinking;
+  const Json choice = body.value("tool_choice", Json());
+  if (!choice.is_object()) return nullptr;
+  const std::string type = choice["type"];
+  if (c.tools.is_null()) {
+    if (type == "any" || type == "tool") bad_request(cat("'tool_choice' ", type, " needs 'tools'"), "tool_choice");
+    return nullptr;
+  }
+  c.choice.parallel = !get_bool(choice, "disable_parallel_tool_use").value_or(false);
+  if (type == "any") {
+    c.choice.kind = ToolChoice::Kind::kRequired;
+  } else if (type == "tool") {
+    const auto name = get_string(choice, "name");
+    if (!name) bad_request("'tool_choice' {\"type\": \"tool\"} needs the tool's 'name'", "tool_choice");
+    const bool known = std::any_of(c.tools.begin(), c.tools.end(), [&](const Json& t) { return t["function"]["name"] == *name; });
+    if (!known) bad_request(cat("'tool_choice' names the tool '", *name, "' that is not in 'tools'"), "tool_choice");
+    c.choice = {ToolChoice::Kind::kNamed, *name, c.choice.parallel};
+  } else {
+    return nullptr;
+  }
+  return make_constraint(c, tok, cfg.eos_id);
+}
+
 // Anthropic's split of the prompt: input_tokens + cache_creation_input_tokens +
 // cache_read_input_tokens = all of it. Read = the tokens continued from the prefix cache; the
 // rest is input_tokens. Creation stays 0: snapshots are stored automatically at no extra cost
@@ -254,6 +286,7 @@ MessagesRequest parse_messages_request(const Json& body, const Tokenizer& tok, c
   const ChatOptions chat = parse_thinking(body, &r.omit_thinking);
   r.thinking = chat.thinking;
   r.gen.prompt = render(body, tok, chat);
+  r.gen.constraint = messages_constraint(body, chat.thinking, tok, cfg);
   apply_test_hook(body, tok, cfg, &r.gen);
   fit_context(cfg, &r.gen);
   return r;

@@ -8,7 +8,8 @@
 // place_system_message for where V4's format puts them.
 // `thinking: {type: enabled | adaptive, budget_tokens, display}` switches V4's thinking mode on
 // (the budget is not enforced; max_tokens bounds the whole answer); thinking blocks carry an
-// empty signature. tool_choice none hides the tools; any/tool are accepted but not enforced.
+// empty signature. tool_choice none hides the tools; any / tool are enforced by constrained
+// decoding (constraint_request.h).
 // Fields a client sends that have no meaning here (cache_control, context_management,
 // metadata, output_config other than effort, unknown top-level fields) are ignored.
 #pragma once

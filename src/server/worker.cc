@@ -70,6 +70,7 @@ struct Worker::Seq {
   int32_t next = -1;  // chosen; the next decode step appends it
   std::vector<int32_t> generated;
   size_t forced_pos = 0;
+  int constraint_state = 0;       // the constraint's DFA state after the generated tokens
   StreamDecoder dec;
   std::string held;               // released text that may still be the start of a stop string
   std::vector<TokenInfo> infos;   // logprobs waiting for their text
@@ -239,6 +240,7 @@ void Worker::snapshot(const Session& session, const CacheTag& tag) {
 void Worker::start(std::shared_ptr<Job> job) {
   auto s = std::make_unique<Seq>(std::move(job), tok_);
   maybe_fail(s->p(), FailAlloc::kStart);
+  if (s->p().constraint) s->constraint_state = s->p().constraint->start();
   const std::vector<int32_t>& prompt = s->p().prompt;
   s->tag = CacheTag{s->p().cache_key, ++requests_started_};
   // A longer prefix on disk than in memory: the sequence is not scheduled until it is read.
@@ -429,6 +431,18 @@ void Worker::next_token(Seq& s, std::span<const float> logits) {
     return;
   }
   SampleInfo info;
+  if (p.constraint) {
+    std::vector<float> masked(logits.begin(), logits.end());
+    p.constraint->apply(s.constraint_state, masked);
+    const int32_t t = s.sampler.sample(masked, s.generated, p.logprobs ? &info : nullptr);
+    // Only EOS ends the constraint; any other token moves it on (the mask allowed it).
+    if (std::find(p.stop_tokens.begin(), p.stop_tokens.end(), t) == p.stop_tokens.end()) {
+      s.constraint_state = p.constraint->advance(s.constraint_state, t);
+      if (s.constraint_state < 0) throw Error(cat("internal error: token ", t, " left the output constraint"));
+    }
+    emit(s, t, p.logprobs ? &info : nullptr);
+    return;
+  }
   const int32_t t = s.sampler.sample(logits, s.generated, p.logprobs ? &info : nullptr);
   emit(s, t, p.logprobs ? &info : nullptr);
 }

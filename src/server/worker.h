@@ -28,6 +28,7 @@
 #include <thread>
 #include <vector>
 
+#include "constrain/token_mask.h"
 #include "core/error.h"
 #include "engine/sampler.h"
 #include "engine/session.h"
@@ -53,6 +54,8 @@ struct GenParams {
   // (still run through the model, so the state and the prefix cache stay consistent).
   std::optional<std::vector<int32_t>> forced;
   FailAlloc fail_alloc = FailAlloc::kNone;  // test hook: throw std::bad_alloc at that stage
+  // tool_choice / response_format: tokens outside it are masked before sampling (not `forced`).
+  std::shared_ptr<const constrain::Constraint> constraint;
 };
 
 struct TokenInfo {

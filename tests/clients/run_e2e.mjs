@@ -25,7 +25,7 @@ if (!existsSync(bin)) {
   process.exit(2);
 }
 // The API clients and the coding agents the tests drive (package.json pins them).
-const packages = ['openai', '@anthropic-ai/sdk', '@anthropic-ai/claude-code', '@openai/codex', 'opencode-ai'];
+const packages = ['openai', '@anthropic-ai/sdk', 'ajv', '@anthropic-ai/claude-code', '@openai/codex', 'opencode-ai'];
 if (packages.some((p) => !existsSync(path.join(here, 'node_modules', ...p.split('/'))))) {
   console.error(`run_e2e: npm packages are missing (${packages.join(', ')}): run 'npm ci' in ${here} (scripts/setup.sh does)`);
   process.exit(2);

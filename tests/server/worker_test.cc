@@ -213,6 +213,36 @@ TEST_F(WorkerTest, AllocationFailureFailsOnlyThatJob) {
 }
 
 // shutdown() ends running and queued jobs with a 503 error and refuses new ones.
+// A constrained job (src/constrain) samples only tokens that keep its answer valid: the golden
+// model's output, noise for a JSON request, parses and has the schema's shape, greedy or not;
+// cut short by max_tokens it ends with kLength and an unfinished prefix.
+TEST_F(WorkerTest, ConstrainedJobsFollowTheirSchema) {
+  constrain::GrammarSpec spec;
+  spec.schema = constrain::Json::parse(R"({"type": "object", "properties": {"n": {"type": "integer"},
+      "ok": {"type": "boolean"}, "tag": {"enum": ["x", "y"]}}, "required": ["n", "ok", "tag"]})");
+  auto vocab = std::make_shared<const constrain::Vocabulary>(*tok_, tok_->eos_id());
+  auto constraint = std::make_shared<const constrain::Constraint>(vocab, constrain::build_dfa(spec));
+  Worker w(*model_, *tok_, WorkerOptions{4, 8, 0, 64, 0});
+  for (float temperature : {0.0f, 1.0f}) {
+    GenParams p = params(prompt(3, 16), 200);
+    p.stop_tokens = {tok_->eos_id()};
+    p.sampling.temperature = temperature;
+    p.constraint = constraint;
+    const Result r = wait(w.submit(p));
+    ASSERT_EQ(r.outcome.finish, Finish::kStop) << r.text;
+    const auto doc = nlohmann::json::parse(r.text);
+    EXPECT_TRUE(doc["n"].is_number_integer()) << r.text;
+    EXPECT_TRUE(doc["ok"].is_boolean()) << r.text;
+    EXPECT_TRUE(doc["tag"] == "x" || doc["tag"] == "y") << r.text;
+  }
+  GenParams p = params(prompt(3, 16), 2);
+  p.stop_tokens = {tok_->eos_id()};
+  p.constraint = constraint;
+  const Result cut = wait(w.submit(p));
+  EXPECT_EQ(cut.outcome.finish, Finish::kLength);
+  EXPECT_EQ(std::string("{\"n\":").substr(0, cut.text.size()), cut.text);
+}
+
 TEST_F(WorkerTest, ShutdownEndsEveryJob) {
   Worker w(*model_, *tok_, WorkerOptions{1, 4, 0, 64, 0});
   auto running = w.submit(params(prompt(1, 10), 100000));
