@@ -20,6 +20,7 @@
 #include "apps/cli/checks.h"
 #include "apps/cli/commands.h"
 #include "apps/cli/demo_model.h"
+#include "apps/cli/model_loader.h"
 #include "apps/cli/load_flags.h"
 #include "core/error.h"
 #include "core/thread_pool.h"
@@ -142,7 +143,7 @@ void run_bench(const BenchFlags& f) {
 
   // 2. Model.
   double t0 = now_s();
-  std::unique_ptr<Model> model = Model::load(dir, f.load.numerics_mode(), &pool, f.load.residency);
+  std::unique_ptr<Model> model = load_model(dir, f.load, &pool);
   const double load_s = now_s() - t0;
   const double load_gbs = double(model->tensors().total_bytes()) / 1e9 / load_s;
   const ModelConfig& c = model->config();
