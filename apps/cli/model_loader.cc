@@ -14,11 +14,13 @@ namespace dsv4::cli {
 
 namespace {
 std::unique_ptr<dist::ExpertParallel> g_ep;
+int g_waves = 0;
 }
 
 std::unique_ptr<Model> load_model(const std::string& dir, const LoadFlags& f, ThreadPool* pool) {
   if (!f.expert_parallel) return Model::load(dir, f.numerics_mode(), pool, f.residency);
   g_ep = dist::ExpertParallel::join({f.ep_waves, f.ep_timeout_s});
+  g_waves = f.ep_waves;
   std::unique_ptr<Model> model;
   std::string error;
   try {
@@ -28,7 +30,13 @@ std::unique_ptr<Model> load_model(const std::string& dir, const LoadFlags& f, Th
   } catch (const Error& e) {
     error = e.what();
   }
-  g_ep->agree(model.get(), dir, error);  // throws on every rank if any rank failed or differs
+  try {
+    g_ep->agree(model.get(), dir, error);  // throws on every rank if any rank failed or differs
+  } catch (const Error&) {
+    if (g_ep->rank() == 0) throw;
+    g_ep.reset();  // rank 0 says why, once
+    std::exit(1);
+  }
   if (g_ep->rank() > 0) {
     g_ep->serve(*model);
     model.reset();
@@ -54,6 +62,8 @@ EpReport expert_parallel_report() {
   r.wait_s = s.wait_s;
   r.remote_compute_s = s.remote_compute_s;
   r.remote_idle_s = s.remote_idle_s;
+  r.max_remote_rss_gb = s.max_remote_rss_gb;
+  r.waves = g_waves;
   return r;
 }
 

@@ -24,6 +24,7 @@ struct EpReport {
   int64_t calls = 0, token_layers = 0;
   double bytes_sent = 0, bytes_received = 0;
   double local_s = 0, wait_s = 0, remote_compute_s = 0, remote_idle_s = 0;
+  double max_remote_rss_gb = 0;
 };
 // Releases the other ranks first (their figures come back with it): call when done with the model.
 EpReport expert_parallel_report();

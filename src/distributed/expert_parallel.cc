@@ -2,8 +2,10 @@
 
 #include <mpi.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <vector>
 
 #include "core/error.h"
@@ -53,6 +55,14 @@ constexpr int kCheckBytes = 512;
 
 }  // namespace
 
+double resident_gb() {
+  std::ifstream f("/proc/self/status");
+  std::string line;
+  while (std::getline(f, line))
+    if (line.rfind("VmRSS:", 0) == 0) return std::atof(line.c_str() + 6) / 1024.0 / 1024.0;
+  return 0;
+}
+
 ExpertRange expert_share(int n_experts, int rank, int n_ranks) {
   const int base = n_experts / n_ranks, extra = n_experts % n_ranks;
   const int begin = rank * base + std::min(rank, extra);
@@ -98,8 +108,8 @@ void ExpertParallel::agree(const Model* model, const std::string& dir, const std
 void ExpertParallel::serve(const Model& model) {
   DSV4_CHECK(rank_ > 0 && serving_, "serve() is for ranks > 0 after agree()");
   EpStats st = serve_requests(model, options_);
-  const double figures[2] = {st.remote_compute_s, st.remote_idle_s};
-  MPI_Send(figures, 2, MPI_DOUBLE, 0, wire::kTagStats, MPI_COMM_WORLD);
+  const double figures[3] = {st.remote_compute_s, st.remote_idle_s, resident_gb()};
+  MPI_Send(figures, 3, MPI_DOUBLE, 0, wire::kTagStats, MPI_COMM_WORLD);
   serving_ = false;
 }
 
@@ -109,12 +119,13 @@ void ExpertParallel::release() {
   const int64_t stop = wire::kOpStop;
   for (int r = 1; r < size_; ++r) MPI_Send(&stop, 1, MPI_INT64_T, r, wire::kTagHeader, MPI_COMM_WORLD);
   for (int r = 1; r < size_; ++r) {
-    double figures[2];
+    double figures[3];
     MPI_Request req;
-    MPI_Irecv(figures, 2, MPI_DOUBLE, r, wire::kTagStats, MPI_COMM_WORLD, &req);
+    MPI_Irecv(figures, 3, MPI_DOUBLE, r, wire::kTagStats, MPI_COMM_WORLD, &req);
     wait_one(&req, options_.timeout_s, "expert parallelism: releasing the other ranks");
     remote_.remote_compute_s += figures[0];
     remote_.remote_idle_s += figures[1];
+    remote_.max_remote_rss_gb = std::max(remote_.max_remote_rss_gb, figures[2]);
   }
 }
 
@@ -122,6 +133,7 @@ EpStats ExpertParallel::stats() const {
   EpStats s = executor_ ? static_cast<const RemoteExperts&>(*executor_).stats() : EpStats{};
   s.remote_compute_s = remote_.remote_compute_s;
   s.remote_idle_s = remote_.remote_idle_s;
+  s.max_remote_rss_gb = remote_.max_remote_rss_gb;
   return s;
 }
 

@@ -33,7 +33,11 @@ struct EpStats {
   double wait_s = 0;              // rank 0: waiting for remote results after its own work
   double remote_compute_s = 0;    // ranks > 0: computing experts (summed over ranks)
   double remote_idle_s = 0;       // ranks > 0: inside a call, waiting for the next wave's rows
+  double max_remote_rss_gb = 0;   // ranks > 0: the largest resident memory (VmRSS)
 };
+
+// This process's resident memory (VmRSS) in GB.
+double resident_gb();
 
 class ExpertParallel {
  public:
