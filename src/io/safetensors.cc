@@ -145,6 +145,19 @@ std::vector<TensorView> load_kept(MappedFile* f, const TensorDirectory::Keep& ke
   return views;
 }
 
+// The bytes of the tensors `keep` names in file `path` (headers only are read).
+size_t kept_bytes(const std::string& path, const TensorDirectory::Keep& keep) {
+  MappedFile probe(path, false, MappedFile::Partial{});
+  if (probe.size() < 8) return 0;
+  uint64_t header_len = 0;
+  for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | probe.data()[i];
+  if (header_len > probe.size() - 8) return 0;  // add_file reports it
+  size_t n = 0;
+  for (const TensorView& t : parse_safetensors(probe.data(), probe.size(), &probe.path()))
+    if (keep(t.name)) n += t.nbytes;
+  return n;
+}
+
 }  // namespace
 
 void TensorDirectory::add_file(const std::string& path, const std::map<std::string, std::string>* expected, bool copy,
@@ -234,6 +247,11 @@ std::unique_ptr<TensorDirectory> TensorDirectory::open(const std::string& path, 
     std::error_code ec;
     const auto n = fs::file_size(f, ec);
     if (!ec) bytes += size_t(n);
+  }
+  // A process that keeps part of the checkpoint (expert parallelism) needs room for that part.
+  if (keep) {
+    bytes = 0;
+    for (const std::string& f : listing.files) bytes += kept_bytes(f, keep);
   }
   // Room is left for activations, KV state and the rest of the system.
   const size_t ram = physical_memory_bytes();
