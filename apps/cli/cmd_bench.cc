@@ -142,6 +142,7 @@ nlohmann::ordered_json ep_json(const EpReport& e) {
   j["rank0_wait_s"] = e.wait_s;
   j["remote_compute_s"] = e.remote_compute_s;
   j["remote_idle_in_call_s"] = e.remote_idle_s;
+  j["remote_span_s"] = e.remote_span_s;
   j["rank0_rss_gb"] = rss_gb("VmRSS:");
   j["max_other_rank_rss_gb"] = e.max_remote_rss_gb;
   return j;
@@ -155,8 +156,8 @@ void print_ep(const EpReport& e) {
               e.bytes_received / tl);
   std::printf("  %-34s %10.3f s own experts + shared, %.3f s waiting for the others\n", "rank 0 MoE time", e.local_s,
               e.wait_s);
-  std::printf("  %-34s %10.3f s computing, %.3f s waiting for rows inside calls\n", "other ranks (summed)",
-              e.remote_compute_s, e.remote_idle_s);
+  std::printf("  %-34s %10.3f s computing, %.3f s waiting for rows inside calls, %.3f s from request to "
+              "last output\n", "other ranks (summed)", e.remote_compute_s, e.remote_idle_s, e.remote_span_s);
   std::printf("  %-34s %10.2f GB (the largest other rank: %.2f GB)\n", "rank 0 resident memory", rss_gb("VmRSS:"),
               e.max_remote_rss_gb);
 }

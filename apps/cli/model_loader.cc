@@ -63,6 +63,7 @@ EpReport expert_parallel_report() {
   r.remote_compute_s = s.remote_compute_s;
   r.remote_idle_s = s.remote_idle_s;
   r.max_remote_rss_gb = s.max_remote_rss_gb;
+  r.remote_span_s = s.remote_span_s;
   r.waves = g_waves;
   return r;
 }

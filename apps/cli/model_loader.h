@@ -25,6 +25,7 @@ struct EpReport {
   double bytes_sent = 0, bytes_received = 0;
   double local_s = 0, wait_s = 0, remote_compute_s = 0, remote_idle_s = 0;
   double max_remote_rss_gb = 0;
+  double remote_span_s = 0;
 };
 // Releases the other ranks first (their figures come back with it): call when done with the model.
 EpReport expert_parallel_report();

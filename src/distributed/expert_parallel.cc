@@ -108,8 +108,8 @@ void ExpertParallel::agree(const Model* model, const std::string& dir, const std
 void ExpertParallel::serve(const Model& model) {
   DSV4_CHECK(rank_ > 0 && serving_, "serve() is for ranks > 0 after agree()");
   EpStats st = serve_requests(model, options_);
-  const double figures[3] = {st.remote_compute_s, st.remote_idle_s, resident_gb()};
-  MPI_Send(figures, 3, MPI_DOUBLE, 0, wire::kTagStats, MPI_COMM_WORLD);
+  const double figures[4] = {st.remote_compute_s, st.remote_idle_s, resident_gb(), st.remote_span_s};
+  MPI_Send(figures, 4, MPI_DOUBLE, 0, wire::kTagStats, MPI_COMM_WORLD);
   serving_ = false;
 }
 
@@ -119,12 +119,13 @@ void ExpertParallel::release() {
   const int64_t stop = wire::kOpStop;
   for (int r = 1; r < size_; ++r) MPI_Send(&stop, 1, MPI_INT64_T, r, wire::kTagHeader, MPI_COMM_WORLD);
   for (int r = 1; r < size_; ++r) {
-    double figures[3];
+    double figures[4];
     MPI_Request req;
-    MPI_Irecv(figures, 3, MPI_DOUBLE, r, wire::kTagStats, MPI_COMM_WORLD, &req);
+    MPI_Irecv(figures, 4, MPI_DOUBLE, r, wire::kTagStats, MPI_COMM_WORLD, &req);
     wait_one(&req, options_.timeout_s, "expert parallelism: releasing the other ranks");
     remote_.remote_compute_s += figures[0];
     remote_.remote_idle_s += figures[1];
+    remote_.remote_span_s += figures[3];
     remote_.max_remote_rss_gb = std::max(remote_.max_remote_rss_gb, figures[2]);
   }
 }
@@ -133,6 +134,7 @@ EpStats ExpertParallel::stats() const {
   EpStats s = executor_ ? static_cast<const RemoteExperts&>(*executor_).stats() : EpStats{};
   s.remote_compute_s = remote_.remote_compute_s;
   s.remote_idle_s = remote_.remote_idle_s;
+  s.remote_span_s = remote_.remote_span_s;
   s.max_remote_rss_gb = remote_.max_remote_rss_gb;
   return s;
 }

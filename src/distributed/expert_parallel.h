@@ -33,6 +33,7 @@ struct EpStats {
   double wait_s = 0;              // rank 0: waiting for remote results after its own work
   double remote_compute_s = 0;    // ranks > 0: computing experts (summed over ranks)
   double remote_idle_s = 0;       // ranks > 0: inside a call, waiting for the next wave's rows
+  double remote_span_s = 0;       // ranks > 0: Σ per call, rank 0 sending → last outputs arrived
   double max_remote_rss_gb = 0;   // ranks > 0: the largest resident memory (VmRSS)
 };
 

@@ -35,7 +35,7 @@ std::vector<std::vector<int>> split_waves(const std::vector<int>& experts, const
   return out;
 }
 
-Plan plan_rank(const RoutedBatch& b, int rank, const ExpertRange& range, int waves) {
+Plan plan_rank(const RoutedBatch& b, int rank, const ExpertRange& range, int waves, const SimLink& link) {
   const int64_t D = b.config->dim;
   Plan p;
   p.rank = rank;
@@ -43,7 +43,8 @@ Plan plan_rank(const RoutedBatch& b, int rank, const ExpertRange& range, int wav
   for (int e = range.begin; e < range.end; ++e)
     if (!b.tok[e].empty()) active.push_back(e);
   p.wave_experts = split_waves(active, b, waves);
-  p.header = {wire::kOpExperts, b.layer, int64_t(b.numerics), int64_t(p.wave_experts.size()), int64_t(active.size())};
+  p.header = {wire::kOpExperts, b.layer, int64_t(b.numerics), int64_t(p.wave_experts.size()), int64_t(active.size()),
+              int64_t(now_s() * 1e9), int64_t(link.bytes_per_s), int64_t(link.latency_s * 1e9)};
   for (size_t w = 0; w < p.wave_experts.size(); ++w) {
     std::vector<float> buf;
     for (int e : p.wave_experts[w]) {
@@ -73,7 +74,8 @@ void RemoteExperts::run(const RoutedBatch& b, const std::function<void()>& local
   const int64_t D = b.config->dim;
   std::vector<Plan> plans;
   for (int r = 1; r < n_ranks_; ++r) {
-    Plan p = plan_rank(b, r, expert_share(n_experts_, r, n_ranks_), std::clamp(options_.waves, 1, wire::kMaxWaves));
+    Plan p = plan_rank(b, r, expert_share(n_experts_, r, n_ranks_), std::clamp(options_.waves, 1, wire::kMaxWaves),
+                       link_);
     if (!p.wave_experts.empty()) plans.push_back(std::move(p));
   }
   // Receives straight into Y (a wave's experts are consecutive ids: their rows are one range),
@@ -86,6 +88,12 @@ void RemoteExperts::run(const RoutedBatch& b, const std::function<void()>& local
       MPI_Irecv(b.Y + r0 * D, int((r1 - r0) * D), MPI_FLOAT, p.rank, wire::kTagOutputs + int(w), MPI_COMM_WORLD,
                 &recvs.back());
       stats_.bytes_received += double((r1 - r0) * D * 4);
+    }
+  std::vector<double> arrival(plans.size(), 0.0);  // simulated link: when each rank's outputs are in
+  if (link_.on())
+    for (size_t k = 0; k < plans.size(); ++k) {
+      recvs.emplace_back();
+      MPI_Irecv(&arrival[k], 1, MPI_DOUBLE, plans[k].rank, wire::kTagArrival, MPI_COMM_WORLD, &recvs.back());
     }
   for (const Plan& p : plans) {
     sends.emplace_back();
@@ -111,6 +119,7 @@ void RemoteExperts::run(const RoutedBatch& b, const std::function<void()>& local
   const double t1 = now_s();
   wait_all(&recvs, options_.timeout_s, cat("expert parallelism: layer ", b.layer, " waiting for expert outputs"));
   wait_all(&sends, options_.timeout_s, cat("expert parallelism: layer ", b.layer, " sending expert inputs"));
+  if (!arrival.empty()) sleep_until(*std::max_element(arrival.begin(), arrival.end()));
   stats_.local_s += t1 - t0;
   stats_.wait_s += now_s() - t1;
   stats_.calls += 1;
@@ -136,6 +145,10 @@ EpStats serve_requests(const Model& model, const EpOptions& options) {
     const MoeWeights& mw = layer < c.n_layers ? model.weights().layers[size_t(layer)].ffn
                                               : model.weights().mtp[size_t(layer - c.n_layers)].block.ffn;
     const Numerics numerics = Numerics(h[2]);
+    const double sent_at = double(h[5]) * 1e-9;
+    SimLink link;
+    link.bytes_per_s = double(h[6]);
+    link.latency_s = double(h[7]) * 1e-9;
     // Per wave: its entries and its row count.
     const size_t nw = static_cast<size_t>(waves);
     std::vector<std::vector<std::pair<int, int64_t>>> wave(nw);
@@ -157,9 +170,11 @@ EpStats serve_requests(const Model& model, const EpOptions& options) {
                 &recvs[size_t(w)]);
     }
     // Wave w computes while wave w+1's rows arrive and wave w−1's outputs travel back.
+    double rows_in = sent_at + link.latency_s, link_free = 0, arrival = 0;  // simulated link only
     for (int w = 0; w < waves; ++w) {
       const double t0 = now_s();
       wait_one(&recvs[size_t(w)], options.timeout_s, cat("expert parallelism: layer ", layer, " waiting for rows"));
+      if (link.on()) sleep_until(rows_in += link.transfer_s(double(in[size_t(w)].size() * 4)));
       const double t1 = now_s();
       const float* wgt = in[size_t(w)].data();
       const float* x = wgt + rows[size_t(w)];
@@ -175,6 +190,15 @@ EpStats serve_requests(const Model& model, const EpOptions& options) {
                 &sends.back());
       st.remote_idle_s += t1 - t0;
       st.remote_compute_s += now_s() - t1;
+      if (link.on()) {  // the outputs leave when computed and the link is free
+        link_free = std::max(now_s(), link_free) + link.transfer_s(double(out[size_t(w)].size() * 4));
+        arrival = link_free + link.latency_s;
+      }
+    }
+    st.remote_span_s += (link.on() ? arrival : now_s()) - sent_at;
+    if (link.on()) {
+      sends.emplace_back();
+      MPI_Isend(&arrival, 1, MPI_DOUBLE, 0, wire::kTagArrival, MPI_COMM_WORLD, &sends.back());
     }
     wait_all(&sends, options.timeout_s, cat("expert parallelism: layer ", layer, " returning outputs"));
   }

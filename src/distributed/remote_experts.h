@@ -4,6 +4,7 @@
 #include <memory>
 
 #include "distributed/expert_parallel.h"
+#include "distributed/sim_link.h"
 #include "model/moe.h"
 
 namespace dsv4::dist {
@@ -11,13 +12,14 @@ namespace dsv4::dist {
 class RemoteExperts : public ExpertExecutor {
  public:
   RemoteExperts(int n_ranks, int n_experts, const EpOptions& options)
-      : n_ranks_(n_ranks), n_experts_(n_experts), options_(options) {}
+      : n_ranks_(n_ranks), n_experts_(n_experts), options_(options), link_(SimLink::from_env()) {}
   void run(const RoutedBatch& b, const std::function<void()>& local) override;
   const EpStats& stats() const { return stats_; }
 
  private:
   int n_ranks_, n_experts_;
   EpOptions options_;
+  SimLink link_;
   EpStats stats_;
 };
 
