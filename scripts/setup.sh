@@ -8,6 +8,7 @@ packages=(
   build-essential cmake ninja-build pkg-config ccache git
   libhwy-dev libpcre2-dev nlohmann-json3-dev libcpp-httplib-dev libcli11-dev
   libgtest-dev libgmock-dev libbenchmark-dev
+  libopenmpi-dev openmpi-bin
   curl python3
 )
 missing=()

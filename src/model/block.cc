@@ -53,7 +53,7 @@ void block_forward(const BlockArgs& a) {
 
   h = pre_norm(a, w.hc_ffn, w.ffn_norm, &mixes);
   MoeArgs ma{&c, &w.ffn, c.is_hash_layer(w.layer_id), a.numerics, h.data(), a.tokens, a.n, pos.data(),
-             f.data(), a.trace, a.trace_tag, a.pool};
+             f.data(), a.trace, a.trace_tag, a.pool, w.layer_id, a.executor};
   moe_forward(ma);
   post(a, mixes, f.data());
 }

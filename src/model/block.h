@@ -14,6 +14,7 @@ namespace dsv4 {
 
 class Trace;
 class ThreadPool;
+class ExpertExecutor;
 
 struct BlockArgs {
   const ModelConfig* config = nullptr;
@@ -28,6 +29,7 @@ struct BlockArgs {
   Trace* trace = nullptr;
   const char* trace_tag = "";       // "block{i}" or "mtp"
   ThreadPool* pool = nullptr;       // kernels' threads (null: serial)
+  ExpertExecutor* executor = nullptr;  // where the routed experts run (null: here)
 };
 
 void block_forward(const BlockArgs& args);

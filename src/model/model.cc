@@ -20,11 +20,19 @@ int64_t first_logits_row(LogitsMode mode, int64_t m) {
 }
 }  // namespace
 
-std::unique_ptr<Model> Model::load(const std::string& dir, Numerics numerics, ThreadPool* pool, Residency residency) {
+std::unique_ptr<Model> Model::load(const std::string& dir, Numerics numerics, ThreadPool* pool, Residency residency,
+                                   ExpertRange experts) {
   std::unique_ptr<Model> m(new Model());
   m->config_ = load_config(dir);
-  m->dir_ = TensorDirectory::open(dir, residency);
-  m->weights_ = bind_weights(&m->config_, *m->dir_);
+  m->experts_ = experts;
+  TensorDirectory::Keep keep;
+  if (experts.begin > 0 || experts.end < m->config_.n_routed_experts)
+    keep = [experts](const std::string& name) {
+      const int e = routed_expert_of(name);
+      return e < 0 || experts.holds(e);
+    };
+  m->dir_ = TensorDirectory::open(dir, residency, keep);
+  m->weights_ = bind_weights(&m->config_, *m->dir_, experts.begin, experts.end);
   m->pool_ = pool ? pool : ThreadPool::shared();
   tile_routed_experts(&m->weights_, *m->dir_, m->pool_);
   for (int l = 0; l < m->config_.n_layers + m->config_.n_mtp_layers; ++l)
@@ -49,7 +57,7 @@ void Model::block_forward(int layer, LayerState* state, int64_t start_pos, float
   const std::string tag = cat("block", layer);
   Segment seg{state, start_pos, 0, n};
   BlockArgs a{&config_, &weights_.layers.at(size_t(layer)), &ropes_[size_t(layer)], numerics_, x, tokens, n, &seg, 1,
-              trace, tag.c_str(), pool_};
+              trace, tag.c_str(), pool_, executor_};
   dsv4::block_forward(a);
 }
 
@@ -90,7 +98,7 @@ void Model::forward_into(std::span<const BatchItem> items, ForwardOutput* outs, 
       segs[k] = Segment{&items[k].state->layers[size_t(l)], items[k].state->pos, row0[k], int64_t(items[k].tokens.size())};
     const std::string tag = cat("block", l);
     BlockArgs a{&config_, &weights_.layers[size_t(l)], &ropes_[size_t(l)], numerics_, x.data(), tokens.data(), n,
-                segs.data(), int(segs.size()), trace, tag.c_str(), pool_};
+                segs.data(), int(segs.size()), trace, tag.c_str(), pool_, executor_};
     dsv4::block_forward(a);
     trace_rows(cat("hidden.block", l));
   }

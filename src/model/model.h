@@ -25,6 +25,15 @@ namespace dsv4 {
 
 class Trace;
 class ThreadPool;
+class ExpertExecutor;
+
+// The routed experts a process holds: ids [begin, end) of every MoE layer (expert parallelism
+// splits them across processes; the default is all of them).
+struct ExpertRange {
+  int begin = 0;
+  int end = 1 << 30;
+  bool holds(int e) const { return e >= begin && e < end; }
+};
 
 enum class LogitsMode { kNone, kLast, kAll };
 
@@ -38,8 +47,11 @@ class Model {
   // Opens a checkpoint directory: config.json + safetensors; validates the full inventory.
   // Kernels run on `pool` (null: ThreadPool::shared(), sized to the machine or $DSV4_THREADS).
   // `residency`: where the weight bytes live (core/mapped_file.h); they stay in stored format.
+  // `experts`: only these routed experts are bound, and only their bytes read or pre-faulted;
+  // running another one needs an executor that has it elsewhere.
   static std::unique_ptr<Model> load(const std::string& dir, Numerics numerics = Numerics::kReference,
-                                     ThreadPool* pool = nullptr, Residency residency = Residency::kMap);
+                                     ThreadPool* pool = nullptr, Residency residency = Residency::kMap,
+                                     ExpertRange experts = {});
 
   const ModelConfig& config() const { return config_; }
   const Weights& weights() const { return weights_; }
@@ -49,6 +61,10 @@ class Model {
   ThreadPool* thread_pool() const { return pool_; }
   // The pool must outlive the model's use of it; null runs the kernels serially.
   void set_thread_pool(ThreadPool* pool) { pool_ = pool; }
+  // Where routed experts run (null: here, all of them). Must outlive the model's use of it.
+  void set_expert_executor(ExpertExecutor* e) { executor_ = e; }
+  ExpertExecutor* expert_executor() const { return executor_; }
+  const ExpertRange& expert_range() const { return experts_; }
 
   // Sequence state for the current numerics (its KV rows are stored in that mode's form).
   SequenceState new_sequence() const { return make_sequence_state(config_, numerics_); }
@@ -98,6 +114,8 @@ class Model {
   std::vector<RopeTable> ropes_;  // [n_layers + n_mtp_layers]
   Numerics numerics_ = Numerics::kReference;
   ThreadPool* pool_ = nullptr;
+  ExpertExecutor* executor_ = nullptr;
+  ExpertRange experts_;
 };
 
 }  // namespace dsv4

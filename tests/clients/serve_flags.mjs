@@ -21,7 +21,8 @@ const cache = opt('--cache', process.env.DSV4_CACHE);
 // The flags this file exercises (each one's check is named in a comment below).
 const COVERED = ['-h', '--help', '--model', '--host', '--port', '--api-key', '--parallel', '--queue', '--ctx',
   '--cache-mb', '--memory-mb', '--max-body-mb', '--default-max-tokens', '--served-model-name', '--numerics', '--mmap',
-  '--no-mmap', '--test-hooks', '--test-completions', '--kv-cache-dir', '--kv-cache-disk-gb'];
+  '--no-mmap', '--test-hooks', '--test-completions', '--kv-cache-dir', '--kv-cache-disk-gb', '--expert-parallel', '--ep-waves',
+  '--ep-timeout'];
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const MiB = 1024 * 1024;
@@ -46,7 +47,8 @@ test('bad serve arguments: one error line naming the problem, non-zero exit', ()
     [['--memory-mb', '0'], /--memory-mb/], [['--max-body-mb', '2000'], /--max-body-mb/],
     [['--default-max-tokens', '0'], /--default-max-tokens/], [['--numerics', 'fp3'], /--numerics/],
     [['--mmap', '--no-mmap'], /excludes/], [['--bogus'], /--bogus/], [['--api-key'], /--api-key/],
-    [['--served-model-name'], /--served-model-name/],
+    [['--served-model-name'], /--served-model-name/], [['--expert-parallel', '--ep-waves', '0'], /--ep-waves/],
+    [['--ep-timeout', '0'], /--ep-timeout/],
     [['--model', '/nonexistent-dsv4-model'], /nonexistent-dsv4-model/],
     [['--host', '256.1.1.1', '--port', '0'], /cannot listen on 256\.1\.1\.1/],
     [['--kv-cache-disk-gb', '1'], /--kv-cache-disk-gb requires --kv-cache-dir/], [['--kv-cache-dir'], /--kv-cache-dir/],
@@ -161,5 +163,47 @@ test('serve --port 0 --mmap --numerics plain (no --test-hooks): a request, then 
     assert.equal(code, 0, s.log());
   } finally {
     if (!stopped) await s.stop('SIGKILL', 1000);
+  }
+});
+
+// --expert-parallel (with --ep-waves, --ep-timeout) under `mpirun -np 2` (DSV4_TEST_MPIEXEC, set
+// by CTest in a -DDSV4_MPI=ON build): rank 0 answers exactly what one process answers. Without
+// MPI the flag is one clear error.
+test('serve --expert-parallel --ep-waves 2 --ep-timeout 60 under mpirun -np 2 answers as one process', async () => {
+  const mpiexec = process.env.DSV4_TEST_MPIEXEC;
+  const extra = ['--expert-parallel', '--ep-waves', '2', '--ep-timeout', '60'];
+  if (!mpiexec && process.env.DSV4_TEST_MPI_BUILT) {
+    // The sanitizer build: mpirun cases run in the release build (docs/distributed.md); here the
+    // flags' argument checks (the bad-argument test above) are what runs.
+    return;
+  }
+  if (!mpiexec) {
+    const r = spawnSync(bin, ['serve', ...extra], { encoding: 'utf8', env: serverEnv(cache), timeout: 300_000 });
+    assert.notEqual(r.status, 0);
+    assert.match(r.stderr, /^dsv4: error: --expert-parallel: this dsv4 was built without MPI/);
+    return;
+  }
+  const body = { messages: [{ role: 'user', content: 'Tell me about experts' }], max_tokens: 8, temperature: 0 };
+  const ask = async (s) => {
+    const r = await fetch(`${s.url}/v1/chat/completions`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body) });
+    assert.equal(r.status, 200);
+    return (await r.json()).choices[0].message.content;
+  };
+  const one = await startServer({ bin, cache });
+  let want;
+  try {
+    want = await ask(one);
+  } finally {
+    await one.stop('SIGTERM', 60_000);
+  }
+  const ep = await startServer({
+    bin, cache, extra,
+    launcher: [mpiexec, '--oversubscribe', '--mca', 'btl', 'self,vader', '--mca', 'oob_tcp_if_include', 'lo', '-np', '2'],
+    launcherEnv: { OMPI_ALLOW_RUN_AS_ROOT: '1', OMPI_ALLOW_RUN_AS_ROOT_CONFIRM: '1' },
+  });
+  try {
+    assert.equal(await ask(ep), want, ep.log());
+  } finally {
+    await ep.stop('SIGKILL', 1000);
   }
 });
