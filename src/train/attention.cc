@@ -35,11 +35,11 @@ Tensor index_select(const TrainModel& m, const std::string& prefix, int layer, c
                     const Rope& rope, ForwardTrace* trace, IndexerStats* stats) {
   const ModelConfig& c = m.config;
   const int64_t B = x.size(0), S = x.size(1), Hi = c.index_n_heads, di = c.index_head_dim;
-  Tensor keys = compress(m, prefix + "indexer.compressor.", layer, 4, x, /*index_keys=*/true);
+  Tensor keys = compress(m, prefix + "indexer.compressor.", layer, 4, x.detach(), /*index_keys=*/true);
   const int64_t n_e = keys.size(1);
-  Tensor q = project(qr, m.p(prefix + "indexer.wq_b.weight")).view({B, S, Hi, di});
+  Tensor q = project(qr.detach(), m.p(prefix + "indexer.wq_b.weight")).view({B, S, Hi, di});
   q = hadamard(apply_rope(q, rope, /*heads=*/true));
-  Tensor w = project(x, m.p(prefix + "indexer.weights_proj.weight")) * (1.0 / std::sqrt(double(di * Hi)));
+  Tensor w = project(x.detach(), m.p(prefix + "indexer.weights_proj.weight")) * (1.0 / std::sqrt(double(di * Hi)));
   Tensor score = (torch::einsum("bshd,bjd->bshj", {q, keys}).relu() * w.unsqueeze(-1)).sum(2);
   Tensor visible = entry_visible(S, n_e, 4);
   score = score.masked_fill(visible.logical_not(), -kInf);
@@ -47,7 +47,7 @@ Tensor index_select(const TrainModel& m, const std::string& prefix, int layer, c
   Tensor idx = std::get<1>(score.detach().topk(k, -1));
   Tensor picked = visible.expand({B, S, n_e}).gather(-1, idx);
   Tensor selected = torch::zeros({B, S, n_e}, torch::kBool).scatter(-1, idx, picked);
-  if (trace) stats->scores = score;
+  if (trace) stats->scores = score, stats->selected = selected;
   return selected;
 }
 

@@ -36,10 +36,12 @@ struct RouteStats {
   torch::Tensor experts;  // [B, S, K] selected expert ids
 };
 
-// The lightning indexer of one ratio-4 layer, for its training loss.
+// The lightning indexer of one ratio-4 layer, for its training loss. Its inputs are detached:
+// the indexer learns only from its own loss (as in V3.2), never steering the main model.
 struct IndexerStats {
   torch::Tensor scores;      // [B, S, n_entries] index scores (with grad), −inf where not visible
   torch::Tensor attn_probs;  // [B, S, n_entries] main attention mass per entry (detached)
+  torch::Tensor selected;    // [B, S, n_entries] the indexer's picks (bool)
 };
 
 struct ForwardTrace {

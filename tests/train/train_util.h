@@ -12,7 +12,7 @@ inline ModelConfig tiny_config() {
   ModelConfig c;
   c.vocab_size = 48;
   c.dim = 32;
-  c.moe_inter_dim = 16;
+  c.moe_inter_dim = 32;  // FP4 export: multiples of 32
   c.n_layers = 4;
   c.n_mtp_layers = 1;
   c.n_hash_layers = 1;
