@@ -44,7 +44,7 @@ Tensor index_select(const TrainModel& m, const std::string& prefix, int layer, c
   Tensor visible = entry_visible(S, n_e, 4);
   score = score.masked_fill(visible.logical_not(), -kInf);
   const int64_t k = std::min<int64_t>(c.index_topk, n_e);
-  Tensor idx = std::get<1>(score.detach().topk(k, -1));
+  Tensor idx = top_k(score.detach(), k);
   Tensor picked = visible.expand({B, S, n_e}).gather(-1, idx);
   Tensor selected = torch::zeros({B, S, n_e}, torch::kBool).scatter(-1, idx, picked);
   if (trace) stats->scores = score, stats->selected = selected;

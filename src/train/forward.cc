@@ -40,6 +40,11 @@ TrainModel::TrainModel(ModelConfig c, Params p) : config(std::move(c)), params(s
 
 torch::Dtype TrainModel::dtype() const { return params.at("embed.weight").scalar_type(); }
 
+Tensor top_k(const Tensor& scores, int64_t k) {
+  // A stable descending sort keeps equal scores in id order, as the engine breaks ties.
+  return std::get<1>(scores.sort(/*stable=*/true, -1, /*descending=*/true)).narrow(-1, 0, k);
+}
+
 Tensor sinkhorn(const Tensor& logits, int iters, double eps) {
   // Row softmax + eps, a column normalization, then iters−1 (row, column) rounds; eps in every
   // denominator, as the reference.
@@ -98,7 +103,7 @@ Tensor moe(const TrainModel& m, const std::string& prefix, int layer, const Tens
     experts = m.p(prefix + "gate.tid2eid").index_select(0, tokens.reshape({B * S}));
   } else {
     // The bias steers selection only (aux-loss-free balancing); weights come from the scores.
-    experts = std::get<1>((scores.detach() + m.p(prefix + "gate.bias")).topk(K, -1));
+    experts = top_k(scores.detach() + m.p(prefix + "gate.bias"), K);
     if (trace) trace->routes.push_back({prefix + "gate.bias", scores.view({B, S, E}), experts.view({B, S, K})});
   }
   Tensor w = scores.gather(1, experts);

@@ -15,6 +15,10 @@ using torch::Tensor;
 // y = x · Wᵀ (checkpoint matrices are [out, in]).
 inline Tensor project(const Tensor& x, const Tensor& w) { return torch::matmul(x, w.t()); }
 
+// Ids of the k largest scores along the last dim, ties to the lower id (the engine's rule:
+// indexer scores tie exactly where relu zeroes every head).
+Tensor top_k(const Tensor& scores, int64_t k);
+
 // RMSNorm over the last dim; weight may be undefined (weightless, the per-head q norm).
 Tensor rms_norm(const Tensor& x, const Tensor& weight, double eps);
 

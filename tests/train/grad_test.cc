@@ -84,6 +84,13 @@ torch::Tensor tokens(int64_t B, int64_t S, int64_t V) {
   return torch::randint(V, {B, S}, torch::kLong);
 }
 
+// Equal scores go to the lower id (the engine's rule; indexer scores tie at exactly 0).
+TEST(TrainForward, TopKTiesToLowerId) {
+  const torch::Tensor s = torch::tensor({0.0, 1.0, -0.0, 0.0, 1.0, 0.5}, torch::kDouble).view({1, 6});
+  EXPECT_TRUE(top_k(s, 4).equal(torch::tensor({1, 4, 5, 0}, torch::kLong).view({1, 4})));
+  EXPECT_TRUE(top_k(s.flip(-1), 5).equal(torch::tensor({1, 4, 0, 2, 3}, torch::kLong).view({1, 5})));
+}
+
 TEST(TrainGrad, RmsNorm) {
   torch::Tensor x = input({3, 7}, 1), w = input({7}, 2);
   check_gradients([&] { return weigh(rms_norm(x, w, 1e-6)); }, {{"x", x}, {"weight", w}});

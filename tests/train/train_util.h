@@ -44,4 +44,27 @@ inline ModelConfig tiny_config() {
   return c;
 }
 
+// The smallest layout the engine loads (its FP8 block divisibilities): window, CSA, HCA
+// (ratio 16), window, MTP; one hash layer.
+inline ModelConfig micro_config() {
+  ModelConfig c = tiny_config();
+  c.vocab_size = 300;
+  c.dim = 128;
+  c.moe_inter_dim = 128;
+  c.head_dim = 128;
+  c.rope_head_dim = 64;
+  c.q_lora_rank = 128;
+  c.o_lora_rank = 64;
+  c.index_head_dim = 64;
+  c.index_topk = 4;
+  c.window_size = 32;
+  c.compress_ratios = {0, 4, 16, 0, 0};
+  c.swiglu_limit = 10.0f;
+  c.original_seq_len = 65536;
+  c.beta_fast = 32;
+  c.beta_slow = 1;
+  c.has_expert_dtype = true;
+  return c;
+}
+
 }  // namespace dsv4::train::test

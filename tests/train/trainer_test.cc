@@ -10,6 +10,8 @@
 #include "model/model.h"
 #include "model/state.h"
 #include "tests/train/train_util.h"
+#include "train/forward.h"
+#include "train/params.h"
 #include "train/trainer.h"
 
 namespace dsv4::train {
@@ -79,6 +81,47 @@ TEST(Trainer, DeterministicAndResumable) {
     EXPECT_NE(std::string(e.what()).find("another model"), std::string::npos) << e.what();
   }
   std::filesystem::remove(path);
+}
+
+// max|a−b| / rms(b) of two equally shaped F32 row sets.
+double rel_err(const std::vector<float>& a, const torch::Tensor& b) {
+  const torch::Tensor ta = torch::tensor(a, torch::kDouble).view(b.sizes()), tb = b.to(torch::kDouble);
+  return (ta - tb).abs().max().item<double>() / tb.pow(2).mean().sqrt().item<double>();
+}
+
+// What `dsv4 train` writes loads in the engine unchanged, and the engine's plain-numerics logits
+// (main and MTP) equal the trainer's forward on the weights read back from the checkpoint.
+TEST(Trainer, ExportedCheckpointRunsInTheEngine) {
+  set_threads(1);
+  const ModelConfig c = test::micro_config();
+  const std::vector<int32_t> data = synthetic_stream(5000, int32_t(c.vocab_size));
+  TrainOptions o = short_run();
+  Trainer t(c, o);
+  for (int i = 0; i < 3; ++i) t.step(data);  // weights off their initial symmetric values
+  const std::string dir = ::testing::TempDir() + "/dsv4_train_export";
+  std::filesystem::remove_all(dir);
+  t.write_checkpoint(dir);
+
+  std::unique_ptr<Model> engine = Model::load(dir, Numerics::kPlain);
+  const std::vector<int32_t> ids(data.begin(), data.begin() + 70);  // > window, several entries per ratio
+  SequenceState st = engine->new_sequence();
+  ForwardOutput out;
+  engine->forward(&st, ids, LogitsMode::kAll, &out);
+  MtpState ms = engine->new_mtp_state();
+  ForwardOutput mtp_out;
+  engine->mtp_forward(&ms, out.hidden.data(), std::span<const int32_t>(ids).subspan(1, 69), LogitsMode::kAll, &mtp_out);
+
+  const ModelConfig loaded = load_config(dir);
+  const TrainModel m(loaded, load_params(dir, loaded, torch::kDouble));
+  torch::NoGradGuard no_grad;
+  const torch::Tensor tokens = torch::tensor(std::vector<int64_t>(ids.begin(), ids.end()), torch::kLong).unsqueeze(0);
+  ForwardResult r = forward(m, tokens);
+  const double main_err = rel_err(out.logits, r.logits[0]);
+  const double mtp_err = rel_err(mtp_out.logits, mtp_forward(m, r.hidden.narrow(1, 0, 69), tokens.narrow(1, 1, 69))[0]);
+  std::printf("engine vs trainer on the exported checkpoint: main %.2e, MTP %.2e (max|a-b|/rms)\n", main_err, mtp_err);
+  EXPECT_LE(main_err, 1e-4);
+  EXPECT_LE(mtp_err, 1e-4);
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace
