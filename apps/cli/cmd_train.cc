@@ -25,7 +25,7 @@ namespace fs = std::filesystem;
 struct TrainFlags {
   std::string corpus, val, out, config, preset = "small", resume;
   int vocab = 4096, threads = 1;
-  int64_t save_every = 0;
+  int64_t save_every = 0, stop_at = 0;
   double val_fraction = 0.05;
   bool no_muon = false;
   train::TrainOptions opt;
@@ -125,11 +125,12 @@ void run_train(TrainFlags f) {
   const auto start = std::chrono::steady_clock::now();
   const int64_t first = t.steps_done();
   const std::string state = (fs::path(f.out) / "train_state.pt").string();
-  while (t.steps_done() < f.opt.steps) {
+  const int64_t end = f.stop_at > 0 ? std::min(f.stop_at, f.opt.steps) : f.opt.steps;
+  while (t.steps_done() < end) {
     const train::StepReport r = t.step(ids);
     const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     const double tps = double((r.step - first) * tokens_per_step) / elapsed;
-    const bool last = r.step == f.opt.steps;
+    const bool last = r.step == end;
     const double val = last || r.step % (print_every * 10) == 0 ? t.evaluate(val_ids) : 0.0;
     csv << r.step << ',' << r.loss << ',' << r.main_loss << ',' << r.mtp_loss << ',' << r.balance << ',' << r.indexer
         << ',' << r.lr << ',' << r.grad_norm << ',' << tps << ',' << val << '\n';
@@ -161,7 +162,7 @@ void add_train_commands(CLI::App& app) {
   c->add_option("--preset", f->preset, "Built-in architecture: micro, small (default)");
   c->add_option("--config", f->config, "config.json of the architecture (vocab_size is the tokenizer's)");
   c->add_option("--vocab", f->vocab, "Tokenizer vocabulary size, added tokens included (default 4096)");
-  c->add_option("--val", f->val, "Held-out validation text (default: the corpus' last --val-fraction)");
+  c->add_option("--val", f->val, "Held-out validation text (default: the last --val-fraction share of the corpus)");
   c->add_option("--val-fraction", f->val_fraction, "Share of the corpus held out when no --val (default 0.05)");
   c->add_option("--steps", f->opt.steps, "Optimizer steps (default 200)");
   c->add_option("--batch", f->opt.batch, "Sequences per step (default 8)");
@@ -173,6 +174,7 @@ void add_train_commands(CLI::App& app) {
   c->add_option("--threads", f->threads, "Threads (default 1; results are reproducible per thread count)");
   c->add_option("--resume", f->resume, "Continue from a train_state.pt of the same model and corpus");
   c->add_option("--save-every", f->save_every, "Also write train_state.pt every N steps");
+  c->add_option("--stop-at", f->stop_at, "Stop after step N of the --steps schedule (continue later with --resume)");
   c->callback([f] { run_train(*f); });
 }
 

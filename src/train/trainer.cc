@@ -11,6 +11,9 @@
 #include "train/forward.h"
 #include "train/optim.h"
 
+// Present when libblas.so.3 is OpenBLAS (weak: the reference BLAS has no threads).
+extern "C" void openblas_set_num_threads(int) __attribute__((weak));
+
 namespace dsv4::train {
 
 namespace {
@@ -56,6 +59,9 @@ void check_trainable(const ModelConfig& c) {
 
 void set_threads(int n) {
   torch::set_num_threads(std::max(1, n));
+  // libtorch's BLAS (OpenBLAS through Debian's libblas.so.3 alternative) keeps its own thread
+  // count, and its sums depend on it.
+  if (openblas_set_num_threads) openblas_set_num_threads(std::max(1, n));
 }
 
 struct Trainer::Impl {
