@@ -170,6 +170,7 @@ void add_train_commands(CLI::App& app) {
   c->add_option("--lr", f->opt.lr, "Peak learning rate (default 3e-3)");
   c->add_option("--mtp-weight", f->opt.mtp_weight, "Weight of the MTP loss (default 0.3; 0 = no MTP)");
   c->add_flag("--no-muon", f->no_muon, "AdamW for every parameter (no Muon)");
+  c->add_flag("--qat", f->opt.qat, "Quantization-aware training: FP8 activations/KV/weights, FP4 experts and indexer");
   c->add_option("--seed", f->opt.seed, "Seed of the initial weights and the data order (default 0)");
   c->add_option("--threads", f->threads, "Threads (default 1; results are reproducible per thread count)");
   c->add_option("--resume", f->resume, "Continue from a train_state.pt of the same model and corpus");

@@ -4,6 +4,7 @@
 #include <limits>
 
 #include "train/layers.h"
+#include "train/qat.h"
 
 namespace dsv4::train {
 
@@ -37,8 +38,9 @@ Tensor index_select(const TrainModel& m, const std::string& prefix, int layer, c
   const int64_t B = x.size(0), S = x.size(1), Hi = c.index_n_heads, di = c.index_head_dim;
   Tensor keys = compress(m, prefix + "indexer.compressor.", layer, 4, x.detach(), /*index_keys=*/true);
   const int64_t n_e = keys.size(1);
-  Tensor q = project(qr.detach(), m.p(prefix + "indexer.wq_b.weight")).view({B, S, Hi, di});
+  Tensor q = fp8_linear(m, qr.detach(), prefix + "indexer.wq_b.weight").view({B, S, Hi, di});
   q = hadamard(apply_rope(q, rope, /*heads=*/true));
+  if (m.qat) q = fp4_sim(q, 32);
   Tensor w = project(x.detach(), m.p(prefix + "indexer.weights_proj.weight")) * (1.0 / std::sqrt(double(di * Hi)));
   Tensor score = (torch::einsum("bshd,bjd->bshj", {q, keys}).relu() * w.unsqueeze(-1)).sum(2);
   Tensor visible = entry_visible(S, n_e, 4);
@@ -56,12 +58,28 @@ Tensor output_projection(const TrainModel& m, const std::string& prefix, const T
   const ModelConfig& c = m.config;
   const int64_t B = o.size(0), S = o.size(1), G = c.o_groups, R = c.o_lora_rank;
   const int64_t group_in = c.n_heads / G * c.head_dim;
-  Tensor wo_a = m.p(prefix + "wo_a.weight").view({G, R, group_in});
+  Tensor wo_a = (m.qat ? fp8_weight_sim(m.p(prefix + "wo_a.weight")) : m.p(prefix + "wo_a.weight")).view({G, R, group_in});
   Tensor z = torch::einsum("bsgi,gri->bsgr", {o.reshape({B, S, G, group_in}), wo_a}).reshape({B, S, G * R});
-  return project(z, m.p(prefix + "wo_b.weight"));
+  return fp8_linear(m, z, prefix + "wo_b.weight");
 }
 
 }  // namespace
+
+Tensor fp8_linear(const TrainModel& m, const Tensor& x, const std::string& weight, bool input_quant) {
+  if (!m.qat) return project(x, m.p(weight));
+  return project(input_quant ? fp8_sim(x, 128) : x, fp8_weight_sim(m.p(weight)));
+}
+
+Tensor fp4_linear(const TrainModel& m, const Tensor& x, const std::string& weight) {
+  if (!m.qat) return project(x, m.p(weight));
+  return project(fp8_sim(x, 128), fp4_weight_sim(m.p(weight)));
+}
+
+Tensor kv_sim(const TrainModel& m, const Tensor& kv) {
+  if (!m.qat) return kv;
+  const int64_t nope = m.config.nope_head_dim();
+  return torch::cat({fp8_sim(kv.narrow(-1, 0, nope), 64), kv.narrow(-1, nope, kv.size(-1) - nope)}, -1);
+}
 
 Tensor rms_norm(const Tensor& x, const Tensor& weight, double eps) {
   Tensor y = x * torch::rsqrt(x.pow(2).mean(-1, /*keepdim=*/true) + eps);
@@ -122,7 +140,8 @@ Tensor compress(const TrainModel& m, const std::string& prefix, int layer, int r
   e = rms_norm(e, m.p(prefix + "norm.weight"), c.norm_eps);
   Tensor first_pos = torch::arange(n_e, torch::kLong) * ratio;  // rotated at the block's first position
   e = apply_rope(e, rope_at(m.inv_freq[size_t(layer)], first_pos, m.dtype()), /*heads=*/false);
-  return index_keys ? hadamard(e) : e;
+  if (index_keys) return m.qat ? fp4_sim(hadamard(e), 32) : hadamard(e);
+  return kv_sim(m, e);
 }
 
 Tensor attention(const TrainModel& m, const std::string& prefix, int layer, const Tensor& x, ForwardTrace* trace) {
@@ -130,11 +149,11 @@ Tensor attention(const TrainModel& m, const std::string& prefix, int layer, cons
   const int64_t B = x.size(0), S = x.size(1), H = c.n_heads, Dh = c.head_dim;
   const int ratio = c.compress_ratio(layer);
   const Rope rope = rope_at(m.inv_freq[size_t(layer)], torch::arange(S, torch::kLong), m.dtype());
-  Tensor qr = rms_norm(project(x, m.p(prefix + "wq_a.weight")), m.p(prefix + "q_norm.weight"), c.norm_eps);
-  Tensor q = rms_norm(project(qr, m.p(prefix + "wq_b.weight")).view({B, S, H, Dh}), Tensor(), c.norm_eps);
+  Tensor qr = rms_norm(fp8_linear(m, x, prefix + "wq_a.weight"), m.p(prefix + "q_norm.weight"), c.norm_eps);
+  Tensor q = rms_norm(fp8_linear(m, qr, prefix + "wq_b.weight").view({B, S, H, Dh}), Tensor(), c.norm_eps);
   q = apply_rope(q, rope, /*heads=*/true);
-  Tensor kv = rms_norm(project(x, m.p(prefix + "wkv.weight")), m.p(prefix + "kv_norm.weight"), c.norm_eps);
-  kv = apply_rope(kv, rope, /*heads=*/false);  // one head: both key and value
+  Tensor kv = rms_norm(fp8_linear(m, x, prefix + "wkv.weight"), m.p(prefix + "kv_norm.weight"), c.norm_eps);
+  kv = kv_sim(m, apply_rope(kv, rope, /*heads=*/false));  // one head: both key and value
 
   const double scale = 1.0 / std::sqrt(double(Dh));
   std::vector<Tensor> logits{torch::einsum("bshd,btd->bhst", {q, kv}) * scale};

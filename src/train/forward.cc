@@ -23,10 +23,13 @@ Tensor mix_logits(const Tensor& x, const Tensor& fn, double eps) {
 }
 
 // One expert (w1 gate, w3 up, w2 down) on rows x [m, D], the hidden activation × weight [m].
-Tensor expert(const TrainModel& m, const std::string& p, const Tensor& x, const Tensor& weight) {
-  Tensor h = swiglu(project(x, m.p(p + "w1.weight")), project(x, m.p(p + "w3.weight")), m.config.swiglu_limit);
-  if (weight.defined()) h = h * weight.unsqueeze(-1);
-  return project(h, m.p(p + "w2.weight"));
+// Routed experts of FP4 checkpoints are FP4; shared experts (and FP8-expert checkpoints) FP8.
+Tensor expert(const TrainModel& m, const std::string& p, const Tensor& x, const Tensor& weight, bool routed) {
+  const bool fp4 = routed && m.config.expert_format == ExpertFormat::kFp4;
+  auto lin = [&](const Tensor& in, const char* w) { return fp4 ? fp4_linear(m, in, p + w) : fp8_linear(m, in, p + w); };
+  Tensor h = swiglu(lin(x, "w1.weight"), lin(x, "w3.weight"), m.config.swiglu_limit);
+  if (weight.defined()) h = h * weight.unsqueeze(-1);  // before w2: it sees w2's input rounding
+  return lin(h, "w2.weight");
 }
 
 }  // namespace
@@ -108,12 +111,12 @@ Tensor moe(const TrainModel& m, const std::string& prefix, int layer, const Tens
   }
   Tensor w = scores.gather(1, experts);
   w = w / w.sum(-1, true) * double(c.route_scale);
-  Tensor out = expert(m, prefix + "shared_experts.", xf, Tensor());
+  Tensor out = expert(m, prefix + "shared_experts.", xf, Tensor(), /*routed=*/false);
   for (int64_t e = 0; e < E; ++e) {
     Tensor hit = (experts == e).nonzero();  // [m, 2]: (token, slot)
     if (hit.size(0) == 0) continue;
     Tensor rows = hit.select(1, 0);
-    Tensor y = expert(m, cat(prefix, "experts.", e, "."), xf.index_select(0, rows), w.index({rows, hit.select(1, 1)}));
+    Tensor y = expert(m, cat(prefix, "experts.", e, "."), xf.index_select(0, rows), w.index({rows, hit.select(1, 1)}), /*routed=*/true);
     out = out.index_add(0, rows, y);
   }
   return out.view({B, S, D});
@@ -143,8 +146,8 @@ torch::Tensor mtp_forward(const TrainModel& m, const torch::Tensor& hidden, cons
   if (c.n_mtp_layers == 0) throw Error("this model has no MTP block (num_nextn_predict_layers = 0)");
   const std::string p = layer_prefix(c, c.n_layers);
   Tensor e = m.p("embed.weight").index_select(0, next_tokens.flatten()).view({next_tokens.size(0), next_tokens.size(1), c.dim});
-  e = project(rms_norm(e, m.p(p + "enorm.weight"), c.norm_eps), m.p(p + "e_proj.weight"));
-  Tensor h = project(rms_norm(hidden, m.p(p + "hnorm.weight"), c.norm_eps), m.p(p + "h_proj.weight"));
+  e = fp8_linear(m, rms_norm(e, m.p(p + "enorm.weight"), c.norm_eps), p + "e_proj.weight");
+  Tensor h = fp8_linear(m, rms_norm(hidden, m.p(p + "hnorm.weight"), c.norm_eps), p + "h_proj.weight");
   Tensor x = block(m, p, c.n_layers, e.unsqueeze(2) + h, next_tokens, trace);
   return head(m, p, p + "norm.weight", x);
 }

@@ -23,6 +23,10 @@ struct TrainModel {
   ModelConfig config;
   Params params;
   std::vector<torch::Tensor> inv_freq;  // [n_layers + n_mtp] of [rope_head_dim / 2], F64
+  // Quantization-aware: the official forward's FP8/FP4 roundings of activations, KV and indexer
+  // q/k, and weights on their checkpoint grids, with straight-through gradients (qat.h). Off:
+  // the engine's plain numerics.
+  bool qat = false;
 
   TrainModel(ModelConfig c, Params p);
   torch::Dtype dtype() const;

@@ -15,6 +15,14 @@ using torch::Tensor;
 // y = x · Wᵀ (checkpoint matrices are [out, in]).
 inline Tensor project(const Tensor& x, const Tensor& w) { return torch::matmul(x, w.t()); }
 
+// x · Wᵀ for a weight stored as FP8 (fp8_linear; input_quant false for wo_a) or FP4 (routed
+// experts in FP4 checkpoints): with QAT, x is FP8-quantized in blocks of 128 and W rounded to
+// its grid; otherwise project().
+Tensor fp8_linear(const TrainModel& m, const Tensor& x, const std::string& weight, bool input_quant = true);
+Tensor fp4_linear(const TrainModel& m, const Tensor& x, const std::string& weight);
+// With QAT: the FP8 round trip (blocks of 64) of the non-rope dims of KV vectors.
+Tensor kv_sim(const TrainModel& m, const Tensor& kv);
+
 // Ids of the k largest scores along the last dim, ties to the lower id (the engine's rule:
 // indexer scores tie exactly where relu zeroes every head).
 Tensor top_k(const Tensor& scores, int64_t k);

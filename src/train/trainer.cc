@@ -55,6 +55,7 @@ void check_trainable(const ModelConfig& c) {
   for (int r : c.compress_ratios)
     if (r != 0 && r != 4 && r < 2) throw Error(cat("train: compress ratio ", r, " is not trainable"));
   if (c.index_head_dim & (c.index_head_dim - 1)) throw Error("train: index_head_dim must be a power of two (Hadamard)");
+  // (QAT's 128-wide activation blocks need what parse_config already demands of a checkpoint.)
 }
 
 void set_threads(int n) {
@@ -71,6 +72,7 @@ struct Trainer::Impl {
   Impl(const ModelConfig& c, const TrainOptions& o)
       : opt(o), model(c, init_params(c, o.seed, torch::kFloat)), optim(&model.params, optim_config(o)) {
     enable_grad(&model.params);
+    model.qat = o.qat;
   }
 };
 

@@ -29,6 +29,7 @@ struct TrainOptions {
   double balance_weight = 1e-4;
   double bias_speed = 1e-3;
   bool muon = true;
+  bool qat = false;             // FP8/FP4 fake quantization with straight-through gradients
   uint64_t seed = 0;
 };
 

@@ -126,6 +126,10 @@ def main():
         rc = rows(c)
         check(all(float(r["mtp_loss"]) == 0 for r in rc), "--mtp-weight 0 still trains MTP")
         check(losses(rc)[2][2] != losses(ra)[2][2], "--no-muon: same loss as with Muon")
+        q = os.path.join(tmp, "q")
+        dsv4("--corpus", corpus, "--out", q, "--steps", 2, "--val-fraction", "0.1", "--qat", *common)
+        rq = rows(q)
+        check(len(rq) == 2 and rq[0]["main_loss"] != ra[0]["main_loss"], "--qat: the first loss equals the plain one")
         # An architecture from a config.json (its vocab_size is replaced by the tokenizer's).
         d = os.path.join(tmp, "d")
         dsv4("--corpus", corpus, "--out", d, "--steps", 2, "--config", os.path.join(a, "config.json"),
