@@ -10,6 +10,9 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libopenmpi-dev openmpi-bin
   curl python3
+  # The trainer (cmake -DDSV4_TRAIN=ON): libtorch, OpenBLAS behind its libblas.so.3 (the
+  # reference BLAS is ~8x slower), gnuplot for the loss curve, and the demo model's corpus.
+  libtorch-dev libopenblas0-pthread gnuplot-nox bible-kjv
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -43,6 +43,9 @@ int main(int argc, char** argv) {
   dsv4::cli::add_make_model_commands(app);
   dsv4::cli::add_serve_commands(app);
   dsv4::cli::add_bench_commands(app);
+#ifdef DSV4_HAVE_TRAIN
+  dsv4::cli::add_train_commands(app);
+#endif
   // CLI11 would only say "A subcommand is required" for a misspelt one.
   const std::vector<CLI::App*> commands = app.get_subcommands({});
   auto known = [&](const std::string& name) {
