@@ -49,6 +49,28 @@ struct ServeFlags {
   std::string test_completions;
 };
 
+// Threads that libraries start before main() (OpenBLAS's pool in the trainer build, MPI's)
+// do not inherit serve()'s blocked mask, so a stop signal may land on one of them: this handler
+// hands it to the stopper thread's sigwait() (or leaves it for the stopper to find at its start)
+// instead of letting the default action kill the process. Lock-free atomics and pthread_kill
+// are async-signal-safe.
+pthread_t g_stopper;
+std::atomic<bool> g_stopper_ready{false};
+std::atomic<int> g_pending_signal{0};
+
+extern "C" void forward_stop_signal(int sig) {
+  g_pending_signal = sig;
+  if (g_stopper_ready) pthread_kill(g_stopper, sig);
+}
+
+void forward_stop_signals_from_foreign_threads() {
+  struct sigaction sa {};
+  sa.sa_handler = forward_stop_signal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+}
+
 sigset_t stop_signals() {
   sigset_t set;
   sigemptyset(&set);
@@ -61,8 +83,11 @@ sigset_t stop_signals() {
 // the requests in flight and stops the HTTP server.
 void stop_on_signal(const sigset_t& set, const std::atomic<bool>& listen_done, server::Worker& worker,
                     server::HttpServer& http) {
-  int sig = 0;
-  sigwait(&set, &sig);
+  g_stopper = pthread_self();
+  g_stopper_ready = true;
+  int sig = g_pending_signal.load();
+  if (sig == 0) sigwait(&set, &sig);
+  g_stopper_ready = false;  // later signals: nothing more to do
   if (listen_done) return;
   std::fprintf(stderr, "dsv4 serve: %s, stopping\n", strsignal(sig));
   worker.shutdown();  // running and queued requests end now (error event / 503)
@@ -78,6 +103,7 @@ void serve(const ServeFlags& f) {
   // of killing the process through some thread's default action.
   const sigset_t set = stop_signals();
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  forward_stop_signals_from_foreign_threads();
   std::signal(SIGPIPE, SIG_IGN);  // a client that hangs up must not kill the server
   if (!f.test_completions.empty()) server::ScriptedCompletions::load(f.test_completions);  // fail before loading
   const std::string dir = resolve_model_dir(f.model);
