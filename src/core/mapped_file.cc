@@ -58,27 +58,40 @@ std::string read_all(int fd, uint8_t* dst, size_t size, size_t begin = 0) {
   return failed ? error : std::string();
 }
 
-}  // namespace
-
-MappedFile::MappedFile(const std::string& path, bool copy, bool populate) : path_(path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+// Opens `path` for reading; throws Error unless it is a regular file. *size: its length.
+int open_regular_file(const std::string& path, size_t* size) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) throw Error(cat("cannot open ", path, ": ", std::strerror(errno)));
   struct stat st {};
   if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
     ::close(fd);
     throw Error(cat("cannot map ", path, ": not a regular file"));
   }
-  size_ = size_t(st.st_size);
+  *size = size_t(st.st_size);
+  return fd;
+}
+
+// Writable anonymous memory for a copy of `size` bytes, in whole huge pages (*reserved bytes);
+// NORESERVE, so untouched pages cost nothing. MAP_FAILED on failure.
+void* reserve_copy(size_t size, size_t* reserved) {
+  *reserved = (size + kHugePage - 1) / kHugePage * kHugePage;
+  void* p = ::mmap(nullptr, *reserved, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (p != MAP_FAILED) ::madvise(p, *reserved, MADV_HUGEPAGE);
+  return p;
+}
+
+}  // namespace
+
+MappedFile::MappedFile(const std::string& path, bool copy, bool populate) : path_(path) {
+  const int fd = open_regular_file(path, &size_);
   if (size_ == 0) {
     ::close(fd);
     return;
   }
   void* p = MAP_FAILED;
   if (copy) {
-    reserved_ = (size_ + kHugePage - 1) / kHugePage * kHugePage;
-    p = ::mmap(nullptr, reserved_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    p = reserve_copy(size_, &reserved_);
     if (p != MAP_FAILED) {
-      ::madvise(p, reserved_, MADV_HUGEPAGE);
       const std::string err = read_all(fd, static_cast<uint8_t*>(p), size_);
       if (!err.empty()) {
         ::munmap(p, reserved_);
@@ -102,14 +115,7 @@ MappedFile::MappedFile(const std::string& path, bool copy, bool populate) : path
 }
 
 MappedFile::MappedFile(const std::string& path, bool copy, Partial) : path_(path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) throw Error(cat("cannot open ", path, ": ", std::strerror(errno)));
-  struct stat st {};
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
-    throw Error(cat("cannot map ", path, ": not a regular file"));
-  }
-  size_ = size_t(st.st_size);
+  const int fd = open_regular_file(path, &size_);
   if (size_ == 0) {
     ::close(fd);
     return;
@@ -117,9 +123,7 @@ MappedFile::MappedFile(const std::string& path, bool copy, Partial) : path_(path
   void* p;
   if (copy) {
     // Untouched pages of an anonymous NORESERVE mapping cost no memory: only what load() reads.
-    reserved_ = (size_ + kHugePage - 1) / kHugePage * kHugePage;
-    p = ::mmap(nullptr, reserved_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (p != MAP_FAILED) ::madvise(p, reserved_, MADV_HUGEPAGE);
+    p = reserve_copy(size_, &reserved_);
   } else {
     reserved_ = size_;
     p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
