@@ -22,6 +22,7 @@
 #include "apps/cli/demo_model.h"
 #include "apps/cli/load_flags.h"
 #include "core/error.h"
+#include "core/memory_info.h"
 #include "core/thread_pool.h"
 #include "kernels/isa.h"
 #include "kernels/probe.h"
@@ -173,11 +174,14 @@ void run_bench(const BenchFlags& f) {
     SequenceState st = model->new_sequence();
     decode(&st, 2);
   }
+  // The bandwidth probe's buffer: 1 GB, less where the memory this process may use (its cgroup
+  // limit in a container) is small, so that the probe itself is not what gets OOM-killed.
+  const size_t probe_bytes = std::clamp<size_t>(size_t(available_memory() / 8), size_t(64) << 20, size_t(1) << 30);
   std::vector<double> dec_empty, prefill, dec_filled, bws, peaks, frac_dec, frac_decf, frac_pre;
   double kv_measured = 0, kv_fixed = 0;  // the filled sequence's state; inspect's figure below
   const double kv_per_token = kv_bytes_per_token(c, model->numerics(), &kv_fixed);
   for (int r = 0; r < f.reps; ++r) {
-    bws.push_back(kernels::measure_read_bandwidth(&pool, size_t(1) << 30, 3));
+    bws.push_back(kernels::measure_read_bandwidth(&pool, probe_bytes, 3));
     peaks.push_back(kernels::measure_dot_peak(&pool, true));
     SequenceState st = model->new_sequence();
     dec_empty.push_back(decode(&st, f.gen));

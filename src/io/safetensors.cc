@@ -8,6 +8,7 @@
 #include <set>
 
 #include "core/error.h"
+#include "core/memory_info.h"
 
 namespace dsv4 {
 
@@ -202,8 +203,9 @@ std::unique_ptr<TensorDirectory> TensorDirectory::open(const std::string& path, 
     const auto n = fs::file_size(f, ec);
     if (!ec) bytes += size_t(n);
   }
-  // Room is left for activations, KV state and the rest of the system.
-  const size_t ram = physical_memory_bytes();
+  // Room is left for activations, KV state and the rest of the system. "RAM" is what this
+  // process may use: inside a memory cgroup a copy the machine could hold is OOM-killed.
+  const size_t ram = size_t(available_memory());
   const bool fits = ram == 0 || double(bytes) < 0.85 * double(ram);
   const bool copy = residency == Residency::kCopy && fits;
   if (!fits) {
