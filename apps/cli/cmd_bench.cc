@@ -143,7 +143,7 @@ void run_bench(const BenchFlags& f) {
 
   // 2. Model.
   double t0 = now_s();
-  std::unique_ptr<Model> model = Model::load(dir, f.load.numerics_mode(), &pool, f.load.residency);
+  std::unique_ptr<Model> model = Model::load(dir, f.load.numerics_mode(), &pool, f.load.residency, f.load.expert_cache_bytes());
   const double load_s = now_s() - t0;
   const double load_gbs = double(model->tensors().total_bytes()) / 1e9 / load_s;
   const ModelConfig& c = model->config();

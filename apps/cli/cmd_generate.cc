@@ -71,7 +71,7 @@ Loaded load(const GenFlags& f) {
   const std::string dir = resolve_model_dir(f.model);
   // For a person waiting at a terminal; to a pipe an error stays the only line.
   if (isatty(STDERR_FILENO)) std::fprintf(stderr, "loading %s ...\n", dir.c_str());
-  Loaded l{Model::load(dir, f.load.numerics_mode(), nullptr, f.load.residency), Tokenizer::load(dir)};
+  Loaded l{Model::load(dir, f.load.numerics_mode(), nullptr, f.load.residency, f.load.expert_cache_bytes()), Tokenizer::load(dir)};
   if (l.tok.vocab_size() > l.model->config().vocab_size)
     throw Error(cat(dir, ": the tokenizer has ", l.tok.vocab_size(), " tokens but the model only ",
                     l.model->config().vocab_size));

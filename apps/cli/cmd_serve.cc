@@ -80,7 +80,7 @@ void serve(const ServeFlags& f) {
   const std::string dir = resolve_model_dir(f.model);
   const uint64_t available = server::available_memory();  // before the weights take their share
   std::fprintf(stderr, "loading %s ...\n", dir.c_str());
-  std::unique_ptr<Model> model = Model::load(dir, f.load.numerics_mode(), nullptr, f.load.residency);
+  std::unique_ptr<Model> model = Model::load(dir, f.load.numerics_mode(), nullptr, f.load.residency, f.load.expert_cache_bytes());
   Tokenizer tok = Tokenizer::load(dir);
   if (tok.vocab_size() > model->config().vocab_size)
     throw Error(cat(dir, ": the tokenizer has ", tok.vocab_size(), " tokens but the model only ", model->config().vocab_size));

@@ -208,14 +208,15 @@ std::unique_ptr<TensorDirectory> TensorDirectory::open(const std::string& path, 
   const size_t ram = size_t(available_memory());
   const bool fits = ram == 0 || double(bytes) < 0.85 * double(ram);
   const bool copy = residency == Residency::kCopy && fits;
-  if (!fits) {
+  const bool populate = fits && residency != Residency::kStream;  // streaming: copied or read on demand
+  if (!fits && residency != Residency::kStream) {
     std::fprintf(stderr,
                  "dsv4: warning: the checkpoint (%.1f GB) does not fit in memory (%.1f GB): weights stay "
                  "memory-mapped and decoding will be bound by disk reads\n",
                  double(bytes) / 1e9, double(ram) / 1e9);
   }
   auto dir = std::unique_ptr<TensorDirectory>(new TensorDirectory());
-  for (const std::string& f : listing.files) dir->add_file(f, listing.indexed ? &listing.weight_map : nullptr, copy, fits);
+  for (const std::string& f : listing.files) dir->add_file(f, listing.indexed ? &listing.weight_map : nullptr, copy, populate);
   if (listing.indexed)
     for (const auto& [name, shard] : listing.weight_map)
       if (!dir->tensors_.count(name))

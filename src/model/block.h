@@ -14,6 +14,7 @@ namespace dsv4 {
 
 class Trace;
 class ThreadPool;
+class ExpertCache;
 
 struct BlockArgs {
   const ModelConfig* config = nullptr;
@@ -28,6 +29,7 @@ struct BlockArgs {
   Trace* trace = nullptr;
   const char* trace_tag = "";       // "block{i}" or "mtp"
   ThreadPool* pool = nullptr;       // kernels' threads (null: serial)
+  ExpertCache* cache = nullptr;     // routed experts streamed from disk (null: resident)
 };
 
 void block_forward(const BlockArgs& args);

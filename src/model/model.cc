@@ -8,6 +8,9 @@
 #include "kernels/linear.h"
 #include "kernels/ops.h"
 #include "model/block.h"
+#include "model/expert_cache.h"
+#include "model/moe.h"
+#include "model/stream_plan.h"
 #include "model/hyper_connection.h"
 #include "model/trace.h"
 
@@ -20,17 +23,33 @@ int64_t first_logits_row(LogitsMode mode, int64_t m) {
 }
 }  // namespace
 
-std::unique_ptr<Model> Model::load(const std::string& dir, Numerics numerics, ThreadPool* pool, Residency residency) {
+std::unique_ptr<Model> Model::load(const std::string& dir, Numerics numerics, ThreadPool* pool, Residency residency,
+                                   size_t expert_cache_bytes) {
   std::unique_ptr<Model> m(new Model());
   m->config_ = load_config(dir);
-  m->dir_ = TensorDirectory::open(dir, residency);
+  StreamPlan plan = plan_residency(dir, residency, expert_cache_bytes);
+  m->dir_ = TensorDirectory::open(dir, plan.residency);
+  plan = prepare_streaming(m->dir_.get(), plan);
   m->weights_ = bind_weights(&m->config_, *m->dir_);
   m->pool_ = pool ? pool : ThreadPool::shared();
+  if (plan.residency == Residency::kStream) m->cache_ = start_streaming(m->config_, m->weights_, *m->dir_, plan);
   tile_routed_experts(&m->weights_, *m->dir_, m->pool_);
   for (int l = 0; l < m->config_.n_layers + m->config_.n_mtp_layers; ++l)
     m->ropes_.push_back(layer_rope_table(m->config_, l));
   m->numerics_ = numerics;
   return m;
+}
+
+// Every hash-routed layer's experts are known from the token ids: their reads start before the
+// first block runs (as far as the cache has free slots).
+void Model::prefetch_hashed_experts(const int32_t* tokens, int64_t n) const {
+  if (!cache_) return;
+  for (int l = 0; l < config_.n_layers; ++l) {
+    MoeArgs a;
+    a.config = &config_, a.weights = &weights_.layers[size_t(l)].ffn, a.hash_routed = config_.is_hash_layer(l);
+    a.tokens = tokens, a.n = n, a.cache = cache_.get(), a.layer_id = l;
+    moe_prefetch_hashed(a);
+  }
 }
 
 void Model::embed(std::span<const int32_t> tokens, float* x) const {
@@ -49,7 +68,7 @@ void Model::block_forward(int layer, LayerState* state, int64_t start_pos, float
   const std::string tag = cat("block", layer);
   Segment seg{state, start_pos, 0, n};
   BlockArgs a{&config_, &weights_.layers.at(size_t(layer)), &ropes_[size_t(layer)], numerics_, x, tokens, n, &seg, 1,
-              trace, tag.c_str(), pool_};
+              trace, tag.c_str(), pool_, cache_.get()};
   dsv4::block_forward(a);
 }
 
@@ -84,13 +103,14 @@ void Model::forward_into(std::span<const BatchItem> items, ForwardOutput* outs, 
         trace->f32(name, items[k].state->pos + int64_t(i), x.data() + (row0[k] + int64_t(i)) * stride, stride);
   };
   trace_rows("hidden.embed");
+  prefetch_hashed_experts(tokens.data(), n);
   Scratch<Segment> segs(items.size());
   for (int l = 0; l < config_.n_layers; ++l) {
     for (size_t k = 0; k < items.size(); ++k)
       segs[k] = Segment{&items[k].state->layers[size_t(l)], items[k].state->pos, row0[k], int64_t(items[k].tokens.size())};
     const std::string tag = cat("block", l);
     BlockArgs a{&config_, &weights_.layers[size_t(l)], &ropes_[size_t(l)], numerics_, x.data(), tokens.data(), n,
-                segs.data(), int(segs.size()), trace, tag.c_str(), pool_};
+                segs.data(), int(segs.size()), trace, tag.c_str(), pool_, cache_.get()};
     dsv4::block_forward(a);
     trace_rows(cat("hidden.block", l));
   }

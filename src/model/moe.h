@@ -15,6 +15,7 @@ namespace dsv4 {
 
 class Trace;
 class ThreadPool;
+class ExpertCache;
 
 struct MoeArgs {
   const ModelConfig* config = nullptr;
@@ -29,8 +30,14 @@ struct MoeArgs {
   Trace* trace = nullptr;
   const char* trace_tag = "";
   ThreadPool* pool = nullptr;  // kernels' threads (null: serial)
+  ExpertCache* cache = nullptr;  // routed experts streamed from disk (null: resident weights)
+  int layer_id = 0;              // the block's index for the cache (n_layers + m for MTP block m)
 };
 
 void moe_forward(const MoeArgs& args);
+
+// Hash-routed layers know their experts from the token ids alone: starts the cache's reads for
+// them before the block runs (no-op without a cache or on a score-routed layer).
+void moe_prefetch_hashed(const MoeArgs& args);
 
 }  // namespace dsv4
