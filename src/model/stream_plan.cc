@@ -28,6 +28,12 @@ uint64_t reserve_bytes(uint64_t available) { return (uint64_t(128) << 20) + avai
 
 }  // namespace
 
+size_t default_cache_bytes(uint64_t available, uint64_t resident, uint64_t experts) {
+  const uint64_t used = resident + reserve_bytes(available);
+  const uint64_t left = std::min(available > used ? available - used : 0, experts);
+  return left < experts / 64 ? 0 : size_t(left);  // not even a few tokens' experts: 0
+}
+
 bool is_routed_expert_tensor(const std::string& name) { return name.find(".ffn.experts.") != std::string::npos; }
 
 StreamPlan plan_residency(const std::string& dir, Residency asked, size_t expert_cache_bytes) {
@@ -52,9 +58,8 @@ StreamPlan prepare_streaming(TensorDirectory* dir, StreamPlan p) {
   uint64_t resident = 0, experts = 0;
   for (const auto& [name, t] : dir->tensors()) (is_routed_expert_tensor(name) ? experts : resident) += t.nbytes;
   if (!p.asked) {
-    const uint64_t used = resident + reserve_bytes(p.available);
-    p.cache_bytes = size_t(std::min(p.available > used ? p.available - used : 0, experts));
-    if (p.cache_bytes < experts / 64 || p.available < used) {  // not even a few tokens' experts
+    p.cache_bytes = default_cache_bytes(p.available, resident, experts);
+    if (p.cache_bytes == 0) {
       std::fprintf(stderr,
                    "dsv4: warning: the checkpoint (%.1f GB) does not fit in the memory this process may use (%.1f GB), "
                    "not even without its routed experts (%.1f GB resident): weights stay memory-mapped and decoding "

@@ -31,6 +31,11 @@ StreamPlan plan_residency(const std::string& dir, Residency asked, size_t expert
 // A routed expert's tensors ("...ffn.experts.N....", not the shared experts'): streamed.
 bool is_routed_expert_tensor(const std::string& name);
 
+// The default budget: what `available` leaves after the `resident` bytes and a reserve (128 MB
+// + 10 %) for the KV state, activations and the rest of the process, at most the routed
+// `experts`' bytes; 0 when that is under 1/64 of them (streaming would only thrash).
+size_t default_cache_bytes(uint64_t available, uint64_t resident, uint64_t experts);
+
 // Streaming, before binding: copies everything but the routed experts into memory and settles
 // the budget — given, or what is left of available memory after the resident part and a
 // reserve for the KV state, activations and the rest of the process. When the default budget
