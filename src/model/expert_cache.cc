@@ -204,6 +204,25 @@ void ExpertCache::start_load(int slot, int k) {
   ++stats_.loads;
 }
 
+// A slot for a miss: one the policy gives up, else one reserved by a prefetch, else the first
+// unpinned one whose read is still in flight, once it has landed.
+int ExpertCache::free_slot(std::unique_lock<std::mutex>& lock) {
+  for (;;) {
+    int s = victim(false);
+    if (s < 0) s = victim(true);
+    if (s >= 0) return s;
+    std::shared_ptr<DirectReader::Job> busy;
+    for (const Slot& slot : slots_)
+      if (slot.pins == 0 && slot.state == State::kLoading) busy = slot.job;
+    if (!busy)
+      throw Error(cat("the expert cache's ", slots_.size(), " slots are all in use: the budget is too small for "
+                      "the experts one layer uses at once"));
+    lock.unlock();
+    busy->wait();
+    lock.lock();
+  }
+}
+
 void ExpertCache::prefetch(int layer_id, std::span<const int32_t> experts) {
   std::lock_guard<std::mutex> lock(mu_);
   for (int32_t e : experts) {
@@ -224,11 +243,7 @@ const ExpertWeights& ExpertCache::acquire(int layer_id, int expert) {
   const int k = key(layer_id, expert);
   int s = slot_of_[size_t(k)];
   if (s < 0) {
-    s = victim(false);
-    if (s < 0) s = victim(true);
-    if (s < 0)
-      throw Error(cat("the expert cache's ", slots_.size(), " slots are all in use: the budget is too small for "
-                      "the experts one layer uses at once"));
+    s = free_slot(lock);
     start_load(s, k);
   }
   Slot& slot = slots_[size_t(s)];

@@ -97,6 +97,7 @@ class ExpertCache {
   int key(int layer_id, int expert) const;
   void settle(Slot& s);  // a finished read: ready, or empty on failure (error left in s.job)
   int victim(bool take_reserved);
+  int free_slot(std::unique_lock<std::mutex>& lock);
   void start_load(int slot, int key);
   uint8_t* slot_data(int slot) const { return memory_.get() + size_t(slot) * slot_bytes_; }
 

@@ -2,8 +2,10 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 
+#include "core/error.h"
 #include "core/memory_info.h"
 #include "model/expert_cache.h"
 
@@ -81,7 +83,13 @@ StreamPlan prepare_streaming(TensorDirectory* dir, StreamPlan p) {
 std::shared_ptr<ExpertCache> start_streaming(const ModelConfig& c, const Weights& w, const TensorDirectory& dir,
                                              const StreamPlan& p) {
   if (p.residency != Residency::kStream) return nullptr;
-  return std::make_shared<ExpertCache>(c, w, dir, p.cache_bytes);
+  // $DSV4_EXPERT_CACHE_POLICY=lfu|lru: for measuring the policies against each other (README).
+  const char* env = std::getenv("DSV4_EXPERT_CACHE_POLICY");
+  const std::string name = env ? env : "";
+  if (!name.empty() && name != "lru" && name != "lfu")
+    throw Error(cat("DSV4_EXPERT_CACHE_POLICY must be lru or lfu, not '", name, "'"));
+  const CachePolicy policy = name == "lfu" ? CachePolicy::kLfu : name == "lru" ? CachePolicy::kLru : ExpertCache::kDefaultPolicy;
+  return std::make_shared<ExpertCache>(c, w, dir, p.cache_bytes, policy);
 }
 
 }  // namespace dsv4
