@@ -46,7 +46,7 @@ void print_memory_plan(const std::string& dir, const Model& model) {
   for (const auto& [name, t] : model.tensors().tensors()) (is_routed_expert_tensor(name) ? experts : resident) += t.nbytes;
   const uint64_t limit = cgroup_memory_limit();
   std::printf("memory       %s available to this process (%s)\n", human_bytes(double(plan.available)).c_str(),
-              limit ? cat("cgroup limit ", human_bytes(double(limit))).c_str() : "no cgroup limit");
+              limit ? cat("cgroup headroom ", human_bytes(double(limit))).c_str() : "no cgroup limit");
   std::printf("  resident   %s without the routed experts, routed experts %s\n", human_bytes(double(resident)).c_str(),
               human_bytes(double(experts)).c_str());
   const size_t slot = ExpertCache::slot_bytes_for(model.config(), model.weights(), model.tensors());

@@ -42,6 +42,16 @@ uint64_t mem_available(const std::string& root) {
   return 0;
 }
 
+// A field of a cgroup's memory.stat ("name value" lines); 0 when absent.
+uint64_t stat_value(const fs::path& p, const std::string& name) {
+  std::ifstream in(p);
+  std::string key;
+  uint64_t v = 0;
+  while (in >> key >> v)
+    if (key == name) return v;
+  return 0;
+}
+
 }  // namespace
 
 // Looked up at the path /proc/self/cgroup names (v2 "0::PATH", v1 "N:...memory...:PATH") and at
@@ -62,7 +72,16 @@ uint64_t cgroup_memory_limit(const std::string& root) {
   }
   uint64_t best = 0;
   for (const fs::path& f : files)
-    if (const uint64_t v = limit_value(first_word(f)); v > 0 && (best == 0 || v < best)) best = v;
+    if (const uint64_t v = limit_value(first_word(f)); v > 0) {
+      // What the cgroup already uses, less its page cache (reclaimed before anything is killed):
+      // a process asking after loading its weights must see them taken.
+      const bool v2 = f.filename() == "memory.max";
+      const uint64_t usage = limit_value(first_word(f.parent_path() / (v2 ? "memory.current" : "memory.usage_in_bytes")));
+      const uint64_t cache = stat_value(f.parent_path() / "memory.stat", v2 ? "file" : "total_cache");
+      const uint64_t used = usage > cache ? usage - cache : 0;
+      const uint64_t headroom = v > used ? v - used : 1;
+      if (best == 0 || headroom < best) best = headroom;
+    }
   return best;
 }
 

@@ -13,7 +13,8 @@ namespace dsv4 {
 // is prepended to those paths (tests use a fake tree). 0 when nothing could be read.
 uint64_t available_memory(const std::string& root = "");
 
-// The tightest memory limit of this process's cgroups in bytes (0: none set or none readable).
+// The tightest memory limit of this process's cgroups in bytes, less what the cgroup already
+// uses besides page cache (0: no limit set or none readable).
 uint64_t cgroup_memory_limit(const std::string& root = "");
 
 }  // namespace dsv4

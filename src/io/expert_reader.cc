@@ -14,7 +14,7 @@ namespace dsv4 {
 
 namespace {
 
-constexpr size_t kPiece = size_t(1) << 20;  // one device request; a few in flight per expert
+constexpr size_t kPiece = size_t(4) << 20;  // the device's largest request here (max_sectors_kb 4096)
 
 double now_s() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();

@@ -3,7 +3,7 @@
 //
 // Why not the file mapping: a mapping reads 4 KB page faults one at a time on the thread that
 // touches them, the page cache it fills is charged to the process's cgroup and evicted at
-// random, and nothing overlaps with compute. Here a request is split into pieces of up to 1 MB
+// random, and nothing overlaps with compute. Here a request is split into pieces of up to 4 MB
 // read by several threads at once (a queue depth of `threads` on the device), straight into the
 // caller's buffer, while the caller computes.
 //
