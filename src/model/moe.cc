@@ -305,7 +305,7 @@ namespace dsv4 {
 void moe_prefetch_hashed(const MoeArgs& a) {
   if (!a.cache || !a.hash_routed) return;
   const int K = a.config->n_activated_experts;
-  std::vector<int32_t> ids;
+  Scratch<int32_t> ids;  // the arena: no allocation in the decode loop
   for (int64_t i = 0; i < a.n; ++i) {
     if (a.tokens[i] < 0 || a.tokens[i] >= a.config->vocab_size) continue;  // route() reports it
     const int32_t* row = a.weights->tid2eid.data() + int64_t(a.tokens[i]) * K;
@@ -313,7 +313,7 @@ void moe_prefetch_hashed(const MoeArgs& a) {
   }
   std::sort(ids.begin(), ids.end());
   ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
-  a.cache->prefetch(a.layer_id, ids);
+  a.cache->prefetch(a.layer_id, std::span<const int32_t>(ids.data(), ids.size()));
 }
 
 }  // namespace dsv4
