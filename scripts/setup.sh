@@ -8,7 +8,11 @@ packages=(
   build-essential cmake ninja-build pkg-config ccache git
   libhwy-dev libpcre2-dev nlohmann-json3-dev libcpp-httplib-dev libcli11-dev
   libgtest-dev libgmock-dev libbenchmark-dev
+  libopenmpi-dev openmpi-bin
   curl python3
+  # The trainer (cmake -DDSV4_TRAIN=ON): libtorch, OpenBLAS behind its libblas.so.3 (the
+  # reference BLAS is ~8x slower), gnuplot for the loss curve, and the demo model's corpus.
+  libtorch-dev libopenblas0-pthread gnuplot-nox bible-kjv
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -20,6 +20,7 @@
 #include "apps/cli/checks.h"
 #include "apps/cli/commands.h"
 #include "apps/cli/demo_model.h"
+#include "apps/cli/model_loader.h"
 #include "apps/cli/load_flags.h"
 #include "core/error.h"
 #include "core/memory_info.h"
@@ -164,6 +165,41 @@ void print_expert_cache(const Model& m, const IoTotals& dec_io, const IoTotals& 
               1e3 * dec_io.wait_per_token());
 }
 
+// Expert parallelism over the whole run (warm-up, decode and prefill together): traffic per token
+// per MoE layer, and where rank 0's MoE time went (docs/distributed.md).
+nlohmann::ordered_json ep_json(const EpReport& e) {
+  nlohmann::ordered_json j;
+  const double tl = double(std::max<int64_t>(e.token_layers, 1));
+  j["ranks"] = e.ranks;
+  j["waves"] = e.waves;
+  j["moe_calls"] = e.calls;
+  j["token_layers"] = e.token_layers;
+  j["bytes_sent_per_token_layer"] = e.bytes_sent / tl;
+  j["bytes_received_per_token_layer"] = e.bytes_received / tl;
+  j["rank0_local_experts_s"] = e.local_s;
+  j["rank0_wait_s"] = e.wait_s;
+  j["remote_compute_s"] = e.remote_compute_s;
+  j["remote_idle_in_call_s"] = e.remote_idle_s;
+  j["remote_span_s"] = e.remote_span_s;
+  j["rank0_rss_gb"] = rss_gb("VmRSS:");
+  j["max_other_rank_rss_gb"] = e.max_remote_rss_gb;
+  return j;
+}
+
+void print_ep(const EpReport& e) {
+  const double tl = double(std::max<int64_t>(e.token_layers, 1));
+  std::printf("  %-34s %10d ranks, %d waves, %lld MoE calls\n", "expert parallel", e.ranks, e.waves,
+              (long long)e.calls);
+  std::printf("  %-34s %10.0f B sent, %.0f B received (rank 0)\n", "per token per MoE layer", e.bytes_sent / tl,
+              e.bytes_received / tl);
+  std::printf("  %-34s %10.3f s own experts + shared, %.3f s waiting for the others\n", "rank 0 MoE time", e.local_s,
+              e.wait_s);
+  std::printf("  %-34s %10.3f s computing, %.3f s waiting for rows inside calls, %.3f s from request to "
+              "last output\n", "other ranks (summed)", e.remote_compute_s, e.remote_idle_s, e.remote_span_s);
+  std::printf("  %-34s %10.2f GB (the largest other rank: %.2f GB)\n", "rank 0 resident memory", rss_gb("VmRSS:"),
+              e.max_remote_rss_gb);
+}
+
 void run_bench(const BenchFlags& f) {
   if (!f.isa.empty()) kernels::set_isa(kernels::parse_isa(f.isa));
   // OpenBLAS settings of this environment must not shape a benchmark (machine notes).
@@ -180,7 +216,7 @@ void run_bench(const BenchFlags& f) {
 
   // 2. Model.
   double t0 = now_s();
-  std::unique_ptr<Model> model = Model::load(dir, f.load.numerics_mode(), &pool, f.load.residency, f.load.expert_cache_bytes());
+  std::unique_ptr<Model> model = load_model(dir, f.load, &pool);
   const double load_s = now_s() - t0;
   const double load_gbs = double(model->tensors().total_bytes()) / 1e9 / load_s;
   const ModelConfig& c = model->config();
@@ -247,6 +283,7 @@ void run_bench(const BenchFlags& f) {
   const int64_t ctx = std::max(f.context, f.prompt) + f.gen;
   // Fractions: medians over repetitions of (speed ÷ the limit measured in that repetition).
   const double fdec = median(frac_dec), fdecf = median(frac_decf), fpre = median(frac_pre);
+  const EpReport ep = expert_parallel_report();  // releases the other ranks: measuring is over
 
   if (f.json) {
     nlohmann::ordered_json j;
@@ -303,6 +340,7 @@ void run_bench(const BenchFlags& f) {
       j["expert_cache"] = e;
     }
     j["repetitions"] = f.reps;
+    if (ep.ranks) j["expert_parallel"] = ep_json(ep);
     std::printf("%s\n", j.dump(2).c_str());
     return;
   }
@@ -332,6 +370,7 @@ void run_bench(const BenchFlags& f) {
               "KV state per token", kv_per_token, kv_fixed / 1e6, kv_measured / 1e6,
               (long long)ctx, (kv_fixed + kv_per_token * double(ctx)) / 1e6);
   print_expert_cache(*model, io_decode, io_prefill, dec);
+  if (ep.ranks) print_ep(ep);
   std::printf("  (speeds: medians of %d repetitions; each %% is the median of speed ÷ the limit measured in the\n"
               "   same repetition)\n", f.reps);
 }

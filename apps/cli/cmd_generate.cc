@@ -16,6 +16,7 @@
 #include "apps/cli/commands.h"
 #include "apps/cli/demo_model.h"
 #include "apps/cli/load_flags.h"
+#include "apps/cli/model_loader.h"
 #include "apps/cli/saved_state.h"
 #include "core/error.h"
 #include "engine/generate.h"
@@ -71,7 +72,7 @@ Loaded load(const GenFlags& f) {
   const std::string dir = resolve_model_dir(f.model);
   // For a person waiting at a terminal; to a pipe an error stays the only line.
   if (isatty(STDERR_FILENO)) std::fprintf(stderr, "loading %s ...\n", dir.c_str());
-  Loaded l{Model::load(dir, f.load.numerics_mode(), nullptr, f.load.residency, f.load.expert_cache_bytes()), Tokenizer::load(dir)};
+  Loaded l{load_model(dir, f.load), Tokenizer::load(dir)};
   if (l.tok.vocab_size() > l.model->config().vocab_size)
     throw Error(cat(dir, ": the tokenizer has ", l.tok.vocab_size(), " tokens but the model only ",
                     l.model->config().vocab_size));

@@ -8,6 +8,7 @@
 #include "apps/cli/checks.h"
 #include "apps/cli/commands.h"
 #include "apps/cli/demo_model.h"
+#include "apps/cli/model_loader.h"
 #include "io/safetensors_writer.h"
 #include "core/error.h"
 #include "model/inventory.h"
@@ -112,7 +113,7 @@ void run_inspect(const std::string& dir, int64_t context) {
   print_memory_plan(dir, *model);
 }
 
-void run_logits(const std::string& dir, const std::string& ids_file, const std::string& numerics, bool mtp,
+void run_logits(const std::string& dir, const LoadFlags& ep, const std::string& ids_file, const std::string& numerics, bool mtp,
                 int64_t chunk, const std::string& out_path) {
   nlohmann::json j;
   try {
@@ -132,7 +133,10 @@ void run_logits(const std::string& dir, const std::string& ids_file, const std::
   };
   std::vector<int32_t> prompt = ids("prompt"), decode = ids("decode");
   if (prompt.empty()) throw Error(cat(ids_file, ": needs a non-empty \"prompt\" array"));
-  std::unique_ptr<Model> model = Model::load(dir, numerics == "plain" ? Numerics::kPlain : Numerics::kReference);
+  LoadFlags lf = ep;
+  lf.numerics = numerics;
+  lf.residency = Residency::kMap;
+  std::unique_ptr<Model> model = load_model(dir, lf);
   const ModelConfig& c = model->config();
   if (mtp && c.n_mtp_layers == 0) throw Error("--mtp: this checkpoint has no MTP block");
   const int64_t V = c.vocab_size, stride = c.hc_mult * c.dim, P = int64_t(prompt.size()), T = int64_t(decode.size());
@@ -197,7 +201,9 @@ void add_model_commands(CLI::App& app) {
   logits->add_flag("--mtp", mtp, "Also run the MTP block (logits.mtp_prefill, logits.mtp_decode)");
   logits->add_option("--chunk", chunk, "Prefill in chunks of N tokens")->check(integer_at_least(1));
   logits->add_option("--out", out, "Output .safetensors path")->required();
-  logits->callback([] { run_logits(resolve_model_dir(dir), ids, numerics, mtp, chunk, out); });
+  static LoadFlags ep;
+  add_expert_parallel_flags(logits, ep);
+  logits->callback([] { run_logits(resolve_model_dir(dir), ep, ids, numerics, mtp, chunk, out); });
 }
 
 }  // namespace dsv4::cli

@@ -15,6 +15,7 @@
 
 #include "apps/cli/commands.h"
 #include "apps/cli/demo_model.h"
+#include "apps/cli/model_loader.h"
 #include "apps/cli/load_flags.h"
 #include "core/error.h"
 #include "model/model.h"
@@ -38,6 +39,8 @@ struct ServeFlags {
   int64_t ctx = 0;
   int64_t cache_mb = 1024;
   int64_t memory_mb = 0;  // 0 = derived from the memory available
+  std::string kv_cache_dir;
+  double kv_cache_disk_gb = 10;
   int64_t max_body_mb = 8;
   int64_t default_max_tokens = 1024;
   std::string name;
@@ -80,7 +83,7 @@ void serve(const ServeFlags& f) {
   const std::string dir = resolve_model_dir(f.model);
   const uint64_t available = server::available_memory();  // before the weights take their share
   std::fprintf(stderr, "loading %s ...\n", dir.c_str());
-  std::unique_ptr<Model> model = Model::load(dir, f.load.numerics_mode(), nullptr, f.load.residency, f.load.expert_cache_bytes());
+  std::unique_ptr<Model> model = load_model(dir, f.load);
   Tokenizer tok = Tokenizer::load(dir);
   if (tok.vocab_size() > model->config().vocab_size)
     throw Error(cat(dir, ": the tokenizer has ", tok.vocab_size(), " tokens but the model only ", model->config().vocab_size));
@@ -92,7 +95,13 @@ void serve(const ServeFlags& f) {
   wo.cache_bytes = size_t(f.cache_mb) << 20;
   wo.memory_bytes = f.memory_mb > 0 ? size_t(f.memory_mb) << 20
                                     : server::default_memory_budget(available, server::checkpoint_bytes(dir));
+  wo.kv_cache_dir = f.kv_cache_dir;
+  wo.kv_cache_disk_bytes = size_t(f.kv_cache_disk_gb * double(size_t(1) << 30));
   server::Worker worker(*model, tok, wo);
+  if (const server::WorkerStats st = worker.stats(); st.disk_cache)
+    std::fprintf(stderr, "dsv4 serve: kv cache %s: %zu files, %.1f of %.1f MiB%s\n", f.kv_cache_dir.c_str(),
+                 st.disk.files, double(st.disk.bytes) / (1 << 20), double(st.disk.max_bytes) / (1 << 20),
+                 st.disk.damaged ? cat(", ", st.disk.damaged, " damaged files deleted").c_str() : "");
 
   server::ApiConfig api;
   api.model_name = !f.name.empty() ? f.name : f.model == "demo" ? "dsv4-demo" : std::filesystem::path(dir).filename().string();
@@ -143,6 +152,12 @@ void add_serve_commands(CLI::App& app) {
                 "Memory budget for sequence states: KV of running requests plus cached prefix states (MiB; "
                 "default: 3/4 of the RAM left after the model, from MemAvailable and the cgroup limit)")
       ->check(CLI::Range(int64_t(1), int64_t(1) << 40));
+  auto* kv_dir = c->add_option("--kv-cache-dir", f.kv_cache_dir,
+                               "Keep cached prefix states on disk in this directory too: survives restarts "
+                               "(one server per directory; docs/server.md)");
+  c->add_option("--kv-cache-disk-gb", f.kv_cache_disk_gb, "Disk space for --kv-cache-dir (GB; least recently used files go)")
+      ->check(CLI::Range(1e-6, 1e6))
+      ->needs(kv_dir);
   c->add_option("--max-body-mb", f.max_body_mb, "Largest accepted request body (MiB)")->check(CLI::Range(1, 1024));
   c->add_option("--default-max-tokens", f.default_max_tokens, "max_tokens when a chat request gives none")
       ->check(CLI::Range(int64_t(1), int64_t(1) << 40));

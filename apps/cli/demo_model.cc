@@ -19,7 +19,7 @@ namespace {
 
 // Bump when the generator or the tiny preset changes what is written, so that an old cached
 // demo model is not reused.
-constexpr int kDemoVersion = 1;
+constexpr int kDemoVersion = 2;  // 2: a 65536-token context (was 4096)
 constexpr uint64_t kDemoSeed = 20250424;
 
 std::string env(const char* name) {

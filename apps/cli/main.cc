@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "apps/cli/commands.h"
+#include "apps/cli/model_loader.h"
 #include "core/error.h"
 
 namespace {
@@ -42,6 +43,9 @@ int main(int argc, char** argv) {
   dsv4::cli::add_make_model_commands(app);
   dsv4::cli::add_serve_commands(app);
   dsv4::cli::add_bench_commands(app);
+#ifdef DSV4_HAVE_TRAIN
+  dsv4::cli::add_train_commands(app);
+#endif
   // CLI11 would only say "A subcommand is required" for a misspelt one.
   const std::vector<CLI::App*> commands = app.get_subcommands({});
   auto known = [&](const std::string& name) {
@@ -51,16 +55,24 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "dsv4: error: unknown command '%s' (see dsv4 --help)\n", argv[1]);
     return 1;
   }
+  int rc = 0;
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);  // help and version as CLI11 prints them; errors through one_line_error
+    rc = app.exit(e);  // help and version as CLI11 prints them; errors through one_line_error
   } catch (const dsv4::Error& e) {
     std::fprintf(stderr, "dsv4: error: %s\n", e.what());
-    return 1;
+    rc = 1;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "dsv4: error: %s\n", e.what());
-    return 1;
+    rc = 1;
   }
-  return 0;
+  // An expert-parallel job's other ranks wait for rank 0 (apps/cli/model_loader.h).
+  try {
+    dsv4::cli::finish_expert_parallel();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "dsv4: error: %s\n", e.what());
+    rc = 1;
+  }
+  return rc;
 }

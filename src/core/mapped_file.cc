@@ -24,9 +24,9 @@ constexpr size_t kHugePage = size_t(2) << 20;
 
 // Reads fd[0, size) into dst with a few threads: first touch of fresh pages (the kernel zeroes
 // them) is the bottleneck, and it scales with cores. Returns an errno-style message or "".
-std::string read_all(int fd, uint8_t* dst, size_t size) {
+std::string read_all(int fd, uint8_t* dst, size_t size, size_t begin = 0) {
   constexpr size_t kChunk = size_t(64) << 20;
-  std::atomic<size_t> next{0};
+  std::atomic<size_t> next{begin};
   std::atomic<bool> failed{false};
   std::string error;
   std::atomic_flag error_set = ATOMIC_FLAG_INIT;
@@ -99,6 +99,53 @@ MappedFile::MappedFile(const std::string& path, bool copy, bool populate) : path
   }
   data_ = static_cast<const uint8_t*>(p);
   ::close(fd);
+}
+
+MappedFile::MappedFile(const std::string& path, bool copy, Partial) : path_(path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw Error(cat("cannot open ", path, ": ", std::strerror(errno)));
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    throw Error(cat("cannot map ", path, ": not a regular file"));
+  }
+  size_ = size_t(st.st_size);
+  if (size_ == 0) {
+    ::close(fd);
+    return;
+  }
+  void* p;
+  if (copy) {
+    // Untouched pages of an anonymous NORESERVE mapping cost no memory: only what load() reads.
+    reserved_ = (size_ + kHugePage - 1) / kHugePage * kHugePage;
+    p = ::mmap(nullptr, reserved_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p != MAP_FAILED) ::madvise(p, reserved_, MADV_HUGEPAGE);
+  } else {
+    reserved_ = size_;
+    p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
+  }
+  const int err = errno;
+  ::close(fd);
+  if (p == MAP_FAILED) throw Error(cat("cannot map ", path, ": ", std::strerror(err)));
+  data_ = static_cast<const uint8_t*>(p);
+  copied_ = copy;
+}
+
+void MappedFile::load(size_t offset, size_t length) {
+  if (!data_ || length == 0) return;
+  if (offset > size_ || length > size_ - offset) throw Error(cat(path_, ": byte range past the end of the file"));
+  if (!copied_) {
+    // Pre-fault the mapping's pages of the range (one read per page).
+    volatile uint8_t sink = 0;
+    for (size_t at = offset; at < offset + length; at += 4096) sink = sink + data_[at];
+    sink = sink + data_[offset + length - 1];
+    return;
+  }
+  int fd = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw Error(cat("cannot open ", path_, ": ", std::strerror(errno)));
+  const std::string err = read_all(fd, const_cast<uint8_t*>(data_), offset + length, offset);
+  ::close(fd);
+  if (!err.empty()) throw Error(cat("cannot read ", path_, ": ", err));
 }
 
 void MappedFile::set_writable(bool writable) {

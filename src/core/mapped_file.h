@@ -30,6 +30,13 @@ class MappedFile {
   // Maps (or, with copy, reads) `path`; throws Error naming the file if it cannot be opened,
   // mapped or fully read. `populate` pre-faults a mapping (files that fit in RAM).
   MappedFile(const std::string& path, bool copy = false, bool populate = true);
+  // A file whose bytes come in only where asked (expert parallelism: a process reads the tensors
+  // it holds and no others): reserves the address range, reads nothing yet. load() then reads
+  // (copy) or pre-faults (mapping) a byte range; seal() ends the loading.
+  struct Partial {};
+  MappedFile(const std::string& path, bool copy, Partial);
+  void load(size_t offset, size_t length);
+  void seal() { set_writable(false); }
   ~MappedFile();
   MappedFile(const MappedFile&) = delete;
   MappedFile& operator=(const MappedFile&) = delete;

@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <iterator>
 
 #include "core/error.h"
@@ -310,14 +311,12 @@ void save_session(const Session& session, const std::string& path, const std::st
   if (dfd >= 0) ::fsync(dfd), ::close(dfd);
 }
 
-std::string load_session(Session* session, const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error(cat(path, ": cannot open the state file: ", std::strerror(errno)));
-  const std::string data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  const auto* b = reinterpret_cast<const uint8_t*>(data.data());
-  auto fail = [&](const std::string& why) { return Error(cat(path, ": ", why)); };
-  if (data.size() < kHeaderBytes || std::memcmp(b, kMagic, sizeof kMagic) != 0)
-    throw fail(data.size() < sizeof kMagic ? "not a dsv4 state file (too short)" : "not a dsv4 state file");
+namespace {
+
+// Checks a file's header against `model`; returns its section count.
+uint32_t check_header(const Model& model, const uint8_t* b, size_t size, const std::function<Error(std::string)>& fail) {
+  if (size < kHeaderBytes || std::memcmp(b, kMagic, sizeof kMagic) != 0)
+    throw fail(size < sizeof kMagic ? "not a dsv4 state file (too short)" : "not a dsv4 state file");
   Reader h{b + sizeof kMagic, kHeaderBytes - sizeof kMagic, "header"};
   const auto version = h.get<uint32_t>(), numerics = h.get<uint32_t>();
   const auto fingerprint = h.get<uint64_t>();
@@ -325,11 +324,55 @@ std::string load_session(Session* session, const std::string& path) {
   if (crc32c({b, kHeaderBytes - 4}) != header_crc) throw fail("checksum mismatch in the header (corrupted file)");
   if (version != kStateFileVersion)
     throw fail(cat("state file format version ", version, "; this build reads version ", kStateFileVersion));
-  if (numerics != uint32_t(session->model().numerics()))
+  if (numerics != uint32_t(model.numerics()))
     throw fail(cat("saved in ", numerics_name(numerics), " numerics, but the model runs in ",
-                   numerics_name(uint32_t(session->model().numerics())), " numerics"));
-  if (fingerprint != model_fingerprint(session->model()))
-    throw fail("saved with a different model (the model fingerprint does not match)");
+                   numerics_name(uint32_t(model.numerics())), " numerics"));
+  if (fingerprint != model_fingerprint(model)) throw fail("saved with a different model (the model fingerprint does not match)");
+  return n_sections;
+}
+
+}  // namespace
+
+std::vector<int32_t> read_state_tokens(const Model& model, const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error(cat(path, ": cannot open the state file: ", std::strerror(errno)));
+  auto fail = [&](const std::string& why) { return Error(cat(path, ": ", why)); };
+  std::string head(kHeaderBytes + 12, '\0');
+  in.read(head.data(), std::streamsize(head.size()));
+  head.resize(size_t(in.gcount()));
+  const auto* b = reinterpret_cast<const uint8_t*>(head.data());
+  if (check_header(model, b, head.size(), fail) == 0 || head.size() < kHeaderBytes + 12)
+    throw fail("truncated (the token section is missing)");
+  Reader r{b + kHeaderBytes, 12, "token"};
+  if (r.get<uint32_t>() != kTokens) throw fail("section 0 is not the token section");
+  const uint64_t len = r.get<uint64_t>();
+  if (len > (uint64_t(1) << 40)) throw fail("truncated (section 0 is cut off)");
+  std::string rest(size_t(len) + 4, '\0');
+  in.read(rest.data(), std::streamsize(rest.size()));
+  if (size_t(in.gcount()) != rest.size()) throw fail("truncated (section 0 is cut off)");
+  uint32_t crc = crc32c({b + kHeaderBytes, 12});
+  crc = crc32c({reinterpret_cast<const uint8_t*>(rest.data()), size_t(len)}, crc);
+  uint32_t stored;
+  std::memcpy(&stored, rest.data() + len, 4);
+  if (crc != stored) throw fail("checksum mismatch in section 0 (corrupted file)");
+  Reader t{reinterpret_cast<const uint8_t*>(rest.data()), size_t(len), "token"};
+  try {
+    std::vector<int32_t> tokens = t.vec<int32_t>();
+    for (int32_t id : tokens)
+      if (id < 0 || id >= model.config().vocab_size) throw Error(cat("it holds token id ", id, " outside the vocabulary"));
+    return tokens;
+  } catch (const Error& e) {
+    throw fail(e.what());
+  }
+}
+
+std::string load_session(Session* session, const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error(cat(path, ": cannot open the state file: ", std::strerror(errno)));
+  const std::string data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const auto* b = reinterpret_cast<const uint8_t*>(data.data());
+  auto fail = [&](const std::string& why) { return Error(cat(path, ": ", why)); };
+  const uint32_t n_sections = check_header(session->model(), b, data.size(), fail);
   std::vector<std::pair<uint32_t, std::span<const uint8_t>>> secs;
   size_t off = kHeaderBytes;
   for (uint32_t i = 0; i < n_sections; ++i) {

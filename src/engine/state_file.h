@@ -40,4 +40,10 @@ void save_session(const Session& session, const std::string& path, const std::st
 // session is left unchanged.
 std::string load_session(Session* session, const std::string& path);
 
+// The token ids a state file holds, reading only its header and token section (cheap: for
+// indexing a directory of state files). Checks the magic, version, numerics and fingerprint
+// against `model` and both checksums; throws Error naming the file and the cause. The rest of
+// the file is only checked by load_session().
+std::vector<int32_t> read_state_tokens(const Model& model, const std::string& path);
+
 }  // namespace dsv4

@@ -121,11 +121,57 @@ std::vector<TensorView> parse_safetensors(const uint8_t* bytes, size_t size, con
   return out;
 }
 
+namespace {
+
+// Reads the header and the kept tensors' bytes of a partially loaded file (adjacent tensors as
+// one range); returns its views.
+std::vector<TensorView> load_kept(MappedFile* f, const TensorDirectory::Keep& keep, bool populate) {
+  if (f->size() < 8) return parse_safetensors(f->data(), f->size(), &f->path());  // the parse says why
+  f->load(0, 8);
+  uint64_t header_len = 0;
+  for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | f->data()[i];
+  f->load(8, size_t(std::min<uint64_t>(header_len, f->size() - 8)));
+  std::vector<TensorView> views = parse_safetensors(f->data(), f->size(), &f->path());
+  std::vector<std::pair<size_t, size_t>> ranges;
+  for (const TensorView& t : views)
+    if (keep(t.name) && t.nbytes) ranges.emplace_back(size_t(t.data - f->data()), size_t(t.data - f->data()) + t.nbytes);
+  std::sort(ranges.begin(), ranges.end());
+  for (size_t i = 0; i < ranges.size();) {
+    size_t j = i + 1, end = ranges[i].second;
+    while (j < ranges.size() && ranges[j].first <= end + 4096) end = std::max(end, ranges[j++].second);
+    if (populate || f->copied()) f->load(ranges[i].first, end - ranges[i].first);
+    i = j;
+  }
+  f->seal();
+  return views;
+}
+
+// The bytes of the tensors `keep` names in file `path` (headers only are read).
+size_t kept_bytes(const std::string& path, const TensorDirectory::Keep& keep) {
+  MappedFile probe(path, false, MappedFile::Partial{});
+  if (probe.size() < 8) return 0;
+  uint64_t header_len = 0;
+  for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | probe.data()[i];
+  if (header_len > probe.size() - 8) return 0;  // add_file reports it
+  size_t n = 0;
+  for (const TensorView& t : parse_safetensors(probe.data(), probe.size(), &probe.path()))
+    if (keep(t.name)) n += t.nbytes;
+  return n;
+}
+
+}  // namespace
+
 void TensorDirectory::add_file(const std::string& path, const std::map<std::string, std::string>* expected, bool copy,
-                               bool populate) {
-  files_.push_back(std::make_unique<MappedFile>(path, copy, populate));
-  const MappedFile& f = *files_.back();
-  for (TensorView& t : parse_safetensors(f.data(), f.size(), &f.path())) {
+                               bool populate, const Keep& keep) {
+  std::vector<TensorView> views;
+  if (keep) {
+    files_.push_back(std::make_unique<MappedFile>(path, copy, MappedFile::Partial{}));
+    views = load_kept(files_.back().get(), keep, populate);
+  } else {
+    files_.push_back(std::make_unique<MappedFile>(path, copy, populate));
+    views = parse_safetensors(files_.back()->data(), files_.back()->size(), &files_.back()->path());
+  }
+  for (TensorView& t : views) {
     if (expected) {
       auto it = expected->find(t.name);
       if (it == expected->end() || fs::path(it->second).filename() != fs::path(path).filename())
@@ -195,13 +241,18 @@ Listing list_checkpoint(const std::string& path) {
 
 }  // namespace
 
-std::unique_ptr<TensorDirectory> TensorDirectory::open(const std::string& path, Residency residency) {
+std::unique_ptr<TensorDirectory> TensorDirectory::open(const std::string& path, Residency residency, const Keep& keep) {
   const Listing listing = list_checkpoint(path);
   size_t bytes = 0;
   for (const std::string& f : listing.files) {
     std::error_code ec;
     const auto n = fs::file_size(f, ec);
     if (!ec) bytes += size_t(n);
+  }
+  // A process that keeps part of the checkpoint (expert parallelism) needs room for that part.
+  if (keep) {
+    bytes = 0;
+    for (const std::string& f : listing.files) bytes += kept_bytes(f, keep);
   }
   // Room is left for activations, KV state and the rest of the system. "RAM" is what this
   // process may use: inside a memory cgroup a copy the machine could hold is OOM-killed.
@@ -216,7 +267,7 @@ std::unique_ptr<TensorDirectory> TensorDirectory::open(const std::string& path, 
                  double(bytes) / 1e9, double(ram) / 1e9);
   }
   auto dir = std::unique_ptr<TensorDirectory>(new TensorDirectory());
-  for (const std::string& f : listing.files) dir->add_file(f, listing.indexed ? &listing.weight_map : nullptr, copy, populate);
+  for (const std::string& f : listing.files) dir->add_file(f, listing.indexed ? &listing.weight_map : nullptr, copy, populate, keep);
   if (listing.indexed)
     for (const auto& [name, shard] : listing.weight_map)
       if (!dir->tensors_.count(name))

@@ -44,7 +44,11 @@ class TensorDirectory {
   // or a single .safetensors file. `residency` says where the bytes live (core/mapped_file.h).
   // Files that fit in memory are pre-faulted; otherwise they are mapped whatever was asked, and a
   // warning on stderr says that every token will read from disk.
-  static std::unique_ptr<TensorDirectory> open(const std::string& path, Residency residency = Residency::kMap);
+  // `keep` (when given) names the tensors whose bytes are needed: the others are listed and
+  // validated like any tensor, but their bytes are never read or faulted in.
+  using Keep = std::function<bool(const std::string& name)>;
+  static std::unique_ptr<TensorDirectory> open(const std::string& path, Residency residency = Residency::kMap,
+                                               const Keep& keep = {});
 
   const TensorView* find(const std::string& name) const;
   const TensorView& get(const std::string& name) const;  // throws Error if absent
@@ -65,7 +69,7 @@ class TensorDirectory {
 
  private:
   void add_file(const std::string& path, const std::map<std::string, std::string>* expected_names, bool copy,
-                bool populate);
+                bool populate, const Keep& keep);
   std::vector<std::unique_ptr<MappedFile>> files_;
   std::map<std::string, TensorView> tensors_;
   std::shared_ptr<uint8_t> resident_;  // copy_into_memory's buffer (munmap on release)

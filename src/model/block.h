@@ -15,6 +15,7 @@ namespace dsv4 {
 class Trace;
 class ThreadPool;
 class ExpertCache;
+class ExpertExecutor;
 
 struct BlockArgs {
   const ModelConfig* config = nullptr;
@@ -30,6 +31,7 @@ struct BlockArgs {
   const char* trace_tag = "";       // "block{i}" or "mtp"
   ThreadPool* pool = nullptr;       // kernels' threads (null: serial)
   ExpertCache* cache = nullptr;     // routed experts streamed from disk (null: resident)
+  ExpertExecutor* executor = nullptr;  // where the routed experts run (null: here)
 };
 
 void block_forward(const BlockArgs& args);

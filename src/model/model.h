@@ -26,6 +26,15 @@ namespace dsv4 {
 class Trace;
 class ThreadPool;
 class ExpertCache;
+class ExpertExecutor;
+
+// The routed experts a process holds: ids [begin, end) of every MoE layer (expert parallelism
+// splits them across processes; the default is all of them).
+struct ExpertRange {
+  int begin = 0;
+  int end = 1 << 30;
+  bool holds(int e) const { return e >= begin && e < end; }
+};
 
 enum class LogitsMode { kNone, kLast, kAll };
 
@@ -42,9 +51,12 @@ class Model {
   // `expert_cache_bytes` > 0 streams the routed experts through a cache of that size whatever
   // `residency` says (model/expert_cache.h); with kCopy, a checkpoint larger than memory streams
   // with a default budget (model/stream_plan.h).
+  // `experts`: only these routed experts are bound, and only their bytes read or pre-faulted;
+  // running another one needs an executor that has it elsewhere. Such a share is never
+  // streamed (an expert cache with a share is an Error).
   static std::unique_ptr<Model> load(const std::string& dir, Numerics numerics = Numerics::kReference,
                                      ThreadPool* pool = nullptr, Residency residency = Residency::kMap,
-                                     size_t expert_cache_bytes = 0);
+                                     size_t expert_cache_bytes = 0, ExpertRange experts = {});
   // The expert cache when routed experts stream from disk, else null.
   ExpertCache* expert_cache() const { return cache_.get(); }
 
@@ -56,6 +68,11 @@ class Model {
   ThreadPool* thread_pool() const { return pool_; }
   // The pool must outlive the model's use of it; null runs the kernels serially.
   void set_thread_pool(ThreadPool* pool) { pool_ = pool; }
+  // Where routed experts run (null: here, all of them). Must outlive the model's use of it.
+  // Streamed experts (an expert cache) cannot run through an executor: an Error.
+  void set_expert_executor(ExpertExecutor* e);
+  ExpertExecutor* expert_executor() const { return executor_; }
+  const ExpertRange& expert_range() const { return experts_; }
 
   // Sequence state for the current numerics (its KV rows are stored in that mode's form).
   SequenceState new_sequence() const { return make_sequence_state(config_, numerics_); }
@@ -107,6 +124,8 @@ class Model {
   Numerics numerics_ = Numerics::kReference;
   ThreadPool* pool_ = nullptr;
   std::shared_ptr<ExpertCache> cache_;  // shared_ptr: ExpertCache is incomplete here
+  ExpertExecutor* executor_ = nullptr;
+  ExpertRange experts_;
 };
 
 }  // namespace dsv4

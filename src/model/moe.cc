@@ -68,20 +68,27 @@ Route route(const MoeArgs& a, const float* logits, int32_t token, int64_t pos) {
   return r;
 }
 
-// One expert on m gathered tokens: y = w2( weight · silu(min(g, L)) · clamp(v, ±L) ) [m, dim].
-// Rows are independent (batch-invariant kernels), so grouping the tokens of one expert reads its
+}  // namespace
+
+// y = w2( weight · silu(min(g, L)) · clamp(v, ±L) ). Grouping the tokens of one expert reads its
 // weights once per call instead of once per token.
-void expert_forward(const MoeArgs& a, const ExpertWeights& w, const float* xq, int64_t m, const float* weight,
-                    float* y, ThreadPool* pool) {
-  const ModelConfig& c = *a.config;
+void expert_rows(const ModelConfig& c, Numerics numerics, const ExpertWeights& w, const float* xq, int64_t m,
+                 const float* weight, float* y, ThreadPool* pool) {
   const int64_t I = c.moe_inter_dim;
   Scratch<float> g(size_t(m * I)), v(size_t(m * I));
   kernels::linear(w.w1, xq, m, g.data(), pool);
   kernels::linear(w.w3, xq, m, v.data(), pool);
   for (int64_t r = 0; r < m; ++r)
     kernels::swiglu(g.data() + r * I, v.data() + r * I, I, c.swiglu_limit, weight[r], g.data() + r * I);
-  Scratch<float> hq = gemm_input(g.data(), m, I, a.numerics);
+  Scratch<float> hq = gemm_input(g.data(), m, I, numerics);
   kernels::linear(w.w2, hq.data(), m, y, pool);
+}
+
+namespace {
+
+void expert_forward(const MoeArgs& a, const ExpertWeights& w, const float* xq, int64_t m, const float* weight,
+                    float* y, ThreadPool* pool) {
+  expert_rows(*a.config, a.numerics, w, xq, m, weight, y, pool);
 }
 
 // The tokens routed to each expert, in token order, with their routing weights.
@@ -115,7 +122,7 @@ Scratch<float> gather(const float* xq, const Scratch<int64_t>& rows, int64_t D) 
 class ExpertRef {
  public:
   ExpertRef(const MoeArgs& a, int e)
-      : cache_(a.cache), layer_(a.layer_id), e_(e),
+      : cache_(a.cache), layer_(a.layer), e_(e),
         w_(cache_ ? &cache_->acquire(layer_, e) : &a.weights->experts[size_t(e)]) {}
   ~ExpertRef() {
     if (cache_) cache_->release(layer_, e_);
@@ -139,7 +146,7 @@ Scratch<int32_t> active_experts(const Groups& gr) {
 }
 
 void prefetch_rest(const MoeArgs& a, const Scratch<int32_t>& ids, size_t from) {
-  if (a.cache && from < ids.size()) a.cache->prefetch(a.layer_id, std::span<const int32_t>(ids.data() + from, ids.size() - from));
+  if (a.cache && from < ids.size()) a.cache->prefetch(a.layer, std::span<const int32_t>(ids.data() + from, ids.size() - from));
 }
 
 // The shared expert on every row [n, dim]. Run first: with streamed experts it overlaps their
@@ -170,22 +177,48 @@ void experts_in_turn(const MoeArgs& a, const float* xq, const Groups& gr) {
   for (int64_t i = 0; i < a.n * D; ++i) a.out[i] += ys[size_t(i)];
 }
 
+// Expert e's rows of Y: [first[e], first[e+1]); the shared expert's (n rows) are e = E.
+Scratch<int64_t> row_layout(const MoeArgs& a, const Groups& gr) {
+  const int E = a.config->n_routed_experts;
+  Scratch<int64_t> first(size_t(E) + 2, 0);
+  for (int e = 0; e < E; ++e) first[size_t(e) + 1] = first[size_t(e)] + int64_t(gr.tok[size_t(e)].size());
+  first[size_t(E) + 1] = first[size_t(E)] + a.n;
+  return first;
+}
+
+// out = Σ Y rows per token in the reference's order: routed experts in increasing id, then the
+// shared expert (the order experts_in_turn adds them in).
+void combine(const MoeArgs& a, const Groups& gr, const Scratch<int64_t>& first, const float* Y) {
+  const int64_t D = a.config->dim;
+  const int E = a.config->n_routed_experts, K = a.config->n_activated_experts;
+  // Y row of (expert e, its j-th token), listed per token in increasing e; the shared row last.
+  Scratch<int64_t> slots(size_t(a.n * (K + 1))), count(size_t(a.n), 0);
+  for (int e = 0; e < E; ++e)
+    for (size_t j = 0; j < gr.tok[size_t(e)].size(); ++j) {
+      const int64_t i = gr.tok[size_t(e)][j];
+      DSV4_CHECK(count[size_t(i)] < K, "a token routed to more experts than n_activated_experts");
+      slots[size_t(i * (K + 1) + count[size_t(i)]++)] = first[size_t(e)] + int64_t(j);
+    }
+  parallel_for(a.pool, a.n, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      float* out = a.out + i * D;
+      for (int64_t k = 0; k < count[size_t(i)]; ++k) {
+        const float* y = Y + slots[size_t(i * (K + 1) + k)] * D;
+        for (int64_t d = 0; d < D; ++d) out[d] += y[d];
+      }
+      const float* ys = Y + (first[size_t(E)] + i) * D;
+      for (int64_t d = 0; d < D; ++d) out[d] += ys[d];
+    }
+  }, 4);
+}
+
 // Per-expert output rows for experts_in_parallel: expert e's rows of Y are [first[e], first[e+1]);
-// the shared expert is e = E.
+// the shared expert is e = E (row_layout).
 struct ExpertRows {
   Scratch<int64_t> first;
   Scratch<float> Y;
   int64_t rows(int e) const { return first[size_t(e) + 1] - first[size_t(e)]; }
 };
-
-ExpertRows expert_rows(const MoeArgs& a, const Groups& gr) {
-  const int E = a.config->n_routed_experts;
-  ExpertRows r{Scratch<int64_t>(size_t(E) + 2, 0), {}};
-  for (int e = 0; e < E; ++e) r.first[size_t(e) + 1] = r.first[size_t(e)] + int64_t(gr.tok[size_t(e)].size());
-  r.first[size_t(E) + 1] = r.first[size_t(E)] + a.n;
-  r.Y.resize(size_t(r.first[size_t(E) + 1] * a.config->dim));
-  return r;
-}
 
 // Experts `todo` (E = the shared one) whole on one thread each, threads claiming them largest
 // first (ties by id). weights[e]: expert e's weights.
@@ -239,12 +272,13 @@ void run_whole_experts_streamed(const MoeArgs& a, const float* xq, const Groups&
 // Long prompts: every expert (the shared one included) whole on one thread, threads claiming
 // experts largest first. Each expert's SwiGLU and quantization run in parallel too, and the
 // threads meet once per layer instead of three times per expert. Outputs land in per-expert
-// rows of Y and are summed afterwards in the reference's order (routed experts in increasing id,
-// then the shared expert), so the result is bit-identical to experts_in_turn.
+// rows of Y and are summed afterwards in the reference's order, so the result is bit-identical
+// to experts_in_turn.
 void experts_in_parallel(const MoeArgs& a, const float* xq, const Groups& gr) {
   const int64_t D = a.config->dim;
   const int E = a.config->n_routed_experts;
-  ExpertRows Y = expert_rows(a, gr);
+  ExpertRows Y{row_layout(a, gr), {}};
+  Y.Y.resize(size_t(Y.first[size_t(E) + 1] * D));
   if (a.cache) {
     run_whole_experts_streamed(a, xq, gr, &Y);
   } else {
@@ -255,26 +289,25 @@ void experts_in_parallel(const MoeArgs& a, const float* xq, const Groups& gr) {
     for (int e = 0; e < E; ++e) weights[size_t(e)] = &a.weights->experts[size_t(e)];
     run_whole_experts(a, xq, gr, &Y, std::move(todo), weights);
   }
-  // Y row of (expert e, its j-th token), listed per token in increasing e; the shared row last.
-  const int K = a.config->n_activated_experts;
-  Scratch<int64_t> slots(size_t(a.n * (K + 1))), count(size_t(a.n), 0);
-  for (int e = 0; e < E; ++e)
-    for (size_t j = 0; j < gr.tok[size_t(e)].size(); ++j) {
-      const int64_t i = gr.tok[size_t(e)][j];
-      DSV4_CHECK(count[size_t(i)] < K, "a token routed to more experts than n_activated_experts");
-      slots[size_t(i * (K + 1) + count[size_t(i)]++)] = Y.first[size_t(e)] + int64_t(j);
-    }
-  parallel_for(a.pool, a.n, [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i) {
-      float* out = a.out + i * D;
-      for (int64_t k = 0; k < count[size_t(i)]; ++k) {
-        const float* y = Y.Y.data() + slots[size_t(i * (K + 1) + k)] * D;
-        for (int64_t d = 0; d < D; ++d) out[d] += y[d];
-      }
-      const float* ys = Y.Y.data() + (Y.first[size_t(E)] + i) * D;
-      for (int64_t d = 0; d < D; ++d) out[d] += ys[d];
-    }
-  }, 4);
+  combine(a, gr, Y.first, Y.Y.data());
+}
+
+// Routed experts through the executor (possibly other processes), the shared expert here while
+// they run; then the same combine.
+void experts_by_executor(const MoeArgs& a, const float* xq, const Groups& gr) {
+  DSV4_CHECK(!a.cache, "an expert executor with streamed experts (Model::load refuses the combination)");
+  const int64_t D = a.config->dim;
+  const int E = a.config->n_routed_experts;
+  const Scratch<int64_t> first = row_layout(a, gr);
+  Scratch<float> Y(size_t(first[size_t(E) + 1] * D));
+  RoutedBatch b{a.config, a.weights, a.layer, a.numerics, xq, a.n, gr.tok.data(), gr.wgt.data(), first.data(),
+                Y.data(), a.pool};
+  a.executor->run(b, [&] {
+    ArenaScope scope;
+    Scratch<float> ones(static_cast<size_t>(a.n), 1.0f);
+    expert_forward(a, a.weights->shared, xq, a.n, ones.data(), Y.data() + first[size_t(E)] * D, a.pool);
+  });
+  combine(a, gr, first, Y.data());
 }
 
 }  // namespace
@@ -292,7 +325,9 @@ void moe_forward(const MoeArgs& a) {
   for (const auto& t : gr.tok) active += !t.empty();
   // Whole experts per thread pay once there are several per thread to balance the load with.
   const int T = a.pool ? a.pool->size() : 1;
-  if (T > 1 && active >= 8 * T)
+  if (a.executor)
+    experts_by_executor(a, xq.data(), gr);
+  else if (T > 1 && active >= 8 * T)
     experts_in_parallel(a, xq.data(), gr);
   else
     experts_in_turn(a, xq.data(), gr);
@@ -313,7 +348,7 @@ void moe_prefetch_hashed(const MoeArgs& a) {
   }
   std::sort(ids.begin(), ids.end());
   ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
-  a.cache->prefetch(a.layer_id, std::span<const int32_t>(ids.data(), ids.size()));
+  a.cache->prefetch(a.layer, std::span<const int32_t>(ids.data(), ids.size()));
 }
 
 }  // namespace dsv4

@@ -7,7 +7,9 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 
+#include "core/arena.h"
 #include "model/config.h"
 #include "model/weights.h"
 
@@ -16,6 +18,7 @@ namespace dsv4 {
 class Trace;
 class ThreadPool;
 class ExpertCache;
+class ExpertExecutor;
 
 struct MoeArgs {
   const ModelConfig* config = nullptr;
@@ -30,8 +33,9 @@ struct MoeArgs {
   Trace* trace = nullptr;
   const char* trace_tag = "";
   ThreadPool* pool = nullptr;  // kernels' threads (null: serial)
+  int layer = 0;               // the block's layer id (n_layers + m for MTP block m)
   ExpertCache* cache = nullptr;  // routed experts streamed from disk (null: resident weights)
-  int layer_id = 0;              // the block's index for the cache (n_layers + m for MTP block m)
+  ExpertExecutor* executor = nullptr;  // where routed experts run (null: all here)
 };
 
 void moe_forward(const MoeArgs& args);
@@ -39,5 +43,37 @@ void moe_forward(const MoeArgs& args);
 // Hash-routed layers know their experts from the token ids alone: starts the cache's reads for
 // them before the block runs (no-op without a cache or on a score-routed layer).
 void moe_prefetch_hashed(const MoeArgs& args);
+
+// The routed part of one MoE call, grouped by expert: expert e takes the rows tok[e] of xq (in
+// token order) with routing weights wgt[e], and its outputs go to rows [first[e], first[e+1]) of Y.
+struct RoutedBatch {
+  const ModelConfig* config = nullptr;
+  const MoeWeights* weights = nullptr;
+  int layer = 0;
+  Numerics numerics = Numerics::kReference;
+  const float* xq = nullptr;  // [n, dim] expert input, rounded as the reference does
+  int64_t n = 0;
+  const Scratch<int64_t>* tok = nullptr;  // [E]
+  const Scratch<float>* wgt = nullptr;    // [E]
+  const int64_t* first = nullptr;         // [E + 1]
+  float* Y = nullptr;
+  ThreadPool* pool = nullptr;
+};
+
+// Where the routed experts of a MoE layer run. The model only knows this interface; the default
+// (no executor) runs every expert in this process. The combine stays in moe.cc, so the sum is
+// taken in the reference order whatever runs the experts.
+class ExpertExecutor {
+ public:
+  virtual ~ExpertExecutor() = default;
+  // Fills Y's rows of every routed expert in `b`, calling `local()` (the shared expert's work)
+  // exactly once in between, so that it can overlap the routed experts running elsewhere.
+  virtual void run(const RoutedBatch& b, const std::function<void()>& local) = 0;
+};
+
+// One expert on m gathered input rows xg [m, dim] with routing weights `weight` [m]: y [m, dim].
+// Rows are independent, so any grouping of tokens gives the same bits per row.
+void expert_rows(const ModelConfig& c, Numerics numerics, const ExpertWeights& w, const float* xg, int64_t m,
+                 const float* weight, float* y, ThreadPool* pool);
 
 }  // namespace dsv4

@@ -89,9 +89,13 @@ ModelConfig preset_config(const std::string& name, int layers_override, int expe
     c.n_routed_experts = 16;
     c.route_scale = 1.5f;
     c.index_n_heads = 4;
-    c.index_head_dim = 64;
+    // 128 like both official models: the indexer's exact FP4 scoring works on 128-dim blocks
+    // (kernels/fp4_index.h), so 64 would send every key down the slower F32 path.
+    c.index_head_dim = 128;
     c.index_topk = 8;
-    c.max_position_embeddings = 4096;
+    // The YaRN setting (common_config) says the model was trained on original_seq_len tokens, so
+    // that many positions need no extrapolation at all: enough for a coding agent's prompt.
+    c.max_position_embeddings = c.original_seq_len;
   } else if (name == "flash") {
     c.dim = 4096;
     c.moe_inter_dim = 2048;

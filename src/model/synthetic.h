@@ -34,7 +34,8 @@ inline constexpr const char* kSyntheticPresets = "tiny, flash, pro";
 
 // The configuration of a preset:
 //  * "tiny": dim 256, 6 layers covering compress ratios 0, 4 and 128, 2 hash layers, 16 experts
-//    top-6, MTP, the real 129,280-token vocabulary — seconds to create and to run.
+//    top-6, MTP, the real 129,280-token vocabulary, a 65,536-token context (its YaRN
+//    original_seq_len) — seconds to create and to run.
 //  * "flash" / "pro": the official V4-Flash / V4-Pro widths (spec §1.2).
 // layers_override > 0 keeps the first N layers of the preset's layer pattern (the official
 // compress_ratios prefix for flash/pro, at most the official layer count); experts_override > 0

@@ -15,6 +15,7 @@ namespace {
 struct Binder {
   const ModelConfig& c;
   const TensorDirectory& dir;
+  int experts_begin = 0, experts_end = 1 << 30;
 
   Vec vec(const std::string& name) const {
     const TensorView& t = dir.get(name);
@@ -105,7 +106,9 @@ struct Binder {
     } else {
       m.bias = vec(f + "gate.bias");
     }
-    for (int e = 0; e < c.n_routed_experts; ++e) m.experts.push_back(expert(f + "experts." + std::to_string(e)));
+    for (int e = 0; e < c.n_routed_experts; ++e)
+      m.experts.push_back(e >= experts_begin && e < experts_end ? expert(f + "experts." + std::to_string(e))
+                                                               : ExpertWeights{});
     m.shared = expert(f + "shared_experts");
     return b;
   }
@@ -113,11 +116,21 @@ struct Binder {
 
 }  // namespace
 
-Weights bind_weights(ModelConfig* config, const TensorDirectory& dir) {
+int routed_expert_of(const std::string& name) {
+  const size_t at = name.find(".ffn.experts.");
+  if (at == std::string::npos) return -1;
+  int e = 0;
+  size_t i = at + 13;
+  if (i >= name.size() || name[i] < '0' || name[i] > '9') return -1;
+  for (; i < name.size() && name[i] >= '0' && name[i] <= '9' && e < (1 << 24); ++i) e = e * 10 + (name[i] - '0');
+  return e;
+}
+
+Weights bind_weights(ModelConfig* config, const TensorDirectory& dir, int experts_begin, int experts_end) {
   detect_expert_format(config, dir);
   check_inventory(*config, dir);
   const ModelConfig& c = *config;
-  Binder b{c, dir};
+  Binder b{c, dir, experts_begin, experts_end};
   Weights w;
   w.embed = b.linear("embed");
   w.head = b.linear("head");
@@ -145,7 +158,7 @@ int tile_routed_experts(Weights* w, const TensorDirectory& dir, ThreadPool* pool
   auto add = [&](BlockWeights& b) {
     for (ExpertWeights& e : b.ffn.experts)
       for (Linear* l : {&e.w1, &e.w2, &e.w3})
-        if (kernels::can_tile_fp4(*l)) todo.push_back(l);
+        if (l->weight && kernels::can_tile_fp4(*l)) todo.push_back(l);
   };
   for (BlockWeights& b : w->layers) add(b);
   for (MtpWeights& m : w->mtp) add(m.block);

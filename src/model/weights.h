@@ -114,7 +114,13 @@ struct Weights {
 // Validates the inventory of `dir` against `config` (refining config->expert_format from the
 // checkpoint when config.json does not say) and binds every field. Throws Error naming the
 // tensor and file on any mismatch.
-Weights bind_weights(ModelConfig* config, const TensorDirectory& dir);
+// Only routed experts [experts_begin, experts_end) are bound; the others stay empty `Linear`s.
+Weights bind_weights(ModelConfig* config, const TensorDirectory& dir, int experts_begin = 0,
+                     int experts_end = 1 << 30);
+
+// The routed expert id a tensor name belongs to ("layers.L.ffn.experts.E.…", "mtp.M.ffn.experts.E.…"),
+// or -1 for every other tensor.
+int routed_expert_of(const std::string& name);
 
 // Routed experts' FP4 matrices rearranged in place into 16-row tiles (kernels::tile_fp4), the
 // layout the AVX-512 kernel reads without horizontal sums (prefill's expert products ~1.5× as

@@ -1,5 +1,7 @@
 #include "server/anthropic_api.h"
 
+#include "server/constraint_request.h"
+
 #include <algorithm>
 
 #include "server/openai_api.h"
@@ -28,6 +30,40 @@ void place_system_message(Json& out, const std::string& text, bool user_follows)
 }
 
 namespace {
+
+// thinking.display "omitted" returns thinking blocks with empty text; their signature carries
+// the text instead (base64 after a "dsv4:" tag), so a client that sends the block back (Claude
+// Code does, in a tool loop) gives V4 its reasoning back and the prompt still matches the cached
+// prefix. Signatures from elsewhere are ignored.
+constexpr std::string_view kSignatureTag = "dsv4:";
+constexpr std::string_view kBase64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+std::string thinking_signature(const std::string& text) {
+  std::string out(kSignatureTag);
+  for (size_t i = 0; i < text.size(); i += 3) {
+    uint32_t v = uint32_t(uint8_t(text[i])) << 16;
+    if (i + 1 < text.size()) v |= uint32_t(uint8_t(text[i + 1])) << 8;
+    if (i + 2 < text.size()) v |= uint8_t(text[i + 2]);
+    const size_t chars = std::min<size_t>(3, text.size() - i) + 1;  // n bytes → n + 1 digits, '=' pads to 4
+    for (size_t k = 0; k < 4; ++k) out += k < chars ? kBase64[(v >> (18 - 6 * k)) & 63] : '=';
+  }
+  return out;
+}
+
+// The thinking text of one of our signatures; "" for any other string.
+std::string thinking_from_signature(const std::string& sig) {
+  if (sig.rfind(kSignatureTag, 0) != 0) return "";
+  std::string out;
+  uint32_t v = 0;
+  int bits = 0;
+  for (size_t i = kSignatureTag.size(); i < sig.size() && sig[i] != '='; ++i) {
+    const size_t d = kBase64.find(sig[i]);
+    if (d == std::string_view::npos) return "";
+    v = v << 6 | uint32_t(d);
+    if ((bits += 6) >= 8) out += char((v >> (bits -= 8)) & 0xff);
+  }
+  return out;
+}
 
 // Text of a string or an array of text blocks; other block types are refused by name.
 std::string block_text(const Json& c, const std::string& path) {
@@ -90,7 +126,8 @@ Json convert_messages(const Json& body) {
         if (!text.empty()) text += "\n\n";
         text += b["text"].get<std::string>();
       } else if (type == "thinking" && role == "assistant") {
-        thinking += get_string(b, "thinking").value_or("");
+        const std::string t = get_string(b, "thinking").value_or("");
+        thinking += t.empty() ? thinking_from_signature(get_string(b, "signature").value_or("")) : t;
       } else if (type == "redacted_thinking" && role == "assistant") {
       } else if (type == "tool_use" && role == "assistant") {
         if (!b.contains("name") || !b["name"].is_string()) bad_request(bp + ".name must be a string", "messages");
@@ -153,10 +190,11 @@ Json convert_tools(const Json& body) {
 }
 
 // `thinking` {type: enabled | adaptive | disabled, budget_tokens, display}: enabled and adaptive
-// switch V4's thinking mode on (V4 has no adaptive mode; the budget is not enforced, and
-// display is accepted but the thinking text is always returned). `output_config.effort` "max"
-// selects V4's maximum reasoning effort; other efforts are V4's default (high).
-ChatOptions parse_thinking(const Json& body) {
+// switch V4's thinking mode on (V4 has no adaptive mode; the budget is not enforced); display
+// "omitted" returns thinking blocks without their text (*omit; any other display shows it).
+// `output_config.effort` "max" selects V4's maximum reasoning effort; other efforts are V4's
+// default (high).
+ChatOptions parse_thinking(const Json& body, bool* omit = nullptr) {
   ChatOptions o;
   if (auto it = body.find("thinking"); it != body.end() && !it->is_null()) {
     if (!it->is_object() || !it->contains("type") || !(*it)["type"].is_string())
@@ -165,8 +203,9 @@ ChatOptions parse_thinking(const Json& body) {
     if (t != "enabled" && t != "disabled" && t != "adaptive")
       bad_request(cat("'thinking.type' must be enabled, adaptive or disabled, got '", t, "'"), "thinking");
     get_int(*it, "budget_tokens", 0, INT64_MAX);
-    get_string(*it, "display");
+    const bool omitted = get_string(*it, "display").value_or("") == "omitted";
     o.thinking = t != "disabled";
+    if (omit) *omit = o.thinking && omitted;
   }
   if (auto it = body.find("output_config"); it != body.end() && !it->is_null()) {
     if (!it->is_object()) bad_request("'output_config' must be an object", "output_config");
@@ -179,10 +218,45 @@ std::vector<int32_t> render(const Json& body, const Tokenizer& tok, const ChatOp
   return render_chat(convert_messages(body), convert_tools(body), o, tok);
 }
 
-Json usage(const JobOutcome& o) {
-  return Json{{"input_tokens", o.prompt_tokens - o.cached_tokens}, {"cache_creation_input_tokens", 0},
-              {"cache_read_input_tokens", o.cached_tokens}, {"output_tokens", o.completion_tokens}};
+// tool_choice any / {"type": "tool", "name"} enforced by constrained decoding.
+std::shared_ptr<const constrain::Constraint> messages_constraint(const Json& body, bool thinking, const Tokenizer& tok,
+                                                                 const ApiConfig& cfg) {
+  ConstraintRequest c;
+  c.tools = convert_tools(body);
+  c.body_tools = body.contains("tools") ? &body["tools"] : nullptr;
+  c.schema_key = "input_schema";
+  c.thinking = thinking;
+  const Json choice = body.value("tool_choice", Json());
+  if (!choice.is_object()) return nullptr;
+  const std::string type = choice["type"];
+  if (c.tools.is_null()) {
+    if (type == "any" || type == "tool") bad_request(cat("'tool_choice' ", type, " needs 'tools'"), "tool_choice");
+    return nullptr;
+  }
+  c.choice.parallel = !get_bool(choice, "disable_parallel_tool_use").value_or(false);
+  if (type == "any") {
+    c.choice.kind = ToolChoice::Kind::kRequired;
+  } else if (type == "tool") {
+    const auto name = get_string(choice, "name");
+    if (!name) bad_request("'tool_choice' {\"type\": \"tool\"} needs the tool's 'name'", "tool_choice");
+    const bool known = std::any_of(c.tools.begin(), c.tools.end(), [&](const Json& t) { return t["function"]["name"] == *name; });
+    if (!known) bad_request(cat("'tool_choice' names the tool '", *name, "' that is not in 'tools'"), "tool_choice");
+    c.choice = {ToolChoice::Kind::kNamed, *name, c.choice.parallel};
+  } else {
+    return nullptr;
+  }
+  return make_constraint(c, tok, cfg.eos_id);
 }
+
+// Anthropic's split of the prompt: input_tokens + cache_creation_input_tokens +
+// cache_read_input_tokens = all of it. Read = the tokens continued from the prefix cache; the
+// rest is input_tokens. Creation stays 0: snapshots are stored automatically at no extra cost
+// (no cache_control breakpoints, no write price), so no part of the prompt counts as a write.
+Json usage(int64_t prompt_tokens, int64_t cached_tokens, int64_t output_tokens) {
+  return Json{{"input_tokens", prompt_tokens - cached_tokens}, {"cache_creation_input_tokens", 0},
+              {"cache_read_input_tokens", cached_tokens}, {"output_tokens", output_tokens}};
+}
+Json usage(const JobOutcome& o) { return usage(o.prompt_tokens, o.cached_tokens, o.completion_tokens); }
 
 std::string stop_reason(const JobOutcome& o, bool tool_use) {
   if (o.finish == Finish::kLength) return "max_tokens";
@@ -209,9 +283,10 @@ MessagesRequest parse_messages_request(const Json& body, const Tokenizer& tok, c
   parse_sampling(body, &r.gen, 1);
   r.gen.stop_strings = get_string_list(body, "stop_sequences", 16);
   r.gen.stop_tokens = {cfg.eos_id};
-  const ChatOptions chat = parse_thinking(body);
+  const ChatOptions chat = parse_thinking(body, &r.omit_thinking);
   r.thinking = chat.thinking;
   r.gen.prompt = render(body, tok, chat);
+  r.gen.constraint = messages_constraint(body, chat.thinking, tok, cfg);
   apply_test_hook(body, tok, cfg, &r.gen);
   fit_context(cfg, &r.gen);
   return r;
@@ -228,8 +303,12 @@ Json messages_response(const std::string& id, const ApiConfig& cfg, const Messag
   sp.finish();
   const ParsedMessage& m = sp.message();
   Json content = Json::array();
-  if (!m.reasoning_content.empty())
-    content.push_back(Json{{"type", "thinking"}, {"thinking", m.reasoning_content}, {"signature", ""}});
+  if (!m.reasoning_content.empty()) {
+    if (req.omit_thinking)
+      content.push_back(Json{{"type", "thinking"}, {"thinking", ""}, {"signature", thinking_signature(m.reasoning_content)}});
+    else
+      content.push_back(Json{{"type", "thinking"}, {"thinking", m.reasoning_content}, {"signature", ""}});
+  }
   if (!m.content.empty()) content.push_back(Json{{"type", "text"}, {"text", m.content}});
   for (const ToolCall& c : m.tool_calls)
     content.push_back(Json{{"type", "tool_use"}, {"id", random_id("toolu_")}, {"name", c.name}, {"input", tool_input(c.arguments)}});
@@ -242,12 +321,12 @@ Json messages_response(const std::string& id, const ApiConfig& cfg, const Messag
 std::string sse_event(const Json& j) { return "event: " + j["type"].get<std::string>() + "\ndata: " + dump(j) + "\n\n"; }
 
 MessagesStream::MessagesStream(std::string id, const ApiConfig& cfg, const MessagesRequest& req)
-    : id_(std::move(id)), cfg_(cfg), splitter_(req.thinking) {}
+    : id_(std::move(id)), cfg_(cfg), splitter_(req.thinking), omit_thinking_(req.omit_thinking) {}
 
-std::string MessagesStream::start(int64_t prompt_tokens) {
+std::string MessagesStream::start(int64_t prompt_tokens, int64_t cached_tokens) {
   Json msg = {{"id", id_}, {"type", "message"}, {"role", "assistant"}, {"model", cfg_.model_name},
               {"content", Json::array()}, {"stop_reason", nullptr}, {"stop_sequence", nullptr},
-              {"usage", {{"input_tokens", prompt_tokens}, {"output_tokens", 0}}}};
+              {"usage", usage(prompt_tokens, cached_tokens, 0)}};
   return sse_event(Json{{"type", "message_start"}, {"message", msg}});
 }
 
@@ -261,8 +340,11 @@ std::string MessagesStream::open_block(const std::string& type, Json block) {
 std::string MessagesStream::close_block() {
   if (open_type_.empty()) return "";
   std::string out;
-  if (open_type_ == "thinking")
-    out = sse_event(Json{{"type", "content_block_delta"}, {"index", index_}, {"delta", {{"type", "signature_delta"}, {"signature", ""}}}});
+  if (open_type_ == "thinking") {
+    const std::string sig = omit_thinking_ ? thinking_signature(thinking_) : "";
+    out = sse_event(Json{{"type", "content_block_delta"}, {"index", index_}, {"delta", {{"type", "signature_delta"}, {"signature", sig}}}});
+    thinking_.clear();
+  }
   open_type_.clear();
   return out + sse_event(Json{{"type", "content_block_stop"}, {"index", index_}});
 }
@@ -274,7 +356,8 @@ std::string MessagesStream::to_sse(const std::vector<ParseEvent>& ev) {
     switch (e.kind) {
       case ParseEvent::Kind::Reasoning:
         if (open_type_ != "thinking") out += open_block("thinking", Json{{"type", "thinking"}, {"thinking", ""}, {"signature", ""}});
-        delta(Json{{"type", "thinking_delta"}, {"thinking", e.text}});
+        if (omit_thinking_) thinking_ += e.text;  // no deltas: the text leaves in the signature
+        else delta(Json{{"type", "thinking_delta"}, {"thinking", e.text}});
         break;
       case ParseEvent::Kind::Content:
         if (open_type_ != "text") out += open_block("text", Json{{"type", "text"}, {"text", ""}});

@@ -8,7 +8,8 @@
 // place_system_message for where V4's format puts them.
 // `thinking: {type: enabled | adaptive, budget_tokens, display}` switches V4's thinking mode on
 // (the budget is not enforced; max_tokens bounds the whole answer); thinking blocks carry an
-// empty signature. tool_choice none hides the tools; any/tool are accepted but not enforced.
+// empty signature. tool_choice none hides the tools; any / tool are enforced by constrained
+// decoding (constraint_request.h).
 // Fields a client sends that have no meaning here (cache_control, context_management,
 // metadata, output_config other than effort, unknown top-level fields) are ignored.
 #pragma once
@@ -24,6 +25,7 @@ struct MessagesRequest {
   GenParams gen;
   bool stream = false;
   bool thinking = false;
+  bool omit_thinking = false;  // thinking.display "omitted": thinking text goes in the signature only
 };
 
 MessagesRequest parse_messages_request(const Json& body, const Tokenizer& tok, const ApiConfig& cfg);
@@ -41,7 +43,8 @@ Json messages_response(const std::string& id, const ApiConfig& cfg, const Messag
 class MessagesStream {
  public:
   MessagesStream(std::string id, const ApiConfig& cfg, const MessagesRequest& req);
-  std::string start(int64_t prompt_tokens);
+  // message_start; usage splits the prompt as the final usage does (cached_tokens: prefix cache).
+  std::string start(int64_t prompt_tokens, int64_t cached_tokens);
   std::string on_event(const JobEvent& e);
   std::string finish(const JobOutcome& o);
 
@@ -54,6 +57,8 @@ class MessagesStream {
   CompletionSplitter splitter_;
   int index_ = -1;
   std::string open_type_;  // "" when no block is open
+  bool omit_thinking_ = false;
+  std::string thinking_;   // the open thinking block's text (omit_thinking_: sent as its signature)
 };
 
 // {"type":"error","error":{"type", "message"}}

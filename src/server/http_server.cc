@@ -40,7 +40,10 @@ void send_error(const httplib::Request& req, httplib::Response& res, int status,
 
 // The Worker output as it arrives; `on_event`/`finish` format it for one API.
 struct StreamFormat {
-  std::function<std::string()> start;
+  // The stream's opening events; with `start_when_admitted` they wait until the worker has
+  // started the job and pass the prompt tokens it found in the prefix cache (else 0).
+  std::function<std::string(int64_t cached_tokens)> start;
+  bool start_when_admitted = false;
   std::function<std::string(const JobEvent&)> on_event;
   std::function<std::string(const JobOutcome&)> finish;
   std::function<std::string(const std::string&)> error;
@@ -132,7 +135,11 @@ struct HttpServer::Impl {
       return false;
     }
     std::string out;
-    if (!*started) out = fmt.start(), *started = true;
+    if (!*started) {
+      std::optional<int64_t> cached = fmt.start_when_admitted ? job.wait_started(std::chrono::milliseconds(1000)) : 0;
+      if (!cached) return keep_alive(job, sink);  // still queued
+      out = fmt.start(*cached), *started = true;
+    }
     std::vector<JobEvent> events;
     const bool done = job.wait(&events, std::chrono::milliseconds(1000));
     for (const JobEvent& e : events) out += fmt.on_event(e);
@@ -141,13 +148,20 @@ struct HttpServer::Impl {
       out += o.finish == Finish::kError ? fmt.error("generation failed: " + o.error) : fmt.finish(o);
     }
     // A comment line during silence (queued, long prefill): keeps proxies from timing out.
-    if (out.empty()) out = ": keep-alive\n\n";
+    if (out.empty()) return keep_alive(job, sink);
     if (!sink.write(out.data(), out.size())) {
       job.cancel();
       return false;
     }
     if (done) sink.done();
     return true;
+  }
+
+  static bool keep_alive(Job& job, httplib::DataSink& sink) {
+    static const std::string kComment = ": keep-alive\n\n";
+    if (sink.write(kComment.data(), kComment.size())) return true;
+    job.cancel();
+    return false;
   }
 
   void chat(const httplib::Request& req, httplib::Response& res) {
@@ -162,7 +176,7 @@ struct HttpServer::Impl {
     }
     auto cs = std::make_shared<ChatStream>(id, api, *r, tok);
     auto fmt = std::make_shared<StreamFormat>();
-    fmt->start = [cs, r] { return cs->start(); };  // r: the stream refers to the request
+    fmt->start = [cs, r](int64_t) { return cs->start(); };  // r: the stream refers to the request
     fmt->on_event = [cs](const JobEvent& e) { return cs->on_event(e); };
     fmt->finish = [cs](const JobOutcome& o) { return cs->finish(o); };
     fmt->error = [](const std::string& m) { return sse_data(openai_error("server_error", m)) + "data: [DONE]\n\n"; };
@@ -180,7 +194,7 @@ struct HttpServer::Impl {
       return;
     }
     auto fmt = std::make_shared<StreamFormat>();
-    fmt->start = [] { return std::string(); };
+    fmt->start = [](int64_t) { return std::string(); };
     fmt->on_event = [this, r, id](const JobEvent& e) { return completion_chunk(id, api, *r, &e, nullptr, tok); };
     fmt->finish = [this, r, id](const JobOutcome& o) { return completion_chunk(id, api, *r, nullptr, &o, tok); };
     fmt->error = [](const std::string& m) { return sse_data(openai_error("server_error", m)) + "data: [DONE]\n\n"; };
@@ -200,7 +214,8 @@ struct HttpServer::Impl {
     auto ms = std::make_shared<MessagesStream>(id, api, *r);
     const int64_t prompt_tokens = int64_t(r->gen.prompt.size());
     auto fmt = std::make_shared<StreamFormat>();
-    fmt->start = [ms, r, prompt_tokens] { return ms->start(prompt_tokens); };
+    fmt->start = [ms, r, prompt_tokens](int64_t cached) { return ms->start(prompt_tokens, cached); };
+    fmt->start_when_admitted = true;  // message_start reports the cached part of the prompt
     fmt->on_event = [ms](const JobEvent& e) { return ms->on_event(e); };
     fmt->finish = [ms](const JobOutcome& o) { return ms->finish(o); };
     fmt->error = [](const std::string& m) { return sse_event(anthropic_error("api_error", m)); };
@@ -226,11 +241,21 @@ struct HttpServer::Impl {
       return;
     }
     auto fmt = std::make_shared<StreamFormat>();
-    fmt->start = [rs] { return rs->start(); };
+    fmt->start = [rs](int64_t) { return rs->start(); };
     fmt->on_event = [rs](const JobEvent& e) { return rs->on_event(e); };
     fmt->finish = finish;
     fmt->error = [rs](const std::string& m) { return rs->fail(m); };
     stream(res, job, fmt);
+  }
+
+  // The prefix cache's disk tier (--kv-cache-dir): files, bytes on disk and their limit, loads
+  // used (hits), requests without a longer file (misses), files rejected and deleted (damaged).
+  static Json disk_cache_json(const WorkerStats& s) {
+    if (!s.disk_cache) return Json{{"enabled", false}};
+    const DiskCacheStats& d = s.disk;
+    return Json{{"enabled", true}, {"files", d.files}, {"bytes", d.bytes}, {"max_bytes", d.max_bytes},
+                {"hits", d.hits}, {"misses", d.misses}, {"damaged", d.damaged}, {"writes", d.writes},
+                {"write_errors", d.write_errors}, {"evictions", d.evictions}, {"skipped", d.skipped}};
   }
 
   Json health() const {
@@ -243,6 +268,7 @@ struct HttpServer::Impl {
                 {"prefix_cache",
                  {{"entries", s.cache_entries}, {"bytes", s.cache_bytes}, {"max_bytes", s.cache_max_bytes},
                   {"hits", s.cache_hits}, {"misses", s.cache_misses}, {"evictions", s.cache_evictions}}},
+                {"disk_cache", disk_cache_json(s)},
                 {"memory",
                  {{"budget_bytes", s.memory_budget}, {"reserved_bytes", s.memory_reserved},
                   {"snapshots", s.snapshots}, {"prefill_steps", s.prefill_steps}}},

@@ -1,5 +1,7 @@
 #include "server/openai_api.h"
 
+#include "server/constraint_request.h"
+
 #include <algorithm>
 
 #include "engine/sampler.h"
@@ -172,6 +174,27 @@ Json logprobs_content(const std::vector<TokenInfo>& tokens, const Tokenizer& tok
   return Json{{"content", content}};
 }
 
+// tool_choice required / a named function and response_format json_schema / json_object are
+// enforced by constrained decoding (constraint_request.h).
+std::shared_ptr<const constrain::Constraint> chat_constraint(const Json& body, const ChatRequest& r, const Tokenizer& tok,
+                                                             const ApiConfig& cfg) {
+  ConstraintRequest c;
+  c.tools = r.tools;
+  c.body_tools = body.contains("tools") ? &body["tools"] : nullptr;
+  c.schema_key = "function.parameters";
+  if (!r.tools.is_null()) {
+    const Json choice = body.value("tool_choice", Json());
+    if (choice == "required") c.choice.kind = ToolChoice::Kind::kRequired;
+    if (choice.is_object()) c.choice = {ToolChoice::Kind::kNamed, choice["function"]["name"].get<std::string>()};
+  }
+  c.choice.parallel = get_bool(body, "parallel_tool_calls").value_or(true);
+  if (auto it = body.find("response_format"); it != body.end() && it->is_object()) c.response_format = *it;
+  c.format_param = "response_format";
+  c.format_path = "response_format.json_schema.schema";
+  c.thinking = r.thinking;
+  return make_constraint(c, tok, cfg.eos_id);
+}
+
 }  // namespace
 
 std::vector<int32_t> render_chat(const Json& messages, const Json& tools, const ChatOptions& options,
@@ -181,6 +204,12 @@ std::vector<int32_t> render_chat(const Json& messages, const Json& tools, const 
   } catch (const Error& e) {
     bad_request(cat("cannot render the conversation: ", e.what()), "messages");
   }
+}
+
+std::string parse_cache_key(const Json& body) {
+  std::string key = get_string(body, "prompt_cache_key").value_or("");
+  if (key.size() > 1024) bad_request("'prompt_cache_key' is longer than 1024 bytes", "prompt_cache_key");
+  return key;
 }
 
 void parse_sampling(const Json& body, GenParams* gen, double max_temperature) {
@@ -212,6 +241,7 @@ ChatRequest parse_chat_request(const Json& body, const Tokenizer& tok, const Api
     r.include_usage = get_bool(*it, "include_usage").value_or(true);
   }
   parse_sampling(body, &r.gen, 2);
+  r.gen.cache_key = parse_cache_key(body);
   auto max_tokens = get_int(body, "max_completion_tokens", 1, INT64_MAX);
   if (!max_tokens) max_tokens = get_int(body, "max_tokens", 1, INT64_MAX);
   r.gen.max_tokens = max_tokens.value_or(cfg.default_max_tokens);
@@ -238,6 +268,7 @@ ChatRequest parse_chat_request(const Json& body, const Tokenizer& tok, const Api
     }
   }
   r.gen.prompt = render_chat(r.messages, r.tools, r.chat, tok);
+  r.gen.constraint = chat_constraint(body, r, tok, cfg);
   apply_test_hook(body, tok, cfg, &r.gen);
   fit_context(cfg, &r.gen);
   return r;

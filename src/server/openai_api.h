@@ -4,8 +4,8 @@
 //
 // Chat requests accept what DeepSeek's own API and vLLM/SGLang accept for V4: messages with
 // tool calls and tool results, tools, tool_choice (none hides the tools; other values are
-// accepted but not enforced: there is no constrained decoding), response_format (rendered into
-// the system prompt, V4's own mechanism), thinking on/off as `thinking: {type: enabled|disabled}`
+// enforced by constrained decoding, constraint_request.h), response_format (rendered into the
+// system prompt, V4's own mechanism, and json_schema / json_object enforced the same way), thinking on/off as `thinking: {type: enabled|disabled}`
 // or `chat_template_kwargs: {thinking|enable_thinking: bool}`, and reasoning_effort high|max
 // (low/medium map to high; none switches thinking off; any effort switches it on unless
 // thinking is disabled explicitly). Thinking is off by default. vLLM's sampling extras top_k,
@@ -40,6 +40,9 @@ std::vector<int32_t> render_chat(const Json& messages, const Json& tools, const 
 
 // Shared by chat (via messages) and the Anthropic API: sampling fields common to both.
 void parse_sampling(const Json& body, GenParams* gen, double max_temperature);
+// `prompt_cache_key` (chat completions and Responses): a string of at most 1024 bytes that tags
+// the request's prefix-cache snapshots (worker.h GenParams::cache_key); "" when absent.
+std::string parse_cache_key(const Json& body);
 
 struct CompletionRequest {
   GenParams gen;

@@ -1,6 +1,8 @@
 // /v1/responses requests: input items → chat messages → V4 prompt; the response store.
 #include "server/responses_api.h"
 
+#include "server/constraint_request.h"
+
 #include "server/anthropic_api.h"
 #include "server/openai_api.h"
 
@@ -237,6 +239,33 @@ Json response_format(const Json& body) {
   return Json{{"type", "json_schema"}, {"json_schema", schema}};
 }
 
+// tool_choice required / {"type": "function", "name"} and text.format json_schema / json_object
+// enforced by constrained decoding.
+std::shared_ptr<const constrain::Constraint> responses_constraint(const Json& body, const Json& tools, bool thinking,
+                                                                  const Tokenizer& tok, const ApiConfig& cfg) {
+  ConstraintRequest c;
+  c.tools = tools;
+  c.body_tools = body.contains("tools") ? &body["tools"] : nullptr;
+  c.schema_key = "parameters";
+  c.thinking = thinking;
+  c.choice.parallel = get_bool(body, "parallel_tool_calls").value_or(true);
+  const Json choice = body.value("tool_choice", Json());
+  if (choice == "required") {
+    if (tools.is_null()) bad_request("'tool_choice' is required but there are no function 'tools'", "tool_choice");
+    c.choice.kind = ToolChoice::Kind::kRequired;
+  } else if (choice.is_object()) {
+    const std::string name = choice["name"];
+    const bool known = tools.is_array() &&
+                       std::any_of(tools.begin(), tools.end(), [&](const Json& t) { return t["function"]["name"] == name; });
+    if (!known) bad_request(cat("'tool_choice' names the function '", name, "' that is not in 'tools'"), "tool_choice");
+    c.choice = {ToolChoice::Kind::kNamed, name, c.choice.parallel};
+  }
+  c.response_format = response_format(body);
+  c.format_param = "text";
+  c.format_path = "text.format.schema";
+  return make_constraint(c, tok, cfg.eos_id);
+}
+
 // The chat messages to render: the instructions (this request's only), then the conversation,
 // with a response_format from text.format on the leading system message.
 Json chat_messages(const Json& body, const Json& history) {
@@ -284,7 +313,7 @@ ResponsesRequest parse_responses_request(const Json& body, const Tokenizer& tok,
                                          const ResponseStore& store) {
   ResponsesRequest r;
   get_string(body, "model");
-  get_string(body, "prompt_cache_key");
+  r.gen.cache_key = parse_cache_key(body);
   get_bool(body, "parallel_tool_calls");
   if (get_bool(body, "background").value_or(false)) bad_request("'background' responses are not supported", "background");
   r.stream = get_bool(body, "stream").value_or(false);
@@ -310,6 +339,7 @@ ResponsesRequest parse_responses_request(const Json& body, const Tokenizer& tok,
   const Json messages = chat_messages(body, r.history);
   const Json tools = tools_allowed(body) ? convert_tools(body) : Json(nullptr);
   r.gen.prompt = render_chat(messages, tools, chat, tok);
+  r.gen.constraint = responses_constraint(body, tools, chat.thinking, tok, cfg);
   apply_test_hook(body, tok, cfg, &r.gen);
   fit_context(cfg, &r.gen);
 

@@ -7,7 +7,8 @@
 //
 // `reasoning.effort` switches V4's thinking on (none/minimal: off; low/medium/high: on; xhigh:
 // V4's maximum effort); absent, thinking is off as in chat completions. `tool_choice` none hides
-// the tools; other values and `parallel_tool_calls` are accepted but not enforced.
+// the tools; required / a named function, `parallel_tool_calls: false` and text.format are
+// enforced by constrained decoding (constraint_request.h).
 // `store` (default true) keeps the conversation in memory (ResponseStore, bounded) so that a
 // later request can continue it with `previous_response_id`. `prompt_cache_key`, `include`,
 // `metadata`, `user`, `safety_identifier`, `service_tier`, `truncation`, `text.verbosity` and

@@ -19,6 +19,20 @@ bool Job::wait(std::vector<JobEvent>* out, std::chrono::milliseconds timeout) {
   return done_;
 }
 
+std::optional<int64_t> Job::wait_started(std::chrono::milliseconds timeout) {
+  std::unique_lock<std::mutex> lock(mu_);
+  cv_.wait_for(lock, timeout, [&] { return cached_.has_value() || done_; });
+  return cached_ ? cached_ : done_ ? std::optional<int64_t>(0) : std::nullopt;
+}
+
+void Job::mark_started(int64_t cached_tokens) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    cached_ = cached_tokens;
+  }
+  cv_.notify_all();
+}
+
 JobOutcome Job::outcome() const {
   std::lock_guard<std::mutex> lock(mu_);
   return outcome_;
@@ -49,15 +63,18 @@ struct Worker::Seq {
   std::unique_ptr<Session> session;
   Sampler sampler;
   int64_t cached = 0;
+  CacheTag tag;                     // what its snapshots are stored under
   std::vector<int64_t> boundaries;  // prompt positions to snapshot at (before a turn's role token)
   size_t next_boundary = 0;
   bool decoding = false, finished = false;
   int32_t next = -1;  // chosen; the next decode step appends it
   std::vector<int32_t> generated;
   size_t forced_pos = 0;
+  int constraint_state = 0;       // the constraint's DFA state after the generated tokens
   StreamDecoder dec;
   std::string held;               // released text that may still be the start of a stop string
   std::vector<TokenInfo> infos;   // logprobs waiting for their text
+  std::shared_ptr<DiskLoad> load;  // set while its prefix state is being read from disk
 
   Seq(std::shared_ptr<Job> j, const Tokenizer& tok)
       : job(std::move(j)), sampler(job->params.sampling), dec(tok, /*skip_special=*/false) {}
@@ -107,6 +124,16 @@ Worker::Worker(const Model& model, const Tokenizer& tok, WorkerOptions options)
   assistant_id_ = tok.token_to_id("<｜Assistant｜>").value_or(-1);
   stats_.cache_max_bytes = cache_.max_bytes();
   stats_.memory_budget = opt_.memory_bytes;
+  if (!opt_.kv_cache_dir.empty()) {
+    disk_ = std::make_unique<DiskCache>(model, opt_.kv_cache_dir, opt_.kv_cache_disk_bytes,
+                                        SessionOptions{max_context_, opt_.prefill_chunk, false}, [this] {
+                                          {
+                                            std::lock_guard<std::mutex> lock(mu_);
+                                            disk_loaded_ = true;
+                                          }
+                                          cv_.notify_all();
+                                        });
+  }
   thread_ = std::thread([this] { run(); });
 }
 
@@ -161,9 +188,12 @@ void Worker::end_job(Job& job, JobOutcome o) {
 }
 
 WorkerStats Worker::stats() const {
+  const DiskCacheStats disk = disk_ ? disk_->stats() : DiskCacheStats{};  // live: its threads write while idle
   std::lock_guard<std::mutex> lock(mu_);
   WorkerStats s = stats_;
   s.memory_reserved = reserved_;
+  s.disk_cache = disk_ != nullptr;
+  s.disk = disk;
   return s;
 }
 
@@ -194,12 +224,13 @@ void Worker::fit_cache() {
 
 // A message-boundary snapshot, skipped when an earlier request stored it. Only an optimisation:
 // when the copy cannot be allocated, the request goes on without it.
-void Worker::snapshot(const Session& session) {
-  if (cache_.contains(session.tokens())) return;
+void Worker::snapshot(const Session& session, const CacheTag& tag) {
+  if (cache_.touch(session.tokens(), tag)) return;
   try {
     auto copy = std::make_unique<Session>(session);
     copy->release_outputs();
-    cache_.insert(std::move(copy));
+    std::shared_ptr<const Session> stored = cache_.insert(std::move(copy), tag);
+    if (disk_) disk_->store(std::move(stored));
     ++counters_.snapshots;
   } catch (const std::bad_alloc&) {
   } catch (const std::length_error&) {
@@ -209,13 +240,43 @@ void Worker::snapshot(const Session& session) {
 void Worker::start(std::shared_ptr<Job> job) {
   auto s = std::make_unique<Seq>(std::move(job), tok_);
   maybe_fail(s->p(), FailAlloc::kStart);
+  if (s->p().constraint) s->constraint_state = s->p().constraint->start();
   const std::vector<int32_t>& prompt = s->p().prompt;
-  s->session = cache_.lookup(prompt);
-  if (!s->session) s->session = std::make_unique<Session>(model_, SessionOptions{max_context_, opt_.prefill_chunk, false});
-  s->cached = s->session->position();
-  counters_.tokens_cached += s->cached;
-  s->boundaries = snapshot_points(prompt, s->cached, user_id_, assistant_id_, opt_.prefill_chunk);
+  s->tag = CacheTag{s->p().cache_key, ++requests_started_};
+  // A longer prefix on disk than in memory: the sequence is not scheduled until it is read.
+  if (disk_) s->load = disk_->find(prompt, cache_.match_length(prompt));
+  if (!s->load) begin(*s, nullptr);
   active_.push_back(std::move(s));
+}
+
+// The sequence starts from `loaded` (its prompt's prefix read from disk) or else from the
+// longest prefix in memory, or from nothing.
+void Worker::begin(Seq& s, std::unique_ptr<Session> loaded) {
+  const std::vector<int32_t>& prompt = s.p().prompt;
+  s.session = loaded ? std::move(loaded) : cache_.lookup(prompt);
+  if (!s.session) s.session = std::make_unique<Session>(model_, SessionOptions{max_context_, opt_.prefill_chunk, false});
+  s.cached = s.session->position();
+  s.job->mark_started(s.cached);
+  counters_.tokens_cached += s.cached;
+  s.boundaries = snapshot_points(prompt, s.cached, user_id_, assistant_id_, opt_.prefill_chunk);
+}
+
+void Worker::adopt_loads() {
+  for (auto& s : active_) {
+    if (s->finished || !s->load || !s->load->done()) continue;
+    std::unique_ptr<Session> loaded = s->load->take();  // nullptr: the file was rejected
+    s->load.reset();
+    try {
+      begin(*s, std::move(loaded));
+    } catch (const std::exception& e) {
+      retire(*s, Finish::kError, describe(e));
+    }
+  }
+}
+
+// Whether a sequence can run a step now (not waiting for its state from disk).
+bool Worker::runnable() const {
+  return std::any_of(active_.begin(), active_.end(), [](const auto& s) { return !s->load; });
 }
 
 void Worker::admit(std::shared_ptr<Job> job) {
@@ -240,8 +301,9 @@ void Worker::step(std::vector<std::shared_ptr<Job>>& admitted) {
   for (auto& j : admitted) admit(std::move(j));
   for (auto& s : active_)
     if (!s->finished && s->job->cancelled()) retire(*s, Finish::kCancelled);
+  adopt_loads();
   for (auto& s : active_) {
-    if (!s->finished && !s->decoding) {
+    if (!s->finished && !s->decoding && !s->load) {
       prefill_step(*s);
       break;
     }
@@ -254,7 +316,14 @@ void Worker::run() {
     std::vector<std::shared_ptr<Job>> admitted;
     {
       std::unique_lock<std::mutex> lock(mu_);
-      cv_.wait(lock, [&] { return stop_ || !active_.empty() || !queue_.empty(); });
+      // Sequences that only wait for disk loads are looked at again when a load is in (or after
+      // a while, to notice cancellations).
+      const auto ready = [&] { return stop_ || !queue_.empty() || disk_loaded_ || runnable(); };
+      if (active_.empty() || runnable())
+        cv_.wait(lock, ready);
+      else
+        cv_.wait_for(lock, std::chrono::milliseconds(100), ready);
+      disk_loaded_ = false;
       if (stop_) break;
       while (!queue_.empty() && active_.size() + admitted.size() < size_t(opt_.parallel)) {
         admitted.push_back(std::move(queue_.front()));
@@ -300,7 +369,7 @@ void Worker::prefill_step(Seq& s) {
         s.session->append(std::span<const int32_t>(prompt).subspan(size_t(pos), size_t(end - pos)));
     counters_.tokens_prefilled += end - pos;
     ++counters_.prefill_steps;
-    if (at_boundary) snapshot(*s.session);
+    if (at_boundary) snapshot(*s.session, s.tag);
     if (end == n) {
       s.decoding = true;
       next_token(s, logits);
@@ -362,6 +431,18 @@ void Worker::next_token(Seq& s, std::span<const float> logits) {
     return;
   }
   SampleInfo info;
+  if (p.constraint) {
+    std::vector<float> masked(logits.begin(), logits.end());
+    p.constraint->apply(s.constraint_state, masked);
+    const int32_t t = s.sampler.sample(masked, s.generated, p.logprobs ? &info : nullptr);
+    // Only EOS ends the constraint; any other token moves it on (the mask allowed it).
+    if (std::find(p.stop_tokens.begin(), p.stop_tokens.end(), t) == p.stop_tokens.end()) {
+      s.constraint_state = p.constraint->advance(s.constraint_state, t);
+      if (s.constraint_state < 0) throw Error(cat("internal error: token ", t, " left the output constraint"));
+    }
+    emit(s, t, p.logprobs ? &info : nullptr);
+    return;
+  }
   const int32_t t = s.sampler.sample(logits, s.generated, p.logprobs ? &info : nullptr);
   emit(s, t, p.logprobs ? &info : nullptr);
 }
@@ -443,7 +524,8 @@ void Worker::retire(Seq& s, Finish f, const std::string& detail) {
   // goes into what the released reservation left free.
   if (f != Finish::kError && s.session && s.session->position() > 0) {
     fit_cache();
-    cache_.insert(std::move(s.session));
+    std::shared_ptr<const Session> stored = cache_.insert(std::move(s.session), s.tag);
+    if (disk_) disk_->store(std::move(stored));
   }
   s.session.reset();
 }

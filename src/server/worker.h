@@ -28,9 +28,11 @@
 #include <thread>
 #include <vector>
 
+#include "constrain/token_mask.h"
 #include "core/error.h"
 #include "engine/sampler.h"
 #include "engine/session.h"
+#include "server/disk_cache.h"
 #include "server/memory_budget.h"
 #include "server/prefix_cache.h"
 #include "tokenizer/tokenizer.h"
@@ -47,10 +49,13 @@ struct GenParams {
   std::vector<int32_t> stop_tokens;       // end of generation, not returned (EOS)
   std::vector<std::string> stop_strings;  // end of generation, cut from the text
   bool logprobs = false;                  // report TokenInfo for each token
+  std::string cache_key;                  // prompt_cache_key: its snapshots outlast other traffic
   // Test hook (server --test-hooks only): these tokens are emitted instead of sampled ones
   // (still run through the model, so the state and the prefix cache stay consistent).
   std::optional<std::vector<int32_t>> forced;
   FailAlloc fail_alloc = FailAlloc::kNone;  // test hook: throw std::bad_alloc at that stage
+  // tool_choice / response_format: tokens outside it are masked before sampling (not `forced`).
+  std::shared_ptr<const constrain::Constraint> constraint;
 };
 
 struct TokenInfo {
@@ -100,11 +105,15 @@ class Job {
   // has finished and every event has been taken (outcome() is then final).
   bool wait(std::vector<JobEvent>* out, std::chrono::milliseconds timeout);
   JobOutcome outcome() const;
+  // Reader: waits up to `timeout` for the worker to start the job; then the prompt tokens it
+  // takes from the prefix cache (0 when the job ended before it started), else nullopt.
+  std::optional<int64_t> wait_started(std::chrono::milliseconds timeout);
   // Reader: the client went away or stopped reading; the worker drops the sequence.
   void cancel() { cancelled_ = true; }
   bool cancelled() const { return cancelled_; }
 
   // Writer.
+  void mark_started(int64_t cached_tokens);
   void push(JobEvent e);
   void finish(JobOutcome o);
 
@@ -113,6 +122,7 @@ class Job {
   std::condition_variable cv_;
   std::deque<JobEvent> events_;
   bool done_ = false;
+  std::optional<int64_t> cached_;  // set once the worker has started the job
   JobOutcome outcome_;
   std::atomic<bool> cancelled_{false};
   friend class Worker;
@@ -134,6 +144,8 @@ struct WorkerOptions {
   int64_t prefill_chunk = 256;
   size_t cache_bytes = size_t(1) << 30;
   size_t memory_bytes = 0;    // budget for sequence states and snapshots; 0 = unlimited
+  std::string kv_cache_dir = {};  // the prefix cache's disk tier (disk_cache.h); empty = none
+  size_t kv_cache_disk_bytes = size_t(10) << 30;
 };
 
 struct WorkerStats {
@@ -145,6 +157,8 @@ struct WorkerStats {
   int64_t decode_steps = 0, decode_rows = 0;  // rows / steps = mean batch size
   int64_t prefill_steps = 0, snapshots = 0;    // prefill chunks run; message-boundary snapshots stored
   size_t memory_budget = 0, memory_reserved = 0;
+  bool disk_cache = false;  // --kv-cache-dir given; then `disk` holds its counters
+  DiskCacheStats disk;
 };
 
 class Worker {
@@ -169,10 +183,13 @@ class Worker {
   void admit(std::shared_ptr<Job> job);
   void end_job(Job& job, JobOutcome o);  // finishes the job and releases its memory reservation
   void fit_cache();
-  void snapshot(const Session& session);
+  void snapshot(const Session& session, const CacheTag& tag);
   void prefill_step(Seq& s);
   void decode_step();
   void start(std::shared_ptr<Job> job);
+  void begin(Seq& s, std::unique_ptr<Session> loaded);
+  void adopt_loads();
+  bool runnable() const;
   void next_token(Seq& s, std::span<const float> logits);
   void emit(Seq& s, int32_t token, const SampleInfo* info);
   void retire(Seq& s, Finish f, const std::string& detail = "");
@@ -190,12 +207,15 @@ class Worker {
   bool stop_ = false;
   size_t reserved_ = 0;  // memory reserved by admitted and queued jobs
   WorkerStats stats_;  // guarded by mu_; the worker publishes its counters after each step
+  bool disk_loaded_ = false;  // guarded by mu_: a disk load finished since the worker last looked
+  std::unique_ptr<DiskCache> disk_;  // after mu_ and cv_: its reader thread signals them until joined
 
   // Worker thread only.
   std::vector<std::unique_ptr<Seq>> active_;
   PrefixCache cache_;
   WorkerStats counters_;
   int32_t user_id_ = -1, assistant_id_ = -1;  // message-boundary tokens (snapshot points)
+  int64_t requests_started_ = 0;               // numbers the CacheTags
   std::thread thread_;
   std::once_flag joined_;
 };

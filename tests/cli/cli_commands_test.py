@@ -105,6 +105,24 @@ def read_f32(path, name):
     return list(struct.unpack(f"<{len(data) // 4}f", data))
 
 
+MPIEXEC = os.environ.get("DSV4_TEST_MPIEXEC")  # set by CTest in a -DDSV4_MPI=ON build
+
+
+def mpi_dsv4(np, cmd, *args, stdin=None, timeout=300):
+    """`mpirun -np N dsv4 cmd args` on this machine (the flags docs/distributed.md gives);
+    returns (exit code, stdout, stderr)."""
+    for a in args:
+        if isinstance(a, str) and a.startswith("--"):
+            used[cmd].add(a)
+    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    argv = [MPIEXEC, "--oversubscribe", "--mca", "btl", "self,vader", "--mca", "oob_tcp_if_include", "lo",
+            "-np", str(np), DSV4, cmd, *[str(a) for a in args]]
+    p = subprocess.run(argv, input=stdin, capture_output=True, timeout=timeout, env=env)
+    err = p.stderr.decode(errors="replace")
+    check(not any(m in err for m in SANITIZER_MARKS), f"mpirun dsv4 {cmd}: sanitizer report\n{err[-3000:]}")
+    return p.returncode, p.stdout.decode(errors="replace"), err
+
+
 def bad_args(cmd, cases):
     for args in cases:
         dsv4(cmd, *args, ok=False)
@@ -406,17 +424,19 @@ def test_state(tmp, m):
     out, err = dsv4("run", "--model", m, "--load-state", f"{tmp}/full.st", "-p", "And then?", "-n", "3")
     check(STATS.search(err) is not None, f"run --load-state -p: {err!r}")
 
-    # chat: two turns, quit, resume from the session file: the third turn equals an uninterrupted chat's.
-    args = ["--model", m, "-n", "24", "--temp", "0.7", "--seed", "3"]
+    # chat, in both numerics: two turns, quit, resume from the session file: the third turn
+    # equals an uninterrupted chat's.
     turns = ["Hello there", prompt, "Third turn"]
-    whole, _ = dsv4("chat", *args, stdin=("\n".join(turns) + "\n/exit\n").encode())
-    s = f"{tmp}/chat.st"
-    first, _ = dsv4("chat", *args, "--session", s, stdin=("\n".join(turns[:2]) + "\n/exit\n").encode())
-    third, err = dsv4("chat", *args, "--session", s, stdin=(turns[2] + "\n").encode())
-    check("resumed" in err, f"chat --session did not resume: {err!r}")
-    # Transcripts: "> answer1\n> answer2\n> " (then /exit) and "> answer3\n> " (then EOF).
-    check(first.endswith("> ") and first[:-2] + third == whole,
-          f"chat --session: the resumed chat {first!r} + {third!r} differs from the uninterrupted {whole!r}")
+    for numerics in ("plain", "reference"):  # reference last: its session file is used below
+        args = ["--model", m, "-n", "24", "--temp", "0.7", "--seed", "3", "--numerics", numerics]
+        whole, _ = dsv4("chat", *args, stdin=("\n".join(turns) + "\n/exit\n").encode())
+        s = f"{tmp}/chat-{numerics}.st"
+        first, _ = dsv4("chat", *args, "--session", s, stdin=("\n".join(turns[:2]) + "\n/exit\n").encode())
+        third, err = dsv4("chat", *args, "--session", s, stdin=(turns[2] + "\n").encode())
+        check("resumed" in err, f"chat --session did not resume ({numerics}): {err!r}")
+        # Transcripts: "> answer1\n> answer2\n> " (then /exit) and "> answer3\n> " (then EOF).
+        check(first.endswith("> ") and first[:-2] + third == whole,
+              f"chat --session ({numerics}): the resumed chat {first!r} + {third!r} differs from the uninterrupted {whole!r}")
 
     # Bad files: one error line each, naming the cause.
     good = open(f"{tmp}/full.st", "rb").read()
@@ -453,6 +473,46 @@ def test_state(tmp, m):
         check(p.returncode == 86, f"crash hook after {n} bytes: exit {p.returncode}")
         check(open(f"{tmp}/full.st", "rb").read() == good, f"a crash after {n} bytes changed the old file")
     dsv4("run", "--model", m, "--load-state", f"{tmp}/full.st", "-p", "still loads", "-n", "1")
+
+
+def test_expert_parallel(tmp, m):
+    """--expert-parallel, --ep-waves, --ep-timeout on logits, run, chat and bench: under mpirun -np 2
+    the output equals one process's (logits byte for byte); without MPI, one error line."""
+    ep = ["--expert-parallel", "--ep-waves", "2", "--ep-timeout", "60"]
+    for cmd in ("logits", "run", "chat", "bench"):
+        bad_args(cmd, [["--model", m, "--expert-parallel", "--ep-waves", "0"], ["--model", m, "--ep-timeout", "0"]])
+    if os.environ.get("DSV4_TEST_MPI_BUILT") and not MPIEXEC:
+        return  # an MPI build whose mpirun cases run elsewhere (the release build: docs/distributed.md)
+    if not MPIEXEC:
+        for cmd, extra in (("logits", ["--ids", f"{tmp}/none.json", "--out", f"{tmp}/x"]), ("run", ["-p", "x"]),
+                           ("chat", []), ("bench", [])):
+            _, err = dsv4(cmd, "--model", m, *extra, *ep, ok=False)
+            check("built without MPI" in err, f"{cmd} --expert-parallel without MPI: {err}")
+        return
+    ids = write(f"{tmp}/ep-ids.json", json.dumps({"prompt": [19923, 14, 2058, 3, 671, 9, 88], "decode": [4787, 13769]}))
+    one, two = f"{tmp}/ep-one.safetensors", f"{tmp}/ep-two.safetensors"
+    dsv4("logits", "--model", m, "--ids", ids, "--out", one, "--mtp", "--chunk", "3")
+    rc, _, err = mpi_dsv4(2, "logits", "--model", m, "--ids", ids, "--out", two, "--mtp", "--chunk", "3", *ep)
+    check(rc == 0 and open(one, "rb").read() == open(two, "rb").read(), f"logits -np 2 byte-identical: {err[-500:]}")
+    want, _ = dsv4("run", "--model", m, "-p", "Hello", "-n", "12")
+    rc, got, err = mpi_dsv4(2, "run", "--model", m, "-p", "Hello", "-n", "12", *ep)
+    check(rc == 0 and got == want, f"run -np 2 = one process: {got!r} vs {want!r} {err[-500:]}")
+    script = b"Hello there\nAnd a second question?\n/exit\n"
+    want, _ = dsv4("chat", "--model", m, "--max-tokens", "6", stdin=script)
+    rc, got, err = mpi_dsv4(2, "chat", "--model", m, "--max-tokens", "6", *ep, stdin=script)
+    check(rc == 0 and got == want, f"chat -np 2 = one process: {got!r} vs {want!r} {err[-500:]}")
+    rc, out, err = mpi_dsv4(2, "bench", "--model", m, "--json", "--prompt", "8", "--gen", "2", "--reps", "1", *ep,
+                            timeout=600)
+    try:
+        e = json.loads(out)["expert_parallel"]
+        check(rc == 0 and e["ranks"] == 2 and e["waves"] == 2 and e["bytes_sent_per_token_layer"] > 0
+              and e["moe_calls"] > 0, f"bench -np 2 expert_parallel: {e}")
+    except (ValueError, KeyError) as x:
+        fail(f"bench -np 2 --json: {x!r}: {out[-500:]} {err[-500:]}")
+    # A load error (here a missing model) ends every rank, with the message.
+    rc, _, err = mpi_dsv4(2, "run", "--model", f"{tmp}/none", "-p", "x", *ep)
+    check(rc != 0 and err.count("dsv4: error: expert parallelism: rank 0: ") == 1 and "no config.json" in err,
+          f"-np 2 with a missing model: {err[-500:]}")
 
 
 def test_bench(tmp, m):
@@ -513,7 +573,7 @@ def main():
         section(test_parse_completion)
         m = section(test_make_model) or f"{tmp}/model"
         for f in (test_tokenizer, test_template, test_inspect, test_logits, test_run, test_chat, test_state,
-                  test_bench):
+                  test_bench, test_expert_parallel):
             section(f, m)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

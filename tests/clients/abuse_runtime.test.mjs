@@ -168,8 +168,8 @@ test('a prompt of 1000 short messages takes a few snapshots and prefill steps, n
 });
 
 test('the memory budget: 400 for what can never fit, 429 while full, snapshots within it', async () => {
-  // 4 MiB: more than one short request of the demo model needs (fixed rings and buffers of
-  // 2-3 MiB), less than two, and less than one as long as the 4096-token context (4-5 MiB).
+  // 4 MiB: more than one request of the demo model up to 1000 tokens needs (fixed rings and
+  // buffers of about 3 MiB, 0.4 KB per token), less than two, and less than one of 4000 tokens.
   const s = await startServer({ bin, cache, extra: ['--memory-mb', '4', '--test-hooks', '--ctx', '4096'] });
   try {
     const never = await post('/v1/chat/completions', chat({ max_tokens: 4000 }), s.url);
@@ -178,7 +178,7 @@ test('the memory budget: 400 for what can never fit, 429 while full, snapshots w
     const ctrl = new AbortController();
     const running = await fetch(`${s.url}/v1/chat/completions`, {
       method: 'POST', headers: { 'Content-Type': 'application/json' }, signal: ctrl.signal,
-      body: JSON.stringify(chat({ max_tokens: 2000, stream: true })),
+      body: JSON.stringify(chat({ max_tokens: 1000, stream: true })),
     });
     assert.equal(running.status, 200);
     const full = await post('/v1/messages', { model: 'm', max_tokens: 100, messages: [{ role: 'user', content: 'x' }] }, s.url);

@@ -6,8 +6,8 @@
 // through Claude Code's documented environment variables, outbound proxies point at a closed
 // loopback port, and HOME is a fresh directory.
 //
-// Its prompt (system text and 12 tool schemas) is about 11.7K tokens, beyond the demo model's
-// 4096-token default context, so this test runs its own server with --ctx 16384.
+// Its prompt (system text and 12 tool schemas) is about 11.7K tokens: the server runs with the
+// demo model's default context (65536 tokens), as a user would start it.
 import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -34,11 +34,11 @@ test('claude -p: Read tool round trip with prefix reuse', { timeout: 300_000 }, 
   writeFileSync(script, JSON.stringify(['I will read the note.</think>' + call, 'Read it.</think>The note says the secret is 42.']));
 
   const server = await startServer({ bin: process.env.DSV4_BIN, cache: process.env.DSV4_CACHE,
-    extra: ['--test-hooks', '--test-completions', script, '--ctx', '16384'] });
+    extra: ['--test-hooks', '--test-completions', script] });
   try {
     const env = { PATH: process.env.PATH, HOME: home, ANTHROPIC_BASE_URL: server.url, ANTHROPIC_API_KEY: 'sk-dsv4-test',
       DISABLE_TELEMETRY: '1', DISABLE_ERROR_REPORTING: '1', DISABLE_AUTOUPDATER: '1',
-      CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: '1',
+      CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: '1', CLAUDE_CODE_AUTO_COMPACT_WINDOW: '65536',
       ...offlineProxies };
     const r = await runAgent(process.execPath, [wrapper, '-p', 'Read note.txt and tell me the secret.', '--model', 'dsv4-demo'],
       { cwd: work, env });
@@ -47,6 +47,7 @@ test('claude -p: Read tool round trip with prefix reuse', { timeout: 300_000 }, 
 
     // Two requests: the second (with the tool result) continued from the first one's prefix.
     const h = await (await fetch(`${server.url}/health`)).json();
+    assert.equal(h.max_context, 65536, 'the demo model\'s default context');
     assert.equal(h.totals.completed, 2, JSON.stringify(h));
     assert.ok(h.prefix_cache.hits >= 1 && h.totals.prompt_tokens_cached > 10_000, JSON.stringify(h));
   } finally {

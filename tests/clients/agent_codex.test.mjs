@@ -6,8 +6,8 @@
 // Loopback only: a fresh CODEX_HOME whose config.toml turns off update checks, analytics,
 // feedback and OpenTelemetry export; outbound proxies point at a closed loopback port.
 //
-// Codex's prompt (instructions and 8 tool schemas) is about 8.7K tokens, beyond the demo
-// model's 4096-token default context, so this test runs its own server with --ctx 16384.
+// Codex's prompt (instructions and 8 tool schemas) is about 8.7K tokens: the server runs with
+// the demo model's default context (65536 tokens), as a user would start it.
 import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -32,10 +32,12 @@ test('codex exec: exec_command round trip over /v1/responses with prefix reuse',
   writeFileSync(script, JSON.stringify(['I will read the note.</think>' + call, 'Read it.</think>The note says the secret is 42.']));
 
   const server = await startServer({ bin: process.env.DSV4_BIN, cache: process.env.DSV4_CACHE,
-    extra: ['--test-hooks', '--test-completions', script, '--ctx', '16384'] });
+    extra: ['--test-hooks', '--test-completions', script] });
   try {
     writeFileSync(path.join(codexHome, 'config.toml'), [
-      'model = "dsv4-demo"', 'model_provider = "dsv4"', 'check_for_update_on_startup = false', '',
+      'model = "dsv4-demo"', 'model_provider = "dsv4"', 'check_for_update_on_startup = false',
+      // docs/server.md's window settings for the server's 64K context.
+      'model_context_window = 65536', 'model_auto_compact_token_limit = 56000', '',
       '[model_providers.dsv4]', 'name = "dsv4"', `base_url = "${server.url}/v1"`, 'wire_api = "responses"', '',
       '[analytics]', 'enabled = false', '', '[feedback]', 'enabled = false', '', '[otel]', 'exporter = "none"', ''].join('\n'));
     const env = { PATH: process.env.PATH, HOME: home, CODEX_HOME: codexHome, ...offlineProxies };
@@ -48,6 +50,7 @@ test('codex exec: exec_command round trip over /v1/responses with prefix reuse',
     assert.match(r.stderr, /cat note\.txt/);
 
     const h = await (await fetch(`${server.url}/health`)).json();
+    assert.equal(h.max_context, 65536, 'the demo model\'s default context');
     assert.equal(h.totals.completed, 2, JSON.stringify(h));
     assert.ok(h.prefix_cache.hits >= 1 && h.totals.prompt_tokens_cached > 8_000, JSON.stringify(h));
   } finally {

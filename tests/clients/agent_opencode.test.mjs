@@ -7,8 +7,8 @@
 // default plugins and LSP downloads are switched off through opencode's environment variables,
 // outbound proxies point at a closed loopback port, and HOME / XDG directories are fresh.
 //
-// Its prompt (system text and 10 tool schemas) is about 7.3K tokens, beyond the demo model's
-// 4096-token default context, so this test runs its own server with --ctx 16384.
+// Its prompt (system text and 10 tool schemas) is about 7.3K tokens: the server runs with the
+// demo model's default context (65536 tokens), as a user would start it.
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -37,11 +37,11 @@ test('opencode run: read tool round trip over chat completions with prefix reuse
     { match: 'You are opencode', completion: call }, { match: 'You are opencode', completion: 'The note says the secret is 42.' }]));
 
   const server = await startServer({ bin: process.env.DSV4_BIN, cache: process.env.DSV4_CACHE,
-    extra: ['--test-hooks', '--test-completions', script, '--ctx', '16384'] });
+    extra: ['--test-hooks', '--test-completions', script] });
   try {
     const config = { $schema: 'https://opencode.ai/config.json', autoupdate: false, share: 'disabled', model: 'dsv4/dsv4-demo',
       provider: { dsv4: { npm: '@ai-sdk/openai-compatible', name: 'dsv4', options: { baseURL: `${server.url}/v1`, apiKey: 'none' },
-        models: { 'dsv4-demo': { name: 'dsv4 demo', limit: { context: 16384, output: 1024 } } } } } };
+        models: { 'dsv4-demo': { name: 'dsv4 demo', limit: { context: 65536, output: 1024 } } } } } };
     const env = { PATH: process.env.PATH, HOME: home, XDG_CONFIG_HOME: path.join(home, '.config'),
       XDG_DATA_HOME: path.join(home, '.local/share'), XDG_CACHE_HOME: path.join(home, '.cache'),
       XDG_STATE_HOME: path.join(home, '.local/state'), OPENCODE_CONFIG_CONTENT: JSON.stringify(config),
@@ -55,6 +55,7 @@ test('opencode run: read tool round trip over chat completions with prefix reuse
 
     // Title + two turns; the second turn continued from the first one's prefix.
     const h = await (await fetch(`${server.url}/health`)).json();
+    assert.equal(h.max_context, 65536, 'the demo model\'s default context');
     assert.equal(h.totals.completed, 3, JSON.stringify(h));
     assert.ok(h.prefix_cache.hits >= 1 && h.totals.prompt_tokens_cached > 7_000, JSON.stringify(h));
   } finally {

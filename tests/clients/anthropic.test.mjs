@@ -68,6 +68,74 @@ test('messages: tool_use round trip', async () => {
   assert.ok(r2.usage.cache_read_input_tokens > 0);
 });
 
+// Anthropic's usage split: input_tokens + cache_creation_input_tokens + cache_read_input_tokens
+// is the whole prompt (count_tokens); read = the part continued from the prefix cache. Turn 2
+// of a conversation reports the same split in message_start as in the final usage.
+test('usage: cache counts on a two-turn conversation, plain and streamed', async () => {
+  const system = `Cache-count test ${Math.random()}: answer in one word.`;
+  const messages = [{ role: 'user', content: 'Name a colour.' }];
+  const whole = (u) => u.input_tokens + u.cache_creation_input_tokens + u.cache_read_input_tokens;
+  const r1 = await client.messages.create({ model, max_tokens: 10, system, messages, dsv4_test_completion: 'Blue.' });
+  const n1 = (await client.messages.countTokens({ model, system, messages })).input_tokens;
+  assert.equal(whole(r1.usage), n1);
+  assert.equal(r1.usage.cache_creation_input_tokens, 0);
+  assert.ok(r1.usage.input_tokens > 10, JSON.stringify(r1.usage));  // the new system text was prefilled
+
+  messages.push({ role: 'assistant', content: r1.content }, { role: 'user', content: 'Another one.' });
+  const n2 = (await client.messages.countTokens({ model, system, messages })).input_tokens;
+  const s = client.messages.stream({ model, max_tokens: 10, system, messages, dsv4_test_completion: 'Red.' });
+  let start = null, delta = null;
+  s.on('streamEvent', (e) => {
+    if (e.type === 'message_start') start = { ...e.message.usage };  // the client updates this object later
+    if (e.type === 'message_delta') delta = { ...e.usage };
+  });
+  await s.finalMessage();
+  assert.ok(start.cache_read_input_tokens >= n1 - 1, `turn 2 continues from turn 1: ${JSON.stringify(start)}, turn 1 ${n1}`);
+  assert.equal(whole(start), n2);
+  assert.equal(start.output_tokens, 0);
+  for (const k of ['input_tokens', 'cache_creation_input_tokens', 'cache_read_input_tokens']) assert.equal(delta[k], start[k], k);
+  assert.ok(delta.output_tokens > 0);
+});
+
+// thinking.display "omitted" (Claude Code sends it): the model still thinks, but thinking blocks
+// come back with empty text and a signature, streamed without thinking deltas. The signature
+// carries the text: sent back in a tool loop (where V4 keeps earlier reasoning), it renders the
+// same prompt as the full thinking block would.
+test('thinking display omitted: empty thinking text plus signature, plain and streamed', async () => {
+  const thinking = { type: 'adaptive', display: 'omitted' };
+  const messages = [{ role: 'user', content: 'Weather in Berlin?' }];
+  const forced = 'Secret plan: ask the tool.</think>' + DSML_CALL;
+  const r = await client.messages.create({ model, max_tokens: 100, thinking, tools: TOOLS, messages, dsv4_test_completion: forced });
+  assert.deepEqual(r.content.map((b) => b.type), ['thinking', 'tool_use']);
+  assert.equal(r.content[0].thinking, '');
+  assert.ok(r.content[0].signature.length > 0);
+  assert.equal(r.stop_reason, 'tool_use');
+
+  const s = client.messages.stream({ model, max_tokens: 100, thinking, tools: TOOLS, messages, dsv4_test_completion: forced });
+  const deltas = [];
+  s.on('streamEvent', (e) => { if (e.type === 'content_block_delta') deltas.push(e.delta.type); });
+  const streamed = await s.finalMessage();
+  assert.ok(!deltas.includes('thinking_delta'), deltas.join());
+  assert.ok(deltas.includes('signature_delta'));
+  assert.equal(streamed.content[0].thinking, '');
+  assert.equal(streamed.content[0].signature, r.content[0].signature);
+
+  // Sent back, the omitted block counts as its full text would.
+  const use = r.content[1];
+  const next = (block) => [...messages, { role: 'assistant', content: [block, use] },
+    { role: 'user', content: [{ type: 'tool_result', tool_use_id: use.id, content: 'Sunny' }] }];
+  const count = async (block) => (await client.messages.countTokens({ model, thinking: { type: 'enabled', budget_tokens: 1024 },
+    tools: TOOLS, messages: next(block) })).input_tokens;
+  const full = await count({ type: 'thinking', thinking: 'Secret plan: ask the tool.', signature: '' });
+  assert.equal(await count(r.content[0]), full);
+  assert.ok(full > await count({ type: 'thinking', thinking: '', signature: 'foreign-signature' }));
+
+  // Any other display shows the text.
+  const shown = await client.messages.create({ model, max_tokens: 100, thinking: { type: 'enabled', budget_tokens: 1024, display: 'summarized' },
+    messages, dsv4_test_completion: 'Visible.</think>Hi.' });
+  assert.equal(shown.content[0].thinking, 'Visible.');
+});
+
 test('messages: errors in Anthropic form', async () => {
   await assert.rejects(client.messages.create({ model, messages: [{ role: 'user', content: 'x' }] }),
     (e) => e.status === 400 && /max_tokens/.test(e.message) && e.error.type === 'error');
@@ -75,4 +143,10 @@ test('messages: errors in Anthropic form', async () => {
     (e) => e.status === 400 && /unknown role 'robot'/.test(e.message));
   await assert.rejects(client.messages.create({ model, max_tokens: 5, messages: [{ role: 'system', content: 'x' }] }),
     (e) => e.status === 400 && /not only system messages/.test(e.message));
+  await assert.rejects(client.messages.create({ model, max_tokens: 5, messages: [{ role: 'assistant', content: [{ type: 'tool_use', id: 't' }] }] }),
+    (e) => e.status === 400 && /messages\[0\]\.content\[0\]\.name must be a string/.test(e.message));
+  await assert.rejects(client.messages.create({ model, max_tokens: 5, messages: [{ role: 'user', content: [{ type: 'image_url' }] }] }),
+    (e) => e.status === 400 && /block type 'image_url' is not supported/.test(e.message));
+  await assert.rejects(client.messages.create({ model, max_tokens: 5, messages: [{ role: 'user', content: 'x '.repeat(5000) }] }),
+    (e) => e.status === 400 && /the prompt is \d+ tokens but the context holds 4096/.test(e.message));
 });

@@ -161,7 +161,9 @@ test('errors come back in OpenAI form', async () => {
   await assert.rejects(client.chat.completions.create({ model, messages: [user('x')], temperature: 7 }),
     (e) => e.status === 400 && e.error.param === 'temperature');
   await assert.rejects(client.chat.completions.create({ model, messages: [user('x '.repeat(5000))] }),
-    (e) => e.status === 400 && /context/.test(e.message));
+    (e) => e.status === 400 && /the prompt is \d+ tokens but the context holds 4096/.test(e.message));
+  await assert.rejects(client.chat.completions.create({ model, messages: [{ role: 'user', content: [{ type: 'text' }] }] }),
+    (e) => e.status === 400 && /messages\[0\]\.content\[0\]/.test(e.message));
   const r = await fetch(`${url}/v1/nothing`);
   assert.equal(r.status, 404);
   assert.match((await r.json()).error.message, /no route/);

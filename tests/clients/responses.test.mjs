@@ -84,4 +84,14 @@ test('bad requests are 400s naming the field', async () => {
     (e) => e.status === 400 && e.error.param === 'tools' && /'custom'/.test(e.message));
   await assert.rejects(client.responses.create({ model, input: 'x', reasoning: { effort: 'huge' } }),
     (e) => e.status === 400 && /reasoning.effort/.test(e.message));
+  // Unknown roles, malformed items and a prompt beyond the context (4096 on the shared server).
+  const bad = [
+    [[{ role: 'robot', content: 'x' }], /input\[0\]\.role: unknown role 'robot'/],
+    [[{ type: 'function_call_output', call_id: 'c1' }], /input\[0\]\.output is required/],
+    [[{ role: 'user', content: 'x' }, 7], /input\[1\] must be an object/],
+    [[{ type: 'web_search_call', id: 'w' }], /input\[0\]: input item type 'web_search_call'/],
+    ['x '.repeat(5000), /the prompt is \d+ tokens but the context holds 4096/],
+  ];
+  for (const [input, re] of bad)
+    await assert.rejects(client.responses.create({ model, input }), (e) => e.status === 400 && re.test(e.message), String(re));
 });

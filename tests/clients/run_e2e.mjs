@@ -25,13 +25,14 @@ if (!existsSync(bin)) {
   process.exit(2);
 }
 // The API clients and the coding agents the tests drive (package.json pins them).
-const packages = ['openai', '@anthropic-ai/sdk', '@anthropic-ai/claude-code', '@openai/codex', 'opencode-ai'];
+const packages = ['openai', '@anthropic-ai/sdk', 'ajv', '@anthropic-ai/claude-code', '@openai/codex', 'opencode-ai'];
 if (packages.some((p) => !existsSync(path.join(here, 'node_modules', ...p.split('/'))))) {
   console.error(`run_e2e: npm packages are missing (${packages.join(', ')}): run 'npm ci' in ${here} (scripts/setup.sh does)`);
   process.exit(2);
 }
 const files = args.length ? args : readdirSync(here).filter((f) => f.endsWith('.test.mjs')).sort().map((f) => path.join(here, f));
 
+// --ctx 4096 rather than the demo's 65536: the tests of prompts over the context stay small and fast.
 const server = await startServer({ bin, cache, extra: ['--test-hooks', '--parallel', '4', '--queue', '8', '--cache-mb', '64', '--ctx', '4096'] });
 let code = 1;
 try {

@@ -5,7 +5,7 @@
 // Each server gets a request, then SIGTERM while requests are in flight, and must exit 0.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
@@ -21,7 +21,8 @@ const cache = opt('--cache', process.env.DSV4_CACHE);
 // The flags this file exercises (each one's check is named in a comment below).
 const COVERED = ['-h', '--help', '--model', '--host', '--port', '--api-key', '--parallel', '--queue', '--ctx',
   '--cache-mb', '--memory-mb', '--max-body-mb', '--default-max-tokens', '--served-model-name', '--numerics', '--mmap',
-  '--no-mmap', '--test-hooks', '--test-completions', '--expert-cache-gb'];
+  '--no-mmap', '--test-hooks', '--test-completions', '--expert-cache-gb', '--kv-cache-dir', '--kv-cache-disk-gb',
+  '--expert-parallel', '--ep-waves', '--ep-timeout'];
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const MiB = 1024 * 1024;
@@ -47,9 +48,13 @@ test('bad serve arguments: one error line naming the problem, non-zero exit', ()
     [['--default-max-tokens', '0'], /--default-max-tokens/], [['--numerics', 'fp3'], /--numerics/],
     [['--mmap', '--no-mmap'], /excludes/], [['--expert-cache-gb', '0'], /--expert-cache-gb/],
     [['--expert-cache-gb', '1', '--mmap'], /excludes/], [['--bogus'], /--bogus/], [['--api-key'], /--api-key/],
-    [['--served-model-name'], /--served-model-name/],
+    [['--served-model-name'], /--served-model-name/], [['--expert-parallel', '--ep-waves', '0'], /--ep-waves/],
+    [['--ep-timeout', '0'], /--ep-timeout/],
     [['--model', '/nonexistent-dsv4-model'], /nonexistent-dsv4-model/],
     [['--host', '256.1.1.1', '--port', '0'], /cannot listen on 256\.1\.1\.1/],
+    [['--kv-cache-disk-gb', '1'], /--kv-cache-disk-gb requires --kv-cache-dir/], [['--kv-cache-dir'], /--kv-cache-dir/],
+    [['--kv-cache-dir', '/tmp', '--kv-cache-disk-gb', '0'], /--kv-cache-disk-gb/],
+    [['--kv-cache-dir', '/proc/dsv4-nonexistent/kv', '--port', '0'], /--kv-cache-dir \/proc\/dsv4-nonexistent\/kv: cannot create/],
   ];
   for (const [a, want] of cases) {
     const r = spawnSync(bin, ['serve', ...a], { encoding: 'utf8', env: serverEnv(cache), timeout: 300_000 });
@@ -66,10 +71,12 @@ test('serve with every flag: each one has its effect; SIGTERM mid-generation exi
   const key = 'flags-key';
   const script = path.join(mkdtempSync(path.join(tmpdir(), 'dsv4-flags-')), 'script.json');
   writeFileSync(script, JSON.stringify([{ match: 'scripted-probe', completion: 'ok' }]));
+  const kvDir = path.join(path.dirname(script), 'kv');
   const s = await startServer({
     bin, cache, extra: ['--api-key', key, '--parallel', '2', '--queue', '1', '--ctx', '512', '--cache-mb', '8',
       '--memory-mb', '64', '--max-body-mb', '1', '--default-max-tokens', '3', '--served-model-name', 'flags-model',
-      '--numerics', 'reference', '--no-mmap', '--test-hooks', '--test-completions', script],
+      '--numerics', 'reference', '--no-mmap', '--test-hooks', '--test-completions', script,
+      '--kv-cache-dir', kvDir, '--kv-cache-disk-gb', '0.5'],
   });
   let stopped = false;
   try {
@@ -96,6 +103,14 @@ test('serve with every flag: each one has its effect; SIGTERM mid-generation exi
     const scripted = await post('/v1/chat/completions', { messages: [{ role: 'user', content: 'scripted-probe' }] });
     assert.equal(scripted.status, 200);
     assert.equal((await scripted.json()).choices[0].message.content, 'ok');
+    // --kv-cache-dir, --kv-cache-disk-gb 0.5: the finished requests' states are written there.
+    for (let i = 0; ; ++i) {
+      const d = (await (await fetch(`${s.url}/health`, { headers: auth })).json()).disk_cache;
+      assert.equal(d.max_bytes, 0.5 * 1024 * MiB);
+      if (d.writes >= 2 && readdirSync(kvDir).filter((f) => f.endsWith('.dsv4kv')).length === d.files) break;
+      assert.ok(i < 600, JSON.stringify(d));
+      await sleep(50);
+    }
     // --max-body-mb 1
     const big = await post('/v1/chat/completions', { messages: [{ role: 'user', content: 'x'.repeat(1.5 * MiB) }] });
     assert.equal(big.status, 413);
@@ -180,4 +195,46 @@ test('serve --expert-cache-gb --parallel 3: concurrent greedy answers equal the 
   const resident = await answers([]);
   const streamed = await answers(['--expert-cache-gb', '0.0005']);
   assert.deepEqual(streamed, resident);
+});
+
+// --expert-parallel (with --ep-waves, --ep-timeout) under `mpirun -np 2` (DSV4_TEST_MPIEXEC, set
+// by CTest in a -DDSV4_MPI=ON build): rank 0 answers exactly what one process answers. Without
+// MPI the flag is one clear error.
+test('serve --expert-parallel --ep-waves 2 --ep-timeout 60 under mpirun -np 2 answers as one process', async () => {
+  const mpiexec = process.env.DSV4_TEST_MPIEXEC;
+  const extra = ['--expert-parallel', '--ep-waves', '2', '--ep-timeout', '60'];
+  if (!mpiexec && process.env.DSV4_TEST_MPI_BUILT) {
+    // The sanitizer build: mpirun cases run in the release build (docs/distributed.md); here the
+    // flags' argument checks (the bad-argument test above) are what runs.
+    return;
+  }
+  if (!mpiexec) {
+    const r = spawnSync(bin, ['serve', ...extra], { encoding: 'utf8', env: serverEnv(cache), timeout: 300_000 });
+    assert.notEqual(r.status, 0);
+    assert.match(r.stderr, /^dsv4: error: --expert-parallel: this dsv4 was built without MPI/);
+    return;
+  }
+  const body = { messages: [{ role: 'user', content: 'Tell me about experts' }], max_tokens: 8, temperature: 0 };
+  const ask = async (s) => {
+    const r = await fetch(`${s.url}/v1/chat/completions`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body) });
+    assert.equal(r.status, 200);
+    return (await r.json()).choices[0].message.content;
+  };
+  const one = await startServer({ bin, cache });
+  let want;
+  try {
+    want = await ask(one);
+  } finally {
+    await one.stop('SIGTERM', 60_000);
+  }
+  const ep = await startServer({
+    bin, cache, extra,
+    launcher: [mpiexec, '--oversubscribe', '--mca', 'btl', 'self,vader', '--mca', 'oob_tcp_if_include', 'lo', '-np', '2'],
+    launcherEnv: { OMPI_ALLOW_RUN_AS_ROOT: '1', OMPI_ALLOW_RUN_AS_ROOT_CONFIRM: '1' },
+  });
+  try {
+    assert.equal(await ask(ep), want, ep.log());
+  } finally {
+    await ep.stop('SIGKILL', 1000);
+  }
 });

@@ -33,11 +33,14 @@ export function serverEnv(cache) {
   return env;
 }
 
-// `anyPort`: pass --port 0 and read the port the server reports.
-export async function startServer({ bin, cache, extra = [], timeoutMs = 900_000, anyPort = false }) {
+// `anyPort`: pass --port 0 and read the port the server reports. `launcher`: a command line the
+// server runs under (mpirun for --expert-parallel), with its environment additions `launcherEnv`.
+export async function startServer({ bin, cache, extra = [], timeoutMs = 900_000, anyPort = false, launcher = [],
+  launcherEnv = {} }) {
   let port = anyPort ? 0 : await freePort();
-  const env = serverEnv(cache);
-  const child = spawn(bin, ['serve', '--model', 'demo', '--host', '127.0.0.1', '--port', String(port), ...extra], {
+  const env = { ...serverEnv(cache), ...launcherEnv };
+  const argv = [bin, 'serve', '--model', 'demo', '--host', '127.0.0.1', '--port', String(port), ...extra];
+  const child = spawn(launcher.length ? launcher[0] : bin, [...launcher.slice(1), ...argv].slice(launcher.length ? 0 : 1), {
     env,
     stdio: ['ignore', 'inherit', 'pipe'],
   });

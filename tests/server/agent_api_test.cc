@@ -107,6 +107,33 @@ TEST_F(AgentApi, MessagesErrorsNameTheProblem) {
             std::string::npos);
 }
 
+// thinking.display "omitted": the response's thinking block has no text, and its signature
+// carries it (every length mod 3, multi-byte UTF-8, quotes): sent back in a tool loop (tools
+// present, so V4 keeps the reasoning) it renders the same prompt as the text itself.
+TEST_F(AgentApi, OmittedThinkingTravelsInTheSignature) {
+  const Json req_body = J(R"({"max_tokens":8,"messages":[{"role":"user","content":"q"}],
+                              "thinking":{"type":"adaptive","display":"omitted"}})");
+  const MessagesRequest req = parse_messages_request(req_body, *tok_, cfg_);
+  ASSERT_TRUE(req.omit_thinking);
+  for (const std::string plain : {"a", "ab", "abc", "abcd", "Plan: ü → 日本", "x\n\"y\""}) {
+    const Json resp = messages_response("m", cfg_, req, {JobEvent{plain + "</think>answer", {}}}, JobOutcome{});
+    ASSERT_EQ(resp["content"][0]["type"], "thinking");
+    EXPECT_EQ(resp["content"][0]["thinking"], "");
+    const std::string sig = resp["content"][0]["signature"];
+    EXPECT_EQ(sig.find(plain), std::string::npos) << "the text is not in the signature as it is";
+    auto turn = [&](const Json& block) {
+      Json body = J(R"({"messages":[{"role":"user","content":"q"}],"tools":[{"name":"Read","input_schema":{"type":"object"}}],
+                        "thinking":{"type":"enabled"}})");
+      body["messages"].push_back(Json{{"role", "assistant"}, {"content", Json::array({block, Json{{"type", "text"}, {"text", "answer"}}})}});
+      body["messages"].push_back(Json{{"role", "user"}, {"content", "next"}});
+      return messages_prompt(body.dump().substr(1, body.dump().size() - 2));
+    };
+    const std::string full = turn(Json{{"type", "thinking"}, {"thinking", plain}, {"signature", ""}});
+    EXPECT_NE(full.find(plain + "</think>answer"), std::string::npos) << full;
+    EXPECT_EQ(turn(resp["content"][0]), full) << plain;
+  }
+}
+
 TEST_F(AgentApi, ThinkingTypesAndEffort) {
   auto thinking = [&](const std::string& t) {
     return parse_messages_request(J(R"({"max_tokens":8,"messages":[{"role":"user","content":"q"}],"thinking":)" + t + "}"),

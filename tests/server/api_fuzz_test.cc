@@ -239,7 +239,7 @@ void check_responses(Mutator& m, const ChatRequest& req, const ApiConfig& cfg) {
   mr.thinking = req.thinking;
   messages_response("id", cfg, mr, whole, o);
   MessagesStream ms("id", cfg, mr);
-  std::string ev = ms.start(1);
+  std::string ev = ms.start(1, 0);
   for (const JobEvent& e : chunks) ev += ms.on_event(e);
   ev += ms.finish(o);
   EXPECT_NE(ev.find("message_stop"), std::string::npos);

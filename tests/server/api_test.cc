@@ -173,7 +173,10 @@ TEST_F(Api, AnthropicMessagesMapOntoTheSamePrompt) {
   EXPECT_EQ(resp["content"][0]["input"], J(R"({"location":"Paris"})"));
 
   MessagesStream s("msg", cfg_, a);
-  std::string sse = s.start(10);
+  std::string sse = s.start(10, 4);
+  // message_start splits the prompt like the final usage: 6 prefilled + 4 from the prefix cache.
+  EXPECT_NE(sse.find(R"("usage":{"input_tokens":6,"cache_creation_input_tokens":0,"cache_read_input_tokens":4,"output_tokens":0})"),
+            std::string::npos) << sse;
   sse += s.on_event(JobEvent{"Hello", {}});
   sse += s.on_event(JobEvent{kToolCompletion, {}});
   sse += s.finish(o);

@@ -194,7 +194,7 @@ TEST_F(Splitter, ResponsesOfBothApisCarryTheExactText) {
     EXPECT_EQ(anthropic, c.want) << "Anthropic response";
 
     MessagesStream ms("id", cfg_, msgs);
-    std::string events = ms.start(1);
+    std::string events = ms.start(1, 0);
     for (const JobEvent& e : bytes) events += ms.on_event(e);
     events += ms.finish(o);
     Split astream;

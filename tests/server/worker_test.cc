@@ -95,6 +95,39 @@ TEST_F(WorkerTest, PrefixCacheHitContinuesLikeAFreshPrefill) {
   EXPECT_EQ(cached.stats().cache_hits, 1);
 }
 
+// prompt_cache_key: the snapshots of a key's latest request outlast traffic that evicts every
+// other entry (least recently used first), so that key's next turn still continues from them;
+// without a key the same traffic evicts the first conversation's state.
+TEST_F(WorkerTest, CacheKeyKeepsItsSnapshotsThroughOtherTraffic) {
+  auto keyed = [](std::vector<int32_t> p, const std::string& key) {
+    GenParams g = params(std::move(p), 2);
+    g.cache_key = key;
+    return g;
+  };
+  size_t entry = 0;  // one finished job's final state (these prompts have no turn boundaries)
+  {
+    Worker probe(*model_, *tok_, WorkerOptions{1, 8, 0, 64, size_t(256) << 20});
+    wait(probe.submit(params(prompt(1, 40), 2)));
+    // The worker publishes its stats after the step that finished the job.
+    for (int i = 0; i < 200 && probe.stats().cache_entries == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    entry = probe.stats().cache_bytes;
+    ASSERT_EQ(probe.stats().cache_entries, 1u);
+  }
+  auto run = [&](const std::string& key) {
+    Worker w(*model_, *tok_, WorkerOptions{1, 8, 0, 64, entry * 3 + entry / 2});  // room for 3 entries
+    Result first = wait(w.submit(keyed(prompt(1, 40), key)));
+    // Six other conversations, half of them under another key, each storing one entry.
+    for (int i = 0; i < 6; ++i) wait(w.submit(keyed(prompt(10 + i, 40), i % 2 ? "agent-b" : "")));
+    EXPECT_LE(w.stats().cache_entries, 3u);
+    std::vector<int32_t> next = prompt(1, 40);
+    next.insert(next.end(), first.ids.begin(), first.ids.end());
+    for (int32_t t : prompt(9, 5)) next.push_back(t);
+    return wait(w.submit(keyed(next, key))).outcome.cached_tokens;
+  };
+  EXPECT_EQ(run("agent-a"), 40 + 2 - 1);
+  EXPECT_EQ(run(""), 0);
+}
+
 TEST_F(WorkerTest, CancelFreesTheSlotAndQueueFullRefuses) {
   Worker w(*model_, *tok_, WorkerOptions{1, 1, 0, 64, 0});
   auto a = w.submit(params(prompt(1, 10), 100000));
@@ -180,6 +213,36 @@ TEST_F(WorkerTest, AllocationFailureFailsOnlyThatJob) {
 }
 
 // shutdown() ends running and queued jobs with a 503 error and refuses new ones.
+// A constrained job (src/constrain) samples only tokens that keep its answer valid: the golden
+// model's output, noise for a JSON request, parses and has the schema's shape, greedy or not;
+// cut short by max_tokens it ends with kLength and an unfinished prefix.
+TEST_F(WorkerTest, ConstrainedJobsFollowTheirSchema) {
+  constrain::GrammarSpec spec;
+  spec.schema = constrain::Json::parse(R"({"type": "object", "properties": {"n": {"type": "integer"},
+      "ok": {"type": "boolean"}, "tag": {"enum": ["x", "y"]}}, "required": ["n", "ok", "tag"]})");
+  auto vocab = std::make_shared<const constrain::Vocabulary>(*tok_, tok_->eos_id());
+  auto constraint = std::make_shared<const constrain::Constraint>(vocab, constrain::build_dfa(spec));
+  Worker w(*model_, *tok_, WorkerOptions{4, 8, 0, 64, 0});
+  for (float temperature : {0.0f, 1.0f}) {
+    GenParams p = params(prompt(3, 16), 200);
+    p.stop_tokens = {tok_->eos_id()};
+    p.sampling.temperature = temperature;
+    p.constraint = constraint;
+    const Result r = wait(w.submit(p));
+    ASSERT_EQ(r.outcome.finish, Finish::kStop) << r.text;
+    const auto doc = nlohmann::json::parse(r.text);
+    EXPECT_TRUE(doc["n"].is_number_integer()) << r.text;
+    EXPECT_TRUE(doc["ok"].is_boolean()) << r.text;
+    EXPECT_TRUE(doc["tag"] == "x" || doc["tag"] == "y") << r.text;
+  }
+  GenParams p = params(prompt(3, 16), 2);
+  p.stop_tokens = {tok_->eos_id()};
+  p.constraint = constraint;
+  const Result cut = wait(w.submit(p));
+  EXPECT_EQ(cut.outcome.finish, Finish::kLength);
+  EXPECT_EQ(std::string("{\"n\":").substr(0, cut.text.size()), cut.text);
+}
+
 TEST_F(WorkerTest, ShutdownEndsEveryJob) {
   Worker w(*model_, *tok_, WorkerOptions{1, 4, 0, 64, 0});
   auto running = w.submit(params(prompt(1, 10), 100000));
