@@ -513,6 +513,11 @@ def test_expert_parallel(tmp, m):
     rc, _, err = mpi_dsv4(2, "run", "--model", f"{tmp}/none", "-p", "x", *ep)
     check(rc != 0 and err.count("dsv4: error: expert parallelism: rank 0: ") == 1 and "no config.json" in err,
           f"-np 2 with a missing model: {err[-500:]}")
+    # Streamed experts and a rank's share of them do not combine: one error line, nothing run.
+    rc, out, err = mpi_dsv4(2, "run", "--model", m, "-p", "x", *ep, "--expert-cache-gb", "0.0005")
+    check(rc != 0 and not out and err.count("dsv4: error:") == 1
+          and "--expert-cache-gb cannot be combined with --expert-parallel" in err,
+          f"-np 2 with --expert-cache-gb: {err[-500:]}")
 
 
 def test_bench(tmp, m):
