@@ -23,9 +23,11 @@
 #include "apps/cli/model_loader.h"
 #include "apps/cli/load_flags.h"
 #include "core/error.h"
+#include "core/memory_info.h"
 #include "core/thread_pool.h"
 #include "kernels/isa.h"
 #include "kernels/probe.h"
+#include "model/expert_cache.h"
 #include "model/model.h"
 
 namespace dsv4::cli {
@@ -127,6 +129,42 @@ double median(std::vector<double> v) {
   return v.empty() ? 0 : v[v.size() / 2];
 }
 
+ExpertCacheStats cache_stats(const Model& m) { return m.expert_cache() ? m.expert_cache()->stats() : ExpertCacheStats{}; }
+
+// Expert cache traffic summed over the measured passes of one kind (decode or prefill).
+struct IoTotals {
+  double uses = 0, loads = 0, bytes = 0, wait_s = 0, tokens = 0;
+  void add(const ExpertCacheStats& a, const ExpertCacheStats& b, int n) {
+    uses += double(b.uses - a.uses), loads += double(b.loads - a.loads), bytes += double(b.bytes_read - a.bytes_read);
+    wait_s += b.wait_s - a.wait_s, tokens += n;
+  }
+  double hit_rate() const { return uses > 0 ? 1 - loads / uses : 0; }
+  double bytes_per_token() const { return tokens > 0 ? bytes / tokens : 0; }
+  double wait_per_token() const { return tokens > 0 ? wait_s / tokens : 0; }
+  // Tokens/s if nothing but reading the misses took time: disk bandwidth ÷ bytes per token.
+  double bound(double disk_gbs) const { return bytes_per_token() > 0 ? disk_gbs * 1e9 / bytes_per_token() : 0; }
+};
+
+void print_expert_cache(const Model& m, const IoTotals& dec_io, const IoTotals& pre_io, double dec) {
+  const ExpertCache* cache = m.expert_cache();
+  if (!cache) return;
+  const ExpertCacheStats all = cache->stats();
+  std::printf("  %-34s %10.2f GB\n", "resident (all but routed experts)", double(m.tensors().resident_bytes()) / 1e9);
+  std::printf("  %-34s %10.2f GB      (%zu experts, %s, %s)\n", "expert cache", double(cache->capacity_bytes()) / 1e9,
+              cache->slots(), cache->policy() == CachePolicy::kLru ? "LRU" : "LFU",
+              cache->direct_io() ? "O_DIRECT reads" : "buffered reads");
+  std::printf("  %-34s %10.1f %%       (decode %.1f %%, prefill %.1f %%)\n", "expert cache hit rate",
+              100 * all.hit_rate(), 100 * dec_io.hit_rate(), 100 * pre_io.hit_rate());
+  std::printf("  %-34s %10.1f MB/token (prefill %.1f MB/token)\n", "disk reads, decode", dec_io.bytes_per_token() / 1e6,
+              pre_io.bytes_per_token() / 1e6);
+  std::printf("  %-34s %10.2f GB/s      (bytes read / time with reads in flight, this run)\n", "disk bandwidth (measured)",
+              all.disk_gbs());
+  const double bound = dec_io.bound(all.disk_gbs());
+  std::printf("  %-34s %10.2f tok/s  decode at %.0f %% of it; %.1f ms/token waiting for experts\n",
+              "I/O bound (misses / disk bandwidth)", bound, bound > 0 ? 100 * dec / bound : 0,
+              1e3 * dec_io.wait_per_token());
+}
+
 // Expert parallelism over the whole run (warm-up, decode and prefill together): traffic per token
 // per MoE layer, and where rank 0's MoE time went (docs/distributed.md).
 nlohmann::ordered_json ep_json(const EpReport& e) {
@@ -209,19 +247,27 @@ void run_bench(const BenchFlags& f) {
     SequenceState st = model->new_sequence();
     decode(&st, 2);
   }
+  // The bandwidth probe's buffer: 1 GB, less where the memory this process may use (its cgroup
+  // limit in a container) is small, so that the probe itself is not what gets OOM-killed.
+  const size_t probe_bytes = std::clamp<size_t>(size_t(available_memory() / 8), size_t(64) << 20, size_t(1) << 30);
+  IoTotals io_decode, io_prefill;  // expert cache traffic of the measured passes (streaming only)
   std::vector<double> dec_empty, prefill, dec_filled, bws, peaks, frac_dec, frac_decf, frac_pre;
   double kv_measured = 0, kv_fixed = 0;  // the filled sequence's state; inspect's figure below
   const double kv_per_token = kv_bytes_per_token(c, model->numerics(), &kv_fixed);
   for (int r = 0; r < f.reps; ++r) {
-    bws.push_back(kernels::measure_read_bandwidth(&pool, size_t(1) << 30, 3));
+    bws.push_back(kernels::measure_read_bandwidth(&pool, probe_bytes, 3));
     peaks.push_back(kernels::measure_dot_peak(&pool, true));
     SequenceState st = model->new_sequence();
+    const ExpertCacheStats before_decode = cache_stats(*model);
     dec_empty.push_back(decode(&st, f.gen));
+    io_decode.add(before_decode, cache_stats(*model), f.gen);
     SequenceState sp = model->new_sequence();
     std::vector<int32_t> prompt = tokens(f.prompt);
+    const ExpertCacheStats before_prefill = cache_stats(*model);
     const double a = now_s();
     model->forward(&sp, prompt, LogitsMode::kLast, &out);
     prefill.push_back(f.prompt / (now_s() - a));
+    io_prefill.add(before_prefill, cache_stats(*model), f.prompt);
     for (int64_t left = f.context - f.prompt; left > 0; left -= 512)
       model->forward(&sp, tokens(int(std::min<int64_t>(left, 512))), LogitsMode::kNone, &out);
     dec_filled.push_back(decode(&sp, f.gen));
@@ -275,6 +321,24 @@ void run_bench(const BenchFlags& f) {
     j["kv_bytes_per_token"] = kv_per_token;
     j["kv_fixed_bytes"] = kv_fixed;
     j["kv_state_bytes"] = kv_measured;
+    if (const ExpertCache* cache = model->expert_cache()) {
+      const ExpertCacheStats all = cache->stats();
+      nlohmann::ordered_json e;
+      e["resident_bytes"] = model->tensors().resident_bytes();
+      e["cache_bytes"] = cache->capacity_bytes();
+      e["cache_experts"] = cache->slots();
+      e["direct_io"] = cache->direct_io();
+      e["hit_rate"] = all.hit_rate();
+      e["disk_gbs"] = all.disk_gbs();
+      e["decode_hit_rate"] = io_decode.hit_rate();
+      e["decode_disk_bytes_per_token"] = io_decode.bytes_per_token();
+      e["decode_io_bound_tokens_per_s"] = io_decode.bound(all.disk_gbs());
+      e["decode_io_bound_fraction"] = io_decode.bound(all.disk_gbs()) > 0 ? dec / io_decode.bound(all.disk_gbs()) : 0;
+      e["decode_wait_s_per_token"] = io_decode.wait_per_token();
+      e["prefill_hit_rate"] = io_prefill.hit_rate();
+      e["prefill_disk_bytes_per_token"] = io_prefill.bytes_per_token();
+      j["expert_cache"] = e;
+    }
     j["repetitions"] = f.reps;
     if (ep.ranks) j["expert_parallel"] = ep_json(ep);
     std::printf("%s\n", j.dump(2).c_str());
@@ -288,7 +352,8 @@ void run_bench(const BenchFlags& f) {
               kernels::dot_peak_kind(true));
   std::printf("  %-34s %10.1f GFLOP/s   (%s)\n", "F32 peak (measured)", f32_peak, kernels::dot_peak_kind(false));
   std::printf("  %-34s %10.2f s       %7.2f GB/s     %s\n", "load time", load_s, load_gbs,
-              !model->tensors().copied() ? "memory-mapped (--mmap)"
+              model->expert_cache()     ? "resident part copied, routed experts streamed"
+              : !model->tensors().copied() ? "memory-mapped (--mmap)"
               : experts_tiled(*model)    ? "copied to huge pages (--no-mmap), experts in 16-row tiles"
                                          : "copied to huge pages (--no-mmap)");
   std::printf("  %-34s %10.2f GB (peak %.2f)\n", "resident memory", rss_gb("VmRSS:"), rss_gb("VmHWM:"));
@@ -304,6 +369,7 @@ void run_bench(const BenchFlags& f) {
   std::printf("  %-34s %10.1f B     + %.2f MB fixed; measured %.2f MB at context %lld (predicted %.2f)\n",
               "KV state per token", kv_per_token, kv_fixed / 1e6, kv_measured / 1e6,
               (long long)ctx, (kv_fixed + kv_per_token * double(ctx)) / 1e6);
+  print_expert_cache(*model, io_decode, io_prefill, dec);
   if (ep.ranks) print_ep(ep);
   std::printf("  (speeds: medians of %d repetitions; each %% is the median of speed ÷ the limit measured in the\n"
               "   same repetition)\n", f.reps);

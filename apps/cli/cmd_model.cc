@@ -12,7 +12,10 @@
 #include "io/safetensors_writer.h"
 #include "core/error.h"
 #include "model/inventory.h"
+#include "core/memory_info.h"
+#include "model/expert_cache.h"
 #include "model/model.h"
+#include "model/stream_plan.h"
 
 namespace dsv4::cli {
 
@@ -34,6 +37,29 @@ std::string human_count(double n) {
   else if (n >= 1e3) std::snprintf(buf, sizeof buf, "%.1fK", n / 1e3);
   else std::snprintf(buf, sizeof buf, "%.0f", n);
   return buf;
+}
+
+// Where `dsv4 run` / `bench` / `serve` would keep this checkpoint's bytes by default, from the
+// memory this process may use (issue 16: copied, streamed through an expert cache, or mapped).
+void print_memory_plan(const std::string& dir, const Model& model) {
+  const StreamPlan plan = plan_residency(dir, Residency::kCopy, 0);
+  uint64_t resident = 0, experts = 0;
+  for (const auto& [name, t] : model.tensors().tensors()) (is_routed_expert_tensor(name) ? experts : resident) += t.nbytes;
+  const uint64_t limit = cgroup_memory_limit();
+  std::printf("memory       %s available to this process (%s)\n", human_bytes(double(plan.available)).c_str(),
+              limit ? cat("cgroup headroom ", human_bytes(double(limit))).c_str() : "no cgroup limit");
+  std::printf("  resident   %s without the routed experts, routed experts %s\n", human_bytes(double(resident)).c_str(),
+              human_bytes(double(experts)).c_str());
+  const size_t slot = ExpertCache::slot_bytes_for(model.config(), model.weights(), model.tensors());
+  const size_t cache = default_cache_bytes(plan.available, resident, experts);
+  if (plan.residency == Residency::kCopy)
+    std::printf("  default    copied into memory (fits)\n");
+  else if (cache > 0)
+    std::printf("  default    streamed: %s resident + an expert cache of %s (%zu experts of %s each)\n",
+                human_bytes(double(resident)).c_str(), human_bytes(double(cache)).c_str(), slot ? cache / slot : 0,
+                human_bytes(double(slot)).c_str());
+  else
+    std::printf("  default    memory-mapped (even the part without routed experts does not fit)\n");
 }
 
 // Parameters a decoded token touches: everything but the unselected routed experts and the
@@ -84,6 +110,7 @@ void run_inspect(const std::string& dir, int64_t context) {
                 n == Numerics::kReference ? "reference: FP8 + F32 rope dims, FP4 indexer keys" : "plain: F32",
                 human_bytes(fixed + per_token * double(context)).c_str(), (long long)context);
   }
+  print_memory_plan(dir, *model);
 }
 
 void run_logits(const std::string& dir, const LoadFlags& ep, const std::string& ids_file, const std::string& numerics, bool mtp,

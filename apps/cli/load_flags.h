@@ -11,10 +11,13 @@ namespace dsv4::cli {
 
 struct LoadFlags {
   std::string numerics = "reference";
-  Residency residency = Residency::kCopy;  // mapped anyway when the checkpoint does not fit in RAM
+  Residency residency = Residency::kCopy;  // streamed or mapped when the checkpoint does not fit in RAM
+  double expert_cache_gb = 0;              // > 0: routed experts streamed through a cache this large
   bool expert_parallel = false;  // one rank of an MPI job (apps/cli/model_loader.h)
   int ep_waves = 4;
   double ep_timeout_s = 120;
+
+  size_t expert_cache_bytes() const { return size_t(expert_cache_gb * 1e9); }
 
   Numerics numerics_mode() const { return numerics == "plain" ? Numerics::kPlain : Numerics::kReference; }
 };
@@ -45,6 +48,11 @@ inline void add_load_flags(CLI::App* c, LoadFlags& f) {
       "Copy weights once into huge-page memory (default when they fit in RAM): faster prefill, immune to "
       "page-cache reclaim");
   map->excludes(copy);
+  c->add_option("--expert-cache-gb", f.expert_cache_gb,
+                "Stream the routed experts from disk through a RAM cache of this many GB (default: only when the "
+                "checkpoint does not fit in memory, with what is left after the rest of the model)")
+      ->check(CLI::PositiveNumber)
+      ->excludes(map);
   add_expert_parallel_flags(c, f);
 }
 

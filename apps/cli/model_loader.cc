@@ -10,6 +10,12 @@
 
 namespace dsv4::cli {
 
+// Each rank keeps its share of the routed experts resident; the expert cache streams a whole
+// checkpoint's experts and knows no share (not combined yet).
+[[maybe_unused]] constexpr const char* kCacheWithEp =
+    "--expert-cache-gb cannot be combined with --expert-parallel (each rank keeps its share of the routed experts "
+    "in memory)";
+
 #ifdef DSV4_HAVE_MPI
 
 namespace {
@@ -18,15 +24,16 @@ int g_waves = 0;
 }
 
 std::unique_ptr<Model> load_model(const std::string& dir, const LoadFlags& f, ThreadPool* pool) {
-  if (!f.expert_parallel) return Model::load(dir, f.numerics_mode(), pool, f.residency);
+  if (!f.expert_parallel) return Model::load(dir, f.numerics_mode(), pool, f.residency, f.expert_cache_bytes());
   g_ep = dist::ExpertParallel::join({f.ep_waves, f.ep_timeout_s});
   g_waves = f.ep_waves;
   std::unique_ptr<Model> model;
   std::string error;
   try {
     // The share needs the expert count: config.json alone is cheap to read twice.
+    if (f.expert_cache_gb > 0) throw Error(kCacheWithEp);
     const int n_experts = load_config(dir).n_routed_experts;
-    model = Model::load(dir, f.numerics_mode(), pool, f.residency, g_ep->my_experts(n_experts));
+    model = Model::load(dir, f.numerics_mode(), pool, f.residency, 0, g_ep->my_experts(n_experts));
   } catch (const Error& e) {
     error = e.what();
   }
@@ -75,7 +82,7 @@ void finish_expert_parallel() { g_ep.reset(); }
 std::unique_ptr<Model> load_model(const std::string& dir, const LoadFlags& f, ThreadPool* pool) {
   if (f.expert_parallel)
     throw Error("--expert-parallel: this dsv4 was built without MPI (configure with -DDSV4_MPI=ON)");
-  return Model::load(dir, f.numerics_mode(), pool, f.residency);
+  return Model::load(dir, f.numerics_mode(), pool, f.residency, f.expert_cache_bytes());
 }
 
 EpReport expert_parallel_report() { return {}; }

@@ -20,7 +20,10 @@ namespace dsv4 {
 //  * kMap: the file mapping itself (pre-faulted when it fits in RAM): 0.75 s from a warm page
 //    cache, the same disk speed from a cold one; the only choice for a checkpoint larger than
 //    RAM.
-enum class Residency { kMap, kCopy };
+//  * kStream (issue 16; chosen when the checkpoint does not fit but all but its routed experts
+//    do, or asked for with an expert-cache budget): everything but the routed experts copied,
+//    the routed experts read on demand into an expert cache (model/expert_cache.h).
+enum class Residency { kMap, kCopy, kStream };
 
 class MappedFile {
  public:

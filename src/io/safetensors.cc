@@ -8,6 +8,7 @@
 #include <set>
 
 #include "core/error.h"
+#include "core/memory_info.h"
 
 namespace dsv4 {
 
@@ -253,18 +254,20 @@ std::unique_ptr<TensorDirectory> TensorDirectory::open(const std::string& path, 
     bytes = 0;
     for (const std::string& f : listing.files) bytes += kept_bytes(f, keep);
   }
-  // Room is left for activations, KV state and the rest of the system.
-  const size_t ram = physical_memory_bytes();
+  // Room is left for activations, KV state and the rest of the system. "RAM" is what this
+  // process may use: inside a memory cgroup a copy the machine could hold is OOM-killed.
+  const size_t ram = size_t(available_memory());
   const bool fits = ram == 0 || double(bytes) < 0.85 * double(ram);
   const bool copy = residency == Residency::kCopy && fits;
-  if (!fits) {
+  const bool populate = fits && residency != Residency::kStream;  // streaming: copied or read on demand
+  if (!fits && residency != Residency::kStream) {
     std::fprintf(stderr,
                  "dsv4: warning: the checkpoint (%.1f GB) does not fit in memory (%.1f GB): weights stay "
                  "memory-mapped and decoding will be bound by disk reads\n",
                  double(bytes) / 1e9, double(ram) / 1e9);
   }
   auto dir = std::unique_ptr<TensorDirectory>(new TensorDirectory());
-  for (const std::string& f : listing.files) dir->add_file(f, listing.indexed ? &listing.weight_map : nullptr, copy, fits, keep);
+  for (const std::string& f : listing.files) dir->add_file(f, listing.indexed ? &listing.weight_map : nullptr, copy, populate, keep);
   if (listing.indexed)
     for (const auto& [name, shard] : listing.weight_map)
       if (!dir->tensors_.count(name))

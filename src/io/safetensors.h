@@ -57,11 +57,23 @@ class TensorDirectory {
   bool copied() const;  // the bytes live in anonymous memory (kCopy), not a file mapping
   const std::vector<std::unique_ptr<MappedFile>>& files() const { return files_; }
 
+  // Streaming (Residency::kStream, issue 16): copies the tensors `resident` selects out of the
+  // (unpopulated) mapping into anonymous memory on huge pages and points their views there; the
+  // rest stay in the mapping, to be read on demand (model/expert_cache.h). Returns the bytes
+  // copied. Throws Error naming the file if a read fails.
+  size_t copy_into_memory(const std::function<bool(const std::string&)>& resident);
+  size_t resident_bytes() const { return resident_bytes_; }
+  // Where a tensor's bytes are in its file: the MappedFile and the byte offset.
+  const MappedFile& file_of(const TensorView& t) const;
+  uint64_t offset_of(const TensorView& t) const;
+
  private:
   void add_file(const std::string& path, const std::map<std::string, std::string>* expected_names, bool copy,
                 bool populate, const Keep& keep);
   std::vector<std::unique_ptr<MappedFile>> files_;
   std::map<std::string, TensorView> tensors_;
+  std::shared_ptr<uint8_t> resident_;  // copy_into_memory's buffer (munmap on release)
+  size_t resident_bytes_ = 0;
 };
 
 }  // namespace dsv4

@@ -43,6 +43,11 @@ void block_forward(const BlockArgs& a) {
   Scratch<HcMix> mixes;
   Scratch<float> f(size_t(a.n * c.dim));
 
+  MoeArgs early;  // a hash-routed layer's expert reads overlap its attention
+  early.config = &c, early.weights = &w.ffn, early.hash_routed = c.is_hash_layer(w.layer_id);
+  early.tokens = a.tokens, early.n = a.n, early.cache = a.cache, early.layer = w.layer_id;
+  moe_prefetch_hashed(early);
+
   Scratch<float> h = pre_norm(a, w.hc_attn, w.attn_norm, &mixes);
   AttentionArgs aa{&c, &w.attn, a.rope, a.numerics, h.data(), a.n, a.segments, a.n_segments, f.data(), a.trace, a.trace_tag, a.pool};
   attention_forward(aa);
@@ -53,7 +58,7 @@ void block_forward(const BlockArgs& a) {
 
   h = pre_norm(a, w.hc_ffn, w.ffn_norm, &mixes);
   MoeArgs ma{&c, &w.ffn, c.is_hash_layer(w.layer_id), a.numerics, h.data(), a.tokens, a.n, pos.data(),
-             f.data(), a.trace, a.trace_tag, a.pool, w.layer_id, a.executor};
+             f.data(), a.trace, a.trace_tag, a.pool, w.layer_id, a.cache, a.executor};
   moe_forward(ma);
   post(a, mixes, f.data());
 }

@@ -14,6 +14,7 @@ namespace dsv4 {
 
 class Trace;
 class ThreadPool;
+class ExpertCache;
 class ExpertExecutor;
 
 struct BlockArgs {
@@ -29,6 +30,7 @@ struct BlockArgs {
   Trace* trace = nullptr;
   const char* trace_tag = "";       // "block{i}" or "mtp"
   ThreadPool* pool = nullptr;       // kernels' threads (null: serial)
+  ExpertCache* cache = nullptr;     // routed experts streamed from disk (null: resident)
   ExpertExecutor* executor = nullptr;  // where the routed experts run (null: here)
 };
 

@@ -8,12 +8,25 @@
 #include "kernels/linear.h"
 #include "kernels/ops.h"
 #include "model/block.h"
+#include "model/expert_cache.h"
+#include "model/moe.h"
+#include "model/stream_plan.h"
 #include "model/hyper_connection.h"
 #include "model/trace.h"
 
 namespace dsv4 {
 
 namespace {
+// An expert rank (expert parallelism) keeps its share of the routed experts resident: the plan
+// that stream_plan would make is for the whole checkpoint, and the cache knows no share.
+StreamPlan partial_plan(size_t expert_cache_bytes, Residency residency) {
+  if (expert_cache_bytes > 0)
+    throw Error("an expert cache (--expert-cache-gb) cannot be combined with expert parallelism (--expert-parallel)");
+  StreamPlan p;
+  p.residency = residency;
+  return p;
+}
+
 // The first of m rows that gets logits under `mode` (m: none).
 int64_t first_logits_row(LogitsMode mode, int64_t m) {
   return mode == LogitsMode::kAll ? 0 : mode == LogitsMode::kLast ? std::max<int64_t>(m - 1, 0) : m;
@@ -21,24 +34,47 @@ int64_t first_logits_row(LogitsMode mode, int64_t m) {
 }  // namespace
 
 std::unique_ptr<Model> Model::load(const std::string& dir, Numerics numerics, ThreadPool* pool, Residency residency,
-                                   ExpertRange experts) {
+                                   size_t expert_cache_bytes, ExpertRange experts) {
   std::unique_ptr<Model> m(new Model());
   m->config_ = load_config(dir);
   m->experts_ = experts;
+  const bool partial = experts.begin > 0 || experts.end < m->config_.n_routed_experts;
+  StreamPlan plan = partial ? partial_plan(expert_cache_bytes, residency) : plan_residency(dir, residency, expert_cache_bytes);
   TensorDirectory::Keep keep;
-  if (experts.begin > 0 || experts.end < m->config_.n_routed_experts)
+  if (partial)
     keep = [experts](const std::string& name) {
       const int e = routed_expert_of(name);
       return e < 0 || experts.holds(e);
     };
-  m->dir_ = TensorDirectory::open(dir, residency, keep);
+  m->dir_ = TensorDirectory::open(dir, plan.residency, keep);
+  plan = prepare_streaming(m->dir_.get(), plan);
   m->weights_ = bind_weights(&m->config_, *m->dir_, experts.begin, experts.end);
   m->pool_ = pool ? pool : ThreadPool::shared();
+  if (plan.residency == Residency::kStream) m->cache_ = start_streaming(m->config_, m->weights_, *m->dir_, plan);
   tile_routed_experts(&m->weights_, *m->dir_, m->pool_);
   for (int l = 0; l < m->config_.n_layers + m->config_.n_mtp_layers; ++l)
     m->ropes_.push_back(layer_rope_table(m->config_, l));
   m->numerics_ = numerics;
   return m;
+}
+
+void Model::set_expert_executor(ExpertExecutor* e) {
+  if (e && cache_)
+    throw Error("expert parallelism cannot run with routed experts streamed from disk (an expert cache): the "
+                "checkpoint does not fit in this process's memory, or --expert-cache-gb was given");
+  executor_ = e;
+}
+
+// Every hash-routed layer's experts are known from the token ids: their reads start before the
+// first block runs (as far as the cache has free slots).
+void Model::prefetch_hashed_experts(const int32_t* tokens, int64_t n) const {
+  if (!cache_) return;
+  for (int l = 0; l < config_.n_layers; ++l) {
+    MoeArgs a;
+    a.config = &config_, a.weights = &weights_.layers[size_t(l)].ffn, a.hash_routed = config_.is_hash_layer(l);
+    a.tokens = tokens, a.n = n, a.cache = cache_.get(), a.layer = l;
+    moe_prefetch_hashed(a);
+  }
 }
 
 void Model::embed(std::span<const int32_t> tokens, float* x) const {
@@ -57,7 +93,7 @@ void Model::block_forward(int layer, LayerState* state, int64_t start_pos, float
   const std::string tag = cat("block", layer);
   Segment seg{state, start_pos, 0, n};
   BlockArgs a{&config_, &weights_.layers.at(size_t(layer)), &ropes_[size_t(layer)], numerics_, x, tokens, n, &seg, 1,
-              trace, tag.c_str(), pool_, executor_};
+              trace, tag.c_str(), pool_, cache_.get(), executor_};
   dsv4::block_forward(a);
 }
 
@@ -92,13 +128,14 @@ void Model::forward_into(std::span<const BatchItem> items, ForwardOutput* outs, 
         trace->f32(name, items[k].state->pos + int64_t(i), x.data() + (row0[k] + int64_t(i)) * stride, stride);
   };
   trace_rows("hidden.embed");
+  prefetch_hashed_experts(tokens.data(), n);
   Scratch<Segment> segs(items.size());
   for (int l = 0; l < config_.n_layers; ++l) {
     for (size_t k = 0; k < items.size(); ++k)
       segs[k] = Segment{&items[k].state->layers[size_t(l)], items[k].state->pos, row0[k], int64_t(items[k].tokens.size())};
     const std::string tag = cat("block", l);
     BlockArgs a{&config_, &weights_.layers[size_t(l)], &ropes_[size_t(l)], numerics_, x.data(), tokens.data(), n,
-                segs.data(), int(segs.size()), trace, tag.c_str(), pool_, executor_};
+                segs.data(), int(segs.size()), trace, tag.c_str(), pool_, cache_.get(), executor_};
     dsv4::block_forward(a);
     trace_rows(cat("hidden.block", l));
   }

@@ -25,6 +25,7 @@ namespace dsv4 {
 
 class Trace;
 class ThreadPool;
+class ExpertCache;
 class ExpertExecutor;
 
 // The routed experts a process holds: ids [begin, end) of every MoE layer (expert parallelism
@@ -47,11 +48,17 @@ class Model {
   // Opens a checkpoint directory: config.json + safetensors; validates the full inventory.
   // Kernels run on `pool` (null: ThreadPool::shared(), sized to the machine or $DSV4_THREADS).
   // `residency`: where the weight bytes live (core/mapped_file.h); they stay in stored format.
+  // `expert_cache_bytes` > 0 streams the routed experts through a cache of that size whatever
+  // `residency` says (model/expert_cache.h); with kCopy, a checkpoint larger than memory streams
+  // with a default budget (model/stream_plan.h).
   // `experts`: only these routed experts are bound, and only their bytes read or pre-faulted;
-  // running another one needs an executor that has it elsewhere.
+  // running another one needs an executor that has it elsewhere. Such a share is never
+  // streamed (an expert cache with a share is an Error).
   static std::unique_ptr<Model> load(const std::string& dir, Numerics numerics = Numerics::kReference,
                                      ThreadPool* pool = nullptr, Residency residency = Residency::kMap,
-                                     ExpertRange experts = {});
+                                     size_t expert_cache_bytes = 0, ExpertRange experts = {});
+  // The expert cache when routed experts stream from disk, else null.
+  ExpertCache* expert_cache() const { return cache_.get(); }
 
   const ModelConfig& config() const { return config_; }
   const Weights& weights() const { return weights_; }
@@ -62,7 +69,8 @@ class Model {
   // The pool must outlive the model's use of it; null runs the kernels serially.
   void set_thread_pool(ThreadPool* pool) { pool_ = pool; }
   // Where routed experts run (null: here, all of them). Must outlive the model's use of it.
-  void set_expert_executor(ExpertExecutor* e) { executor_ = e; }
+  // Streamed experts (an expert cache) cannot run through an executor: an Error.
+  void set_expert_executor(ExpertExecutor* e);
   ExpertExecutor* expert_executor() const { return executor_; }
   const ExpertRange& expert_range() const { return experts_; }
 
@@ -98,6 +106,7 @@ class Model {
  private:
   Model() = default;
   void embed(std::span<const int32_t> tokens, float* x) const;
+  void prefetch_hashed_experts(const int32_t* tokens, int64_t n) const;
   void head_input(const HcHeadWeights& hc, const Vec& norm, const float* x, float* z) const;  // hc_head → norm
   // hc_head → norm → head for each row of streams ([hc, dim] each): logits [rows, vocab], one
   // pass over the head for all of them.
@@ -114,6 +123,7 @@ class Model {
   std::vector<RopeTable> ropes_;  // [n_layers + n_mtp_layers]
   Numerics numerics_ = Numerics::kReference;
   ThreadPool* pool_ = nullptr;
+  std::shared_ptr<ExpertCache> cache_;  // shared_ptr: ExpertCache is incomplete here
   ExpertExecutor* executor_ = nullptr;
   ExpertRange experts_;
 };

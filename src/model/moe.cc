@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <memory>
+#include <span>
 #include <numeric>
 
 #include "core/arena.h"
@@ -10,6 +12,7 @@
 #include "core/thread_pool.h"
 #include "kernels/linear.h"
 #include "kernels/ops.h"
+#include "model/expert_cache.h"
 #include "model/numerics.h"
 #include "model/trace.h"
 
@@ -114,21 +117,64 @@ Scratch<float> gather(const float* xq, const Scratch<int64_t>& rows, int64_t D) 
   return xg;
 }
 
+// A routed expert's weights for the duration of a scope: resident, or pinned in the cache (read
+// from disk first if needed).
+class ExpertRef {
+ public:
+  ExpertRef(const MoeArgs& a, int e)
+      : cache_(a.cache), layer_(a.layer), e_(e),
+        w_(cache_ ? &cache_->acquire(layer_, e) : &a.weights->experts[size_t(e)]) {}
+  ~ExpertRef() {
+    if (cache_) cache_->release(layer_, e_);
+  }
+  ExpertRef(const ExpertRef&) = delete;
+  ExpertRef& operator=(const ExpertRef&) = delete;
+  const ExpertWeights& weights() const { return *w_; }
+
+ private:
+  ExpertCache* cache_;
+  int layer_, e_;
+  const ExpertWeights* w_;
+};
+
+// The routed experts with tokens, in increasing id.
+Scratch<int32_t> active_experts(const Groups& gr) {
+  Scratch<int32_t> ids;
+  for (size_t e = 0; e < gr.tok.size(); ++e)
+    if (!gr.tok[e].empty()) ids.push_back(int32_t(e));
+  return ids;
+}
+
+void prefetch_rest(const MoeArgs& a, const Scratch<int32_t>& ids, size_t from) {
+  if (a.cache && from < ids.size()) a.cache->prefetch(a.layer, std::span<const int32_t>(ids.data() + from, ids.size() - from));
+}
+
+// The shared expert on every row [n, dim]. Run first: with streamed experts it overlaps their
+// reads; its sum still comes last, as in the reference.
+Scratch<float> shared_expert(const MoeArgs& a, const float* xq, ThreadPool* pool) {
+  Scratch<float> ones(static_cast<size_t>(a.n), 1.0f), y(size_t(a.n * a.config->dim));
+  expert_forward(a, a.weights->shared, xq, a.n, ones.data(), y.data(), pool);
+  return y;
+}
+
 // Decode and short prompts: experts one after another, each product split over the threads.
 void experts_in_turn(const MoeArgs& a, const float* xq, const Groups& gr) {
   const int64_t D = a.config->dim;
-  for (size_t e = 0; e < gr.tok.size(); ++e) {
+  const Scratch<int32_t> ids = active_experts(gr);
+  prefetch_rest(a, ids, 0);
+  const Scratch<float> ys = shared_expert(a, xq, a.pool);
+  for (size_t k = 0; k < ids.size(); ++k) {
+    const size_t e = size_t(ids[k]);
     const Scratch<int64_t>& rows = gr.tok[e];
-    if (rows.empty()) continue;
     ArenaScope scope;
+    prefetch_rest(a, ids, k);  // slots freed by the experts done so far
+    const ExpertRef w(a, int(e));
     Scratch<float> xg = gather(xq, rows, D), y(rows.size() * size_t(D));
-    expert_forward(a, a.weights->experts[e], xg.data(), int64_t(rows.size()), gr.wgt[e].data(), y.data(), a.pool);
+    expert_forward(a, w.weights(), xg.data(), int64_t(rows.size()), gr.wgt[e].data(), y.data(), a.pool);
     for (size_t r = 0; r < rows.size(); ++r)
       for (int64_t d = 0; d < D; ++d) a.out[rows[r] * D + d] += y[r * size_t(D) + size_t(d)];
   }
-  Scratch<float> ones(static_cast<size_t>(a.n), 1.0f), y(size_t(a.n * D));
-  expert_forward(a, a.weights->shared, xq, a.n, ones.data(), y.data(), a.pool);
-  for (int64_t i = 0; i < a.n * D; ++i) a.out[i] += y[size_t(i)];
+  for (int64_t i = 0; i < a.n * D; ++i) a.out[i] += ys[size_t(i)];
 }
 
 // Expert e's rows of Y: [first[e], first[e+1]); the shared expert's (n rows) are e = E.
@@ -166,6 +212,63 @@ void combine(const MoeArgs& a, const Groups& gr, const Scratch<int64_t>& first, 
   }, 4);
 }
 
+// Per-expert output rows for experts_in_parallel: expert e's rows of Y are [first[e], first[e+1]);
+// the shared expert is e = E (row_layout).
+struct ExpertRows {
+  Scratch<int64_t> first;
+  Scratch<float> Y;
+  int64_t rows(int e) const { return first[size_t(e) + 1] - first[size_t(e)]; }
+};
+
+// Experts `todo` (E = the shared one) whole on one thread each, threads claiming them largest
+// first (ties by id). weights[e]: expert e's weights.
+void run_whole_experts(const MoeArgs& a, const float* xq, const Groups& gr, ExpertRows* out, Scratch<int> todo,
+                       const Scratch<const ExpertWeights*>& weights) {
+  const int64_t D = a.config->dim;
+  const int E = a.config->n_routed_experts;
+  // std::sort: stable_sort would take a heap buffer.
+  std::sort(todo.begin(), todo.end(), [&](int x, int y) { return out->rows(x) != out->rows(y) ? out->rows(x) > out->rows(y) : x < y; });
+  Scratch<float> ones(static_cast<size_t>(a.n), 1.0f);
+  std::atomic<size_t> next{0};
+  const int T = a.pool ? a.pool->size() : 1;
+  parallel_for(a.pool, T, [&](int64_t, int64_t) {
+    for (size_t k; (k = next.fetch_add(1)) < todo.size();) {
+      ArenaScope scope;
+      const int e = todo[k];
+      float* y = out->Y.data() + out->first[size_t(e)] * D;
+      if (e == E) {
+        expert_forward(a, a.weights->shared, xq, a.n, ones.data(), y, nullptr);
+      } else {
+        Scratch<float> xg = gather(xq, gr.tok[size_t(e)], D);
+        expert_forward(a, *weights[size_t(e)], xg.data(), out->rows(e), gr.wgt[size_t(e)].data(), y, nullptr);
+      }
+    }
+  });
+}
+
+// Streamed experts in waves of what the cache can hold pinned at once (half its slots: the other
+// half takes the next wave's reads meanwhile), in increasing id; the shared expert in the first.
+void run_whole_experts_streamed(const MoeArgs& a, const float* xq, const Groups& gr, ExpertRows* out) {
+  const int E = a.config->n_routed_experts;
+  const Scratch<int32_t> ids = active_experts(gr);
+  const size_t wave = std::max<size_t>(1, a.cache->slots() / 2);
+  prefetch_rest(a, ids, 0);
+  for (size_t from = 0; from < ids.size() || from == 0; from += wave) {
+    ArenaScope scope;
+    Scratch<int> todo;
+    Scratch<const ExpertWeights*> weights(size_t(E), nullptr);
+    std::vector<std::unique_ptr<ExpertRef>> refs;
+    if (from == 0) todo.push_back(E);
+    for (size_t k = from; k < std::min(ids.size(), from + wave); ++k) {
+      refs.push_back(std::make_unique<ExpertRef>(a, ids[k]));
+      weights[size_t(ids[k])] = &refs.back()->weights();
+      todo.push_back(ids[k]);
+    }
+    prefetch_rest(a, ids, from + wave);
+    run_whole_experts(a, xq, gr, out, std::move(todo), weights);
+  }
+}
+
 // Long prompts: every expert (the shared one included) whole on one thread, threads claiming
 // experts largest first. Each expert's SwiGLU and quantization run in parallel too, and the
 // threads meet once per layer instead of three times per expert. Outputs land in per-expert
@@ -174,37 +277,25 @@ void combine(const MoeArgs& a, const Groups& gr, const Scratch<int64_t>& first, 
 void experts_in_parallel(const MoeArgs& a, const float* xq, const Groups& gr) {
   const int64_t D = a.config->dim;
   const int E = a.config->n_routed_experts;
-  const Scratch<int64_t> first = row_layout(a, gr);
-  Scratch<float> Y(size_t(first[size_t(E) + 1] * D));
-  Scratch<int> order;
-  for (int e = 0; e <= E; ++e)
-    if (first[size_t(e) + 1] > first[size_t(e)]) order.push_back(e);
-  // Largest first, ties by id (std::sort: stable_sort would take a heap buffer).
-  auto rows = [&](int e) { return first[size_t(e) + 1] - first[size_t(e)]; };
-  std::sort(order.begin(), order.end(), [&](int x, int y) { return rows(x) != rows(y) ? rows(x) > rows(y) : x < y; });
-  Scratch<float> ones(static_cast<size_t>(a.n), 1.0f);
-  std::atomic<size_t> next{0};
-  const int T = a.pool ? a.pool->size() : 1;
-  parallel_for(a.pool, T, [&](int64_t, int64_t) {
-    for (size_t k; (k = next.fetch_add(1)) < order.size();) {
-      ArenaScope scope;
-      const int e = order[k];
-      float* y = Y.data() + first[size_t(e)] * D;
-      if (e == E) {
-        expert_forward(a, a.weights->shared, xq, a.n, ones.data(), y, nullptr);
-      } else {
-        Scratch<float> xg = gather(xq, gr.tok[size_t(e)], D);
-        expert_forward(a, a.weights->experts[size_t(e)], xg.data(), int64_t(gr.tok[size_t(e)].size()),
-                       gr.wgt[size_t(e)].data(), y, nullptr);
-      }
-    }
-  });
-  combine(a, gr, first, Y.data());
+  ExpertRows Y{row_layout(a, gr), {}};
+  Y.Y.resize(size_t(Y.first[size_t(E) + 1] * D));
+  if (a.cache) {
+    run_whole_experts_streamed(a, xq, gr, &Y);
+  } else {
+    Scratch<int> todo;
+    Scratch<const ExpertWeights*> weights(size_t(E), nullptr);
+    for (int e = 0; e <= E; ++e)
+      if (Y.rows(e) > 0) todo.push_back(e);
+    for (int e = 0; e < E; ++e) weights[size_t(e)] = &a.weights->experts[size_t(e)];
+    run_whole_experts(a, xq, gr, &Y, std::move(todo), weights);
+  }
+  combine(a, gr, Y.first, Y.Y.data());
 }
 
 // Routed experts through the executor (possibly other processes), the shared expert here while
 // they run; then the same combine.
 void experts_by_executor(const MoeArgs& a, const float* xq, const Groups& gr) {
+  DSV4_CHECK(!a.cache, "an expert executor with streamed experts (Model::load refuses the combination)");
   const int64_t D = a.config->dim;
   const int E = a.config->n_routed_experts;
   const Scratch<int64_t> first = row_layout(a, gr);
@@ -240,6 +331,24 @@ void moe_forward(const MoeArgs& a) {
     experts_in_parallel(a, xq.data(), gr);
   else
     experts_in_turn(a, xq.data(), gr);
+}
+
+}  // namespace dsv4
+
+namespace dsv4 {
+
+void moe_prefetch_hashed(const MoeArgs& a) {
+  if (!a.cache || !a.hash_routed) return;
+  const int K = a.config->n_activated_experts;
+  Scratch<int32_t> ids;  // the arena: no allocation in the decode loop
+  for (int64_t i = 0; i < a.n; ++i) {
+    if (a.tokens[i] < 0 || a.tokens[i] >= a.config->vocab_size) continue;  // route() reports it
+    const int32_t* row = a.weights->tid2eid.data() + int64_t(a.tokens[i]) * K;
+    ids.insert(ids.end(), row, row + K);
+  }
+  std::sort(ids.begin(), ids.end());
+  ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+  a.cache->prefetch(a.layer, std::span<const int32_t>(ids.data(), ids.size()));
 }
 
 }  // namespace dsv4

@@ -17,6 +17,7 @@ namespace dsv4 {
 
 class Trace;
 class ThreadPool;
+class ExpertCache;
 class ExpertExecutor;
 
 struct MoeArgs {
@@ -32,11 +33,16 @@ struct MoeArgs {
   Trace* trace = nullptr;
   const char* trace_tag = "";
   ThreadPool* pool = nullptr;  // kernels' threads (null: serial)
-  int layer = 0;               // the block's layer id (n_layers for the MTP block)
+  int layer = 0;               // the block's layer id (n_layers + m for MTP block m)
+  ExpertCache* cache = nullptr;  // routed experts streamed from disk (null: resident weights)
   ExpertExecutor* executor = nullptr;  // where routed experts run (null: all here)
 };
 
 void moe_forward(const MoeArgs& args);
+
+// Hash-routed layers know their experts from the token ids alone: starts the cache's reads for
+// them before the block runs (no-op without a cache or on a score-routed layer).
+void moe_prefetch_hashed(const MoeArgs& args);
 
 // The routed part of one MoE call, grouped by expert: expert e takes the rows tok[e] of xq (in
 // token order) with routing weights wgt[e], and its outputs go to rows [first[e], first[e+1]) of Y.

@@ -41,7 +41,7 @@ void Model::mtp_forward(MtpState* state, const float* hidden, std::span<const in
 
   Segment seg{&state->layer, state->pos, 0, n};
   BlockArgs a{&config_, &w.block, &ropes_[size_t(config_.n_layers)], numerics_, out->hidden.data(),
-              next_tokens.data(), n, &seg, 1, trace, "mtp", pool_, executor_};
+              next_tokens.data(), n, &seg, 1, trace, "mtp", pool_, cache_.get(), executor_};
   dsv4::block_forward(a);
   if (trace)
     for (int64_t i = 0; i < n; ++i) trace->f32("hidden.mtp", state->pos + i, out->hidden.data() + i * hc * D, hc * D);

@@ -2,8 +2,6 @@
 
 #include <algorithm>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 
 #include "model/state.h"
 
@@ -32,69 +30,6 @@ SequenceCost::SequenceCost(const ModelConfig& c, Numerics numerics, int64_t pref
 
 size_t SequenceCost::bytes(int64_t tokens) const {
   return size_t(fixed_ + per_token_ * double(std::max<int64_t>(tokens, 0)));
-}
-
-namespace {
-
-// The first whitespace-separated word of a file ("" when it cannot be read).
-std::string first_word(const fs::path& p) {
-  std::ifstream in(p);
-  std::string w;
-  in >> w;
-  return w;
-}
-
-// A cgroup limit in bytes; 0 for "max", absurd values (v1's "unlimited" is ~2^63) or no file.
-uint64_t limit_value(const std::string& w) {
-  if (w.empty() || w == "max") return 0;
-  try {
-    const unsigned long long v = std::stoull(w);
-    return v >= (1ull << 60) ? 0 : uint64_t(v);
-  } catch (const std::exception&) {
-    return 0;
-  }
-}
-
-uint64_t mem_available(const std::string& root) {
-  std::ifstream in(root + "/proc/meminfo");
-  std::string key;
-  uint64_t kb = 0;
-  while (in >> key) {
-    if (key == "MemAvailable:" && in >> kb) return kb * 1024;
-    std::getline(in, key);
-  }
-  return 0;
-}
-
-// The tightest limit among this process's memory cgroups (v2 "0::PATH", v1 "N:...memory...:PATH"),
-// looked up at the path /proc/self/cgroup names and at the mount's root (a container sees its
-// own cgroup as the root).
-uint64_t cgroup_limit(const std::string& root) {
-  std::vector<fs::path> files = {root + "/sys/fs/cgroup/memory.max",
-                                 root + "/sys/fs/cgroup/memory/memory.limit_in_bytes"};
-  std::ifstream in(root + "/proc/self/cgroup");
-  std::string line;
-  while (std::getline(in, line)) {
-    const size_t a = line.find(':'), b = line.find(':', a + 1);
-    if (a == std::string::npos || b == std::string::npos) continue;
-    const std::string controllers = line.substr(a + 1, b - a - 1), path = line.substr(b + 1);
-    if (controllers.empty()) files.push_back(fs::path(root + "/sys/fs/cgroup" + path) / "memory.max");
-    std::stringstream list(controllers);
-    for (std::string c; std::getline(list, c, ',');)
-      if (c == "memory") files.push_back(fs::path(root + "/sys/fs/cgroup/memory" + path) / "memory.limit_in_bytes");
-  }
-  uint64_t best = 0;
-  for (const fs::path& f : files)
-    if (const uint64_t v = limit_value(first_word(f)); v > 0 && (best == 0 || v < best)) best = v;
-  return best;
-}
-
-}  // namespace
-
-uint64_t available_memory(const std::string& root) {
-  const uint64_t avail = mem_available(root), limit = cgroup_limit(root);
-  if (avail == 0) return limit;
-  return limit == 0 ? avail : std::min(avail, limit);
 }
 
 size_t default_memory_budget(uint64_t available, uint64_t model_bytes) {

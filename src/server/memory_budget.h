@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <string>
 
+#include "core/memory_info.h"
 #include "model/model.h"
 
 namespace dsv4::server {
@@ -29,10 +30,7 @@ class SequenceCost {
   double fixed_ = 0, per_token_ = 0;
 };
 
-// Bytes of memory this process may still use: the smaller of /proc/meminfo's MemAvailable and
-// the cgroup's limit (v2 memory.max, v1 memory.limit_in_bytes; "no limit" is ignored). `root`
-// is prepended to those paths (tests use a fake tree). 0 when nothing could be read.
-uint64_t available_memory(const std::string& root = "");
+using dsv4::available_memory;  // core/memory_info.h: MemAvailable capped by the cgroup limit
 
 // The default budget: three quarters of what is left once the model's weights (`model_bytes`)
 // are in memory, and never less than an eighth of `available` (a model mapped from disk need

@@ -283,6 +283,8 @@ def test_inspect(tmp, m):
     out, _ = dsv4("inspect", "--model", m, "--context", "1000")
     check("layers       4 main + 1 MTP" in out and "(inventory validated)" in out, f"inspect: {out}")
     check(out.count("at 1000 tokens") == 2, f"inspect --context: {out}")
+    check("available to this process" in out and "without the routed experts" in out
+          and "copied into memory (fits)" in out, f"inspect memory plan: {out}")
     bad_args("inspect", [[], ["--model", f"{tmp}/none"], ["--model", TOK_DIR], ["--model", m, "--context", "x"],
                          ["--model", m, "--context", "0"]])
 
@@ -339,6 +341,13 @@ def test_run(tmp, m):
     g, sg = run("--max-tokens", "8", "--no-think", "--no-mmap")
     gs, _ = run("--max-tokens", "8", "--speculative", "--mmap")
     check(g == gs, f"run --speculative changed the greedy text:\n{g!r}\n{gs!r}")
+    # Routed experts streamed from disk through a cache of a few experts (evicting all the time):
+    # the same greedy text, MTP speculation included (issue 16).
+    gc, _ = run("--max-tokens", "8", "--no-think", "--expert-cache-gb", "0.0005")
+    gcs, _ = run("--max-tokens", "8", "--speculative", "--expert-cache-gb", "0.0005")
+    check(g == gc == gcs, f"run --expert-cache-gb changed the greedy text:\n{g!r}\n{gc!r}\n{gcs!r}")
+    _, err = dsv4("run", "--model", m, "-p", "x", "--expert-cache-gb", "0.00001", ok=False)
+    check("expert cache budget" in err and "give at least" in err, f"run with a budget below 6 experts: {err!r}")
     t, st = run("-n", "4", "--think", "--effort", "max", "--numerics", "plain")
     check(t.startswith("[thinking] ") or t.strip() == "" or st[2] == "stop", f"run --think: {t!r}")
     # --ctx bounds prompt + answer: a context just over the prompt stops generation early.
@@ -349,6 +358,8 @@ def test_run(tmp, m):
                      ["--model", m, "-p", "x", "--top-p", "2"], ["--model", m, "-p", "x", "--seed", "-1"],
                      ["--model", m, "-p", "x", "--effort", "low"], ["--model", m, "-p", "x", "--think", "--no-think"],
                      ["--model", m, "-p", "x", "--mmap", "--no-mmap"], ["--model", f"{tmp}/none", "-p", "x"],
+                     ["--model", m, "-p", "x", "--expert-cache-gb", "0"], ["--model", m, "-p", "x", "--expert-cache-gb", "-1"],
+                     ["--model", m, "-p", "x", "--expert-cache-gb", "1", "--mmap"],
                      ["--model", TOK_DIR, "-p", "x"], ["--model", m, "-p", "x", "--ctx", "2"]])
 
 
@@ -377,6 +388,8 @@ def test_chat(tmp, m):
               f"chat turn 2 did not continue turn 1: {turns}")
     again, _ = dsv4("chat", *args, stdin=script.encode())
     check(again == out, "chat: the same seed and input gave a different transcript")
+    streamed, _ = dsv4("chat", *[a for a in args if a != "--mmap"], "--expert-cache-gb", "0.0005", stdin=script.encode())
+    check(streamed == out, f"chat --expert-cache-gb: a different transcript:\n{streamed!r}\n{out!r}")
     out, err = dsv4("chat", "--model", m, "-n", "3", "--think", "--no-mmap", stdin=b"Hi\n")  # EOF ends the chat
     check(len(STATS.findall(err)) == 1 and "[thinking] " in out, f"chat --think: {out!r}")
     dsv4("chat", "--model", m, "--no-think", "-n", "2", stdin=b"")
@@ -500,6 +513,11 @@ def test_expert_parallel(tmp, m):
     rc, _, err = mpi_dsv4(2, "run", "--model", f"{tmp}/none", "-p", "x", *ep)
     check(rc != 0 and err.count("dsv4: error: expert parallelism: rank 0: ") == 1 and "no config.json" in err,
           f"-np 2 with a missing model: {err[-500:]}")
+    # Streamed experts and a rank's share of them do not combine: one error line, nothing run.
+    rc, out, err = mpi_dsv4(2, "run", "--model", m, "-p", "x", *ep, "--expert-cache-gb", "0.0005")
+    check(rc != 0 and not out and err.count("dsv4: error:") == 1
+          and "--expert-cache-gb cannot be combined with --expert-parallel" in err,
+          f"-np 2 with --expert-cache-gb: {err[-500:]}")
 
 
 def test_bench(tmp, m):
@@ -520,6 +538,18 @@ def test_bench(tmp, m):
     check(j.get("dot_peak_kind", "").startswith("f32 mul+add") and "bf16_peak_gflops" not in j,
           f"bench --isa scalar peak: {j.get('dot_peak_kind')}")
     # (No bound on the fractions: they are timings, and this machine type is shared and noisy.)
+    out, _ = dsv4("bench", "--model", m, "--json", "--prompt", "8", "--gen", "2", "--reps", "1",
+                  "--expert-cache-gb", "0.0005", timeout=600)
+    try:
+        e = json.loads(out).get("expert_cache", {})
+    except json.JSONDecodeError:
+        e = {}
+    check(e.get("cache_experts", 0) >= 6 and e.get("resident_bytes", 0) > 0 and e.get("disk_gbs", 0) > 0
+          and 0 <= e.get("hit_rate", -1) < 1 and e.get("decode_disk_bytes_per_token", 0) > 0
+          and e.get("decode_io_bound_tokens_per_s", 0) > 0, f"bench --expert-cache-gb --json: {out}")
+    out, _ = dsv4("bench", "--model", m, "--prompt", "4", "--gen", "1", "--reps", "1", "--expert-cache-gb", "0.0005",
+                  timeout=600)
+    check("expert cache hit rate" in out and "I/O bound" in out and "disk bandwidth" in out, f"bench text: {out}")
     out, _ = dsv4("bench", "--model", m, "--prompt", "4", "--gen", "1", "--reps", "1", "--mmap", timeout=600)
     check("prefill (4 tokens)" in out and "of peak" in out and "of bandwidth" in out, f"bench text: {out}")
     bad_args("bench", [[], ["--model", m, "--reps", "0"], ["--model", m, "--threads", "-2"],

@@ -21,8 +21,8 @@ const cache = opt('--cache', process.env.DSV4_CACHE);
 // The flags this file exercises (each one's check is named in a comment below).
 const COVERED = ['-h', '--help', '--model', '--host', '--port', '--api-key', '--parallel', '--queue', '--ctx',
   '--cache-mb', '--memory-mb', '--max-body-mb', '--default-max-tokens', '--served-model-name', '--numerics', '--mmap',
-  '--no-mmap', '--test-hooks', '--test-completions', '--kv-cache-dir', '--kv-cache-disk-gb', '--expert-parallel', '--ep-waves',
-  '--ep-timeout'];
+  '--no-mmap', '--test-hooks', '--test-completions', '--expert-cache-gb', '--kv-cache-dir', '--kv-cache-disk-gb',
+  '--expert-parallel', '--ep-waves', '--ep-timeout'];
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const MiB = 1024 * 1024;
@@ -46,7 +46,8 @@ test('bad serve arguments: one error line naming the problem, non-zero exit', ()
     [['--queue', '-1'], /--queue/], [['--ctx', '0'], /--ctx/], [['--cache-mb', '-5'], /--cache-mb/],
     [['--memory-mb', '0'], /--memory-mb/], [['--max-body-mb', '2000'], /--max-body-mb/],
     [['--default-max-tokens', '0'], /--default-max-tokens/], [['--numerics', 'fp3'], /--numerics/],
-    [['--mmap', '--no-mmap'], /excludes/], [['--bogus'], /--bogus/], [['--api-key'], /--api-key/],
+    [['--mmap', '--no-mmap'], /excludes/], [['--expert-cache-gb', '0'], /--expert-cache-gb/],
+    [['--expert-cache-gb', '1', '--mmap'], /excludes/], [['--bogus'], /--bogus/], [['--api-key'], /--api-key/],
     [['--served-model-name'], /--served-model-name/], [['--expert-parallel', '--ep-waves', '0'], /--ep-waves/],
     [['--ep-timeout', '0'], /--ep-timeout/],
     [['--model', '/nonexistent-dsv4-model'], /nonexistent-dsv4-model/],
@@ -164,6 +165,36 @@ test('serve --port 0 --mmap --numerics plain (no --test-hooks): a request, then 
   } finally {
     if (!stopped) await s.stop('SIGKILL', 1000);
   }
+});
+
+// --expert-cache-gb: routed experts streamed from disk through a cache of 8 experts, shared by
+// three sequences decoding together; every greedy answer equals the resident server's (issue 16).
+test('serve --expert-cache-gb --parallel 3: concurrent greedy answers equal the resident ones', async () => {
+  const answers = async (extra) => {
+    const s = await startServer({ bin, cache, anyPort: true, extra: ['--parallel', '3', ...extra] });
+    try {
+      const post = (i) => fetch(`${s.url}/v1/chat/completions`, {
+        method: 'POST', headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify({ messages: [{ role: 'user', content: `tell me about ${i}` }], max_tokens: 24, temperature: 0 }),
+      });
+      const rs = await Promise.all([0, 1, 2].map(post));
+      const out = [];
+      for (const r of rs) {
+        assert.equal(r.status, 200);
+        const j = await r.json();
+        assert.ok(j.usage.completion_tokens >= 1);
+        out.push(j.choices[0].message.content);
+      }
+      assert.equal(await s.stop('SIGTERM', 60_000), 0, s.log());
+      return out;
+    } catch (e) {
+      await s.stop('SIGKILL', 1000);
+      throw e;
+    }
+  };
+  const resident = await answers([]);
+  const streamed = await answers(['--expert-cache-gb', '0.0005']);
+  assert.deepEqual(streamed, resident);
 });
 
 // --expert-parallel (with --ep-waves, --ep-timeout) under `mpirun -np 2` (DSV4_TEST_MPIEXEC, set

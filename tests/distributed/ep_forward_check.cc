@@ -72,7 +72,7 @@ int main(int argc, char** argv) {
   std::unique_ptr<Model> part;
   std::string error;
   try {
-    part = Model::load(dir, Numerics::kReference, nullptr, Residency::kMap,
+    part = Model::load(dir, Numerics::kReference, nullptr, Residency::kMap, 0,
                        ep->my_experts(load_config(dir).n_routed_experts));
   } catch (const Error& e) {
     error = e.what();

@@ -308,6 +308,14 @@ TEST(MemoryBudget, AvailableMemoryIsTheSmallerOfMemAvailableAndTheCgroupLimit) {
   EXPECT_EQ(available_memory(root.string()), uint64_t(524288000));
   write_file(root / "sys/fs/cgroup/unified/memory.max", "104857600\n");
   EXPECT_EQ(available_memory(root.string()), uint64_t(104857600));
+  // What the cgroup already uses counts against its limit, except page cache (issue 16).
+  write_file(root / "sys/fs/cgroup/unified/memory.current", "62914560\n");
+  write_file(root / "sys/fs/cgroup/unified/memory.stat", "anon 41943040\nfile 20971520\n");
+  EXPECT_EQ(available_memory(root.string()), uint64_t(104857600 - 41943040));
+  write_file(root / "sys/fs/cgroup/unified/memory.max", "max\n");
+  write_file(root / "sys/fs/cgroup/memory/box/memory.usage_in_bytes", "524288000\n");
+  write_file(root / "sys/fs/cgroup/memory/box/memory.stat", "cache 1\ntotal_cache 104857600\n");
+  EXPECT_EQ(available_memory(root.string()), uint64_t(104857600));
   std::filesystem::remove_all(root);
 
   const uint64_t GiB = uint64_t(1) << 30;

@@ -1,0 +1,159 @@
+#include "io/expert_reader.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+
+#include "core/error.h"
+
+namespace dsv4 {
+
+namespace {
+
+constexpr size_t kPiece = size_t(4) << 20;  // the device's largest request here (max_sectors_kb 4096)
+
+double now_s() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+}  // namespace
+
+void DirectReader::Job::wait() {
+  std::unique_lock<std::mutex> lock(mu_);
+  cv_.wait(lock, [&] { return finished_; });
+}
+
+bool DirectReader::Job::finished() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return finished_;
+}
+
+DirectReader::DirectReader(int threads) {
+  for (int i = 0; i < std::max(1, threads); ++i) threads_.emplace_back([this] { worker(); });
+}
+
+DirectReader::~DirectReader() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  for (auto& t : threads_) t.join();
+  for (const File& f : files_) ::close(f.fd);
+}
+
+int DirectReader::open(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_DIRECT);
+  if (fd < 0 && errno == EINVAL) {  // no O_DIRECT on this filesystem (tmpfs): buffered reads
+    fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    direct_ = false;
+  }
+  if (fd < 0) throw Error(cat("cannot open ", path, " for expert reads: ", std::strerror(errno)));
+  std::lock_guard<std::mutex> lock(mu_);
+  files_.push_back({fd, path});
+  return int(files_.size()) - 1;
+}
+
+std::shared_ptr<DirectReader::Job> DirectReader::submit(std::vector<Range> ranges, std::function<void()> done) {
+  auto job = std::make_shared<Job>();
+  job->done_ = std::move(done);
+  std::vector<Piece> pieces;
+  for (const Range& r : ranges)
+    for (size_t at = 0; at < r.length; at += kPiece) {
+      Range p = r;
+      p.offset += at;
+      p.dst += at;
+      p.length = std::min(kPiece, r.length - at);
+      p.needed = r.needed > at ? std::min(p.length, r.needed - at) : 0;
+      pieces.push_back({job, p});
+    }
+  job->pending_ = pieces.size();
+  if (pieces.empty()) {
+    if (job->done_) job->done_();
+    job->finished_ = true;
+    return job;
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (Piece& p : pieces) queue_.push_back(std::move(p));
+  }
+  cv_.notify_all();
+  return job;
+}
+
+std::string DirectReader::read_piece(const Range& r) {
+  const File& f = files_[size_t(r.file)];
+  size_t got = 0;
+  while (got < r.length) {
+    const ssize_t n = ::pread(f.fd, r.dst + got, r.length - got, off_t(r.offset + got));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return cat("cannot read ", f.path, " at byte ", r.offset + got, ": ", std::strerror(errno));
+    if (n == 0) break;  // end of file
+    got += size_t(n);
+  }
+  if (got < r.needed)
+    return cat(f.path, " ends at byte ", r.offset + got, " but the checkpoint's header placed tensor bytes up to ",
+               r.offset + r.needed, ": the file was truncated or replaced after loading");
+  return "";
+}
+
+void DirectReader::finish_piece(const std::shared_ptr<Job>& job, const std::string& error) {
+  std::function<void()> done;
+  {
+    std::lock_guard<std::mutex> lock(job->mu_);
+    if (!error.empty() && job->error_.empty()) job->error_ = error;
+    if (--job->pending_ > 0) return;
+    if (job->error_.empty()) done = std::move(job->done_);
+  }
+  std::string done_error;
+  if (done) {
+    try {
+      done();
+    } catch (const std::exception& e) {
+      done_error = e.what();
+    }
+  }
+  {
+    std::lock_guard<std::mutex> lock(job->mu_);
+    if (!done_error.empty()) job->error_ = done_error;
+    job->finished_ = true;
+  }
+  job->cv_.notify_all();
+}
+
+void DirectReader::worker() {
+  for (;;) {
+    Piece p;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
+      if (queue_.empty()) return;
+      p = std::move(queue_.front());
+      queue_.pop_front();
+      if (in_flight_++ == 0) busy_since_ = now_s();
+    }
+    const std::string error = read_piece(p.range);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (error.empty()) bytes_ += p.range.length;
+      if (--in_flight_ == 0) busy_ += now_s() - busy_since_;
+    }
+    finish_piece(p.job, error);
+  }
+}
+
+uint64_t DirectReader::bytes_read() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return bytes_;
+}
+
+double DirectReader::busy_seconds() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return busy_ + (in_flight_ > 0 ? now_s() - busy_since_ : 0);
+}
+
+}  // namespace dsv4

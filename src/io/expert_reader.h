@@ -1,0 +1,102 @@
+// Large reads of checkpoint byte ranges that bypass the page cache (O_DIRECT), on a pool of
+// reader threads: the expert cache's path to the disk (issue 16).
+//
+// Why not the file mapping: a mapping reads 4 KB page faults one at a time on the thread that
+// touches them, the page cache it fills is charged to the process's cgroup and evicted at
+// random, and nothing overlaps with compute. Here a request is split into pieces of up to 4 MB
+// read by several threads at once (a queue depth of `threads` on the device), straight into the
+// caller's buffer, while the caller computes.
+//
+// O_DIRECT needs offsets, lengths and buffers aligned to the device's block size; the caller
+// reads the aligned range around what it needs (kAlign). Filesystems without O_DIRECT (tmpfs)
+// fall back to ordinary reads.
+#pragma once
+
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace dsv4 {
+
+class DirectReader {
+ public:
+  static constexpr size_t kAlign = 4096;
+
+  // One read: file bytes [offset, offset + length) into dst (all kAlign-aligned). At least
+  // `needed` bytes must exist (the aligned tail past the end of the file may be short; fewer
+  // than `needed` means the file shrank: an error).
+  struct Range {
+    int file = 0;
+    uint64_t offset = 0;
+    size_t length = 0;
+    size_t needed = 0;
+    uint8_t* dst = nullptr;
+  };
+
+  // A batch of ranges in flight. wait() returns once every range is read (or failed); error()
+  // then holds "" or a message naming the file. `done` (if set) runs on a reader thread after
+  // the last range succeeds, before wait() returns (load-time rearrangements of the bytes).
+  class Job {
+   public:
+    void wait();
+    bool finished();
+    const std::string& error() const { return error_; }
+
+   private:
+    friend class DirectReader;
+    std::mutex mu_;
+    std::condition_variable cv_;
+    size_t pending_ = 0;
+    bool finished_ = false;
+    std::string error_;
+    std::function<void()> done_;
+  };
+
+  explicit DirectReader(int threads);
+  ~DirectReader();
+  DirectReader(const DirectReader&) = delete;
+  DirectReader& operator=(const DirectReader&) = delete;
+
+  // Opens `path` for reading; returns its index for Range::file. Throws Error if it cannot.
+  int open(const std::string& path);
+  std::shared_ptr<Job> submit(std::vector<Range> ranges, std::function<void()> done = nullptr);
+
+  // Bytes read so far and the seconds during which at least one read was in flight: their ratio
+  // is the disk bandwidth this process saw.
+  uint64_t bytes_read() const;
+  double busy_seconds() const;
+  bool direct() const { return direct_; }  // every file opened with O_DIRECT
+
+ private:
+  struct Piece {
+    std::shared_ptr<Job> job;
+    Range range;
+  };
+  void worker();
+  std::string read_piece(const Range& r);
+  void finish_piece(const std::shared_ptr<Job>& job, const std::string& error);
+
+  struct File {
+    int fd = -1;
+    std::string path;
+  };
+  std::vector<File> files_;
+  bool direct_ = true;
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Piece> queue_;
+  bool stop_ = false;
+  int in_flight_ = 0;
+  uint64_t bytes_ = 0;
+  double busy_ = 0, busy_since_ = 0;
+  std::vector<std::thread> threads_;
+};
+
+}  // namespace dsv4
