@@ -1,4 +1,4 @@
-// Time to first token of a coding agent's prompt on `dsv4 serve --model demo` (default context):
+// Time to first token of a coding agent's prompt on `dsv4 serve --model synthetic` (default context):
 // turn 1 (nothing cached) and turn 2 (the same conversation plus one more tool round trip, which
 // continues from turn 1's prefix-cache snapshot).
 //

@@ -380,7 +380,7 @@ void run_bench(const BenchFlags& f) {
 void add_bench_commands(CLI::App& app) {
   auto f = std::make_shared<BenchFlags>();
   CLI::App* c = app.add_subcommand("bench", "Measure memory bandwidth / compute peak, then prefill and decode speed");
-  c->add_option("--model", f->model, "Checkpoint directory, or 'demo'")->required();
+  c->add_option("--model", f->model, "Checkpoint directory, 'demo' or 'synthetic'")->required();
   c->add_option("--prompt", f->prompt, "Prefill length in tokens")->check(integer_at_least(1));
   c->add_option("--gen", f->gen, "Decoded tokens per measurement")->check(integer_at_least(1));
   c->add_option("--context", f->context, "Context filled before the second decode measurement (default: --prompt)")

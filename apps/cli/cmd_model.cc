@@ -186,7 +186,7 @@ void add_model_commands(CLI::App& app) {
   auto* inspect = app.add_subcommand("inspect", "Summarise a checkpoint and validate its tensor inventory");
   static std::string dir;
   static int64_t context = 65536;
-  inspect->add_option("--model", dir, "Checkpoint directory (config.json + safetensors), or 'demo'")->required();
+  inspect->add_option("--model", dir, "Checkpoint directory (config.json + safetensors), 'demo' or 'synthetic'")->required();
   inspect->add_option("--context", context, "Context length for the KV-state estimate")->check(integer_at_least(1));
   inspect->callback([] { run_inspect(resolve_model_dir(dir), context); });
 

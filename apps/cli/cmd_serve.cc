@@ -130,7 +130,8 @@ void serve(const ServeFlags& f) {
                  st.disk.damaged ? cat(", ", st.disk.damaged, " damaged files deleted").c_str() : "");
 
   server::ApiConfig api;
-  api.model_name = !f.name.empty() ? f.name : f.model == "demo" ? "dsv4-demo" : std::filesystem::path(dir).filename().string();
+  const bool builtin = f.model == "demo" || f.model == "synthetic";
+  api.model_name = !f.name.empty() ? f.name : builtin ? "dsv4-" + f.model : std::filesystem::path(dir).filename().string();
   api.max_context = worker.max_context();
   api.eos_id = model->config().eos_token_id;
   api.test_hooks = f.test_hooks;
@@ -164,7 +165,7 @@ void serve(const ServeFlags& f) {
 void add_serve_commands(CLI::App& app) {
   static ServeFlags f;
   auto* c = app.add_subcommand("serve", "OpenAI / Anthropic-compatible HTTP server");
-  c->add_option("--model", f.model, "Checkpoint directory, or 'demo' (a tiny random-weight model)");
+  c->add_option("--model", f.model, "Checkpoint directory, 'demo' (trained on the KJV Bible) or 'synthetic' (random weights)");
   c->add_option("--host", f.host, "Address to listen on (default loopback only)");
   c->add_option("--port", f.port, "TCP port (0 = any free port)")->check(CLI::Range(0, 65535));
   c->add_option("--api-key", f.api_key, "Require this key (Authorization: Bearer KEY or x-api-key: KEY)");

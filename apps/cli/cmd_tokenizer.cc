@@ -143,7 +143,7 @@ void run_template(const TemplateOpts& o) {
 void add_tokenizer_commands(CLI::App& app) {
   auto tk = std::make_shared<TokenizeOpts>();
   auto* tokenize = app.add_subcommand("tokenize", "Encode text to token ids (printed as a JSON array)");
-  tokenize->add_option("--model", tk->model, "Model directory, tokenizer.json, or 'demo'")->required();
+  tokenize->add_option("--model", tk->model, "Model directory, tokenizer.json, 'demo' or 'synthetic'")->required();
   tokenize->add_option("--text", tk->text, "Text to encode");
   tokenize->add_option("--file", tk->file, "File whose whole content is encoded ('-' = stdin)");
   tokenize->add_option("--jsonl", tk->jsonl,
@@ -152,7 +152,7 @@ void add_tokenizer_commands(CLI::App& app) {
 
   auto dk = std::make_shared<DetokenizeOpts>();
   auto* detok = app.add_subcommand("detokenize", "Decode token ids to text");
-  detok->add_option("--model", dk->model, "Model directory, tokenizer.json, or 'demo'")->required();
+  detok->add_option("--model", dk->model, "Model directory, tokenizer.json, 'demo' or 'synthetic'")->required();
   detok->add_option("--ids", dk->ids, "Ids, comma-separated (1,2,3) or a JSON array")->required();
   detok->add_flag("--skip-special", dk->skip_special, "Drop special added tokens (skip_special_tokens)");
   detok->callback([dk] {
@@ -171,7 +171,7 @@ void add_tokenizer_commands(CLI::App& app) {
       "an OpenAI-style messages array or an object {\"messages\": [...], \"tools\": [...]} (tools = OpenAI "
       "function schemas, attached to the first system message). Prints the prompt text exactly (no trailing "
       "newline), or with --ids its token ids as a JSON array.");
-  tmpl->add_option("--model", to->model, "Model directory, tokenizer.json, or 'demo' (needed for --ids)")->required();
+  tmpl->add_option("--model", to->model, "Model directory, tokenizer.json, 'demo' or 'synthetic' (needed for --ids)")->required();
   tmpl->add_option("--messages", to->messages, "Messages JSON file ('-' = stdin)")->required();
   tmpl->add_flag("--thinking", to->thinking, "Thinking mode (default: chat mode)");
   tmpl->add_flag("--keep-thinking", to->keep_thinking, "Keep the reasoning of earlier turns (drop_thinking=false)");

@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <memory>
+#include <vector>
 
 #include "core/error.h"
 #include "tokenizer/assemble.h"
@@ -18,9 +19,9 @@ namespace fs = std::filesystem;
 namespace {
 
 // Bump when the generator or the tiny preset changes what is written, so that an old cached
-// demo model is not reused.
-constexpr int kDemoVersion = 2;  // 2: a 65536-token context (was 4096)
-constexpr uint64_t kDemoSeed = 20250424;
+// synthetic model is not reused.
+constexpr int kSyntheticVersion = 2;  // 2: a 65536-token context (was 4096)
+constexpr uint64_t kSyntheticSeed = 20250424;
 
 std::string env(const char* name) {
   const char* v = std::getenv(name);
@@ -82,8 +83,9 @@ ProgressFn stderr_progress() {
   };
 }
 
-std::string ensure_demo_model() {
-  const fs::path dir = fs::path(cache_root()) / cat("demo-tiny-v", kDemoVersion);
+std::string ensure_synthetic_model() {
+  // (Named "demo-tiny" from when it was the demo model: existing caches stay valid.)
+  const fs::path dir = fs::path(cache_root()) / cat("demo-tiny-v", kSyntheticVersion);
   std::error_code ec;
   if (fs::exists(dir / "config.json", ec)) return dir.string();
   fs::create_directories(dir.parent_path(), ec);
@@ -92,9 +94,9 @@ std::string ensure_demo_model() {
   require_tokenizer_base();
   const fs::path tmp = fs::path(dir.string() + cat(".tmp-", ::getpid()));
   fs::remove_all(tmp, ec);
-  std::fprintf(stderr, "dsv4: creating the demo model (random weights, tiny preset) in %s\n", dir.c_str());
+  std::fprintf(stderr, "dsv4: creating the synthetic model (random weights, tiny preset) in %s\n", dir.c_str());
   try {
-    write_synthetic_checkpoint(preset_config("tiny"), tmp.string(), kDemoSeed, stderr_progress());
+    write_synthetic_checkpoint(preset_config("tiny"), tmp.string(), kSyntheticSeed, stderr_progress());
     write_tokenizer_files(tmp.string());
   } catch (...) {
     fs::remove_all(tmp, ec);
@@ -105,11 +107,41 @@ std::string ensure_demo_model() {
   if (ec) {
     fs::remove_all(tmp, ec);
     // Another process may have won the race; its model is as good as ours.
-    if (!fs::exists(dir / "config.json")) throw Error(cat("cannot move the demo model into ", dir.string()));
+    if (!fs::exists(dir / "config.json")) throw Error(cat("cannot move the synthetic model into ", dir.string()));
   }
   return dir.string();
 }
 
-std::string resolve_model_dir(const std::string& arg) { return arg == "demo" ? ensure_demo_model() : arg; }
+std::vector<std::string> demo_model_candidates() {
+  std::vector<std::string> out;
+  std::error_code ec;
+  // A build tree inside the clone (build/bin/dsv4), wherever the clone has moved to.
+  const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+  if (!ec) out.push_back((exe.parent_path().parent_path().parent_path() / "models" / "demo").string());
+#ifdef DSV4_SOURCE_DIR
+  const std::string source = (fs::path(DSV4_SOURCE_DIR) / "models" / "demo").string();  // the clone it was built from
+  if (out.empty() || out[0] != source) out.push_back(source);
+#endif
+  return out;
+}
+
+std::string find_demo_model() {
+  std::error_code ec;
+  const std::vector<std::string> candidates = demo_model_candidates();
+  for (const std::string& d : candidates)
+    if (fs::is_regular_file(fs::path(d) / "config.json", ec) && fs::is_regular_file(fs::path(d) / "tokenizer.json", ec))
+      return d;
+  std::string tried;
+  for (const std::string& d : candidates) tried += (tried.empty() ? "" : ", ") + d;
+  throw Error(cat("the trained demo model is not where this dsv4 looks for it (", tried.empty() ? "nowhere" : tried,
+                  "): it ships in the repository's models/demo; pass --model DIR, or --model synthetic "
+                  "for a random-weight model"));
+}
+
+std::string resolve_model_dir(const std::string& arg) {
+  if (arg == "demo") return find_demo_model();
+  if (arg == "synthetic") return ensure_synthetic_model();
+  return arg;
+}
 
 }  // namespace dsv4::cli

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""End-to-end test of `dsv4 chat` on the demo model, driven through stdin like a person:
+"""End-to-end test of `dsv4 chat` on the synthetic model, driven through stdin like a person:
 two turns, then a long answer interrupted with Ctrl-C (SIGINT), then a third turn and /exit.
 Checks the transcript: every turn answered, the interrupt reported, the process exits 0."""
 import os
@@ -10,9 +10,9 @@ import sys
 import time
 
 dsv4 = sys.argv[1]
-# The demo model and the tokenizer base live in the user's dsv4 cache (scripts/setup.sh fills it).
+# The synthetic model and the tokenizer base live in the user's dsv4 cache (scripts/setup.sh fills it).
 env = dict(os.environ)
-p = subprocess.Popen([dsv4, "chat", "--model", "demo", "-n", "300", "--ctx", "4096"], stdin=subprocess.PIPE,
+p = subprocess.Popen([dsv4, "chat", "--model", "synthetic", "-n", "300", "--ctx", "4096"], stdin=subprocess.PIPE,
                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
 out, err = b"", b""
 
@@ -46,7 +46,7 @@ def send(line: str) -> None:
 
 
 send("Hello there")
-read_until(b"[prompt ", 600)  # the first call may create the demo model
+read_until(b"[prompt ", 600)  # the first call may create the synthetic model
 send("And a second question?")
 read_until(b"[prompt ", 300)
 # A long answer, interrupted once it has started streaming (a few bytes past the "> " prompt).

@@ -168,7 +168,7 @@ test('a prompt of 1000 short messages takes a few snapshots and prefill steps, n
 });
 
 test('the memory budget: 400 for what can never fit, 429 while full, snapshots within it', async () => {
-  // 4 MiB: more than one request of the demo model up to 1000 tokens needs (fixed rings and
+  // 4 MiB: more than one request of the synthetic model up to 1000 tokens needs (fixed rings and
   // buffers of about 3 MiB, 0.4 KB per token), less than two, and less than one of 4000 tokens.
   const s = await startServer({ bin, cache, extra: ['--memory-mb', '4', '--test-hooks', '--ctx', '4096'] });
   try {

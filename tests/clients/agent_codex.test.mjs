@@ -1,13 +1,13 @@
 // Codex CLI (`@openai/codex`, pinned in package.json) completes a real tool round trip against
 // `dsv4 serve` through /v1/responses: `codex exec` with a custom model provider (wire_api
-// "responses") on the demo model with scripted completions (--test-completions) calls
+// "responses") on the synthetic model with scripted completions (--test-completions) calls
 // exec_command to `cat` a file in a temporary directory, sends the output back (store: false,
 // the whole conversation as input items, reasoning included), and prints the scripted answer.
 // Loopback only: a fresh CODEX_HOME whose config.toml turns off update checks, analytics,
 // feedback and OpenTelemetry export; outbound proxies point at a closed loopback port.
 //
 // Codex's prompt (instructions and 8 tool schemas) is about 8.7K tokens: the server runs with
-// the demo model's default context (65536 tokens), as a user would start it.
+// the synthetic model's default context (65536 tokens), as a user would start it.
 import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -35,7 +35,7 @@ test('codex exec: exec_command round trip over /v1/responses with prefix reuse',
     extra: ['--test-hooks', '--test-completions', script] });
   try {
     writeFileSync(path.join(codexHome, 'config.toml'), [
-      'model = "dsv4-demo"', 'model_provider = "dsv4"', 'check_for_update_on_startup = false',
+      'model = "dsv4-synthetic"', 'model_provider = "dsv4"', 'check_for_update_on_startup = false',
       // docs/server.md's window settings for the server's 64K context.
       'model_context_window = 65536', 'model_auto_compact_token_limit = 56000', '',
       '[model_providers.dsv4]', 'name = "dsv4"', `base_url = "${server.url}/v1"`, 'wire_api = "responses"', '',
@@ -50,7 +50,7 @@ test('codex exec: exec_command round trip over /v1/responses with prefix reuse',
     assert.match(r.stderr, /cat note\.txt/);
 
     const h = await (await fetch(`${server.url}/health`)).json();
-    assert.equal(h.max_context, 65536, 'the demo model\'s default context');
+    assert.equal(h.max_context, 65536, 'the synthetic model\'s default context');
     assert.equal(h.totals.completed, 2, JSON.stringify(h));
     assert.ok(h.prefix_cache.hits >= 1 && h.totals.prompt_tokens_cached > 8_000, JSON.stringify(h));
   } finally {

@@ -6,7 +6,7 @@ import Anthropic from '@anthropic-ai/sdk';
 
 const url = process.env.DSV4_URL;
 const client = new Anthropic({ baseURL: url, apiKey: 'none', maxRetries: 0 });
-const model = 'dsv4-demo';
+const model = 'dsv4-synthetic';
 const TOOLS = [{ name: 'get_weather', description: 'Weather of a city',
   input_schema: { type: 'object', properties: { city: { type: 'string' } }, required: ['city'] } }];
 const DSML_CALL = '\n\n<｜DSML｜tool_calls>\n<｜DSML｜invoke name="get_weather">\n' +

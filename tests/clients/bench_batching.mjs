@@ -1,5 +1,5 @@
 // Measures what batching buys: N requests one after another vs all N at once (total generated
-// tokens per second), on the demo model. Not a test (timings are machine-dependent):
+// tokens per second), on the synthetic model. Not a test (timings are machine-dependent):
 //   node tests/clients/bench_batching.mjs --bin build/bin/dsv4 [--n 4] [--tokens 48]
 import path from 'node:path';
 import { startServer } from './server.mjs';

@@ -1,4 +1,4 @@
-// Constrained decoding through the real server and the official clients. The demo model's
+// Constrained decoding through the real server and the official clients. The synthetic model's
 // weights are random, so its free output is noise; with tool_choice required / a named tool, or
 // a json_schema response format, every answer must still be a tool call / JSON document that an
 // independent validator (ajv) accepts against the request's own schema. Strings carry a
@@ -13,7 +13,7 @@ import OpenAI from 'openai';
 const url = process.env.DSV4_URL;
 const openai = new OpenAI({ baseURL: `${url}/v1`, apiKey: 'none', maxRetries: 0 });
 const anthropic = new Anthropic({ baseURL: url, apiKey: 'none', maxRetries: 0 });
-const model = 'dsv4-demo';
+const model = 'dsv4-synthetic';
 const user = (content) => ({ role: 'user', content });
 const ajv = new Ajv({ strict: false, allErrors: true });
 

@@ -1,7 +1,7 @@
 // `dsv4 serve --kv-cache-dir` across a crash, through the binary with plain fetch (CTest
 // kv_cache_restart_test, label unit: runs in the ASan build too; no npm packages):
 //   node kv_cache_restart.mjs --bin build/bin/dsv4 [--cache DIR]
-// In both numerics, on the demo model (every layer type), a two-turn chat at temperature 0:
+// In both numerics, on the synthetic model (every layer type), a two-turn chat at temperature 0:
 // - turn 1 → kill -9 → restart on the same directory → turn 2 reports cached tokens from the
 //   disk (a disk hit in /health) and answers with the same tokens AND the same logprobs (top 3
 //   too) as a server that never stopped; the restarted server keeps nothing in memory

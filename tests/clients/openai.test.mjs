@@ -8,7 +8,7 @@ import OpenAI from 'openai';
 
 const url = process.env.DSV4_URL;
 const client = new OpenAI({ baseURL: `${url}/v1`, apiKey: 'none', maxRetries: 0 });
-const model = 'dsv4-demo';
+const model = 'dsv4-synthetic';
 const user = (content) => ({ role: 'user', content });
 const TOOLS = [{ type: 'function', function: { name: 'get_weather', description: 'Weather of a city',
   parameters: { type: 'object', properties: { city: { type: 'string' } }, required: ['city'] } } }];

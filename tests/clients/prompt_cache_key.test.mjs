@@ -2,14 +2,14 @@
 // continues from its cached prefix even after other traffic has filled the (small) prefix cache
 // several times over; the same conversation without a key has lost its prefix by then. Both
 // APIs that accept the field (Responses and chat completions) are checked, plus its validation.
-// Runs its own server: --cache-mb 3 holds about five snapshots of the demo model.
+// Runs its own server: --cache-mb 3 holds about five snapshots of the synthetic model.
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import OpenAI from 'openai';
 import { startServer } from './server.mjs';
 
 let server, client;
-const model = 'dsv4-demo';
+const model = 'dsv4-synthetic';
 const SYSTEM = 'You are a careful assistant. '.repeat(20);
 
 before(async () => {

@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import OpenAI from 'openai';
 
 const client = new OpenAI({ baseURL: `${process.env.DSV4_URL}/v1`, apiKey: 'none', maxRetries: 0 });
-const model = 'dsv4-demo';
+const model = 'dsv4-synthetic';
 const TOOLS = [{ type: 'function', name: 'read_file', description: 'Reads a file', strict: false,
   parameters: { type: 'object', properties: { path: { type: 'string' } }, required: ['path'] } }];
 // responses.stream's final response has no output_text in this client version: read the items.

@@ -1,4 +1,4 @@
-// Starts `dsv4 serve` on the demo model (test hooks on, a free loopback port), waits for
+// Starts `dsv4 serve` on the synthetic model (test hooks on, a free loopback port), waits for
 // /health, runs the node:test files of this folder against it, then stops the server and fails
 // if it did not exit cleanly. Used by CTest (server_e2e):
 //   node run_e2e.mjs --bin build/bin/dsv4 [--cache DIR] [files...]
@@ -32,7 +32,7 @@ if (packages.some((p) => !existsSync(path.join(here, 'node_modules', ...p.split(
 }
 const files = args.length ? args : readdirSync(here).filter((f) => f.endsWith('.test.mjs')).sort().map((f) => path.join(here, f));
 
-// --ctx 4096 rather than the demo's 65536: the tests of prompts over the context stay small and fast.
+// --ctx 4096 rather than the synthetic model's 65536: the tests of prompts over the context stay small and fast.
 const server = await startServer({ bin, cache, extra: ['--test-hooks', '--parallel', '4', '--queue', '8', '--cache-mb', '64', '--ctx', '4096'] });
 let code = 1;
 try {

@@ -17,7 +17,7 @@ export async function freePort() {
   });
 }
 
-// The V3 base tokenizer the demo model's tokenizer is assembled from: when the test cache is
+// The V3 base tokenizer the synthetic model's tokenizer is assembled from: when the test cache is
 // not the user's cache, point at the copy scripts/setup.sh installed there.
 function tokenizerBaseEnv() {
   if (process.env.DSV4_TOKENIZER_BASE) return {};
@@ -26,7 +26,7 @@ function tokenizerBaseEnv() {
   return existsSync(p) ? { DSV4_TOKENIZER_BASE: p } : {};
 }
 
-// The environment `dsv4` needs to find (or make) the demo model in `cache`.
+// The environment `dsv4` needs to find (or make) the synthetic model in `cache`.
 export function serverEnv(cache) {
   const env = { ...process.env, ...tokenizerBaseEnv() };
   if (cache) env.DSV4_CACHE = cache;
@@ -39,7 +39,7 @@ export async function startServer({ bin, cache, extra = [], timeoutMs = 900_000,
   launcherEnv = {} }) {
   let port = anyPort ? 0 : await freePort();
   const env = { ...serverEnv(cache), ...launcherEnv };
-  const argv = [bin, 'serve', '--model', 'demo', '--host', '127.0.0.1', '--port', String(port), ...extra];
+  const argv = [bin, 'serve', '--model', 'synthetic', '--host', '127.0.0.1', '--port', String(port), ...extra];
   const child = spawn(launcher.length ? launcher[0] : bin, [...launcher.slice(1), ...argv].slice(launcher.length ? 0 : 1), {
     env,
     stdio: ['ignore', 'inherit', 'pipe'],
