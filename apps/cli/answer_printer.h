@@ -1,7 +1,7 @@
 // Shows a streamed completion on a terminal / pipe for `dsv4 run` and `dsv4 chat`: reasoning
 // dimmed (on a terminal), content plain, tool calls one line each.
 //
-// Whatever is not valid V4 markup (a stray special token: the demo model's random weights can
+// Whatever is not valid V4 markup (a stray special token: the synthetic model's random weights can
 // emit any token) is passed on verbatim as content from the first byte the parser could not
 // account for: nothing generated is dropped or shown twice.
 #pragma once

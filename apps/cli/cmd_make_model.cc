@@ -1,5 +1,5 @@
 // `dsv4 make-model`: write a synthetic checkpoint (random weights, official layout) — the tiny
-// demo model, or real-width Flash / Pro models cut to a few layers for benchmarks.
+// model of `--model synthetic`, or real-width Flash / Pro models cut to a few layers for benchmarks.
 #include <chrono>
 #include <cstdio>
 #include <filesystem>

@@ -44,7 +44,7 @@ double shortest(float f) {
 // Fields shared by all presets (official values where they exist).
 ModelConfig common_config() {
   ModelConfig c;
-  c.vocab_size = 129280;  // the real V4 tokenizer, also for tiny (the demo model must use it)
+  c.vocab_size = 129280;  // the real V4 tokenizer, also for tiny (the synthetic model must use it)
   c.n_mtp_layers = 1;
   c.n_shared_experts = 1;
   c.n_activated_experts = 6;

@@ -1,6 +1,6 @@
 // Synthetic DeepSeek-V4 checkpoints: random weights in the official Hugging Face layout.
 //
-// `dsv4 make-model` and the `demo` model are built on this. A checkpoint written here is a
+// `dsv4 make-model` and `--model synthetic` are built on this. A checkpoint written here is a
 // directory with config.json (official HF key names), sharded `model-0000i-of-0000n.safetensors`
 // files holding exactly the tensors `expected_tensors(config)` lists (FP8 E4M3 with 128×128
 // UE8M0 scales, FP4 E2M1 pairs with 1×32 scales, BF16, F32, I64), and

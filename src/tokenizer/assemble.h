@@ -1,4 +1,4 @@
-// Assembling the DeepSeek-V4 tokenizer for checkpoints that ship none (e.g. the demo
+// Assembling the DeepSeek-V4 tokenizer for checkpoints that ship none (e.g. the synthetic
 // checkpoints `dsv4 make-model` writes).
 //
 // V4 shares the DeepSeek-V3 tokenizer.json except for `added_tokens` (818 entries in V3, 1,283
