@@ -48,7 +48,7 @@ struct GenFlags {
 };
 
 void add_gen_flags(CLI::App* c, GenFlags& f) {
-  c->add_option("--model", f.model, "Checkpoint directory, 'demo' (trained on the KJV Bible) or 'synthetic' (random weights)");
+  c->add_option("--model", f.model, "Checkpoint directory, 'demo' (KJV-trained) or 'synthetic' (random)");
   c->add_option("-n,--max-tokens", f.max_tokens, "Maximum tokens to generate")->check(integer_at_least(1));
   c->add_option("--temp", f.temperature, "Sampling temperature (0 = greedy)")->check(number_in(0.0, 100.0));
   c->add_option("--top-p", f.top_p, "Nucleus sampling threshold")->check(number_in(0.0, 1.0));

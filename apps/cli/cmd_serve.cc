@@ -131,7 +131,9 @@ void serve(const ServeFlags& f) {
 
   server::ApiConfig api;
   const bool builtin = f.model == "demo" || f.model == "synthetic";
-  api.model_name = !f.name.empty() ? f.name : builtin ? "dsv4-" + f.model : std::filesystem::path(dir).filename().string();
+  api.model_name = !f.name.empty() ? f.name
+                   : builtin      ? "dsv4-" + f.model
+                                  : std::filesystem::path(dir).filename().string();
   api.max_context = worker.max_context();
   api.eos_id = model->config().eos_token_id;
   api.test_hooks = f.test_hooks;
@@ -165,7 +167,7 @@ void serve(const ServeFlags& f) {
 void add_serve_commands(CLI::App& app) {
   static ServeFlags f;
   auto* c = app.add_subcommand("serve", "OpenAI / Anthropic-compatible HTTP server");
-  c->add_option("--model", f.model, "Checkpoint directory, 'demo' (trained on the KJV Bible) or 'synthetic' (random weights)");
+  c->add_option("--model", f.model, "Checkpoint directory, 'demo' (KJV-trained) or 'synthetic' (random)");
   c->add_option("--host", f.host, "Address to listen on (default loopback only)");
   c->add_option("--port", f.port, "TCP port (0 = any free port)")->check(CLI::Range(0, 65535));
   c->add_option("--api-key", f.api_key, "Require this key (Authorization: Bearer KEY or x-api-key: KEY)");
