@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "apps/cli/commands.h"
+#include "apps/cli/train_bench.h"
 #include "core/error.h"
 #include "model/synthetic.h"
 #include "tokenizer/tokenizer.h"
@@ -28,7 +29,7 @@ struct TrainFlags {
   int vocab = 4096, threads = 1;
   int64_t save_every = 0, stop_at = 0;
   double val_fraction = 0.05;
-  bool no_muon = false;
+  bool no_muon = false, bench = false;
   train::TrainOptions opt;
 };
 
@@ -125,6 +126,8 @@ void run_train(TrainFlags f) {
   f.opt.anticipatory.mode = anticipatory_mode(f.anticipatory);
   if (f.opt.anticipatory.delta < 1 || f.opt.anticipatory.calm < 1 || !(f.opt.anticipatory.sigma > 0))
     throw Error("--ar-delta and --ar-calm must be at least 1 and --ar-sigma positive");
+  TrainBench bench;
+  if (f.bench) bench.start();
   train::Trainer t(c, f.opt);
   if (!f.resume.empty()) t.load_state(f.resume);
 
@@ -142,6 +145,7 @@ void run_train(TrainFlags f) {
   const int64_t end = f.stop_at > 0 ? std::min(f.stop_at, f.opt.steps) : f.opt.steps;
   while (t.steps_done() < end) {
     const train::StepReport r = t.step(ids);
+    bench.add(r, tokens_per_step);
     const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     const double tps = double((r.step - first) * tokens_per_step) / elapsed;
     const bool last = r.step == end;
@@ -164,6 +168,7 @@ void run_train(TrainFlags f) {
   plot(csv_path, (fs::path(f.out) / "loss.png").string());
   const double val = t.evaluate(val_ids);
   std::printf("validation loss %.4f nats/token (perplexity %.2f); checkpoint in %s\n", val, std::exp(val), f.out.c_str());
+  if (f.bench) bench.print(c, f.opt, f.threads);
 }
 
 }  // namespace
@@ -194,6 +199,8 @@ void add_train_commands(CLI::App& app) {
                 "Loss spike: loss > mean + this · std of the last 32 calm losses (default 3)");
   c->add_option("--ar-calm", f->opt.anticipatory.calm, "Calm steps before auto switches it off again (default 20)");
   c->add_option("--threads", f->threads, "Threads (default 1; results are reproducible per thread count)");
+  c->add_flag("--bench", f->bench,
+              "Report tokens/s, achieved FLOP/s against the measured F32 peak, and peak memory against its formula");
   c->add_option("--resume", f->resume, "Continue from a train_state.pt of the same model and corpus");
   c->add_option("--save-every", f->save_every, "Also write train_state.pt every N steps");
   c->add_option("--stop-at", f->stop_at, "Stop after step N of the --steps schedule (continue later with --resume)");

@@ -64,7 +64,7 @@ void AnticipatoryRouting::cache(int64_t from, int64_t to, const TrainModel& m, b
 
 std::vector<torch::Tensor> AnticipatoryRouting::routes_for(int64_t step, const TrainModel& m, bool with_mtp,
                                                            const BatchOf& batch_of) {
-  if (opt_.mode == ArMode::kOn) active_ = true;
+  if (opt_.mode != ArMode::kAuto) active_ = opt_.mode == ArMode::kOn;  // whatever a resumed state says
   if (!active_) return {};
   cache(step, step + opt_.delta, m, with_mtp, batch_of);
   std::vector<torch::Tensor> routes = std::move(cached_.at(step));

@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <malloc.h>
 
 #include "core/error.h"
 #include "model/synthetic.h"
@@ -22,6 +23,12 @@ namespace F = torch::nn::functional;
 
 torch::Tensor cross_entropy(const torch::Tensor& logits, const torch::Tensor& targets) {
   return F::cross_entropy(logits.reshape({-1, logits.size(-1)}), targets.reshape(-1));
+}
+
+// Bytes of heap in use (glibc; libtorch's CPU tensors are malloc'd): the activation measurement.
+double heap_in_use() {
+  const struct mallinfo2 mi = mallinfo2();
+  return double(mi.uordblks + mi.hblkhd);
 }
 
 OptimConfig optim_config(const TrainOptions& o) {
@@ -96,6 +103,7 @@ StepReport Trainer::step(const std::vector<int32_t>& tokens) {
   const bool with_mtp = o.mtp_weight > 0 && c.n_mtp_layers > 0;
 
   StepReport r;
+  const double heap_before = heap_in_use();
   ForwardTrace trace;
   trace.forced_experts = I.routing.routes_for(step, I.model, with_mtp, batch_of);
   r.anticipatory = !trace.forced_experts.empty();
@@ -120,6 +128,7 @@ StepReport Trainer::step(const std::vector<int32_t>& tokens) {
   loss = loss + indexer;  // reaches only the indexers (their inputs are detached)
   r.loss = loss.item<double>();
   if (!std::isfinite(r.loss)) throw Error(cat("train: the loss became ", r.loss, " at step ", step + 1, " (lower --lr?)"));
+  r.activation_bytes = heap_in_use() - heap_before;
   I.routing.after_loss(step, r.loss, I.model, with_mtp, batch_of);  // θ_step is still current
   I.last_routes.clear();
   for (const RouteStats& rs : trace.routes) I.last_routes.push_back(rs.experts);

@@ -50,6 +50,7 @@ struct StepReport {
   double lr = 0, grad_norm = 0;
   double seconds = 0;  // of this step
   bool anticipatory = false;  // this step's expert selection came from Δt-step-old parameters
+  double activation_bytes = 0;  // heap the forward added and backward needs (the autograd graph)
 };
 
 class Trainer {

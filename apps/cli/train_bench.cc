@@ -1,0 +1,66 @@
+#include "apps/cli/train_bench.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <fstream>
+#include <string>
+
+#include "core/thread_pool.h"
+#include "kernels/probe.h"
+#include "train/cost.h"
+
+namespace dsv4::cli {
+
+namespace {
+
+// A "VmRSS:" / "VmHWM:" line of /proc/self/status in bytes (0 if unreadable).
+double proc_status_bytes(const std::string& key) {
+  std::ifstream f("/proc/self/status");
+  std::string k;
+  double kb = 0;
+  while (f >> k) {
+    if (k == key + ":" && f >> kb) return kb * 1024.0;
+    f.ignore(1 << 20, '\n');
+  }
+  return 0;
+}
+
+double mib(double bytes) { return bytes / (1024.0 * 1024.0); }
+
+}  // namespace
+
+void TrainBench::start() {
+  // Writing 5 to clear_refs resets VmHWM to the current RSS (Linux ≥ 4.0).
+  std::ofstream("/proc/self/clear_refs") << "5";
+  baseline_bytes_ = proc_status_bytes("VmRSS");
+}
+
+void TrainBench::add(const train::StepReport& r, int64_t tokens_per_step) {
+  max_activations_ = std::max(max_activations_, r.activation_bytes);
+  if (++steps_ == 1) return;
+  seconds_ += r.seconds;
+  tokens_ += tokens_per_step;
+}
+
+void TrainBench::print(const ModelConfig& c, const train::TrainOptions& o, int threads) const {
+  const train::TrainCost cost = train::train_cost(c, o);
+  ThreadPool pool(threads);
+  const double peak = kernels::measure_dot_peak(&pool, false);  // GFLOP/s
+  const double tps = seconds_ > 0 ? double(tokens_) / seconds_ : 0;
+  const double gflops = tps * cost.flop_per_token * 1e-9;
+  std::printf("bench: %.0f tokens/s over steps 2-%lld (%lld tokens per step, %d threads)\n", tps,
+              (long long)steps_, (long long)(o.batch * o.seq_len), threads);
+  std::printf("bench: %.2f MFLOP/token = 6 x %.3f M active matrix weights + %.2f MFLOP attention\n",
+              cost.flop_per_token * 1e-6, double(cost.active_matmul) * 1e-6, cost.attention_flop * 1e-6);
+  std::printf("bench: achieved %.2f GFLOP/s = %.1f %% of the F32 peak %.1f GFLOP/s (%s) measured now\n", gflops,
+              peak > 0 ? 100.0 * gflops / peak : 0.0, peak, kernels::dot_peak_kind(false));
+  const double predicted = baseline_bytes_ + cost.static_bytes + max_activations_;
+  const double hwm = proc_status_bytes("VmHWM");
+  std::printf("bench: memory formula: baseline %.1f + 4 B x (params %lld + grads %lld + Muon momentum %lld + "
+              "2 AdamW moments %lld) %.1f + activations %.1f (measured, largest step) = %.1f MiB\n",
+              mib(baseline_bytes_), (long long)cost.params, (long long)cost.trainable, (long long)cost.muon,
+              (long long)(2 * (cost.trainable - cost.muon)), mib(cost.static_bytes), mib(max_activations_), mib(predicted));
+  std::printf("bench: peak RSS %.1f MiB (%.2f x the formula)\n", mib(hwm), predicted > 0 ? hwm / predicted : 0.0);
+}
+
+}  // namespace dsv4::cli
