@@ -39,6 +39,7 @@ void TrainBench::add(const train::StepReport& r, int64_t tokens_per_step) {
   max_activations_ = std::max(max_activations_, r.activation_bytes);
   if (++steps_ == 1) return;
   seconds_ += r.seconds;
+  cpu_seconds_ += r.cpu_seconds;
   tokens_ += tokens_per_step;
 }
 
@@ -47,13 +48,19 @@ void TrainBench::print(const ModelConfig& c, const train::TrainOptions& o, int t
   ThreadPool pool(threads);
   const double peak = kernels::measure_dot_peak(&pool, false);  // GFLOP/s
   const double tps = seconds_ > 0 ? double(tokens_) / seconds_ : 0;
-  const double gflops = tps * cost.flop_per_token * 1e-9;
-  std::printf("bench: %.0f tokens/s over steps 2-%lld (%lld tokens per step, %d threads)\n", tps,
-              (long long)steps_, (long long)(o.batch * o.seq_len), threads);
+  // Per CPU-second: what the steps got out of the cores they ran on, whatever else ran beside
+  // them on a shared machine; compared with the peak of as many cores.
+  const double per_cpu_s = cpu_seconds_ > 0 ? double(tokens_) / cpu_seconds_ : 0;
+  const double gflops = tps * cost.flop_per_token * 1e-9, cpu_gflops = per_cpu_s * cost.flop_per_token * 1e-9;
+  const double core_peak = peak / double(threads);
+  std::printf("bench: %.0f tokens/s, %.0f tokens per CPU-second over steps 2-%lld (%lld tokens per step, %d threads)\n",
+              tps, per_cpu_s, (long long)steps_, (long long)(o.batch * o.seq_len), threads);
   std::printf("bench: %.2f MFLOP/token = 6 x %.3f M active matrix weights + %.2f MFLOP attention\n",
               cost.flop_per_token * 1e-6, double(cost.active_matmul) * 1e-6, cost.attention_flop * 1e-6);
-  std::printf("bench: achieved %.2f GFLOP/s = %.1f %% of the F32 peak %.1f GFLOP/s (%s) measured now\n", gflops,
-              peak > 0 ? 100.0 * gflops / peak : 0.0, peak, kernels::dot_peak_kind(false));
+  std::printf("bench: achieved %.2f GFLOP/s = %.1f %% of the F32 peak %.1f GFLOP/s (%s) measured now; "
+              "%.2f GFLOP per CPU-second = %.1f %% of one core's peak\n",
+              gflops, peak > 0 ? 100.0 * gflops / peak : 0.0, peak, kernels::dot_peak_kind(false), cpu_gflops,
+              core_peak > 0 ? 100.0 * cpu_gflops / core_peak : 0.0);
   const double predicted = baseline_bytes_ + cost.static_bytes + max_activations_;
   const double hwm = proc_status_bytes("VmHWM");
   std::printf("bench: memory formula: baseline %.1f + 4 B x (params %lld + grads %lld + Muon momentum %lld + "

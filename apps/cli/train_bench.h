@@ -20,7 +20,7 @@ class TrainBench {
   void print(const ModelConfig& c, const train::TrainOptions& o, int threads) const;
 
  private:
-  double baseline_bytes_ = 0, seconds_ = 0, max_activations_ = 0;
+  double baseline_bytes_ = 0, seconds_ = 0, cpu_seconds_ = 0, max_activations_ = 0;
   int64_t steps_ = 0, tokens_ = 0;
 };
 

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <filesystem>
 #include <malloc.h>
+#include <time.h>
 
 #include "core/error.h"
 #include "model/synthetic.h"
@@ -29,6 +30,12 @@ torch::Tensor cross_entropy(const torch::Tensor& logits, const torch::Tensor& ta
 double heap_in_use() {
   const struct mallinfo2 mi = mallinfo2();
   return double(mi.uordblks + mi.hblkhd);
+}
+
+double process_cpu_seconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
 }
 
 OptimConfig optim_config(const TrainOptions& o) {
@@ -95,6 +102,7 @@ StepReport Trainer::step(const std::vector<int32_t>& tokens) {
   const TrainOptions& o = I.opt;
   const ModelConfig& c = I.model.config;
   const auto t0 = std::chrono::steady_clock::now();
+  const double cpu0 = process_cpu_seconds();
   const int64_t S = o.seq_len, step = I.optim.steps_taken();
   if (int64_t(tokens.size()) < S + 1) throw Error(cat("train: the corpus has ", tokens.size(), " tokens, fewer than seq_len + 1 = ", S + 1));
   const BatchOf batch_of = [&](int64_t s) { return sample_batch(tokens, o.batch, S + 1, o.seed, s); };
@@ -143,6 +151,7 @@ StepReport Trainer::step(const std::vector<int32_t>& tokens) {
   for (const RouteStats& rs : trace.routes) update_balance_bias(&I.model.params, rs, c.n_routed_experts, o.bias_speed);
   r.step = step + 1;
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  r.cpu_seconds = process_cpu_seconds() - cpu0;
   return r;
 }
 

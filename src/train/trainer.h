@@ -48,7 +48,8 @@ struct StepReport {
   int64_t step = 0;  // 1-based, after the update
   double loss = 0, main_loss = 0, mtp_loss = 0, balance = 0, indexer = 0;
   double lr = 0, grad_norm = 0;
-  double seconds = 0;  // of this step
+  double seconds = 0;      // of this step (wall clock)
+  double cpu_seconds = 0;  // of this step, all of the process's threads
   bool anticipatory = false;  // this step's expert selection came from Δt-step-old parameters
   double activation_bytes = 0;  // heap the forward added and backward needs (the autograd graph)
 };
