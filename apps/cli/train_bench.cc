@@ -4,6 +4,8 @@
 #include <cstdio>
 #include <fstream>
 #include <string>
+#include <chrono>
+#include <time.h>
 
 #include "core/thread_pool.h"
 #include "kernels/probe.h"
@@ -23,6 +25,12 @@ double proc_status_bytes(const std::string& key) {
     f.ignore(1 << 20, '\n');
   }
   return 0;
+}
+
+double cpu_seconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
 }
 
 double mib(double bytes) { return bytes / (1024.0 * 1024.0); }
@@ -46,21 +54,27 @@ void TrainBench::add(const train::StepReport& r, int64_t tokens_per_step) {
 void TrainBench::print(const ModelConfig& c, const train::TrainOptions& o, int threads) const {
   const train::TrainCost cost = train::train_cost(c, o);
   ThreadPool pool(threads);
-  const double peak = kernels::measure_dot_peak(&pool, false);  // GFLOP/s
+  const auto w0 = std::chrono::steady_clock::now();
+  const double c0 = cpu_seconds();
+  const double peak = kernels::measure_dot_peak(&pool, false);  // GFLOP/s of wall clock
+  const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - w0).count();
+  const double cpu = cpu_seconds() - c0;
+  // The probe's rate per CPU-second: its wall-clock rate scaled by the share of the wall time
+  // its threads got (under contention the wall-clock peak is low by that share).
+  const double core_peak = cpu > 0 ? peak * wall / cpu : peak / double(threads);
   const double tps = seconds_ > 0 ? double(tokens_) / seconds_ : 0;
   // Per CPU-second: what the steps got out of the cores they ran on, whatever else ran beside
   // them on a shared machine; compared with the peak of as many cores.
   const double per_cpu_s = cpu_seconds_ > 0 ? double(tokens_) / cpu_seconds_ : 0;
   const double gflops = tps * cost.flop_per_token * 1e-9, cpu_gflops = per_cpu_s * cost.flop_per_token * 1e-9;
-  const double core_peak = peak / double(threads);
   std::printf("bench: %.0f tokens/s, %.0f tokens per CPU-second over steps 2-%lld (%lld tokens per step, %d threads)\n",
               tps, per_cpu_s, (long long)steps_, (long long)(o.batch * o.seq_len), threads);
   std::printf("bench: %.2f MFLOP/token = 6 x %.3f M active matrix weights + %.2f MFLOP attention\n",
               cost.flop_per_token * 1e-6, double(cost.active_matmul) * 1e-6, cost.attention_flop * 1e-6);
   std::printf("bench: achieved %.2f GFLOP/s = %.1f %% of the F32 peak %.1f GFLOP/s (%s) measured now; "
-              "%.2f GFLOP per CPU-second = %.1f %% of one core's peak\n",
+              "%.2f GFLOP per CPU-second = %.1f %% of the peak per CPU-second %.1f\n",
               gflops, peak > 0 ? 100.0 * gflops / peak : 0.0, peak, kernels::dot_peak_kind(false), cpu_gflops,
-              core_peak > 0 ? 100.0 * cpu_gflops / core_peak : 0.0);
+              core_peak > 0 ? 100.0 * cpu_gflops / core_peak : 0.0, core_peak);
   const double predicted = baseline_bytes_ + cost.static_bytes + max_activations_;
   const double hwm = proc_status_bytes("VmHWM");
   std::printf("bench: memory formula: baseline %.1f + 4 B x (params %lld + grads %lld + Muon momentum %lld + "
