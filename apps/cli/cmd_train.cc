@@ -107,6 +107,9 @@ train::ArMode anticipatory_mode(const std::string& s) {
 void run_train(TrainFlags f) {
   if (f.opt.seq_len < 4) throw Error("--seq must be at least 4");
   if (f.opt.batch < 1 || f.opt.steps < 1) throw Error("--batch and --steps must be positive");
+  f.opt.anticipatory.mode = anticipatory_mode(f.anticipatory);  // before the tokenizer's training
+  if (f.opt.anticipatory.delta < 1 || f.opt.anticipatory.calm < 1 || !(f.opt.anticipatory.sigma > 0))
+    throw Error("--ar-delta and --ar-calm must be at least 1 and --ar-sigma positive");
   train::set_threads(f.threads);
   std::string train_text, val_text;
   split_corpus(f, &train_text, &val_text);
@@ -123,9 +126,6 @@ void run_train(TrainFlags f) {
   c.eos_token_id = tok.eos_id();
   c = parse_config(config_json(c), "model config");  // what `dsv4 run` will accept
   f.opt.muon = !f.no_muon;
-  f.opt.anticipatory.mode = anticipatory_mode(f.anticipatory);
-  if (f.opt.anticipatory.delta < 1 || f.opt.anticipatory.calm < 1 || !(f.opt.anticipatory.sigma > 0))
-    throw Error("--ar-delta and --ar-calm must be at least 1 and --ar-sigma positive");
   TrainBench bench;
   if (f.bench) bench.start();
   train::Trainer t(c, f.opt);
