@@ -7,9 +7,11 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iomanip>
 #include <sstream>
 
 #include "apps/cli/commands.h"
+#include "apps/cli/train_bench.h"
 #include "core/error.h"
 #include "model/synthetic.h"
 #include "tokenizer/tokenizer.h"
@@ -23,11 +25,11 @@ namespace {
 namespace fs = std::filesystem;
 
 struct TrainFlags {
-  std::string corpus, val, out, config, preset = "small", resume;
+  std::string corpus, val, out, config, preset = "small", resume, anticipatory = "auto";
   int vocab = 4096, threads = 1;
   int64_t save_every = 0, stop_at = 0;
   double val_fraction = 0.05;
-  bool no_muon = false;
+  bool no_muon = false, bench = false;
   train::TrainOptions opt;
 };
 
@@ -95,9 +97,19 @@ void plot(const std::string& csv, const std::string& png) {
   fs::remove(script);
 }
 
+train::ArMode anticipatory_mode(const std::string& s) {
+  if (s == "auto") return train::ArMode::kAuto;
+  if (s == "on") return train::ArMode::kOn;
+  if (s == "off") return train::ArMode::kOff;
+  throw Error(cat("--anticipatory-routing must be auto, on or off, not '", s, "'"));
+}
+
 void run_train(TrainFlags f) {
   if (f.opt.seq_len < 4) throw Error("--seq must be at least 4");
   if (f.opt.batch < 1 || f.opt.steps < 1) throw Error("--batch and --steps must be positive");
+  f.opt.anticipatory.mode = anticipatory_mode(f.anticipatory);  // before the tokenizer's training
+  if (f.opt.anticipatory.delta < 1 || f.opt.anticipatory.calm < 1 || !(f.opt.anticipatory.sigma > 0))
+    throw Error("--ar-delta and --ar-calm must be at least 1 and --ar-sigma positive");
   train::set_threads(f.threads);
   std::string train_text, val_text;
   split_corpus(f, &train_text, &val_text);
@@ -114,12 +126,17 @@ void run_train(TrainFlags f) {
   c.eos_token_id = tok.eos_id();
   c = parse_config(config_json(c), "model config");  // what `dsv4 run` will accept
   f.opt.muon = !f.no_muon;
+  TrainBench bench;
+  if (f.bench) bench.start();
   train::Trainer t(c, f.opt);
   if (!f.resume.empty()) t.load_state(f.resume);
 
   const std::string csv_path = (fs::path(f.out) / "train_log.csv").string();
   std::ofstream csv(csv_path, f.resume.empty() ? std::ios::trunc : std::ios::app);
-  if (f.resume.empty()) csv << "step,loss,main_loss,mtp_loss,balance,indexer,lr,grad_norm,tokens_per_s,val_loss\n";
+  // ar: 1 where the step's expert selection came from Δt-step-old parameters. Losses with 10
+  // digits, so that the spike detector's decisions can be checked from the log.
+  if (f.resume.empty()) csv << "step,loss,main_loss,mtp_loss,balance,indexer,lr,grad_norm,tokens_per_s,val_loss,ar\n";
+  csv << std::setprecision(10);
   const int64_t print_every = std::max<int64_t>(1, f.opt.steps / 50);
   const int64_t tokens_per_step = f.opt.batch * f.opt.seq_len;
   const auto start = std::chrono::steady_clock::now();
@@ -128,17 +145,19 @@ void run_train(TrainFlags f) {
   const int64_t end = f.stop_at > 0 ? std::min(f.stop_at, f.opt.steps) : f.opt.steps;
   while (t.steps_done() < end) {
     const train::StepReport r = t.step(ids);
+    bench.add(r, tokens_per_step);
     const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     const double tps = double((r.step - first) * tokens_per_step) / elapsed;
     const bool last = r.step == end;
     const double val = last || r.step % (print_every * 10) == 0 ? t.evaluate(val_ids) : 0.0;
     csv << r.step << ',' << r.loss << ',' << r.main_loss << ',' << r.mtp_loss << ',' << r.balance << ',' << r.indexer
-        << ',' << r.lr << ',' << r.grad_norm << ',' << tps << ',' << val << '\n';
+        << ',' << r.lr << ',' << r.grad_norm << ',' << tps << ',' << val << ',' << int(r.anticipatory) << '\n';
     if (r.step % print_every == 0 || last) {
       const double eta = elapsed / double(r.step - first) * double(f.opt.steps - r.step);
-      std::printf("step %lld/%lld  loss %.4f (main %.4f, mtp %.4f)  lr %.2e  %.0f tok/s  ETA %s%s\n",
+      std::printf("step %lld/%lld  loss %.4f (main %.4f, mtp %.4f)  lr %.2e  %.0f tok/s  ETA %s%s%s\n",
                   (long long)r.step, (long long)f.opt.steps, r.loss, r.main_loss, r.mtp_loss, r.lr, tps,
-                  fmt_duration(eta).c_str(), val > 0 ? cat("  validation ", val).c_str() : "");
+                  fmt_duration(eta).c_str(), val > 0 ? cat("  validation ", val).c_str() : "",
+                  r.anticipatory ? "  [anticipatory routing]" : "");
       std::fflush(stdout);
     }
     if (f.save_every > 0 && r.step % f.save_every == 0) t.save_state(state);
@@ -149,6 +168,7 @@ void run_train(TrainFlags f) {
   plot(csv_path, (fs::path(f.out) / "loss.png").string());
   const double val = t.evaluate(val_ids);
   std::printf("validation loss %.4f nats/token (perplexity %.2f); checkpoint in %s\n", val, std::exp(val), f.out.c_str());
+  if (f.bench) bench.print(c, f.opt, f.threads);
 }
 
 }  // namespace
@@ -172,7 +192,15 @@ void add_train_commands(CLI::App& app) {
   c->add_flag("--no-muon", f->no_muon, "AdamW for every parameter (no Muon)");
   c->add_flag("--qat", f->opt.qat, "Quantization-aware training: FP8 activations/KV/weights, FP4 experts and indexer");
   c->add_option("--seed", f->opt.seed, "Seed of the initial weights and the data order (default 0)");
+  c->add_option("--anticipatory-routing", f->anticipatory,
+                 "Expert selection from Δt-step-old parameters: auto (on after a loss spike; default), on, off");
+  c->add_option("--ar-delta", f->opt.anticipatory.delta, "Anticipatory Routing's Δt in steps (default 2)");
+  c->add_option("--ar-sigma", f->opt.anticipatory.sigma,
+                "Loss spike: loss > mean + this · std of the last 32 calm losses (default 3)");
+  c->add_option("--ar-calm", f->opt.anticipatory.calm, "Calm steps before auto switches it off again (default 20)");
   c->add_option("--threads", f->threads, "Threads (default 1; results are reproducible per thread count)");
+  c->add_flag("--bench", f->bench,
+              "Report tokens/s, achieved FLOP/s against the measured F32 peak, and peak memory against its formula");
   c->add_option("--resume", f->resume, "Continue from a train_state.pt of the same model and corpus");
   c->add_option("--save-every", f->save_every, "Also write train_state.pt every N steps");
   c->add_option("--stop-at", f->stop_at, "Stop after step N of the --steps schedule (continue later with --resume)");

@@ -106,7 +106,12 @@ Tensor moe(const TrainModel& m, const std::string& prefix, int layer, const Tens
     experts = m.p(prefix + "gate.tid2eid").index_select(0, tokens.reshape({B * S}));
   } else {
     // The bias steers selection only (aux-loss-free balancing); weights come from the scores.
-    experts = top_k(scores.detach() + m.p(prefix + "gate.bias"), K);
+    const size_t route = trace ? trace->routes.size() : 0;
+    if (trace && route < trace->forced_experts.size()) {
+      experts = trace->forced_experts[route].reshape({B * S, K});
+    } else {
+      experts = top_k(scores.detach() + m.p(prefix + "gate.bias"), K);
+    }
     if (trace) trace->routes.push_back({prefix + "gate.bias", scores.view({B, S, E}), experts.view({B, S, K})});
   }
   Tensor w = scores.gather(1, experts);

@@ -50,6 +50,9 @@ struct IndexerStats {
 
 struct ForwardTrace {
   std::vector<RouteStats> routes;
+  // Anticipatory Routing: when set, the i-th score-routed layer met takes forced_experts[i]
+  // ([B, S, K], computed ahead from older parameters) as its selection instead of its own top-k.
+  std::vector<torch::Tensor> forced_experts;
   std::vector<IndexerStats> indexers;
 };
 

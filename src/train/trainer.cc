@@ -3,10 +3,12 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
-#include <random>
+#include <malloc.h>
+#include <time.h>
 
 #include "core/error.h"
 #include "model/synthetic.h"
+#include "train/anticipatory.h"
 #include "train/export.h"
 #include "train/forward.h"
 #include "train/optim.h"
@@ -24,18 +26,16 @@ torch::Tensor cross_entropy(const torch::Tensor& logits, const torch::Tensor& ta
   return F::cross_entropy(logits.reshape({-1, logits.size(-1)}), targets.reshape(-1));
 }
 
-// Window starts of step `step`: a pure function of (seed, step), so resuming replays the data.
-torch::Tensor sample_batch(const std::vector<int32_t>& tokens, int64_t batch, int64_t len, uint64_t seed,
-                           int64_t step) {
-  std::mt19937_64 rng(seed * 0x9E3779B97F4A7C15ull + uint64_t(step) * 0xBF58476D1CE4E5B9ull + 1);
-  std::uniform_int_distribution<int64_t> start(0, int64_t(tokens.size()) - len);
-  torch::Tensor out = torch::empty({batch, len}, torch::kLong);
-  int64_t* o = out.data_ptr<int64_t>();
-  for (int64_t b = 0; b < batch; ++b) {
-    const int64_t s = start(rng);
-    for (int64_t i = 0; i < len; ++i) o[b * len + i] = tokens[size_t(s + i)];
-  }
-  return out;
+// Bytes of heap in use (glibc; libtorch's CPU tensors are malloc'd): the activation measurement.
+double heap_in_use() {
+  const struct mallinfo2 mi = mallinfo2();
+  return double(mi.uordblks + mi.hblkhd);
+}
+
+double process_cpu_seconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
 }
 
 OptimConfig optim_config(const TrainOptions& o) {
@@ -69,8 +69,11 @@ struct Trainer::Impl {
   TrainOptions opt;
   TrainModel model;
   Optimizer optim;
+  AnticipatoryRouting routing;
+  std::vector<torch::Tensor> last_routes;
   Impl(const ModelConfig& c, const TrainOptions& o)
-      : opt(o), model(c, init_params(c, o.seed, torch::kFloat)), optim(&model.params, optim_config(o)) {
+      : opt(o), model(c, init_params(c, o.seed, torch::kFloat)), optim(&model.params, optim_config(o)),
+        routing(o.anticipatory) {
     enable_grad(&model.params);
     model.qat = o.qat;
   }
@@ -85,23 +88,38 @@ Trainer::~Trainer() = default;
 
 int64_t Trainer::steps_done() const { return impl_->optim.steps_taken(); }
 
+std::vector<int64_t> Trainer::last_routing() const {
+  std::vector<int64_t> out;
+  for (const torch::Tensor& e : impl_->last_routes) {
+    const torch::Tensor v = e.to(torch::kLong).contiguous();
+    out.insert(out.end(), v.data_ptr<int64_t>(), v.data_ptr<int64_t>() + v.numel());
+  }
+  return out;
+}
+
 StepReport Trainer::step(const std::vector<int32_t>& tokens) {
   Impl& I = *impl_;
   const TrainOptions& o = I.opt;
   const ModelConfig& c = I.model.config;
   const auto t0 = std::chrono::steady_clock::now();
+  const double cpu0 = process_cpu_seconds();
   const int64_t S = o.seq_len, step = I.optim.steps_taken();
   if (int64_t(tokens.size()) < S + 1) throw Error(cat("train: the corpus has ", tokens.size(), " tokens, fewer than seq_len + 1 = ", S + 1));
-  const torch::Tensor batch = sample_batch(tokens, o.batch, S + 1, o.seed, step);
+  const BatchOf batch_of = [&](int64_t s) { return sample_batch(tokens, o.batch, S + 1, o.seed, s); };
+  const torch::Tensor batch = batch_of(step);
   const torch::Tensor in = batch.narrow(1, 0, S);
+  const bool with_mtp = o.mtp_weight > 0 && c.n_mtp_layers > 0;
 
   StepReport r;
+  const double heap_before = heap_in_use();
   ForwardTrace trace;
+  trace.forced_experts = I.routing.routes_for(step, I.model, with_mtp, batch_of);
+  r.anticipatory = !trace.forced_experts.empty();
   ForwardResult f = forward(I.model, in, &trace);
   torch::Tensor main = cross_entropy(f.logits, batch.narrow(1, 1, S));
   torch::Tensor loss = main;
   r.main_loss = main.item<double>();
-  if (o.mtp_weight > 0 && c.n_mtp_layers > 0) {
+  if (with_mtp) {
     // Row s of the MTP block carries token s+1 and predicts token s+2.
     torch::Tensor mtp = mtp_forward(I.model, f.hidden.narrow(1, 0, S - 1), in.narrow(1, 1, S - 1), &trace);
     torch::Tensor mtp_loss = cross_entropy(mtp, batch.narrow(1, 2, S - 1));
@@ -118,6 +136,10 @@ StepReport Trainer::step(const std::vector<int32_t>& tokens) {
   loss = loss + indexer;  // reaches only the indexers (their inputs are detached)
   r.loss = loss.item<double>();
   if (!std::isfinite(r.loss)) throw Error(cat("train: the loss became ", r.loss, " at step ", step + 1, " (lower --lr?)"));
+  r.activation_bytes = heap_in_use() - heap_before;
+  I.routing.after_loss(step, r.loss, I.model, with_mtp, batch_of);  // θ_step is still current
+  I.last_routes.clear();
+  for (const RouteStats& rs : trace.routes) I.last_routes.push_back(rs.experts);
 
   for (auto& [name, t] : I.model.params.tensors)
     if (t.grad().defined()) t.mutable_grad().zero_();
@@ -129,6 +151,7 @@ StepReport Trainer::step(const std::vector<int32_t>& tokens) {
   for (const RouteStats& rs : trace.routes) update_balance_bias(&I.model.params, rs, c.n_routed_experts, o.bias_speed);
   r.step = step + 1;
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  r.cpu_seconds = process_cpu_seconds() - cpu0;
   return r;
 }
 
@@ -153,6 +176,9 @@ void Trainer::save_state(const std::string& path) const {
   a.write("dsv4.step", torch::tensor(impl_->optim.steps_taken(), torch::kLong));
   for (const auto& [name, t] : impl_->model.params.tensors) a.write("param." + name, t.detach());
   for (const auto& [name, t] : impl_->optim.state()) a.write("optim." + name, t);
+  std::map<std::string, torch::Tensor> routing;
+  impl_->routing.save(&routing);
+  for (const auto& [name, t] : routing) a.write(name, t);
   const std::string tmp = path + ".tmp";
   a.save_to(tmp);
   std::filesystem::rename(tmp, path);  // never a half-written state under the real name
@@ -180,12 +206,16 @@ void Trainer::load_state(const std::string& path) {
     t.copy_(v);
   }
   impl_->optim.state().clear();
-  for (const std::string& key : a.keys())
-    if (key.rfind("optim.", 0) == 0) {
-      torch::Tensor v;
-      a.read(key, v);
-      impl_->optim.state()[key.substr(6)] = v;
-    }
+  std::map<std::string, torch::Tensor> routing;
+  for (const std::string& key : a.keys()) {
+    const bool optim = key.rfind("optim.", 0) == 0;
+    if (!optim && key.rfind("ar.", 0) != 0) continue;
+    torch::Tensor v;
+    a.read(key, v);
+    if (optim) impl_->optim.state()[key.substr(6)] = v;
+    else routing[key] = v;
+  }
+  impl_->routing.load(routing);
   impl_->optim.set_steps_taken(step.item<int64_t>());
 }
 

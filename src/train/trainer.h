@@ -16,6 +16,16 @@
 
 namespace dsv4::train {
 
+// Anticipatory Routing (anticipatory.h): off, always on, or switched on by a loss spike.
+enum class ArMode { kOff, kOn, kAuto };
+
+struct ArOptions {
+  ArMode mode = ArMode::kAuto;
+  int64_t delta = 2;   // Δt: the selection comes from the parameters this many steps old
+  double sigma = 3.0;  // spike: loss > mean + sigma · std of the recent calm losses
+  int64_t calm = 20;   // consecutive calm steps before `auto` switches off again
+};
+
 struct TrainOptions {
   int64_t steps = 200;
   int64_t batch = 8;
@@ -31,13 +41,17 @@ struct TrainOptions {
   bool muon = true;
   bool qat = false;             // FP8/FP4 fake quantization with straight-through gradients
   uint64_t seed = 0;
+  ArOptions anticipatory;
 };
 
 struct StepReport {
   int64_t step = 0;  // 1-based, after the update
   double loss = 0, main_loss = 0, mtp_loss = 0, balance = 0, indexer = 0;
   double lr = 0, grad_norm = 0;
-  double seconds = 0;  // of this step
+  double seconds = 0;      // of this step (wall clock)
+  double cpu_seconds = 0;  // of this step, all of the process's threads
+  bool anticipatory = false;  // this step's expert selection came from Δt-step-old parameters
+  double activation_bytes = 0;  // heap the forward added and backward needs (the autograd graph)
 };
 
 class Trainer {
@@ -54,6 +68,9 @@ class Trainer {
   // Mean main-head cross-entropy (nats/token) over consecutive windows of `tokens`.
   double evaluate(const std::vector<int32_t>& tokens, int64_t max_windows = 64) const;
   int64_t steps_done() const;
+  // The expert ids the last step's score-routed layers selected (main blocks in order, then MTP),
+  // each [batch, seq, n_activated] flattened row-major, concatenated.
+  std::vector<int64_t> last_routing() const;
 
   // Training state (weights, optimizer moments, step, config) to resume from.
   void save_state(const std::string& path) const;

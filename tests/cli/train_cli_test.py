@@ -74,6 +74,99 @@ def losses(rs):  # everything but the timing column
             for r in rs]
 
 
+def detector_says(losses, sigma, calm, window=32, min_history=8):
+    """Anticipatory Routing's switch as docs/train.md states it, recomputed from the logged
+    losses: a loss above mean + sigma * std (population) of the last `window` calm losses (at
+    least `min_history` of them) is a spike and switches it on from the next step; `calm`
+    consecutive calm steps switch it off. Returns the expected `ar` column."""
+    history, active, quiet, out = [], False, 0, []
+    for loss in losses:
+        out.append(int(active))
+        mean = sum(history) / len(history) if history else 0.0
+        std = (sum((h - mean) ** 2 for h in history) / len(history)) ** 0.5 if history else 0.0
+        if len(history) >= min_history and loss > mean + sigma * std:
+            active, quiet = True, 0
+            continue
+        history = (history + [loss])[-window:]
+        if active:
+            quiet += 1
+            if quiet >= calm:
+                active = False
+    return out
+
+
+def junk_text(lines, seed):
+    """Letters at random: text of another language, whose tokenizer gives the ids other meanings."""
+    x, out = seed, []
+    for _ in range(lines):
+        words = []
+        for _ in range(8):
+            x = (x * 1103515245 + 12345) % 2**31
+            words.append("".join("qxzjkvwyfpgb"[(x >> (3 * i)) % 12] for i in range(2 + x % 5)))
+        out.append(" ".join(words))
+    return "\n".join(out) + "\n"
+
+
+def anticipatory_routing(tmp, corpus, common, ra):
+    """A corrupted step (a resume on another corpus, so every id means something else) must make a
+    loss spike that switches Anticipatory Routing on for the next steps and, after --ar-calm calm
+    steps, off; the `ar` column must match the detector recomputed from the logged losses; `off`
+    ignores the spike; `on` routes every step from older parameters."""
+    junk = os.path.join(tmp, "junk.txt")
+    with open(junk, "w") as f:
+        f.write(junk_text(1500, 5))
+    ar = ["--steps", 24, "--val-fraction", "0.1", "--ar-sigma", "1.5", "--ar-calm", 3, "--ar-delta", 2, *common]
+    runs = {}
+    for mode in ("auto", "off"):
+        d = os.path.join(tmp, "ar-" + mode)
+        state = ["--resume", os.path.join(d, "train_state.pt")]
+        flags = ["--anticipatory-routing", mode, *ar]
+        dsv4("--corpus", corpus, "--out", d, "--stop-at", 16, *flags)
+        dsv4("--corpus", junk, "--out", d, "--stop-at", 17, *state, *flags)
+        dsv4("--corpus", corpus, "--out", d, *state, *flags)
+        runs[mode] = rows(d)
+    auto, off = runs["auto"], runs["off"]
+    col = [int(r["ar"]) for r in auto]
+    print(f"anticipatory routing: losses {[round(float(r['loss']), 2) for r in auto]}, ar {col}", flush=True)
+    check(len(auto) == 24 and float(auto[16]["loss"]) > float(auto[15]["loss"]) + 1.0,
+          f"the corrupted step 17 made no loss spike: {[r['loss'] for r in auto]}")
+    check(col == detector_says([float(r["loss"]) for r in auto], 1.5, 3), f"ar column {col} != the detector's")
+    check(col[:17] == [0] * 17 and col[17] == 1 and col[-1] == 0, f"ar column {col}: not off, on after step 17, off")
+    check(all(r["ar"] == "0" for r in off), "--anticipatory-routing off: routed from older parameters")
+    check(losses(off)[:17] == losses(auto)[:17] and losses(off)[18] != losses(auto)[18],
+          "auto vs off: differ before the spike or not after it")
+    on = os.path.join(tmp, "ar-on")
+    dsv4("--corpus", corpus, "--out", on, "--steps", 40, "--stop-at", 5, "--val-fraction", "0.1",
+         "--anticipatory-routing", "on", "--ar-delta", 3, *common)
+    ro = rows(on)
+    check([r["ar"] for r in ro] == ["1"] * 5, f"--anticipatory-routing on: ar {[r['ar'] for r in ro]}")
+    # Step 1 routes with θ0 either way; later steps with older parameters than the plain run.
+    check(losses(ro)[0] == losses(ra)[0] and losses(ro)[1:] != losses(ra)[1:5], "--anticipatory-routing on changes nothing")
+    for bad in (["--anticipatory-routing", "sometimes"], ["--ar-delta", 0]):
+        _, err = dsv4("--corpus", corpus, "--out", os.path.join(tmp, "bad-ar"), "--steps", 2, *bad, ok=False)
+        check(bad[0] in err, f"{bad}: error does not name {bad[0]}: {err.strip()}")
+
+
+def bench(tmp, corpus, common):
+    """--bench reports tokens/s, FLOP/s against the measured F32 peak, and peak memory against
+    the memory formula (the numbers themselves are the benchmark's, not checked here, except
+    that memory is within 2x of the formula outside the sanitizers)."""
+    d = os.path.join(tmp, "bench")
+    out, _ = dsv4("--corpus", corpus, "--out", d, "--steps", 4, "--val-fraction", "0.1", "--bench", *common)
+    lines = [l for l in out.splitlines() if l.startswith("bench:")]
+    check(len(lines) == 5, f"--bench printed {lines}")
+    if len(lines) != 5:
+        return
+    tps = float(lines[0].split()[1])
+    peak = float(lines[2].split("F32 peak")[1].split()[0])
+    rss = float(lines[4].split()[3])
+    formula = float(lines[3].split("=")[-1].split()[0])
+    check(tps > 0 and peak > 0 and rss > 0 and formula > 0, f"--bench numbers: {lines}")
+    with open(DSV4, "rb") as f:
+        sanitized = b"AddressSanitizer" in f.read()
+    check(sanitized or 0.5 < rss / formula < 2.0, f"peak RSS {rss} MiB vs the formula's {formula} MiB")
+
+
 def main():
     out, _ = dsv4("--help")
     # The option column: lines starting with "-x,--long" or "--long".
@@ -119,6 +212,9 @@ def main():
         dsv4("--corpus", corpus, "--out", b, "--steps", 40, "--val-fraction", "0.1",
              "--resume", os.path.join(b, "train_state.pt"), *common)
         check(losses(rows(b)) == losses(ra), "20 + resumed 20 steps differ from 40 uninterrupted steps")
+
+        anticipatory_routing(tmp, corpus, common, ra)
+        bench(tmp, corpus, common)
 
         # Ablations: no MTP loss leaves its column 0; AdamW alone changes the trajectory.
         c = os.path.join(tmp, "c")
