@@ -150,9 +150,9 @@ void print_expert_cache(const Model& m, const IoTotals& dec_io, const IoTotals& 
   if (!cache) return;
   const ExpertCacheStats all = cache->stats();
   std::printf("  %-34s %10.2f GB\n", "resident (all but routed experts)", double(m.tensors().resident_bytes()) / 1e9);
-  std::printf("  %-34s %10.2f GB      (%zu experts, %s, %s)\n", "expert cache", double(cache->capacity_bytes()) / 1e9,
+  std::printf("  %-34s %10.2f GB      (%zu experts, %s, %s on %s)\n", "expert cache", double(cache->capacity_bytes()) / 1e9,
               cache->slots(), cache->policy() == CachePolicy::kLru ? "LRU" : "LFU",
-              cache->direct_io() ? "O_DIRECT reads" : "buffered reads");
+              cache->direct_io() ? "O_DIRECT reads" : "buffered reads", cache->read_engine());
   std::printf("  %-34s %10.1f %%       (decode %.1f %%, prefill %.1f %%)\n", "expert cache hit rate",
               100 * all.hit_rate(), 100 * dec_io.hit_rate(), 100 * pre_io.hit_rate());
   std::printf("  %-34s %10.1f MB/token (prefill %.1f MB/token)\n", "disk reads, decode", dec_io.bytes_per_token() / 1e6,
@@ -328,6 +328,7 @@ void run_bench(const BenchFlags& f) {
       e["cache_bytes"] = cache->capacity_bytes();
       e["cache_experts"] = cache->slots();
       e["direct_io"] = cache->direct_io();
+      e["read_engine"] = cache->read_engine();
       e["hit_rate"] = all.hit_rate();
       e["disk_gbs"] = all.disk_gbs();
       e["decode_hit_rate"] = io_decode.hit_rate();

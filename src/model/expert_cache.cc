@@ -111,8 +111,8 @@ size_t ExpertCache::slot_bytes_for(const ModelConfig& c, const Weights&, const T
 }
 
 ExpertCache::ExpertCache(const ModelConfig& c, const Weights& w, const TensorDirectory& dir, size_t budget_bytes,
-                         CachePolicy policy, int reader_threads)
-    : n_experts_(c.n_routed_experts), policy_(policy), reader_(reader_threads) {
+                         CachePolicy policy, int read_depth, ReadEngine engine)
+    : n_experts_(c.n_routed_experts), policy_(policy), reader_(read_depth, engine) {
   for (const auto& f : dir.files()) reader_.open(f->path());
   tile_ = kernels::active_isa() == kernels::Isa::kAvx512;
   const int L = c.n_layers + c.n_mtp_layers;

@@ -52,7 +52,8 @@ class ExpertCache {
   // each one's bytes are in the files. Throws Error when the budget holds fewer experts than one
   // token activates in a layer (n_activated_experts), naming the budget it needs.
   ExpertCache(const ModelConfig& c, const Weights& w, const TensorDirectory& dir, size_t budget_bytes,
-              CachePolicy policy = kDefaultPolicy, int reader_threads = 8);
+              CachePolicy policy = kDefaultPolicy, int read_depth = 8,
+              ReadEngine engine = DirectReader::default_engine());
   ~ExpertCache();
   ExpertCache(const ExpertCache&) = delete;
   ExpertCache& operator=(const ExpertCache&) = delete;
@@ -74,6 +75,7 @@ class ExpertCache {
   // Experts pinned now (acquired, not released): what a caller may still acquire is slots() − this.
   size_t pinned() const;
   bool direct_io() const { return reader_.direct(); }
+  const char* read_engine() const { return reader_.engine_name(); }  // "threads" or "io_uring"
   CachePolicy policy() const { return policy_; }
   ExpertCacheStats stats() const;
 
