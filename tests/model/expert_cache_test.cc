@@ -148,23 +148,28 @@ TEST(ExpertCache, BudgetBelowOneTokensExpertsIsAClearError) {
 // The checkpoint's files shrink after the model was loaded: the next expert read says so (an
 // Error naming the file), and the model keeps failing cleanly instead of computing garbage.
 TEST(ExpertCache, FileTruncatedAfterLoadingIsAClearError) {
-  TempDir dir("truncated");
-  write_synthetic_checkpoint(preset_config("tiny", 4, 32), dir.str(), 5);
-  ThreadPool pool(1);
-  std::unique_ptr<Model> m = Model::load(dir.str(), Numerics::kReference, &pool, Residency::kCopy, budget_for(dir.str(), 8));
-  for (const auto& e : fs::directory_iterator(dir.str()))
-    if (e.path().extension() == ".safetensors") fs::resize_file(e.path(), fs::file_size(e.path()) / 3);
-  for (int attempt = 0; attempt < 2; ++attempt) {
-    SequenceState st = m->new_sequence();
-    ForwardOutput out;
-    const std::vector<int32_t> ids = some_ids(20, m->config().vocab_size, 1);
-    try {
-      m->forward(&st, ids, LogitsMode::kLast, &out);
-      FAIL() << "forward over a truncated checkpoint succeeded";
-    } catch (const Error& e) {
-      const std::string what = e.what();
-      EXPECT_NE(what.find("truncated"), std::string::npos) << what;
-      EXPECT_NE(what.find(".safetensors"), std::string::npos) << what;
+  for (ReadEngine engine : engines()) {
+    SCOPED_TRACE(engine == ReadEngine::kUring ? "io_uring" : "threads");
+    ::setenv("DSV4_EXPERT_READER", engine == ReadEngine::kUring ? "io_uring" : "threads", 1);
+    TempDir dir("truncated");
+    write_synthetic_checkpoint(preset_config("tiny", 4, 32), dir.str(), 5);
+    ThreadPool pool(1);
+    std::unique_ptr<Model> m = Model::load(dir.str(), Numerics::kReference, &pool, Residency::kCopy, budget_for(dir.str(), 8));
+    ::unsetenv("DSV4_EXPERT_READER");
+    for (const auto& e : fs::directory_iterator(dir.str()))
+      if (e.path().extension() == ".safetensors") fs::resize_file(e.path(), fs::file_size(e.path()) / 3);
+    for (int attempt = 0; attempt < 2; ++attempt) {
+      SequenceState st = m->new_sequence();
+      ForwardOutput out;
+      const std::vector<int32_t> ids = some_ids(20, m->config().vocab_size, 1);
+      try {
+        m->forward(&st, ids, LogitsMode::kLast, &out);
+        FAIL() << "forward over a truncated checkpoint succeeded";
+      } catch (const Error& e) {
+        const std::string what = e.what();
+        EXPECT_NE(what.find("truncated"), std::string::npos) << what;
+        EXPECT_NE(what.find(".safetensors"), std::string::npos) << what;
+      }
     }
   }
 }
