@@ -38,7 +38,7 @@ class DirectReader {
   // The engine a reader uses unless told: DSV4_EXPERT_READER=threads|io_uring, else the measured
   // default (README, "Models larger than memory"). Throws Error on another value.
   static ReadEngine default_engine();
-  static constexpr ReadEngine kDefaultEngine = ReadEngine::kThreads;
+  static constexpr ReadEngine kDefaultEngine = ReadEngine::kUring;
   static bool uring_built();  // this build links liburing
 
   // One read: file bytes [offset, offset + length) into dst (all kAlign-aligned). At least
