@@ -133,14 +133,15 @@ ExpertCacheStats cache_stats(const Model& m) { return m.expert_cache() ? m.exper
 
 // Expert cache traffic summed over the measured passes of one kind (decode or prefill).
 struct IoTotals {
-  double uses = 0, loads = 0, bytes = 0, wait_s = 0, tokens = 0, predicted = 0, predicted_used = 0;
+  double uses = 0, loads = 0, used_loads = 0, bytes = 0, wait_s = 0, tokens = 0, predicted = 0, predicted_used = 0;
   void add(const ExpertCacheStats& a, const ExpertCacheStats& b, int n) {
     uses += double(b.uses - a.uses), loads += double(b.loads - a.loads), bytes += double(b.bytes_read - a.bytes_read);
     wait_s += b.wait_s - a.wait_s, tokens += n;
     predicted += double(b.predicted - a.predicted), predicted_used += double(b.predicted_used - a.predicted_used);
+    used_loads += double(b.used_loads - a.used_loads);
   }
   double prediction_hit_rate() const { return predicted > 0 ? predicted_used / predicted : 0; }
-  double hit_rate() const { return uses > 0 ? 1 - loads / uses : 0; }
+  double hit_rate() const { return uses > 0 ? 1 - used_loads / uses : 0; }
   double bytes_per_token() const { return tokens > 0 ? bytes / tokens : 0; }
   double wait_per_token() const { return tokens > 0 ? wait_s / tokens : 0; }
   // Tokens/s if nothing but reading the misses took time: disk bandwidth ÷ bytes per token.
@@ -159,7 +160,7 @@ void print_expert_cache(const Model& m, const IoTotals& dec_io, const IoTotals& 
               100 * all.hit_rate(), 100 * dec_io.hit_rate(), 100 * pre_io.hit_rate());
   std::printf("  %-34s %10.1f MB/token (prefill %.1f MB/token)\n", "disk reads, decode", dec_io.bytes_per_token() / 1e6,
               pre_io.bytes_per_token() / 1e6);
-  std::printf("  %-34s %10.2f GB/s      (1 GB at full read depth, this run; %.2f GB/s over the reads of the run)\n",
+  std::printf("  %-34s %10.2f GB/s      (up to 1 GB at full read depth, this run; %.2f GB/s over its reads)\n",
               "disk bandwidth (measured)", probe_gbs, all.disk_gbs());
   std::printf("  %-34s %10.1f %%       (%.1f experts read ahead per decoded token)\n",
               "next-layer prediction hit rate", 100 * dec_io.prediction_hit_rate(),

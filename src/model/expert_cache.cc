@@ -188,6 +188,7 @@ void ExpertCache::start_load(int slot, int k) {
   s.key = k;
   s.state = State::kLoading;
   s.reserved = s.predicted = false;
+  s.fresh = true;
   s.w = src.shape;
   for (int i = 0; i < 3; ++i) {
     Linear* m = matrix(s.w, i);
@@ -261,6 +262,8 @@ const ExpertWeights& ExpertCache::acquire(int layer_id, int expert) {
   Slot& slot = slots_[size_t(s)];
   ++slot.pins;
   if (slot.predicted) ++stats_.predicted_used;
+  if (slot.fresh) ++stats_.used_loads;
+  slot.fresh = false;
   slot.reserved = slot.predicted = false;
   slot.last_use = ++clock_;
   ++stats_.uses;

@@ -37,13 +37,15 @@ enum class CachePolicy { kLru, kLfu };
 struct ExpertCacheStats {
   uint64_t uses = 0;        // acquire() calls
   uint64_t loads = 0;       // experts read from disk (misses, prefetched ones included)
+  uint64_t used_loads = 0;  // of those, the ones acquired afterwards (wrong predictions are not)
   uint64_t bytes_read = 0;  // from disk, aligned reads included
   double busy_s = 0;        // seconds with at least one read in flight
   double wait_s = 0;        // seconds the forward pass waited for experts
   uint64_t predicted = 0;       // experts read ahead from the next layer's gate on an earlier input
   uint64_t predicted_used = 0;  // of those, the ones the layer then used
   double prediction_hit_rate() const { return predicted ? double(predicted_used) / double(predicted) : 0; }
-  double hit_rate() const { return uses ? 1.0 - double(loads) / double(uses) : 0; }
+  // The uses that needed no read of their own (a read for a wrong guess is no miss of a use).
+  double hit_rate() const { return uses ? 1.0 - double(used_loads) / double(uses) : 0; }
   double disk_gbs() const { return busy_s > 0 ? double(bytes_read) / 1e9 / busy_s : 0; }
 };
 
@@ -104,6 +106,7 @@ class ExpertCache {
     int pins = 0;
     bool reserved = false;  // prefetched, not acquired yet
     bool predicted = false;  // reserved by a prediction
+    bool fresh = false;      // read from disk, not acquired since
     uint64_t last_use = 0;
     std::shared_ptr<DirectReader::Job> job;
     ExpertWeights w;  // pointers into the slot's bytes

@@ -91,6 +91,9 @@ void expect_streaming_identical(const std::string& dir, Numerics numerics, size_
   // Every read is a miss of acquire(), or a prefetch: known experts (used later) or predicted ones.
   EXPECT_GE(s.uses + s.predicted, s.loads);
   EXPECT_LE(s.predicted_used, s.predicted);
+  EXPECT_LE(s.used_loads, s.loads);
+  EXPECT_GE(s.hit_rate(), 0.0);
+  EXPECT_LE(s.hit_rate(), 1.0);
   bool score_layer_after_first = false;  // the layers whose experts decode predicts
   for (int l = 1; l < resident->config().n_layers; ++l) score_layer_after_first |= !resident->config().is_hash_layer(l);
   if (score_layer_after_first) {
