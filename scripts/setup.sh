@@ -8,6 +8,8 @@ packages=(
   build-essential cmake ninja-build pkg-config ccache git
   libhwy-dev libpcre2-dev nlohmann-json3-dev libcpp-httplib-dev libcli11-dev
   libgtest-dev libgmock-dev libbenchmark-dev
+  # io_uring for the expert reader (optional: builds without it read with a thread pool)
+  liburing-dev
   libopenmpi-dev openmpi-bin
   curl python3
   # The trainer (cmake -DDSV4_TRAIN=ON): libtorch, OpenBLAS behind its libblas.so.3 (the

@@ -133,33 +133,39 @@ ExpertCacheStats cache_stats(const Model& m) { return m.expert_cache() ? m.exper
 
 // Expert cache traffic summed over the measured passes of one kind (decode or prefill).
 struct IoTotals {
-  double uses = 0, loads = 0, bytes = 0, wait_s = 0, tokens = 0;
+  double uses = 0, loads = 0, used_loads = 0, bytes = 0, wait_s = 0, tokens = 0, predicted = 0, predicted_used = 0;
   void add(const ExpertCacheStats& a, const ExpertCacheStats& b, int n) {
     uses += double(b.uses - a.uses), loads += double(b.loads - a.loads), bytes += double(b.bytes_read - a.bytes_read);
     wait_s += b.wait_s - a.wait_s, tokens += n;
+    predicted += double(b.predicted - a.predicted), predicted_used += double(b.predicted_used - a.predicted_used);
+    used_loads += double(b.used_loads - a.used_loads);
   }
-  double hit_rate() const { return uses > 0 ? 1 - loads / uses : 0; }
+  double prediction_hit_rate() const { return predicted > 0 ? predicted_used / predicted : 0; }
+  double hit_rate() const { return uses > 0 ? 1 - used_loads / uses : 0; }
   double bytes_per_token() const { return tokens > 0 ? bytes / tokens : 0; }
   double wait_per_token() const { return tokens > 0 ? wait_s / tokens : 0; }
   // Tokens/s if nothing but reading the misses took time: disk bandwidth ÷ bytes per token.
   double bound(double disk_gbs) const { return bytes_per_token() > 0 ? disk_gbs * 1e9 / bytes_per_token() : 0; }
 };
 
-void print_expert_cache(const Model& m, const IoTotals& dec_io, const IoTotals& pre_io, double dec) {
+void print_expert_cache(const Model& m, const IoTotals& dec_io, const IoTotals& pre_io, double dec, double probe_gbs) {
   const ExpertCache* cache = m.expert_cache();
   if (!cache) return;
   const ExpertCacheStats all = cache->stats();
   std::printf("  %-34s %10.2f GB\n", "resident (all but routed experts)", double(m.tensors().resident_bytes()) / 1e9);
-  std::printf("  %-34s %10.2f GB      (%zu experts, %s, %s)\n", "expert cache", double(cache->capacity_bytes()) / 1e9,
+  std::printf("  %-34s %10.2f GB      (%zu experts, %s, %s on %s)\n", "expert cache", double(cache->capacity_bytes()) / 1e9,
               cache->slots(), cache->policy() == CachePolicy::kLru ? "LRU" : "LFU",
-              cache->direct_io() ? "O_DIRECT reads" : "buffered reads");
+              cache->direct_io() ? "O_DIRECT reads" : "buffered reads", cache->read_engine());
   std::printf("  %-34s %10.1f %%       (decode %.1f %%, prefill %.1f %%)\n", "expert cache hit rate",
               100 * all.hit_rate(), 100 * dec_io.hit_rate(), 100 * pre_io.hit_rate());
   std::printf("  %-34s %10.1f MB/token (prefill %.1f MB/token)\n", "disk reads, decode", dec_io.bytes_per_token() / 1e6,
               pre_io.bytes_per_token() / 1e6);
-  std::printf("  %-34s %10.2f GB/s      (bytes read / time with reads in flight, this run)\n", "disk bandwidth (measured)",
-              all.disk_gbs());
-  const double bound = dec_io.bound(all.disk_gbs());
+  std::printf("  %-34s %10.2f GB/s      (up to 1 GB at full read depth, this run; %.2f GB/s over its reads)\n",
+              "disk bandwidth (measured)", probe_gbs, all.disk_gbs());
+  std::printf("  %-34s %10.1f %%       (%.1f experts read ahead per decoded token)\n",
+              "next-layer prediction hit rate", 100 * dec_io.prediction_hit_rate(),
+              dec_io.tokens > 0 ? dec_io.predicted / dec_io.tokens : 0);
+  const double bound = dec_io.bound(probe_gbs > 0 ? probe_gbs : all.disk_gbs());
   std::printf("  %-34s %10.2f tok/s  decode at %.0f %% of it; %.1f ms/token waiting for experts\n",
               "I/O bound (misses / disk bandwidth)", bound, bound > 0 ? 100 * dec / bound : 0,
               1e3 * dec_io.wait_per_token());
@@ -242,6 +248,10 @@ void run_bench(const BenchFlags& f) {
     }
     return 1.0 / median(dt);
   };
+  // The disk's rate at full read depth, before anything is cached (streaming only): the I/O
+  // bound below divides it by the bytes each decoded token misses.
+  const double disk_probe_gbs =
+      model->expert_cache() ? model->expert_cache()->measure_disk_gbs(size_t(1) << 30) : 0;
   // Warm-up: first touch of the weights (page faults, page cache) is not what we measure.
   {
     SequenceState st = model->new_sequence();
@@ -328,12 +338,17 @@ void run_bench(const BenchFlags& f) {
       e["cache_bytes"] = cache->capacity_bytes();
       e["cache_experts"] = cache->slots();
       e["direct_io"] = cache->direct_io();
+      e["read_engine"] = cache->read_engine();
       e["hit_rate"] = all.hit_rate();
       e["disk_gbs"] = all.disk_gbs();
+      e["disk_probe_gbs"] = disk_probe_gbs;
+      const double disk = disk_probe_gbs > 0 ? disk_probe_gbs : all.disk_gbs();  // the I/O bound's rate
       e["decode_hit_rate"] = io_decode.hit_rate();
       e["decode_disk_bytes_per_token"] = io_decode.bytes_per_token();
-      e["decode_io_bound_tokens_per_s"] = io_decode.bound(all.disk_gbs());
-      e["decode_io_bound_fraction"] = io_decode.bound(all.disk_gbs()) > 0 ? dec / io_decode.bound(all.disk_gbs()) : 0;
+      e["decode_io_bound_tokens_per_s"] = io_decode.bound(disk);
+      e["decode_io_bound_fraction"] = io_decode.bound(disk) > 0 ? dec / io_decode.bound(disk) : 0;
+      e["decode_prediction_hit_rate"] = io_decode.prediction_hit_rate();
+      e["decode_predicted_per_token"] = io_decode.tokens > 0 ? io_decode.predicted / io_decode.tokens : 0;
       e["decode_wait_s_per_token"] = io_decode.wait_per_token();
       e["prefill_hit_rate"] = io_prefill.hit_rate();
       e["prefill_disk_bytes_per_token"] = io_prefill.bytes_per_token();
@@ -369,7 +384,7 @@ void run_bench(const BenchFlags& f) {
   std::printf("  %-34s %10.1f B     + %.2f MB fixed; measured %.2f MB at context %lld (predicted %.2f)\n",
               "KV state per token", kv_per_token, kv_fixed / 1e6, kv_measured / 1e6,
               (long long)ctx, (kv_fixed + kv_per_token * double(ctx)) / 1e6);
-  print_expert_cache(*model, io_decode, io_prefill, dec);
+  print_expert_cache(*model, io_decode, io_prefill, dec, disk_probe_gbs);
   if (ep.ranks) print_ep(ep);
   std::printf("  (speeds: medians of %d repetitions; each %% is the median of speed ÷ the limit measured in the\n"
               "   same repetition)\n", f.reps);

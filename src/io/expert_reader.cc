@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 
 #include "core/error.h"
@@ -32,8 +33,22 @@ bool DirectReader::Job::finished() {
   return finished_;
 }
 
-DirectReader::DirectReader(int threads) {
-  for (int i = 0; i < std::max(1, threads); ++i) threads_.emplace_back([this] { worker(); });
+ReadEngine DirectReader::default_engine() {
+  const char* v = std::getenv("DSV4_EXPERT_READER");
+  if (!v || !*v) return kDefaultEngine;
+  const std::string s = v;
+  if (s == "threads") return ReadEngine::kThreads;
+  if (s == "io_uring") return ReadEngine::kUring;
+  throw Error(cat("DSV4_EXPERT_READER must be 'threads' or 'io_uring', not '", s, "'"));
+}
+
+DirectReader::DirectReader(int depth, ReadEngine engine) {
+  depth = std::max(1, depth);
+  if (engine == ReadEngine::kUring && start_uring(depth)) {
+    engine_ = ReadEngine::kUring;
+    return;
+  }
+  for (int i = 0; i < depth; ++i) threads_.emplace_back([this] { worker(); });
 }
 
 DirectReader::~DirectReader() {
@@ -43,6 +58,7 @@ DirectReader::~DirectReader() {
   }
   cv_.notify_all();
   for (auto& t : threads_) t.join();
+  stop_uring();
   for (const File& f : files_) ::close(f.fd);
 }
 
@@ -82,6 +98,10 @@ std::shared_ptr<DirectReader::Job> DirectReader::submit(std::vector<Range> range
     for (Piece& p : pieces) queue_.push_back(std::move(p));
   }
   cv_.notify_all();
+  if (wake_fd_ >= 0) {
+    const uint64_t one = 1;
+    [[maybe_unused]] const ssize_t n = ::write(wake_fd_, &one, sizeof one);  // an eventfd write cannot block here
+  }
   return job;
 }
 
@@ -91,14 +111,31 @@ std::string DirectReader::read_piece(const Range& r) {
   while (got < r.length) {
     const ssize_t n = ::pread(f.fd, r.dst + got, r.length - got, off_t(r.offset + got));
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return cat("cannot read ", f.path, " at byte ", r.offset + got, ": ", std::strerror(errno));
+    if (n < 0) return piece_error(r, got, errno);
     if (n == 0) break;  // end of file
     got += size_t(n);
+    if (got % kAlign) break;  // a short read ending mid-block: the end of the file (O_DIRECT cannot go on from there)
   }
+  return piece_error(r, got, 0);
+}
+
+// "" when `got` bytes of the piece (and errno `err`) complete it, else the message naming the file.
+std::string DirectReader::piece_error(const Range& r, size_t got, int err) const {
+  const File& f = files_[size_t(r.file)];
+  if (err) return cat("cannot read ", f.path, " at byte ", r.offset + got, ": ", std::strerror(err));
   if (got < r.needed)
     return cat(f.path, " ends at byte ", r.offset + got, " but the checkpoint's header placed tensor bytes up to ",
                r.offset + r.needed, ": the file was truncated or replaced after loading");
   return "";
+}
+
+void DirectReader::started_locked() {
+  if (in_flight_++ == 0) busy_since_ = now_s();
+}
+
+void DirectReader::ended_locked(size_t bytes) {
+  bytes_ += bytes;
+  if (--in_flight_ == 0) busy_ += now_s() - busy_since_;
 }
 
 void DirectReader::finish_piece(const std::shared_ptr<Job>& job, const std::string& error) {
@@ -134,13 +171,12 @@ void DirectReader::worker() {
       if (queue_.empty()) return;
       p = std::move(queue_.front());
       queue_.pop_front();
-      if (in_flight_++ == 0) busy_since_ = now_s();
+      started_locked();
     }
     const std::string error = read_piece(p.range);
     {
       std::lock_guard<std::mutex> lock(mu_);
-      if (error.empty()) bytes_ += p.range.length;
-      if (--in_flight_ == 0) busy_ += now_s() - busy_since_;
+      ended_locked(error.empty() ? p.range.length : 0);
     }
     finish_piece(p.job, error);
   }

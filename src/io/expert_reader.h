@@ -7,6 +7,10 @@
 // read by several threads at once (a queue depth of `threads` on the device), straight into the
 // caller's buffer, while the caller computes.
 //
+// Two engines issue the reads: a pool of threads each blocking in pread (queue depth = threads),
+// or one thread driving an io_uring (Debian's liburing; queue depth `depth`, no thread per
+// read). Builds without liburing, and kernels that refuse io_uring, use the pool.
+//
 // O_DIRECT needs offsets, lengths and buffers aligned to the device's block size; the caller
 // reads the aligned range around what it needs (kAlign). Filesystems without O_DIRECT (tmpfs)
 // fall back to ordinary reads.
@@ -25,9 +29,17 @@
 
 namespace dsv4 {
 
+enum class ReadEngine { kThreads, kUring };
+
 class DirectReader {
  public:
   static constexpr size_t kAlign = 4096;
+
+  // The engine a reader uses unless told: DSV4_EXPERT_READER=threads|io_uring, else the measured
+  // default (README, "Models larger than memory"). Throws Error on another value.
+  static ReadEngine default_engine();
+  static constexpr ReadEngine kDefaultEngine = ReadEngine::kUring;
+  static bool uring_built();  // this build links liburing
 
   // One read: file bytes [offset, offset + length) into dst (all kAlign-aligned). At least
   // `needed` bytes must exist (the aligned tail past the end of the file may be short; fewer
@@ -59,7 +71,9 @@ class DirectReader {
     std::function<void()> done_;
   };
 
-  explicit DirectReader(int threads);
+  // `depth` reads in flight at once: that many threads, or an io_uring of that depth (falling
+  // back to threads where the kernel refuses one).
+  explicit DirectReader(int depth, ReadEngine engine = ReadEngine::kThreads);
   ~DirectReader();
   DirectReader(const DirectReader&) = delete;
   DirectReader& operator=(const DirectReader&) = delete;
@@ -73,6 +87,8 @@ class DirectReader {
   uint64_t bytes_read() const;
   double busy_seconds() const;
   bool direct() const { return direct_; }  // every file opened with O_DIRECT
+  ReadEngine engine() const { return engine_; }
+  const char* engine_name() const { return engine_ == ReadEngine::kUring ? "io_uring" : "threads"; }
 
  private:
   struct Piece {
@@ -82,6 +98,21 @@ class DirectReader {
   void worker();
   std::string read_piece(const Range& r);
   void finish_piece(const std::shared_ptr<Job>& job, const std::string& error);
+  // Bookkeeping shared by both engines (under mu_): a piece starts / ends being read.
+  void started_locked();
+  void ended_locked(size_t bytes);
+  // io_uring engine (expert_reader_uring.cc): false where unavailable; else runs in uring_thread_.
+  bool start_uring(int depth);
+  void stop_uring();
+  std::string piece_error(const Range& r, size_t got, int err) const;
+
+  struct Uring;
+  struct UringDeleter {
+    void operator()(Uring* u) const;
+  };
+  std::unique_ptr<Uring, UringDeleter> uring_;
+  int wake_fd_ = -1;  // eventfd the io_uring thread also waits on: new pieces, or stop
+  ReadEngine engine_ = ReadEngine::kThreads;
 
   struct File {
     int fd = -1;

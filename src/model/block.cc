@@ -59,6 +59,15 @@ void block_forward(const BlockArgs& a) {
   h = pre_norm(a, w.hc_ffn, w.ffn_norm, &mixes);
   MoeArgs ma{&c, &w.ffn, c.is_hash_layer(w.layer_id), a.numerics, h.data(), a.tokens, a.n, pos.data(),
              f.data(), a.trace, a.trace_tag, a.pool, w.layer_id, a.cache, a.executor};
+  // The next block's FFN input, estimated from the residual as it is now (its own hc mix and
+  // norm; only this MoE's and its attention's outputs are missing): its gate on this predicts
+  // its experts, read while this layer and its attention compute.
+  Scratch<float> next_h;
+  if (a.cache && a.next && !c.is_hash_layer(a.next->layer_id) && a.n <= kMaxPredictedTokens) {
+    Scratch<HcMix> next_mixes;
+    next_h = pre_norm(a, a.next->hc_ffn, a.next->ffn_norm, &next_mixes);
+    ma.next_weights = &a.next->ffn, ma.next_x = next_h.data(), ma.next_layer = a.next->layer_id;
+  }
   moe_forward(ma);
   post(a, mixes, f.data());
 }

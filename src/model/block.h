@@ -32,6 +32,7 @@ struct BlockArgs {
   ThreadPool* pool = nullptr;       // kernels' threads (null: serial)
   ExpertCache* cache = nullptr;     // routed experts streamed from disk (null: resident)
   ExpertExecutor* executor = nullptr;  // where the routed experts run (null: here)
+  const BlockWeights* next = nullptr;  // the block after this one (null: last), to predict its experts
 };
 
 void block_forward(const BlockArgs& args);

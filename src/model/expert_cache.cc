@@ -111,8 +111,8 @@ size_t ExpertCache::slot_bytes_for(const ModelConfig& c, const Weights&, const T
 }
 
 ExpertCache::ExpertCache(const ModelConfig& c, const Weights& w, const TensorDirectory& dir, size_t budget_bytes,
-                         CachePolicy policy, int reader_threads)
-    : n_experts_(c.n_routed_experts), policy_(policy), reader_(reader_threads) {
+                         CachePolicy policy, int read_depth, ReadEngine engine)
+    : n_experts_(c.n_routed_experts), policy_(policy), reader_(read_depth, engine) {
   for (const auto& f : dir.files()) reader_.open(f->path());
   tile_ = kernels::active_isa() == kernels::Isa::kAvx512;
   const int L = c.n_layers + c.n_mtp_layers;
@@ -187,7 +187,8 @@ void ExpertCache::start_load(int slot, int k) {
   uint8_t* base = slot_data(slot);
   s.key = k;
   s.state = State::kLoading;
-  s.reserved = false;
+  s.reserved = s.predicted = false;
+  s.fresh = true;
   s.w = src.shape;
   for (int i = 0; i < 3; ++i) {
     Linear* m = matrix(s.w, i);
@@ -227,19 +228,27 @@ int ExpertCache::free_slot(std::unique_lock<std::mutex>& lock) {
   }
 }
 
-void ExpertCache::prefetch(int layer_id, std::span<const int32_t> experts) {
+void ExpertCache::prefetch(int layer_id, std::span<const int32_t> experts, bool predicted) {
   std::lock_guard<std::mutex> lock(mu_);
   for (int32_t e : experts) {
     const int k = key(layer_id, e);
-    if (const int s = slot_of_[size_t(k)]; s >= 0) {
-      slots_[size_t(s)].reserved = true;
-      continue;
+    int s = slot_of_[size_t(k)];
+    if (s < 0) {
+      s = victim(false);
+      if (s < 0) return;
+      start_load(s, k);
     }
-    const int v = victim(false);
-    if (v < 0) return;
-    start_load(v, k);
-    slots_[size_t(v)].reserved = true;
+    Slot& slot = slots_[size_t(s)];
+    if (predicted && !slot.predicted && !slot.reserved) ++stats_.predicted;
+    slot.predicted = slot.predicted || (predicted && !slot.reserved);
+    slot.reserved = true;
   }
+}
+
+void ExpertCache::end_layer(int layer_id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (Slot& s : slots_)
+    if (s.key >= 0 && s.key / n_experts_ == layer_id) s.reserved = s.predicted = false;
 }
 
 const ExpertWeights& ExpertCache::acquire(int layer_id, int expert) {
@@ -252,7 +261,10 @@ const ExpertWeights& ExpertCache::acquire(int layer_id, int expert) {
   }
   Slot& slot = slots_[size_t(s)];
   ++slot.pins;
-  slot.reserved = false;
+  if (slot.predicted) ++stats_.predicted_used;
+  if (slot.fresh) ++stats_.used_loads;
+  slot.fresh = false;
+  slot.reserved = slot.predicted = false;
   slot.last_use = ++clock_;
   ++stats_.uses;
   if (++freq_[size_t(k)] == 0xffff)  // age every count, keeping their order
@@ -277,6 +289,28 @@ void ExpertCache::release(int layer_id, int expert) {
   std::lock_guard<std::mutex> lock(mu_);
   const int s = slot_of_[size_t(key(layer_id, expert))];
   if (s >= 0 && slots_[size_t(s)].pins > 0) --slots_[size_t(s)].pins;
+}
+
+double ExpertCache::measure_disk_gbs(size_t max_bytes) {
+  std::lock_guard<std::mutex> lock(mu_);
+  const size_t n = std::min(slots_.size(), max_bytes / slot_bytes_);
+  for (const Slot& s : slots_)
+    if (s.state != State::kEmpty || s.pins > 0) return 0;
+  if (n == 0) return 0;
+  std::vector<DirectReader::Range> ranges;
+  const size_t step = std::max<size_t>(1, sources_.size() / n);
+  for (size_t i = 0; i < n; ++i)
+    for (DirectReader::Range r : sources_[(i * step) % sources_.size()].ranges) {
+      r.dst = slot_data(int(i)) + reinterpret_cast<size_t>(r.dst);
+      ranges.push_back(r);
+    }
+  size_t bytes = 0;
+  for (const auto& r : ranges) bytes += r.length;
+  const double t0 = now_s();
+  auto job = reader_.submit(std::move(ranges));
+  job->wait();
+  if (!job->error().empty()) throw Error(cat("cannot measure the disk: ", job->error()));
+  return double(bytes) / 1e9 / (now_s() - t0);
 }
 
 size_t ExpertCache::pinned() const {

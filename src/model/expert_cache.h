@@ -37,10 +37,15 @@ enum class CachePolicy { kLru, kLfu };
 struct ExpertCacheStats {
   uint64_t uses = 0;        // acquire() calls
   uint64_t loads = 0;       // experts read from disk (misses, prefetched ones included)
+  uint64_t used_loads = 0;  // of those, the ones acquired afterwards (wrong predictions are not)
   uint64_t bytes_read = 0;  // from disk, aligned reads included
   double busy_s = 0;        // seconds with at least one read in flight
   double wait_s = 0;        // seconds the forward pass waited for experts
-  double hit_rate() const { return uses ? 1.0 - double(loads) / double(uses) : 0; }
+  uint64_t predicted = 0;       // experts read ahead from the next layer's gate on an earlier input
+  uint64_t predicted_used = 0;  // of those, the ones the layer then used
+  double prediction_hit_rate() const { return predicted ? double(predicted_used) / double(predicted) : 0; }
+  // The uses that needed no read of their own (a read for a wrong guess is no miss of a use).
+  double hit_rate() const { return uses ? 1.0 - double(used_loads) / double(uses) : 0; }
   double disk_gbs() const { return busy_s > 0 ? double(bytes_read) / 1e9 / busy_s : 0; }
 };
 
@@ -52,7 +57,8 @@ class ExpertCache {
   // each one's bytes are in the files. Throws Error when the budget holds fewer experts than one
   // token activates in a layer (n_activated_experts), naming the budget it needs.
   ExpertCache(const ModelConfig& c, const Weights& w, const TensorDirectory& dir, size_t budget_bytes,
-              CachePolicy policy = kDefaultPolicy, int reader_threads = 8);
+              CachePolicy policy = kDefaultPolicy, int read_depth = 8,
+              ReadEngine engine = DirectReader::default_engine());
   ~ExpertCache();
   ExpertCache(const ExpertCache&) = delete;
   ExpertCache& operator=(const ExpertCache&) = delete;
@@ -61,12 +67,21 @@ class ExpertCache {
   static size_t slot_bytes_for(const ModelConfig& c, const Weights& w, const TensorDirectory& dir);
 
   // Starts reading those of `experts` (of block `layer_id`) that are not cached, in order, while
-  // slots not reserved are free; best effort (stops at the first that finds none).
-  void prefetch(int layer_id, std::span<const int32_t> experts);
+  // slots not reserved are free; best effort (stops at the first that finds none). `predicted`:
+  // a guess (counted in stats().predicted) rather than the layer's known choice.
+  void prefetch(int layer_id, std::span<const int32_t> experts, bool predicted = false);
+  // Block `layer_id` is done: its prefetched experts not used (wrong predictions) are no longer
+  // reserved, so they are given up first like any other.
+  void end_layer(int layer_id);
   // The expert's weights, read first if needed (waiting for the read); pinned until release().
   // Throws Error if the read failed (the message names the file) or every slot is pinned.
   const ExpertWeights& acquire(int layer_id, int expert);
   void release(int layer_id, int expert);
+
+  // The disk's read rate (GB/s) at the reader's full depth: up to `max_bytes` of experts spread
+  // over the checkpoint read at once into the slots, which must all be empty (call before the
+  // first forward; returns 0 otherwise). The slots stay empty: nothing is cached by it.
+  double measure_disk_gbs(size_t max_bytes);
 
   size_t slots() const { return slots_.size(); }
   size_t slot_bytes() const { return slot_bytes_; }
@@ -74,6 +89,7 @@ class ExpertCache {
   // Experts pinned now (acquired, not released): what a caller may still acquire is slots() − this.
   size_t pinned() const;
   bool direct_io() const { return reader_.direct(); }
+  const char* read_engine() const { return reader_.engine_name(); }  // "threads" or "io_uring"
   CachePolicy policy() const { return policy_; }
   ExpertCacheStats stats() const;
 
@@ -89,6 +105,8 @@ class ExpertCache {
     State state = State::kEmpty;
     int pins = 0;
     bool reserved = false;  // prefetched, not acquired yet
+    bool predicted = false;  // reserved by a prediction
+    bool fresh = false;      // read from disk, not acquired since
     uint64_t last_use = 0;
     std::shared_ptr<DirectReader::Job> job;
     ExpertWeights w;  // pointers into the slot's bytes

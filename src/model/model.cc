@@ -135,7 +135,8 @@ void Model::forward_into(std::span<const BatchItem> items, ForwardOutput* outs, 
       segs[k] = Segment{&items[k].state->layers[size_t(l)], items[k].state->pos, row0[k], int64_t(items[k].tokens.size())};
     const std::string tag = cat("block", l);
     BlockArgs a{&config_, &weights_.layers[size_t(l)], &ropes_[size_t(l)], numerics_, x.data(), tokens.data(), n,
-                segs.data(), int(segs.size()), trace, tag.c_str(), pool_, cache_.get(), executor_};
+                segs.data(), int(segs.size()), trace, tag.c_str(), pool_, cache_.get(), executor_,
+                l + 1 < config_.n_layers ? &weights_.layers[size_t(l) + 1] : nullptr};
     dsv4::block_forward(a);
     trace_rows(cat("hidden.block", l));
   }

@@ -149,6 +149,18 @@ void prefetch_rest(const MoeArgs& a, const Scratch<int32_t>& ids, size_t from) {
   if (a.cache && from < ids.size()) a.cache->prefetch(a.layer, std::span<const int32_t>(ids.data() + from, ids.size() - from));
 }
 
+// The next layer's experts as its gate picks them on a.next_x (MoeArgs), read ahead.
+void prefetch_predicted(const MoeArgs& a) {
+  if (!a.next_weights || !a.next_x) return;
+  const int E = a.config->n_routed_experts;
+  MoeArgs p = a;
+  p.weights = a.next_weights, p.hash_routed = false, p.trace = nullptr, p.layer = a.next_layer;
+  Scratch<float> logits(size_t(a.n * E));
+  kernels::linear(p.weights->gate, a.next_x, a.n, logits.data(), nullptr);
+  const Scratch<int32_t> ids = active_experts(group_by_expert(p, logits.data()));
+  a.cache->prefetch(p.layer, std::span<const int32_t>(ids.data(), ids.size()), /*predicted=*/true);
+}
+
 // The shared expert on every row [n, dim]. Run first: with streamed experts it overlaps their
 // reads; its sum still comes last, as in the reference.
 Scratch<float> shared_expert(const MoeArgs& a, const float* xq, ThreadPool* pool) {
@@ -320,6 +332,10 @@ void moe_forward(const MoeArgs& a) {
   kernels::linear(a.weights->gate, a.x, a.n, logits.data(), a.pool);
   Scratch<float> xq = gemm_input(a.x, a.n, D, a.numerics);
   const Groups gr = group_by_expert(a, logits.data());
+  if (a.cache) {  // this layer's reads first, then the next layer's predicted ones behind them
+    prefetch_rest(a, active_experts(gr), 0);
+    prefetch_predicted(a);
+  }
   std::fill(a.out, a.out + a.n * D, 0.0f);
   int64_t active = 0;
   for (const auto& t : gr.tok) active += !t.empty();
@@ -331,6 +347,7 @@ void moe_forward(const MoeArgs& a) {
     experts_in_parallel(a, xq.data(), gr);
   else
     experts_in_turn(a, xq.data(), gr);
+  if (a.cache) a.cache->end_layer(a.layer);  // its reservations (wrong predictions included) lapse
 }
 
 }  // namespace dsv4

@@ -36,7 +36,17 @@ struct MoeArgs {
   int layer = 0;               // the block's layer id (n_layers + m for MTP block m)
   ExpertCache* cache = nullptr;  // routed experts streamed from disk (null: resident weights)
   ExpertExecutor* executor = nullptr;  // where routed experts run (null: all here)
+  // With a cache: the next score-routed block's MoE weights and an estimate of its input (its
+  // ffn_norm(hc_pre) of the residual as it is before this MoE), to read the experts it will
+  // probably pick while this layer computes (null: no prediction).
+  const MoeWeights* next_weights = nullptr;
+  const float* next_x = nullptr;  // [n, dim]
+  int next_layer = 0;
 };
+
+// Decode batches up to this many tokens predict the next layer's experts; longer prompts use most
+// experts of each layer anyway, and speculative reads would delay the ones they need.
+inline constexpr int64_t kMaxPredictedTokens = 8;
 
 void moe_forward(const MoeArgs& args);
 

@@ -549,7 +549,21 @@ def test_bench(tmp, m):
           and e.get("decode_io_bound_tokens_per_s", 0) > 0, f"bench --expert-cache-gb --json: {out}")
     out, _ = dsv4("bench", "--model", m, "--prompt", "4", "--gen", "1", "--reps", "1", "--expert-cache-gb", "0.0005",
                   timeout=600)
-    check("expert cache hit rate" in out and "I/O bound" in out and "disk bandwidth" in out, f"bench text: {out}")
+    check("expert cache hit rate" in out and "I/O bound" in out and "disk bandwidth" in out
+          and "prediction hit rate" in out, f"bench text: {out}")
+    check(e.get("disk_probe_gbs", 0) > 0 and e.get("read_engine") in ("io_uring", "threads")
+          and 0 <= e.get("decode_prediction_hit_rate", -1) <= 1, f"bench --expert-cache-gb --json (disk, engine): {e}")
+    # DSV4_EXPERT_READER picks the read engine; another value is a one-line error.
+    try:
+        os.environ["DSV4_EXPERT_READER"] = "threads"
+        out, _ = dsv4("bench", "--model", m, "--json", "--prompt", "4", "--gen", "1", "--reps", "1",
+                      "--expert-cache-gb", "0.0005", timeout=600)
+        check('"read_engine": "threads"' in out, f"DSV4_EXPERT_READER=threads: {out}")
+        os.environ["DSV4_EXPERT_READER"] = "aio"
+        _, err = dsv4("run", "--model", m, "-p", "x", "--expert-cache-gb", "0.0005", ok=False)
+        check("DSV4_EXPERT_READER must be" in err, f"DSV4_EXPERT_READER=aio: {err}")
+    finally:
+        os.environ.pop("DSV4_EXPERT_READER", None)
     out, _ = dsv4("bench", "--model", m, "--prompt", "4", "--gen", "1", "--reps", "1", "--mmap", timeout=600)
     check("prefill (4 tokens)" in out and "of peak" in out and "of bandwidth" in out, f"bench text: {out}")
     bad_args("bench", [[], ["--model", m, "--reps", "0"], ["--model", m, "--threads", "-2"],
