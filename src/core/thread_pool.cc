@@ -5,6 +5,7 @@
 #include <thread>
 
 #include "core/error.h"
+#include "core/profile.h"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -103,9 +104,16 @@ void ThreadPool::parallel_for(int64_t n, RangeFn fn, int64_t grain) {
   generation_.store(g, std::memory_order_release);
   generation_.notify_all();
   run_chunks(g);
+  // Profiled: how long the caller, out of chunks, waits for the others' (late wake-ups, imbalance).
+  const bool profiled = PhaseProfile::enabled.load(std::memory_order_relaxed);
+  const int64_t wait_from = profiled ? PhaseProfile::now_ns() : 0;
   for (int spin = 0; done_.load(std::memory_order_acquire) != chunks; ++spin) {
     if (spin < kSpinIters) cpu_relax();
     else std::this_thread::yield();
+  }
+  if (profiled) {
+    PhaseProfile::count(PhaseProfile::regions, 1);
+    PhaseProfile::count(PhaseProfile::wait_ns, PhaseProfile::now_ns() - wait_from);
   }
   fn_ = nullptr;
   busy_.store(false, std::memory_order_release);

@@ -6,6 +6,7 @@
 #include "model/attention.h"
 #include "model/hyper_connection.h"
 #include "model/moe.h"
+#include "model/profile.h"
 #include "model/trace.h"
 
 namespace dsv4 {
@@ -16,6 +17,7 @@ namespace {
 Scratch<float> pre_norm(const BlockArgs& a, const HcWeights& hc, const Vec& norm, Scratch<HcMix>* mixes) {
   const ModelConfig& c = *a.config;
   const int64_t D = c.dim, stride = c.hc_mult * D;
+  PhaseTimer timer(Phase::kMhc);
   Scratch<float> y(size_t(a.n * D));
   mixes->resize(size_t(a.n));
   parallel_for(a.pool, a.n, [&](int64_t b, int64_t e) {
@@ -29,6 +31,7 @@ Scratch<float> pre_norm(const BlockArgs& a, const HcWeights& hc, const Vec& norm
 
 void post(const BlockArgs& a, const Scratch<HcMix>& mixes, const float* f) {
   const int64_t D = a.config->dim, stride = a.config->hc_mult * D;
+  PhaseTimer timer(Phase::kMhc);
   parallel_for(a.pool, a.n, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) hc_post(*a.config, mixes[size_t(i)], f + i * D, a.x + i * stride);
   });

@@ -6,6 +6,7 @@
 #include <memory>
 #include <span>
 #include <numeric>
+#include <optional>
 
 #include "core/arena.h"
 #include "core/error.h"
@@ -14,6 +15,7 @@
 #include "kernels/ops.h"
 #include "model/expert_cache.h"
 #include "model/numerics.h"
+#include "model/profile.h"
 #include "model/trace.h"
 
 namespace dsv4 {
@@ -162,7 +164,12 @@ void experts_in_turn(const MoeArgs& a, const float* xq, const Groups& gr) {
   const int64_t D = a.config->dim;
   const Scratch<int32_t> ids = active_experts(gr);
   prefetch_rest(a, ids, 0);
-  const Scratch<float> ys = shared_expert(a, xq, a.pool);
+  Scratch<float> ys;
+  {
+    PhaseTimer timer(Phase::kSharedExpert);
+    ys = shared_expert(a, xq, a.pool);
+  }
+  PhaseTimer timer(Phase::kRoutedExperts);
   for (size_t k = 0; k < ids.size(); ++k) {
     const size_t e = size_t(ids[k]);
     const Scratch<int64_t>& rows = gr.tok[e];
@@ -316,6 +323,7 @@ void moe_forward(const MoeArgs& a) {
   const ModelConfig& c = *a.config;
   const int E = c.n_routed_experts;
   const int64_t D = c.dim;
+  std::optional<PhaseTimer> gate_timer(Phase::kGate);
   Scratch<float> logits(size_t(a.n * E));
   kernels::linear(a.weights->gate, a.x, a.n, logits.data(), a.pool);
   Scratch<float> xq = gemm_input(a.x, a.n, D, a.numerics);
@@ -323,6 +331,9 @@ void moe_forward(const MoeArgs& a) {
   std::fill(a.out, a.out + a.n * D, 0.0f);
   int64_t active = 0;
   for (const auto& t : gr.tok) active += !t.empty();
+  PhaseProfile::count(PhaseProfile::experts_touched, active);
+  gate_timer.reset();
+  PhaseTimer timer(Phase::kRoutedExperts);  // experts_in_turn splits off the shared expert
   // Whole experts per thread pay once there are several per thread to balance the load with.
   const int T = a.pool ? a.pool->size() : 1;
   if (a.executor)
