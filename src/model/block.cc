@@ -18,6 +18,7 @@ Scratch<float> pre_norm(const BlockArgs& a, const HcWeights& hc, const Vec& norm
   const ModelConfig& c = *a.config;
   const int64_t D = c.dim, stride = c.hc_mult * D;
   PhaseTimer timer(Phase::kMhc);
+  PhaseProfile::add_bytes(int64_t(hc.fn.size()) * 4);  // the mix weights, read once for all rows
   Scratch<float> y(size_t(a.n * D));
   mixes->resize(size_t(a.n));
   parallel_for(a.pool, a.n, [&](int64_t b, int64_t e) {

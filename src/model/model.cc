@@ -178,6 +178,7 @@ void Model::head(const HcHeadWeights& hc, const Vec& norm, std::span<const float
   if (streams.empty()) return;
   const int64_t D = config_.dim, rows = int64_t(streams.size());
   ArenaScope scope;
+  PhaseProfile::add_bytes(int64_t(hc.fn.size()) * 4);
   Scratch<float> z(size_t(rows * D));
   for (int64_t r = 0; r < rows; ++r) head_input(hc, norm, streams[size_t(r)], z.data() + r * D);
   kernels::linear(weights_.head, z.data(), rows, logits, pool_);
