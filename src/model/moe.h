@@ -20,6 +20,12 @@ class ThreadPool;
 class ExpertCache;
 class ExpertExecutor;
 
+// How the experts of a call are scheduled; all give the same bits (tests/model/moe_test.cc).
+// kAuto: whole experts per thread for many active experts, else all experts' products in two
+// thread-pool regions (fused) — or one expert after another where experts are streamed or
+// $DSV4_FUSED_EXPERTS=0.
+enum class ExpertSchedule { kAuto, kInTurn, kFused, kWholeExperts };
+
 struct MoeArgs {
   const ModelConfig* config = nullptr;
   const MoeWeights* weights = nullptr;
@@ -36,6 +42,7 @@ struct MoeArgs {
   int layer = 0;               // the block's layer id (n_layers + m for MTP block m)
   ExpertCache* cache = nullptr;  // routed experts streamed from disk (null: resident weights)
   ExpertExecutor* executor = nullptr;  // where routed experts run (null: all here)
+  ExpertSchedule schedule = ExpertSchedule::kAuto;
 };
 
 void moe_forward(const MoeArgs& args);
