@@ -52,6 +52,8 @@ PhaseSample stop_profile(int steps) {
   s.regions = double(PhaseProfile::regions.load()) / n;
   s.wait_s = double(PhaseProfile::wait_ns.load()) * 1e-9 / n;
   s.experts = double(PhaseProfile::experts_touched.load()) / n;
+  const int64_t chunks = PhaseProfile::chunks.load();
+  s.worker_share = chunks ? double(PhaseProfile::worker_chunks.load()) / double(chunks) : 0;
   return s;
 }
 
@@ -165,6 +167,7 @@ nlohmann::ordered_json profile_json(const std::vector<PhaseSample>& reps, const 
   j["cpu_ms_per_token"] = 1e3 * median_over(reps.size(), [&](size_t r) { return reps[r].cpu_s; });
   j["pool_regions_per_token"] = median_over(reps.size(), [&](size_t r) { return reps[r].regions; });
   j["pool_wait_ms_per_token"] = 1e3 * median_over(reps.size(), [&](size_t r) { return reps[r].wait_s; });
+  j["pool_worker_chunk_share"] = median_over(reps.size(), [&](size_t r) { return reps[r].worker_share; });
   j["experts_per_token"] = median_over(reps.size(), [&](size_t r) { return reps[r].experts; });
   j["bandwidth_fraction"] = median_over(reps.size(), [&](size_t r) {
     return reps[r].total_bytes() / reps[r].wall_s / 1e9 / bws[r];
@@ -182,8 +185,9 @@ void print_profile(const std::vector<PhaseSample>& reps, const std::vector<doubl
   std::printf("    %-34s %9.3f %9.2f %8s %5.1f%%   (KV %.2f MB)\n", "step", j["wall_ms_per_token"].get<double>(),
               j["bytes_per_token"].get<double>() / 1e6, "", 100 * j["bandwidth_fraction"].get<double>(),
               j["kv_bytes_per_token"].get<double>() / 1e6);
-  std::printf("    %-34s %9.0f regions/token, caller waited %.3f ms/token; CPU %.2f ms/token\n", "thread pool",
-              j["pool_regions_per_token"].get<double>(), j["pool_wait_ms_per_token"].get<double>(),
+  std::printf("    %-34s %9.0f regions/token, %.0f %% of chunks on workers, caller waited %.3f ms/token; CPU %.2f "
+              "ms/token\n", "thread pool", j["pool_regions_per_token"].get<double>(),
+              100 * j["pool_worker_chunk_share"].get<double>(), j["pool_wait_ms_per_token"].get<double>(),
               j["cpu_ms_per_token"].get<double>());
 }
 

@@ -30,6 +30,7 @@ struct PhaseSample {
   double s[int(Phase::kCount)] = {};      // wall seconds per step
   double bytes[int(Phase::kCount)] = {};  // bytes read per step
   double kv_bytes = 0, regions = 0, wait_s = 0, experts = 0, cpu_s = 0, wall_s = 0;
+  double worker_share = 0;  // the fraction of the pool's chunks that worker threads ran
   double total_bytes() const;
 };
 

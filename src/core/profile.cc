@@ -24,7 +24,7 @@ const char* phase_name(Phase p) {
 void PhaseProfile::reset() {
   for (auto& n : ns) n.store(0, std::memory_order_relaxed);
   for (auto& b : bytes) b.store(0, std::memory_order_relaxed);
-  for (auto* c : {&kv_bytes, &regions, &wait_ns, &experts_touched}) c->store(0, std::memory_order_relaxed);
+  for (auto* c : {&kv_bytes, &regions, &wait_ns, &chunks, &worker_chunks, &experts_touched}) c->store(0, std::memory_order_relaxed);
   current.store(-1, std::memory_order_relaxed);
   mark_ns.store(now_ns(), std::memory_order_relaxed);
 }

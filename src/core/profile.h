@@ -39,6 +39,8 @@ struct PhaseProfile {
   static inline std::atomic<int64_t> kv_bytes{0};         // the KV part of `bytes`
   static inline std::atomic<int64_t> regions{0};          // thread pool parallel regions
   static inline std::atomic<int64_t> wait_ns{0};          // caller's wait for the other threads' chunks
+  static inline std::atomic<int64_t> chunks{0};           // chunks of those regions
+  static inline std::atomic<int64_t> worker_chunks{0};    // the chunks workers ran (the rest: the caller)
   static inline std::atomic<int64_t> experts_touched{0};  // distinct routed experts per MoE call, summed
   static inline std::atomic<int> current{-1};             // the open phase (−1: none)
   static inline std::atomic<int64_t> mark_ns{0};          // when the open phase's clock last started

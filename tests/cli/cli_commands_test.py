@@ -579,6 +579,7 @@ def test_bench_passes(tmp, m):
     check(abs(mb * 1e6 - p.get("bytes_per_token", 0)) <= 1e-6 * p.get("bytes_per_token", 1) + 1
           and abs(weights - j.get("decode_bytes_per_token", 0)) <= 0.05 * j.get("decode_bytes_per_token", 0)
           and p.get("experts_per_token") == L * K and p.get("pool_regions_per_token", 0) > 0
+          and 0 <= p.get("pool_worker_chunk_share", -1) <= 1
           and p.get("cpu_ms_per_token", 0) > 0, f"bench --profile totals: {p}")
     b = j.get("batch", [])
     check([r.get("sequences") for r in b] == [1, 2, 4], f"bench --batch rows: {b}")
