@@ -23,8 +23,8 @@ enum class Phase {
   kAttnProjection,   // wq_a, wq_b, wkv, wo_a, wo_b with their norms and RoPE
   kIndexer,          // the indexer's projections (its scoring is kIndexerScoring)
   kGate,             // router logits and expert selection
-  kSharedExpert,
-  kRoutedExperts,    // routed experts and the combine (long prompts: the shared expert too)
+  kSharedExpert,     // on its own only where experts are streamed or run one at a time
+  kRoutedExperts,    // routed experts and the combine (resident experts: the shared one too, same regions)
   kHead,             // final mix, norm and the vocabulary projection
   kOther,            // the rest of a forward pass (bookkeeping, window writes)
   kCount
