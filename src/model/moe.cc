@@ -433,11 +433,15 @@ void moe_forward(const MoeArgs& a) {
   PhaseProfile::count(PhaseProfile::experts_touched, active);
   gate_timer.reset();
   PhaseTimer timer(Phase::kRoutedExperts);  // experts_in_turn splits off the shared expert
-  // Whole experts per thread pay once there are several per thread to balance the load with.
+  // Whole experts per thread pay once there are several per thread to balance the load with and
+  // each has rows enough to be compute-bound (a prompt); several sequences' decode steps touch
+  // many experts with a row or two each, which stream best split over every thread (fused).
   const int T = a.pool ? a.pool->size() : 1;
+  const bool many_rows = a.n * c.n_activated_experts >= 4 * active;
   if (a.executor)
     experts_by_executor(a, xq.data(), gr);
-  else if (a.schedule == ExpertSchedule::kWholeExperts || (a.schedule == ExpertSchedule::kAuto && T > 1 && active >= 8 * T))
+  else if (a.schedule == ExpertSchedule::kWholeExperts ||
+           (a.schedule == ExpertSchedule::kAuto && T > 1 && active >= 8 * T && (many_rows || a.cache)))
     experts_in_parallel(a, xq.data(), gr);
   else if (a.cache || a.schedule == ExpertSchedule::kInTurn || (a.schedule == ExpertSchedule::kAuto && !fused_experts_enabled()))
     experts_in_turn(a, xq.data(), gr);  // streamed: each expert when its read is done

@@ -21,9 +21,9 @@ class ExpertCache;
 class ExpertExecutor;
 
 // How the experts of a call are scheduled; all give the same bits (tests/model/moe_test.cc).
-// kAuto: whole experts per thread for many active experts, else all experts' products in two
-// thread-pool regions (fused) — or one expert after another where experts are streamed or
-// $DSV4_FUSED_EXPERTS=0.
+// kAuto: whole experts per thread for many active experts with ~4+ rows each (prompts), else
+// all experts' products in two thread-pool regions (fused) — or one expert after another where
+// experts are streamed or $DSV4_FUSED_EXPERTS=0.
 enum class ExpertSchedule { kAuto, kInTurn, kFused, kWholeExperts };
 
 struct MoeArgs {
