@@ -441,7 +441,8 @@ void moe_forward(const MoeArgs& a) {
   if (a.executor)
     experts_by_executor(a, xq.data(), gr);
   else if (a.schedule == ExpertSchedule::kWholeExperts ||
-           (a.schedule == ExpertSchedule::kAuto && T > 1 && active >= 8 * T && (many_rows || a.cache)))
+           (a.schedule == ExpertSchedule::kAuto && T > 1 && active >= 8 * T &&
+            (many_rows || a.cache || !fused_experts_enabled())))
     experts_in_parallel(a, xq.data(), gr);
   else if (a.cache || a.schedule == ExpertSchedule::kInTurn || (a.schedule == ExpertSchedule::kAuto && !fused_experts_enabled()))
     experts_in_turn(a, xq.data(), gr);  // streamed: each expert when its read is done

@@ -23,7 +23,7 @@ class ExpertExecutor;
 // How the experts of a call are scheduled; all give the same bits (tests/model/moe_test.cc).
 // kAuto: whole experts per thread for many active experts with ~4+ rows each (prompts), else
 // all experts' products in two thread-pool regions (fused) — or one expert after another where
-// experts are streamed or $DSV4_FUSED_EXPERTS=0.
+// experts are streamed. $DSV4_FUSED_EXPERTS=0 restores the schedules before fusing (comparisons).
 enum class ExpertSchedule { kAuto, kInTurn, kFused, kWholeExperts };
 
 struct MoeArgs {
