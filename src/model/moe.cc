@@ -416,6 +416,23 @@ void experts_by_executor(const MoeArgs& a, const float* xq, const Groups& gr) {
   combine(a, gr, first, Y.data());
 }
 
+// kAuto resolved (moe.h). Whole experts per thread pay once there are several per thread to
+// balance the load with and each has rows enough to be compute-bound (a prompt); several
+// sequences' decode steps touch many experts with a row or two each, which stream best split
+// over every thread (fused). Streamed experts go one at a time as their reads complete, or in
+// waves of whole experts.
+ExpertSchedule pick_schedule(const MoeArgs& a, int64_t active) {
+  const int T = a.pool ? a.pool->size() : 1;
+  const bool fused = fused_experts_enabled();
+  const bool many_rows = a.n * a.config->n_activated_experts >= 4 * active;
+  if (a.schedule == ExpertSchedule::kWholeExperts ||
+      (a.schedule == ExpertSchedule::kAuto && T > 1 && active >= 8 * T && (many_rows || a.cache || !fused)))
+    return ExpertSchedule::kWholeExperts;
+  if (a.cache || a.schedule == ExpertSchedule::kInTurn || (a.schedule == ExpertSchedule::kAuto && !fused))
+    return ExpertSchedule::kInTurn;
+  return ExpertSchedule::kFused;
+}
+
 }  // namespace
 
 void moe_forward(const MoeArgs& a) {
@@ -433,21 +450,12 @@ void moe_forward(const MoeArgs& a) {
   PhaseProfile::count(PhaseProfile::experts_touched, active);
   gate_timer.reset();
   PhaseTimer timer(Phase::kRoutedExperts);  // experts_in_turn splits off the shared expert
-  // Whole experts per thread pay once there are several per thread to balance the load with and
-  // each has rows enough to be compute-bound (a prompt); several sequences' decode steps touch
-  // many experts with a row or two each, which stream best split over every thread (fused).
-  const int T = a.pool ? a.pool->size() : 1;
-  const bool many_rows = a.n * c.n_activated_experts >= 4 * active;
-  if (a.executor)
-    experts_by_executor(a, xq.data(), gr);
-  else if (a.schedule == ExpertSchedule::kWholeExperts ||
-           (a.schedule == ExpertSchedule::kAuto && T > 1 && active >= 8 * T &&
-            (many_rows || a.cache || !fused_experts_enabled())))
-    experts_in_parallel(a, xq.data(), gr);
-  else if (a.cache || a.schedule == ExpertSchedule::kInTurn || (a.schedule == ExpertSchedule::kAuto && !fused_experts_enabled()))
-    experts_in_turn(a, xq.data(), gr);  // streamed: each expert when its read is done
-  else
-    experts_fused(a, xq.data(), gr);
+  if (a.executor) return experts_by_executor(a, xq.data(), gr);
+  switch (pick_schedule(a, active)) {
+    case ExpertSchedule::kWholeExperts: return experts_in_parallel(a, xq.data(), gr);
+    case ExpertSchedule::kInTurn: return experts_in_turn(a, xq.data(), gr);
+    default: return experts_fused(a, xq.data(), gr);
+  }
 }
 
 }  // namespace dsv4
