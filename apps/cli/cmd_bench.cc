@@ -423,10 +423,10 @@ void add_bench_commands(CLI::App& app) {
   c->add_flag("--profile", f->profile, "Also time a decode step by phase (time, bytes, GB/s of each)");
   c->add_option("--batch", f->batch, "Also decode N sequences together, for each N in a comma-separated list (e.g. 1,2,4,8)")
       ->delimiter(',')
-      ->check(integer_at_least(1) & CLI::Range(1, 256));
+      ->check(integer_in(1, 256));
   c->add_option("--verify", f->verify, "Also time multi-token verify forwards of these draft lengths (e.g. 2,4,8)")
       ->delimiter(',')
-      ->check(integer_at_least(1) & CLI::Range(1, 256));
+      ->check(integer_in(1, 256));
   add_load_flags(c, f->load);
   c->add_option("--isa", f->isa, "Force kernels: scalar | avx2 | avx512 (default: best, or $DSV4_ISA)");
   c->add_flag("--json", f->json, "Print one JSON object");
