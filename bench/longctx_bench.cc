@@ -193,7 +193,7 @@ void run(const Flags& f) {
   for (const Row& r : rows) {
     const double ms = r.decode_s * 1e3;
     double rest = ms;
-    for (double p : r.phase_s) rest -= p * 1e3;
+    for (int p = 0; p < 3; ++p) rest -= r.phase_s[p] * 1e3;  // the context-dependent phases
     const double pre = r.context ? prefill_seconds(rows, r.context) : 0;
     std::printf("%9lld %9.2f %9.2f %9.2f %9.2f %9.2f %9.2f %9.2f | %10.1f %10.0f s | %10.1f %10.1f %6.3f\n",
                 (long long)r.context, 1 / r.decode_s, ms, r.decode_cpu_s * 1e3, r.phase_s[0] * 1e3, r.phase_s[1] * 1e3, r.phase_s[2] * 1e3,

@@ -24,6 +24,21 @@ inline CLI::Validator integer_at_least(long long lo) {
       ">=" + std::to_string(lo));
 }
 
+// An integer (decimal, no trailing characters) in [lo, hi].
+inline CLI::Validator integer_in(long long lo, long long hi) {
+  const std::string range = "[" + std::to_string(lo) + ", " + std::to_string(hi) + "]";
+  return CLI::Validator(
+      [lo, hi, range](std::string& s) -> std::string {
+        char* end = nullptr;
+        errno = 0;
+        const long long v = std::strtoll(s.c_str(), &end, 10);
+        if (s.empty() || *end != '\0' || errno == ERANGE || v < lo || v > hi)
+          return "must be an integer in " + range + " (got '" + s + "')";
+        return {};
+      },
+      range);
+}
+
 inline std::string number_text(double v) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "%g", v);

@@ -17,6 +17,7 @@
 #include <thread>
 #include <vector>
 
+#include "apps/cli/bench_passes.h"
 #include "apps/cli/checks.h"
 #include "apps/cli/commands.h"
 #include "apps/cli/demo_model.h"
@@ -26,6 +27,7 @@
 #include "core/memory_info.h"
 #include "core/thread_pool.h"
 #include "kernels/isa.h"
+#include "kernels/linear.h"
 #include "kernels/probe.h"
 #include "model/expert_cache.h"
 #include "model/model.h"
@@ -38,23 +40,15 @@ struct BenchFlags {
   std::string model, isa;
   LoadFlags load;
   int prompt = 512, gen = 16, context = 0, threads = 0, reps = 3;
-  bool json = false;
+  bool json = false, profile = false;
+  std::vector<int> batch, verify;  // sequences decoding together; draft lengths
 };
 
 double now_s() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-int64_t linear_bytes(const Linear& l) {
-  if (l.empty()) return 0;
-  switch (l.format) {
-    case WeightFormat::kF32: return l.out * l.in * 4;
-    case WeightFormat::kBF16: return l.out * l.in * 2;
-    case WeightFormat::kFP8: return l.out * l.in + ((l.out + 127) / 128) * ((l.in + 127) / 128);
-    case WeightFormat::kFP4: return l.out * l.in / 2 + l.out * l.in / 32;
-  }
-  return 0;
-}
+int64_t linear_bytes(const Linear& l) { return kernels::weight_bytes(l); }
 int64_t macs(const Linear& l) { return l.empty() ? 0 : l.out * l.in; }
 int64_t vec_bytes(const Vec& v) { return int64_t(v.size()) * 4; }
 
@@ -84,6 +78,29 @@ PerToken per_token(const Model& m) {
   }
   p.bytes += linear_bytes(w.head) + vec_bytes(w.hc_head.fn) + c.dim * 2;  // + one embedding row
   return p;
+}
+
+// What a decode step reads, split into the part every row shares and one routed expert's part.
+StepBytes step_bytes(const Model& m, const PerToken& pt) {
+  StepBytes s;
+  auto expert = [](const ExpertWeights& e) { return linear_bytes(e.w1) + linear_bytes(e.w2) + linear_bytes(e.w3); };
+  int64_t routed = 0;
+  for (const BlockWeights& b : m.weights().layers) {
+    s.shared_expert = expert(b.ffn.shared);
+    if (b.ffn.experts.empty()) continue;
+    s.expert = expert(b.ffn.experts[0]);
+    routed += m.config().n_activated_experts * s.expert;
+  }
+  s.dense = pt.bytes - routed;
+  return s;
+}
+
+// Draft lengths to verify, 1 (the decode step the others are set against) first.
+std::vector<int> draft_lengths(std::vector<int> ks) {
+  ks.push_back(1);
+  std::sort(ks.begin(), ks.end());
+  ks.erase(std::unique(ks.begin(), ks.end()), ks.end());
+  return ks;
 }
 
 // Multiply-adds of the attention itself in a prefill of positions 0 … n−1 (what the per-token
@@ -262,6 +279,11 @@ void run_bench(const BenchFlags& f) {
   const size_t probe_bytes = std::clamp<size_t>(size_t(available_memory() / 8), size_t(64) << 20, size_t(1) << 30);
   IoTotals io_decode, io_prefill;  // expert cache traffic of the measured passes (streaming only)
   std::vector<double> dec_empty, prefill, dec_filled, bws, peaks, frac_dec, frac_decf, frac_pre;
+  std::vector<PhaseSample> profiles;                        // --profile, per repetition
+  std::vector<std::vector<BatchSample>> batches, verifies;  // --batch / --verify, per repetition
+  const StepBytes sb = step_bytes(*model, pt);
+  const std::vector<int> drafts = f.verify.empty() ? std::vector<int>{} : draft_lengths(f.verify);
+  const int64_t fill = std::max(f.context, f.prompt);  // the context of --batch and --verify
   double kv_measured = 0, kv_fixed = 0;  // the filled sequence's state; inspect's figure below
   const double kv_per_token = kv_bytes_per_token(c, model->numerics(), &kv_fixed);
   for (int r = 0; r < f.reps; ++r) {
@@ -282,6 +304,11 @@ void run_bench(const BenchFlags& f) {
       model->forward(&sp, tokens(int(std::min<int64_t>(left, 512))), LogitsMode::kNone, &out);
     dec_filled.push_back(decode(&sp, f.gen));
     kv_measured = double(sp.bytes());
+    if (f.profile) profiles.push_back(profile_decode(*model, &sp, f.gen, tokens));
+    if (!f.batch.empty()) batches.emplace_back();
+    for (int n : f.batch) batches.back().push_back(measure_batch(*model, n, fill, f.gen, tokens, sb));
+    if (!drafts.empty()) verifies.emplace_back();
+    for (int k : drafts) verifies.back().push_back(measure_verify(*model, k, fill, f.gen, tokens, sb));
     frac_dec.push_back(dec_empty.back() * double(pt.bytes) / 1e9 / bws.back());
     frac_decf.push_back(dec_filled.back() * double(pt.bytes) / 1e9 / bws.back());
     frac_pre.push_back(prefill.back() * prefill_flop / 1e9 / peaks.back());
@@ -354,6 +381,9 @@ void run_bench(const BenchFlags& f) {
       e["prefill_disk_bytes_per_token"] = io_prefill.bytes_per_token();
       j["expert_cache"] = e;
     }
+    if (f.profile) j["profile"] = profile_json(profiles, bws);
+    if (!f.batch.empty()) j["batch"] = batch_json(f.batch, batches, bws);
+    if (!drafts.empty()) j["verify"] = verify_json(drafts, verifies);
     j["repetitions"] = f.reps;
     if (ep.ranks) j["expert_parallel"] = ep_json(ep);
     std::printf("%s\n", j.dump(2).c_str());
@@ -385,6 +415,9 @@ void run_bench(const BenchFlags& f) {
               "KV state per token", kv_per_token, kv_fixed / 1e6, kv_measured / 1e6,
               (long long)ctx, (kv_fixed + kv_per_token * double(ctx)) / 1e6);
   print_expert_cache(*model, io_decode, io_prefill, dec, disk_probe_gbs);
+  if (f.profile) print_profile(profiles, bws);
+  if (!f.batch.empty()) print_batch(f.batch, batches, bws);
+  if (!drafts.empty()) print_verify(drafts, verifies);
   if (ep.ranks) print_ep(ep);
   std::printf("  (speeds: medians of %d repetitions; each %% is the median of speed ÷ the limit measured in the\n"
               "   same repetition)\n", f.reps);
@@ -402,6 +435,13 @@ void add_bench_commands(CLI::App& app) {
       ->check(integer_at_least(0));
   c->add_option("--threads", f->threads, "Kernel threads (default: all CPUs)")->check(integer_at_least(0));
   c->add_option("--reps", f->reps, "Repetitions (medians are reported)")->check(integer_at_least(1));
+  c->add_flag("--profile", f->profile, "Also time a decode step by phase (time, bytes, GB/s of each)");
+  c->add_option("--batch", f->batch, "Also decode N sequences together, for each N in a comma-separated list (e.g. 1,2,4,8)")
+      ->delimiter(',')
+      ->check(integer_in(1, 256));
+  c->add_option("--verify", f->verify, "Also time multi-token verify forwards of these draft lengths (e.g. 2,4,8)")
+      ->delimiter(',')
+      ->check(integer_in(1, 256));
   add_load_flags(c, f->load);
   c->add_option("--isa", f->isa, "Force kernels: scalar | avx2 | avx512 (default: best, or $DSV4_ISA)");
   c->add_flag("--json", f->json, "Print one JSON object");

@@ -5,6 +5,7 @@
 #include <thread>
 
 #include "core/error.h"
+#include "core/profile.h"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -56,7 +57,7 @@ void ThreadPool::worker() {
     }
     seen = g;
     if (stop_.load()) return;
-    run_chunks(g);
+    run_chunks(g, false);
   }
 }
 
@@ -64,7 +65,7 @@ namespace {
 constexpr uint64_t kIndexBits = 20, kIndexMask = (uint64_t(1) << kIndexBits) - 1;
 }  // namespace
 
-void ThreadPool::run_chunks(uint64_t generation) {
+void ThreadPool::run_chunks(uint64_t generation, bool caller) {
   const uint64_t tag = generation & 0xffffff;
   uint64_t c = claim_.load(std::memory_order_acquire);
   for (;;) {
@@ -75,6 +76,7 @@ void ThreadPool::run_chunks(uint64_t generation) {
     // A claimed, unfinished chunk keeps the caller waiting, so fn_, n_ and chunk_ are stable.
     const int64_t b = int64_t(c & kIndexMask) * chunk_, e = b + chunk_ < n_ ? b + chunk_ : n_;
     (*fn_)(b, e);
+    if (!caller) PhaseProfile::count(PhaseProfile::worker_chunks, 1);
     done_.fetch_add(1, std::memory_order_acq_rel);
     c = claim_.load(std::memory_order_acquire);
   }
@@ -102,10 +104,18 @@ void ThreadPool::parallel_for(int64_t n, RangeFn fn, int64_t grain) {
   claim_.store(((g & 0xffffff) << 2 * kIndexBits) | (uint64_t(chunks) << kIndexBits), std::memory_order_release);
   generation_.store(g, std::memory_order_release);
   generation_.notify_all();
-  run_chunks(g);
+  run_chunks(g, true);
+  // Profiled: how long the caller, out of chunks, waits for the others' (late wake-ups, imbalance).
+  const bool profiled = PhaseProfile::enabled.load(std::memory_order_relaxed);
+  const int64_t wait_from = profiled ? PhaseProfile::now_ns() : 0;
   for (int spin = 0; done_.load(std::memory_order_acquire) != chunks; ++spin) {
     if (spin < kSpinIters) cpu_relax();
     else std::this_thread::yield();
+  }
+  if (profiled) {
+    PhaseProfile::count(PhaseProfile::regions, 1);
+    PhaseProfile::count(PhaseProfile::chunks, chunks);
+    PhaseProfile::count(PhaseProfile::wait_ns, PhaseProfile::now_ns() - wait_from);
   }
   fn_ = nullptr;
   busy_.store(false, std::memory_order_release);

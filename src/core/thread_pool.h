@@ -53,7 +53,7 @@ class ThreadPool {
 
  private:
   void worker();
-  void run_chunks(uint64_t generation);
+  void run_chunks(uint64_t generation, bool caller);
 
   int n_threads_;
   std::vector<std::thread> threads_;

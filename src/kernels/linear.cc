@@ -7,6 +7,7 @@
 
 #include "core/dtype.h"
 #include "core/error.h"
+#include "core/profile.h"
 #include "core/thread_pool.h"
 #include "kernels/isa.h"
 #include "kernels/linear_isa.h"
@@ -35,6 +36,7 @@ void linear_rows(const Linear& w, int64_t row0, int64_t n_out, const float* x, i
   DSV4_CHECK(!w.empty(), "linear with no weight");
   DSV4_CHECK(row0 >= 0 && row0 + n_out <= w.out, "linear rows out of range");
   if (rows <= 0 || n_out <= 0) return;
+  PhaseProfile::add_bytes(weight_bytes(w, n_out));
   switch (active_isa()) {
     case Isa::kAvx512:
       if (detail::linear_rows_avx512(w, row0, n_out, x, rows, y, pool)) return;
@@ -53,7 +55,21 @@ void linear(const Linear& w, const float* x, int64_t rows, float* y, ThreadPool*
 
 void linear_sequential(const Linear& w, const float* x, int64_t rows, float* y, ThreadPool* pool) {
   DSV4_CHECK(!w.empty(), "linear with no weight");
-  if (rows > 0) reference_rows(w, 0, w.out, x, rows, y, pool);
+  if (rows <= 0) return;
+  PhaseProfile::add_bytes(weight_bytes(w));
+  reference_rows(w, 0, w.out, x, rows, y, pool);
+}
+
+int64_t weight_bytes(const Linear& w, int64_t n_out) {
+  if (w.empty()) return 0;
+  const int64_t n = n_out < 0 ? w.out : n_out;
+  switch (w.format) {
+    case WeightFormat::kF32: return n * w.in * 4;
+    case WeightFormat::kBF16: return n * w.in * 2;
+    case WeightFormat::kFP8: return n * w.in + ((n + 127) / 128) * ((w.in + 127) / 128);
+    case WeightFormat::kFP4: return n * w.in / 2 + n * w.in / 32;
+  }
+  return 0;
 }
 
 void dequant_row(const Linear& w, int64_t r, float* out) {

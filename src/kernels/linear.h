@@ -71,6 +71,9 @@ void linear_sequential(const Linear& w, const float* x, int64_t rows, float* y, 
 bool can_tile_fp4(const Linear& w);
 void tile_fp4(uint8_t* weight, uint8_t* scale, int64_t out, int64_t in);
 
+// Bytes of weight rows [0, n_out) as stored, scales included (n_out < 0: all rows).
+int64_t weight_bytes(const Linear& w, int64_t n_out = -1);
+
 // Dequantized row `r` of W as F32 (embedding lookups, tests): out has `in` elements.
 void dequant_row(const Linear& w, int64_t r, float* out);
 

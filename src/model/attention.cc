@@ -107,12 +107,15 @@ KeyLists key_lists(const AttentionArgs& a, const Segment& seg, const Scratch<flo
   // The cache holds compact rows: decode what this segment reads once — the ring, and the
   // compressed entries unless the indexer's picks are fewer rows than all of them.
   L.ring.resize(size_t(W * Dh));
-  for (int64_t p = std::max<int64_t>(0, seg.start_pos - W + 1); p < seg.start_pos; ++p)
+  for (int64_t p = std::max<int64_t>(0, seg.start_pos - W + 1); p < seg.start_pos; ++p) {
     st->window_kv.get(p % W, L.ring.data() + (p % W) * Dh);
+    PhaseProfile::add_bytes(int64_t(st->window_kv.row_bytes()), /*kv=*/true);
+  }
   const int64_t n_entries = st->n_compressed();
   const bool per_query = w.indexer && n_entries > seg.n * c.index_topk;
   L.entries.resize(size_t((w.compressor && !per_query ? n_entries : 0) * Dh));
   decode_rows(st->compressed_kv, int64_t(L.entries.size()) / Dh, [](int64_t j) { return j; }, L.entries.data(), a.pool);
+  PhaseProfile::add_bytes(int64_t(L.entries.size()) / Dh * int64_t(st->compressed_kv.row_bytes()), /*kv=*/true);
   // Laid out here, so that the threads only fill them.
   auto n_window = [&](int64_t t) { return t - std::max<int64_t>(0, t - W + 1) + 1; };
   Scratch<int64_t>& first = L.first;
@@ -134,6 +137,7 @@ KeyLists key_lists(const AttentionArgs& a, const Segment& seg, const Scratch<flo
     }
     decode_rows(st->compressed_kv, int64_t(picks.size()), [&](int64_t m) { return picks[size_t(m)]; }, L.picked.data(),
                 a.pool);
+    PhaseProfile::add_bytes(int64_t(picks.size()) * int64_t(st->compressed_kv.row_bytes()), /*kv=*/true);
   }
   parallel_for(a.pool, seg.n, [&](int64_t b, int64_t e) {
     for (int64_t r = b; r < e; ++r) {
@@ -212,15 +216,18 @@ void attention_forward(const AttentionArgs& a) {
   Scratch<const LayerState*> row_state(size_t(a.n));
   for (int s = 0; s < a.n_segments; ++s)
     std::fill_n(row_state.begin() + a.segments[s].row0, a.segments[s].n, a.segments[s].state);
-  Scratch<float> qr_in;
-  Scratch<float> q = query_path(a, pos, &qr_in);
-  Scratch<float> kv = kv_path(a, pos);
+  Scratch<float> qr_in, q, kv;
+  {
+    PhaseTimer timer(Phase::kAttnProjection);
+    q = query_path(a, pos, &qr_in);
+    kv = kv_path(a, pos);
+  }
 
   // Compressed entries completed by this call exist before any query attends (spec §4.6).
   if (w.compressor) {
+    PhaseTimer timer(Phase::kCompressor);
     CompressArgs ca{&c, w.compressor.get(), a.rope, CompressorRole::kMainKv, a.numerics};
     CompressorProjections proj = compressor_project(*w.compressor, a.x, a.n, a.pool);
-    PhaseTimer timer(Phase::kCompressor);
     for (int s = 0; s < a.n_segments; ++s) {
       const Segment& g = a.segments[s];
       compress(ca, proj, g.row0, g.n, g.start_pos, &g.state->compressor, &g.state->compressed_kv);
@@ -229,9 +236,9 @@ void attention_forward(const AttentionArgs& a) {
   Selection selected;
   if (w.indexer) {
     CompressArgs ci{&c, &w.indexer->compressor, a.rope, CompressorRole::kIndexKey, a.numerics};
-    CompressorProjections proj = compressor_project(w.indexer->compressor, a.x, a.n, a.pool);
     {
       PhaseTimer timer(Phase::kCompressor);
+      CompressorProjections proj = compressor_project(w.indexer->compressor, a.x, a.n, a.pool);
       for (int s = 0; s < a.n_segments; ++s) {
         const Segment& g = a.segments[s];
         compress(ci, proj, g.row0, g.n, g.start_pos, &g.state->index_compressor, &g.state->index_keys);
@@ -239,6 +246,7 @@ void attention_forward(const AttentionArgs& a) {
     }
     IndexerArgs ia{&c, w.indexer.get(), a.rope, a.numerics, qr_in.data(), a.x, a.n, pos.data(), row_state.data(),
                    a.trace, a.trace_tag, a.pool};
+    PhaseTimer timer(Phase::kIndexer);
     selected = index_select(ia);
   }
 
@@ -247,7 +255,10 @@ void attention_forward(const AttentionArgs& a) {
     PhaseTimer timer(Phase::kSparseAttention);
     for (int s = 0; s < a.n_segments; ++s) attend_segment(a, a.segments[s], q, kv, selected, o.data());
   }
-  output_projection(a, o.data());
+  {
+    PhaseTimer timer(Phase::kAttnProjection);
+    output_projection(a, o.data());
+  }
   for (int s = 0; s < a.n_segments; ++s) write_window(c, a.segments[s], kv);
 }
 

@@ -1,11 +1,14 @@
 #include "model/block.h"
 
+#include <algorithm>
+
 #include "core/arena.h"
 #include "core/thread_pool.h"
 #include "kernels/ops.h"
 #include "model/attention.h"
 #include "model/hyper_connection.h"
 #include "model/moe.h"
+#include "model/profile.h"
 #include "model/trace.h"
 
 namespace dsv4 {
@@ -16,8 +19,21 @@ namespace {
 Scratch<float> pre_norm(const BlockArgs& a, const HcWeights& hc, const Vec& norm, Scratch<HcMix>* mixes) {
   const ModelConfig& c = *a.config;
   const int64_t D = c.dim, stride = c.hc_mult * D;
+  PhaseTimer timer(Phase::kMhc);
+  PhaseProfile::add_bytes(int64_t(hc.fn.size()) * 4);  // the mix weights, read once for all rows
   Scratch<float> y(size_t(a.n * D));
   mixes->resize(size_t(a.n));
+  const int threads = a.pool ? a.pool->size() : 1;
+  if (a.n == 1 && threads > 1) {  // one token: its mix products over the threads, in groups of 4 rows
+    const int64_t M = c.hc_mix_dim();
+    float m[2 * HcMix::kMaxHc + HcMix::kMaxHc * HcMix::kMaxHc];
+    parallel_for(a.pool, (M + 3) / 4, [&](int64_t b, int64_t e) {
+      hc_mix_products(c, hc, a.x, 4 * b, std::min(M, 4 * e), m);
+    });
+    hc_pre(c, hc, a.x, y.data(), &(*mixes)[0], m);
+    kernels::rms_norm(y.data(), norm.data(), D, c.norm_eps, y.data());
+    return y;
+  }
   parallel_for(a.pool, a.n, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) {
       hc_pre(c, hc, a.x + i * stride, y.data() + i * D, &(*mixes)[size_t(i)]);
@@ -29,6 +45,7 @@ Scratch<float> pre_norm(const BlockArgs& a, const HcWeights& hc, const Vec& norm
 
 void post(const BlockArgs& a, const Scratch<HcMix>& mixes, const float* f) {
   const int64_t D = a.config->dim, stride = a.config->hc_mult * D;
+  PhaseTimer timer(Phase::kMhc);
   parallel_for(a.pool, a.n, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) hc_post(*a.config, mixes[size_t(i)], f + i * D, a.x + i * stride);
   });

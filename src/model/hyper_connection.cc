@@ -12,15 +12,22 @@ namespace dsv4 {
 using kernels::sigmoid;
 
 namespace {
-// m = (fn · x) · ρ with ρ = rsqrt(mean(x²) + eps) over the flattened streams (spec §4.3).
-void mix_logits(const float* fn, int64_t m_rows, const float* x, int64_t n, float eps, float* m) {
+// m = (fn · x) · ρ with ρ = rsqrt(mean(x²) + eps) over the flattened streams (spec §4.3); `m`
+// holds the products fn · x on entry when `have_products`.
+void mix_logits(const float* fn, int64_t m_rows, const float* x, int64_t n, float eps, float* m,
+                bool have_products = false) {
   float ss = 0;
   for (int64_t i = 0; i < n; ++i) ss += x[i] * x[i];
   const float rho = 1.0f / std::sqrt(ss / float(n) + eps);
-  kernels::dot_rows(fn, m_rows, x, n, m);
+  if (!have_products) kernels::dot_rows(fn, m_rows, x, n, m);
   for (int64_t r = 0; r < m_rows; ++r) m[r] *= rho;
 }
 }  // namespace
+
+void hc_mix_products(const ModelConfig& c, const HcWeights& w, const float* x, int64_t r0, int64_t r1, float* m) {
+  const int64_t n = c.hc_mult * c.dim;
+  kernels::dot_rows(w.fn.data() + r0 * n, r1 - r0, x, n, m + r0);
+}
 
 void sinkhorn(float* c, int hc, int iters, float eps) {
   for (int j = 0; j < hc; ++j) {  // row softmax, then + eps
@@ -47,11 +54,12 @@ void sinkhorn(float* c, int hc, int iters, float eps) {
   }
 }
 
-void hc_pre(const ModelConfig& c, const HcWeights& w, const float* x, float* u, HcMix* mix) {
+void hc_pre(const ModelConfig& c, const HcWeights& w, const float* x, float* u, HcMix* mix, const float* products) {
   const int hc = c.hc_mult;
   const int64_t D = c.dim;
   float m[2 * HcMix::kMaxHc + HcMix::kMaxHc * HcMix::kMaxHc];
-  mix_logits(w.fn.data(), c.hc_mix_dim(), x, hc * D, c.norm_eps, m);
+  if (products) std::copy(products, products + c.hc_mix_dim(), m);
+  mix_logits(w.fn.data(), c.hc_mix_dim(), x, hc * D, c.norm_eps, m, products != nullptr);
   float pre[HcMix::kMaxHc];
   for (int j = 0; j < hc; ++j) {
     pre[j] = sigmoid(m[j] * w.scale[0] + w.base[size_t(j)]) + c.hc_eps;

@@ -23,7 +23,13 @@ struct HcMix {
 void sinkhorn(float* c, int hc, int iters, float eps);
 
 // x: [hc, dim] streams of one token → u [dim] (the sub-layer input before its norm), mix out.
-void hc_pre(const ModelConfig& c, const HcWeights& w, const float* x, float* u, HcMix* mix);
+// `products`: the mix products fn · x computed beforehand (hc_mix_products), or null.
+void hc_pre(const ModelConfig& c, const HcWeights& w, const float* x, float* u, HcMix* mix,
+            const float* products = nullptr);
+// Rows [r0, r1) of the mix products fn · x of one token into m[r0 .. r1): the one large read of
+// hc_pre (1.5 MB per call at Flash widths), split over threads for a decode step. r0 must be a
+// multiple of 4 (kernels::dot_rows sums rows in groups of four), so any split gives the same bits.
+void hc_mix_products(const ModelConfig& c, const HcWeights& w, const float* x, int64_t r0, int64_t r1, float* m);
 // x: [hc, dim] streams updated in place: x'_k = post_k·f + Σ_j comb[j][k]·x_j.
 void hc_post(const ModelConfig& c, const HcMix& mix, const float* f, float* x);
 // Final collapse: x [hc, dim] → u [dim].

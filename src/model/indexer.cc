@@ -47,6 +47,8 @@ Selection index_select(const IndexerArgs& a) {
     out.first[size_t(i + 1)] = out.first[size_t(i)] + std::min<int64_t>(c.index_topk, candidates(i));
   out.ids.resize(size_t(out.first[size_t(a.n)]));
   PhaseTimer timer(Phase::kIndexerScoring);  // scoring and selection (the projections above are weights)
+  for (int64_t i = 0; i < a.n; ++i)
+    PhaseProfile::add_bytes(candidates(i) * int64_t(a.states[i]->index_keys.row_bytes()), /*kv=*/true);
   // Reference numerics: queries and keys are FP4, scored from their codes in exact integers
   // (kernels/fp4_index.h; the same bits as decoding both and taking F32 dots). A row or key
   // outside the exact bounds, and plain numerics, take the F32 path.

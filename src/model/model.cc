@@ -10,6 +10,7 @@
 #include "model/block.h"
 #include "model/expert_cache.h"
 #include "model/moe.h"
+#include "model/profile.h"
 #include "model/stream_plan.h"
 #include "model/hyper_connection.h"
 #include "model/trace.h"
@@ -110,6 +111,7 @@ void Model::forward_batch(std::span<const BatchItem> items, std::vector<ForwardO
 
 void Model::forward_into(std::span<const BatchItem> items, ForwardOutput* outs, Trace* trace) const {
   ArenaScope scope;  // the pass's temporaries; each block has its own inside
+  PhaseTimer pass_timer(Phase::kOther);  // what no inner phase claims
   const int64_t stride = config_.hc_mult * config_.dim;
   Scratch<int32_t> tokens;
   Scratch<int64_t> row0;
@@ -120,7 +122,10 @@ void Model::forward_into(std::span<const BatchItem> items, ForwardOutput* outs, 
   }
   const int64_t n = int64_t(tokens.size());
   Scratch<float> x(size_t(n * stride));
-  embed(tokens, x.data());
+  {
+    PhaseTimer timer(Phase::kEmbed);
+    embed(tokens, x.data());
+  }
   auto trace_rows = [&](const std::string& name) {
     if (!trace) return;
     for (size_t k = 0; k < items.size(); ++k)
@@ -151,7 +156,10 @@ void Model::forward_into(std::span<const BatchItem> items, ForwardOutput* outs, 
   }
   const int64_t head_rows = int64_t(streams.size());
   Scratch<float> logits(size_t(head_rows * V));
-  head(weights_.hc_head, weights_.norm, streams, logits.data());
+  {
+    PhaseTimer timer(Phase::kHead);
+    head(weights_.hc_head, weights_.norm, streams, logits.data());
+  }
   for (size_t k = 0; k < items.size(); ++k) {
     const int64_t m = int64_t(items[k].tokens.size());
     ForwardOutput& o = outs[k];
@@ -171,6 +179,7 @@ void Model::head(const HcHeadWeights& hc, const Vec& norm, std::span<const float
   if (streams.empty()) return;
   const int64_t D = config_.dim, rows = int64_t(streams.size());
   ArenaScope scope;
+  PhaseProfile::add_bytes(int64_t(hc.fn.size()) * 4);
   Scratch<float> z(size_t(rows * D));
   for (int64_t r = 0; r < rows; ++r) head_input(hc, norm, streams[size_t(r)], z.data() + r * D);
   kernels::linear(weights_.head, z.data(), rows, logits, pool_);

@@ -1,11 +1,14 @@
 #include "model/moe.h"
 
 #include <algorithm>
+#include <cstdlib>
+#include <string>
 #include <atomic>
 #include <cmath>
 #include <memory>
 #include <span>
 #include <numeric>
+#include <optional>
 
 #include "core/arena.h"
 #include "core/error.h"
@@ -14,6 +17,7 @@
 #include "kernels/ops.h"
 #include "model/expert_cache.h"
 #include "model/numerics.h"
+#include "model/profile.h"
 #include "model/trace.h"
 
 namespace dsv4 {
@@ -85,6 +89,15 @@ void expert_rows(const ModelConfig& c, Numerics numerics, const ExpertWeights& w
 }
 
 namespace {
+
+// DSV4_FUSED_EXPERTS=0 keeps the expert-at-a-time decode path (for before/after measurements).
+bool fused_experts_enabled() {
+  static const bool on = [] {
+    const char* e = std::getenv("DSV4_FUSED_EXPERTS");
+    return !(e && std::string(e) == "0");
+  }();
+  return on;
+}
 
 void expert_forward(const MoeArgs& a, const ExpertWeights& w, const float* xq, int64_t m, const float* weight,
                     float* y, ThreadPool* pool) {
@@ -174,7 +187,12 @@ void experts_in_turn(const MoeArgs& a, const float* xq, const Groups& gr) {
   const int64_t D = a.config->dim;
   const Scratch<int32_t> ids = active_experts(gr);
   prefetch_rest(a, ids, 0);
-  const Scratch<float> ys = shared_expert(a, xq, a.pool);
+  Scratch<float> ys;
+  {
+    PhaseTimer timer(Phase::kSharedExpert);
+    ys = shared_expert(a, xq, a.pool);
+  }
+  PhaseTimer timer(Phase::kRoutedExperts);
   for (size_t k = 0; k < ids.size(); ++k) {
     const size_t e = size_t(ids[k]);
     const Scratch<int64_t>& rows = gr.tok[e];
@@ -186,6 +204,94 @@ void experts_in_turn(const MoeArgs& a, const float* xq, const Groups& gr) {
     for (size_t r = 0; r < rows.size(); ++r)
       for (int64_t d = 0; d < D; ++d) a.out[rows[r] * D + d] += y[r * size_t(D) + size_t(d)];
   }
+  for (int64_t i = 0; i < a.n * D; ++i) a.out[i] += ys[size_t(i)];
+}
+
+// One expert on its gathered rows, for experts_fused: g, v [m, I] (g then the SwiGLU, in
+// place), hq its quantized copy, y [m, dim].
+struct ExpertJob {
+  const ExpertWeights* w = nullptr;
+  const float* x = nullptr;
+  int64_t m = 0;
+  const float* weight = nullptr;
+  Scratch<float> g, v, hq, y;
+};
+
+// out rows [r0, r0 + n) of x·Wᵀ for x's m rows (out: [m, W.out]) on the calling thread.
+void linear_piece(const Linear& W, int64_t r0, int64_t n, const float* x, int64_t m, float* out) {
+  if (m == 1) return kernels::linear_rows(W, r0, n, x, 1, out + r0, nullptr);
+  ArenaScope scope;
+  Scratch<float> t(size_t(m * n));
+  kernels::linear_rows(W, r0, n, x, m, t.data(), nullptr);
+  for (int64_t r = 0; r < m; ++r) std::copy(t.begin() + r * n, t.begin() + (r + 1) * n, out + r * W.out + r0);
+}
+
+// The products `mats` (matrix, input, output per job) in one thread-pool region: their output
+// rows laid end to end in blocks of 128 (a scale block of FP8, a multiple of FP4's 16-row tiles)
+// and split into contiguous pieces, so that each thread streams through several matrices in turn
+// and the threads meet once for all of them. Output rows do not depend on the split.
+struct Product {
+  const Linear* w;
+  const float* x;
+  int64_t m;
+  float* y;
+};
+void products_in_one_region(const Scratch<Product>& mats, ThreadPool* pool) {
+  constexpr int64_t kBlock = 128;
+  Scratch<int64_t> first(mats.size() + 1, 0);  // the blocks of product i: [first[i], first[i+1])
+  for (size_t i = 0; i < mats.size(); ++i) first[i + 1] = first[i] + (mats[i].w->out + kBlock - 1) / kBlock;
+  parallel_for(pool, first.back(), [&](int64_t b, int64_t e) {
+    size_t i = size_t(std::upper_bound(first.begin(), first.end(), b) - first.begin()) - 1;
+    for (; b < e; ++i) {
+      const Product& p = mats[i];
+      const int64_t b1 = std::min(e, first[i + 1]);
+      const int64_t r0 = (b - first[i]) * kBlock, r1 = std::min(p.w->out, (b1 - first[i]) * kBlock);
+      linear_piece(*p.w, r0, r1 - r0, p.x, p.m, p.y);
+      b = b1;
+    }
+  });
+}
+
+// Decode and short prompts with resident experts: the layer's routed experts and the shared one
+// in two thread-pool regions — w1 and w3 of all, then w2 of all — instead of three per expert
+// (each a wake-up and a barrier). The same operations per row as expert_rows, and the sums in
+// experts_in_turn's order, so the bits are the same.
+void experts_fused(const MoeArgs& a, const float* xq, const Groups& gr) {
+  const ModelConfig& c = *a.config;
+  const int64_t D = c.dim, I = c.moe_inter_dim;
+  const Scratch<int32_t> ids = active_experts(gr);
+  Scratch<Scratch<float>> xg;
+  for (int32_t e : ids) xg.push_back(gather(xq, gr.tok[size_t(e)], D));
+  Scratch<float> ones(static_cast<size_t>(a.n), 1.0f);
+  Scratch<ExpertJob> jobs(ids.size() + 1);  // routed in increasing id, the shared one last
+  for (size_t k = 0; k <= ids.size(); ++k) {
+    ExpertJob& j = jobs[k];
+    const bool shared = k == ids.size();
+    j.w = shared ? &a.weights->shared : &a.weights->experts[size_t(ids[k])];
+    j.x = shared ? xq : xg[k].data();
+    j.m = shared ? a.n : int64_t(gr.tok[size_t(ids[k])].size());
+    j.weight = shared ? ones.data() : gr.wgt[size_t(ids[k])].data();
+    j.g.resize(size_t(j.m * I)), j.v.resize(size_t(j.m * I)), j.y.resize(size_t(j.m * D));
+  }
+  Scratch<Product> up, down;
+  for (ExpertJob& j : jobs) {
+    up.push_back({&j.w->w1, j.x, j.m, j.g.data()});
+    up.push_back({&j.w->w3, j.x, j.m, j.v.data()});
+  }
+  products_in_one_region(up, a.pool);
+  for (ExpertJob& j : jobs) {
+    for (int64_t r = 0; r < j.m; ++r)
+      kernels::swiglu(j.g.data() + r * I, j.v.data() + r * I, I, c.swiglu_limit, j.weight[r], j.g.data() + r * I);
+    j.hq = gemm_input(j.g.data(), j.m, I, a.numerics);
+    down.push_back({&j.w->w2, j.hq.data(), j.m, j.y.data()});
+  }
+  products_in_one_region(down, a.pool);
+  for (size_t k = 0; k < ids.size(); ++k) {
+    const Scratch<int64_t>& rows = gr.tok[size_t(ids[k])];
+    for (size_t r = 0; r < rows.size(); ++r)
+      for (int64_t d = 0; d < D; ++d) a.out[rows[r] * D + d] += jobs[k].y[r * size_t(D) + size_t(d)];
+  }
+  const Scratch<float>& ys = jobs.back().y;
   for (int64_t i = 0; i < a.n * D; ++i) a.out[i] += ys[size_t(i)];
 }
 
@@ -322,12 +428,30 @@ void experts_by_executor(const MoeArgs& a, const float* xq, const Groups& gr) {
   combine(a, gr, first, Y.data());
 }
 
+// kAuto resolved (moe.h). Whole experts per thread pay once there are several per thread to
+// balance the load with and each has rows enough to be compute-bound (a prompt); several
+// sequences' decode steps touch many experts with a row or two each, which stream best split
+// over every thread (fused). Streamed experts go one at a time as their reads complete, or in
+// waves of whole experts.
+ExpertSchedule pick_schedule(const MoeArgs& a, int64_t active) {
+  const int T = a.pool ? a.pool->size() : 1;
+  const bool fused = fused_experts_enabled();
+  const bool many_rows = a.n * a.config->n_activated_experts >= 4 * active;
+  if (a.schedule == ExpertSchedule::kWholeExperts ||
+      (a.schedule == ExpertSchedule::kAuto && T > 1 && active >= 8 * T && (many_rows || a.cache || !fused)))
+    return ExpertSchedule::kWholeExperts;
+  if (a.cache || a.schedule == ExpertSchedule::kInTurn || (a.schedule == ExpertSchedule::kAuto && !fused))
+    return ExpertSchedule::kInTurn;
+  return ExpertSchedule::kFused;
+}
+
 }  // namespace
 
 void moe_forward(const MoeArgs& a) {
   const ModelConfig& c = *a.config;
   const int E = c.n_routed_experts;
   const int64_t D = c.dim;
+  std::optional<PhaseTimer> gate_timer(Phase::kGate);
   Scratch<float> logits(size_t(a.n * E));
   kernels::linear(a.weights->gate, a.x, a.n, logits.data(), a.pool);
   Scratch<float> xq = gemm_input(a.x, a.n, D, a.numerics);
@@ -339,14 +463,20 @@ void moe_forward(const MoeArgs& a) {
   std::fill(a.out, a.out + a.n * D, 0.0f);
   int64_t active = 0;
   for (const auto& t : gr.tok) active += !t.empty();
-  // Whole experts per thread pay once there are several per thread to balance the load with.
-  const int T = a.pool ? a.pool->size() : 1;
-  if (a.executor)
-    experts_by_executor(a, xq.data(), gr);
-  else if (T > 1 && active >= 8 * T)
-    experts_in_parallel(a, xq.data(), gr);
-  else
-    experts_in_turn(a, xq.data(), gr);
+  PhaseProfile::count(PhaseProfile::experts_touched, active);
+  gate_timer.reset();
+  {
+    PhaseTimer timer(Phase::kRoutedExperts);  // experts_in_turn splits off the shared expert
+    if (a.executor) {
+      experts_by_executor(a, xq.data(), gr);
+    } else {
+      switch (pick_schedule(a, active)) {
+        case ExpertSchedule::kWholeExperts: experts_in_parallel(a, xq.data(), gr); break;
+        case ExpertSchedule::kInTurn: experts_in_turn(a, xq.data(), gr); break;
+        default: experts_fused(a, xq.data(), gr); break;
+      }
+    }
+  }
   if (a.cache) a.cache->end_layer(a.layer);  // its reservations (wrong predictions included) lapse
 }
 

@@ -20,6 +20,12 @@ class ThreadPool;
 class ExpertCache;
 class ExpertExecutor;
 
+// How the experts of a call are scheduled; all give the same bits (tests/model/moe_test.cc).
+// kAuto: whole experts per thread for many active experts with ~4+ rows each (prompts), else
+// all experts' products in two thread-pool regions (fused) — or one expert after another where
+// experts are streamed. $DSV4_FUSED_EXPERTS=0 restores the schedules before fusing (comparisons).
+enum class ExpertSchedule { kAuto, kInTurn, kFused, kWholeExperts };
+
 struct MoeArgs {
   const ModelConfig* config = nullptr;
   const MoeWeights* weights = nullptr;
@@ -42,6 +48,7 @@ struct MoeArgs {
   const MoeWeights* next_weights = nullptr;
   const float* next_x = nullptr;  // [n, dim]
   int next_layer = 0;
+  ExpertSchedule schedule = ExpertSchedule::kAuto;
 };
 
 // Decode batches up to this many tokens predict the next layer's experts; longer prompts use most

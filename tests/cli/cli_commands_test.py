@@ -571,6 +571,60 @@ def test_bench(tmp, m):
                        ["--model", m, "--context", "-1"], ["--model", f"{tmp}/none"], ["--model", m, "--jsn"]])
 
 
+def test_bench_passes(tmp, m):
+    """--profile, --batch, --verify: the report's fields exist and agree with each other and with the
+    model's shape (no timing is checked)."""
+    cfg = json.load(open(f"{m}/config.json"))
+    L, K, E = cfg["num_hidden_layers"], cfg["num_experts_per_tok"], cfg["n_routed_experts"]
+    out, _ = dsv4("bench", "--model", m, "--json", "--prompt", "8", "--gen", "2", "--context", "16", "--reps", "1",
+                  "--profile", "--batch", "1,2,4", "--verify", "3,2", timeout=600)
+    try:
+        j = json.loads(out)
+    except json.JSONDecodeError:
+        return fail(f"bench --profile --json: not JSON:\n{out}")
+    p = j.get("profile", {})
+    names = [ph.get("name") for ph in p.get("phases", [])]
+    check(len(names) == 12 and {"attention projections", "routed experts", "shared expert", "head", "gate",
+                                "mHC + norms"} <= set(names), f"bench --profile phases: {names}")
+    mb = sum(ph.get("mb_per_token", 0) for ph in p.get("phases", []))
+    # The kernels' count of what a step read (weights + KV) against the static per-token count
+    # of weights (which also holds norm vectors and an embedding row): within 5 %.
+    weights = p.get("bytes_per_token", 0) - p.get("kv_bytes_per_token", 0)
+    check(abs(mb * 1e6 - p.get("bytes_per_token", 0)) <= 1e-6 * p.get("bytes_per_token", 1) + 1
+          and abs(weights - j.get("decode_bytes_per_token", 0)) <= 0.05 * j.get("decode_bytes_per_token", 0)
+          and p.get("experts_per_token") == L * K and p.get("pool_regions_per_token", 0) > 0
+          and 0 <= p.get("pool_worker_chunk_share", -1) <= 1
+          and p.get("cpu_ms_per_token", 0) > 0, f"bench --profile totals: {p}")
+    b = j.get("batch", [])
+    check([r.get("sequences") for r in b] == [1, 2, 4], f"bench --batch rows: {b}")
+    if len(b) == 3:
+        u1 = b[0]["union_bytes_per_step"]
+        check(b[0]["experts_per_step"] == L * K, f"bench --batch 1 experts: {b[0]}")
+        for r in b:
+            n = r["sequences"]
+            # Each touched expert read once per step for all its rows: the kernels' bytes equal the
+            # union's; the union grows with the rows but less than n copies of one row's bytes.
+            check(r["expert_bytes_read_per_step"] == r["expert_union_bytes_per_step"]
+                  and L * K <= r["experts_per_step"] <= min(n * L * K, L * E)
+                  and (n == 1 or u1 < r["union_bytes_per_step"] < n * u1)
+                  and r["bound_tokens_per_s"] > 0 and r["tokens_per_s"] > 0 and r["bound_fraction"] > 0,
+                  f"bench --batch {n}: {r}")
+    v = j.get("verify", [])
+    check([r.get("draft") for r in v] == [1, 2, 3], f"bench --verify rows (1 added, sorted): {v}")
+    if len(v) == 3:
+        check(v[0]["bytes_ratio"] == 1 and v[0]["decode_step_ratio"] == 1, f"bench --verify 1: {v[0]}")
+        for r in v:
+            k = r["draft"]
+            check(r["expert_bytes_read"] == r["expert_union_bytes"] and r["experts"] >= L * K
+                  and (k == 1 or 1 < r["bytes_ratio"] < k), f"bench --verify {k}: {r}")
+    out, _ = dsv4("bench", "--model", m, "--prompt", "4", "--gen", "1", "--reps", "1", "--profile", "--batch", "2",
+                  "--verify", "2", timeout=600)
+    check("decode step by phase" in out and "routed experts" in out and "concurrent sequences" in out
+          and "verify forward" in out, f"bench --profile text: {out}")
+    bad_args("bench", [["--model", m, "--batch", "0"], ["--model", m, "--batch", "2,x"], ["--model", m, "--verify", "-1"],
+                       ["--model", m, "--verify", "1000"]])
+
+
 def main():
     documented = {c: help_flags(c) for c in COMMANDS}
     top, _ = dsv4("tokenize", "--help")
@@ -592,7 +646,7 @@ def main():
         section(test_parse_completion)
         m = section(test_make_model) or f"{tmp}/model"
         for f in (test_tokenizer, test_template, test_inspect, test_logits, test_run, test_chat, test_state,
-                  test_bench, test_expert_parallel):
+                  test_bench, test_bench_passes, test_expert_parallel):
             section(f, m)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

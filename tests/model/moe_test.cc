@@ -1,5 +1,6 @@
-// The MoE's two schedules — experts one after another with each product split over the threads
-// (decode, short prompts), and whole experts per thread (long prompts) — must give bit-identical
+// The MoE's schedules — experts one after another with each product split over the threads,
+// all experts' products in two regions (decode, short prompts), and whole experts per thread
+// (long prompts) — must give bit-identical
 // outputs: the engine picks between them by thread count and prompt length, and batch
 // invariance (speculative verify, server batching) relies on a row never depending on that.
 #include <gtest/gtest.h>
@@ -16,7 +17,8 @@ namespace dsv4 {
 namespace {
 
 std::vector<float> run_moe(const Model& m, int layer, bool hash, Numerics nm, const std::vector<float>& x,
-                           const std::vector<int32_t>& tokens, ThreadPool* pool) {
+                           const std::vector<int32_t>& tokens, ThreadPool* pool,
+                           ExpertSchedule schedule = ExpertSchedule::kAuto) {
   const int64_t n = int64_t(tokens.size()), D = m.config().dim;
   std::vector<int64_t> pos(tokens.size());
   for (size_t i = 0; i < pos.size(); ++i) pos[i] = int64_t(i);
@@ -32,6 +34,7 @@ std::vector<float> run_moe(const Model& m, int layer, bool hash, Numerics nm, co
   a.positions = pos.data();
   a.out = out.data();
   a.pool = pool;
+  a.schedule = schedule;
   ArenaScope scope;
   moe_forward(a);
   return out;
@@ -59,6 +62,15 @@ TEST(MoeSchedules, ExpertsPerThreadMatchExpertsInTurnBitForBit) {
         ASSERT_EQ(serial.size(), threaded.size());
         EXPECT_EQ(std::memcmp(serial.data(), threaded.data(), serial.size() * sizeof(float)), 0)
             << "n " << n << " layer " << layer;
+        // Every schedule, forced, on either pool: the bits of one expert after another, serial.
+        const std::vector<float> in_turn = run_moe(*model, layer, hash, nm, x, tokens, &one, ExpertSchedule::kInTurn);
+        for (ExpertSchedule s : {ExpertSchedule::kInTurn, ExpertSchedule::kFused, ExpertSchedule::kWholeExperts})
+          for (ThreadPool* p : {&one, &two}) {
+            const std::vector<float> got = run_moe(*model, layer, hash, nm, x, tokens, p, s);
+            EXPECT_EQ(std::memcmp(in_turn.data(), got.data(), got.size() * sizeof(float)), 0)
+                << "n " << n << " layer " << layer << " schedule " << int(s) << " threads " << p->size();
+          }
+        EXPECT_EQ(std::memcmp(in_turn.data(), serial.data(), serial.size() * sizeof(float)), 0) << "n " << n;
         double s = 0;
         for (float v : serial) s += std::fabs(v);
         EXPECT_GT(s, 0.0) << "the MoE output must not be all zeros";
