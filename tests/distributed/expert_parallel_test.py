@@ -209,6 +209,40 @@ def test_failures(tmp, tiny):
                   f"rank 1 hung: job ended in {time.time() - t0:.1f} s, exit {rc}: {s.stderr()[-400:]}")
     finally:
         s.close()
+    test_mismatch(tmp, tiny)
+
+
+def ended_within(s, bound, what, message):
+    """The job ends by itself within `bound` s, with a non-zero exit and `message` on stderr."""
+    t0 = time.time()
+    rc = s.wait(bound)
+    check(rc not in (None, 0) and message in s.stderr(),
+          f"{what}: job ended in {time.time() - t0:.1f} s (bound {bound} s), exit {rc}: {s.stderr()[-400:]}")
+
+
+def test_idle_failures(tmp, tiny):
+    """A server with no request in flight: rank 0's heartbeat keeps an idle job alive beyond
+    --ep-timeout, and a stopped expert rank or a stopped / killed rank 0 still ends the job."""
+    timeout = 2
+    for victim, sig, message in ((1, signal.SIGSTOP, "rank 1 stopped answering"),
+                                 (0, signal.SIGSTOP, "rank 0 died or hangs"),
+                                 (0, signal.SIGKILL, "signal 9")):
+        s = Server(tiny, np=2, extra=["--ep-timeout", str(timeout)])
+        try:
+            ranks = s.ranks()
+            if not check(set(ranks) == {0, 1}, f"found both ranks: {ranks}"):
+                continue
+            if victim == 1:  # idle for twice the timeout: the heartbeat keeps the job alive
+                time.sleep(2 * timeout)
+                check(s.p.poll() is None and s.complete("hello") != "",
+                      f"idle {2 * timeout} s with --ep-timeout {timeout}: still answers ({s.stderr()[-300:]})")
+            os.kill(ranks[victim], sig)
+            ended_within(s, 8 * timeout, f"idle server, rank {victim} {signal.Signals(sig).name}", message)
+        finally:
+            s.close()
+
+
+def test_mismatch(tmp, tiny):
     # Different checkpoints / numerics on the ranks (MPMD launch): refused at start on every rank.
     other = os.path.join(tmp, "tiny-other")
     run([DSV4, "make-model", "--preset", "tiny", "--seed", "7", "--no-tokenizer", "--out", other])
@@ -230,7 +264,8 @@ def main():
         check(r.returncode == 0, f"make-model tiny: {r.stderr[-300:]}")
         only = os.environ.get("DSV4_EP_TEST_ONLY", "")  # a section by name, when debugging
         for name, f in (("logits", lambda: test_logits(tmp)), ("batched", lambda: test_batched(tmp)),
-                        ("serve", lambda: test_serve(tmp, tiny)), ("failures", lambda: test_failures(tmp, tiny))):
+                        ("serve", lambda: test_serve(tmp, tiny)), ("failures", lambda: test_failures(tmp, tiny)),
+                        ("idle", lambda: test_idle_failures(tmp, tiny))):
             if only and name != only:
                 continue
             t0 = time.time()
