@@ -78,7 +78,9 @@ void answer_ping(int64_t seq, double timeout_s) {
 }  // namespace
 
 void RemoteExperts::run(const RoutedBatch& b, const std::function<void()>& local) {
-  std::lock_guard<std::mutex> turn(*mpi_);
+  // MPI calls only with the lock (heartbeat.h); the compute in between leaves it to the heartbeat,
+  // so that expert ranks hear from rank 0 however long its own share takes.
+  std::unique_lock<std::mutex> turn(*mpi_);
   const int64_t D = b.config->dim;
   std::vector<Plan> plans;
   for (int r = 1; r < n_ranks_; ++r) {
@@ -117,13 +119,16 @@ void RemoteExperts::run(const RoutedBatch& b, const std::function<void()>& local
   // Own experts and the shared expert while the others work; transfers progress in between.
   const double t0 = now_s();
   const ExpertRange mine = expert_share(n_experts_, 0, n_ranks_);
+  turn.unlock();
   for (int e = mine.begin; e < mine.end; ++e) {
     if (b.tok[e].empty()) continue;
     run_local_expert(b, e);
+    std::lock_guard<std::mutex> again(*mpi_);
     progress(&sends);
     progress(&recvs);
   }
   local();
+  turn.lock();
   const double t1 = now_s();
   wait_all(&recvs, options_.timeout_s, cat("expert parallelism: layer ", b.layer, " waiting for expert outputs"));
   wait_all(&sends, options_.timeout_s, cat("expert parallelism: layer ", b.layer, " sending expert inputs"));
