@@ -43,8 +43,8 @@ void Heartbeat::beat() {
       if (done) {
         p.waiting = false;
       } else if (now - p.sent_at > timeout_s_) {
-        abort_job(cat("expert parallelism: rank ", p.rank, " stopped answering: no reply to rank 0 within ",
-                      timeout_s_, " s while idle (it died or hangs)"));
+        abort_job(cat("expert parallelism: rank ", p.rank, " stopped answering: no reply to rank 0's heartbeat within ",
+                      timeout_s_, " s (it died or hangs)"));
       }
     }
     if (p.waiting || now - p.sent_at < interval_s_) continue;
@@ -69,7 +69,7 @@ void Heartbeat::stop() {
   std::vector<MPI_Request> pending;
   for (Peer& p : peers_)
     if (p.waiting) pending.insert(pending.end(), {p.reqs[0], p.reqs[1]});
-  wait_all(&pending, timeout_s_, "expert parallelism: waiting for the last heartbeat replies");
+  if (!pending.empty()) wait_all(&pending, timeout_s_, "expert parallelism: waiting for the last heartbeat replies");
 }
 
 }  // namespace dsv4::dist
