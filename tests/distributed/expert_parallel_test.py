@@ -36,6 +36,9 @@ GOLDEN = os.path.join(SHARED, "golden")
 ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OMPI_MCA_mpi_yield_when_idle="1")
 SUPPRESSIONS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "openmpi.lsan.supp")
 ENV["LSAN_OPTIONS"] = ":".join(filter(None, [ENV.get("LSAN_OPTIONS"), f"suppressions={SUPPRESSIONS}"]))
+# Whole allocation stacks (the frame-pointer unwinder stops in Open MPI's plug-ins, which
+# MPI_Finalize unloads: their frames alone cannot be named, the libmpi frames below them can).
+ENV["ASAN_OPTIONS"] = ":".join(filter(None, [ENV.get("ASAN_OPTIONS"), "fast_unwind_on_malloc=0"]))
 ENV["UBSAN_OPTIONS"] = ":".join(filter(None, [ENV.get("UBSAN_OPTIONS"), "halt_on_error=1:print_stacktrace=1"]))
 SANITIZER_REPORTS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:", "Sanitizer:DEADLYSIGNAL",
                      "SUMMARY: UndefinedBehaviorSanitizer")
