@@ -10,6 +10,7 @@
 
 #include "core/error.h"
 #include "core/mapped_file.h"
+#include "distributed/heartbeat.h"
 #include "distributed/mpi_wait.h"
 #include "distributed/remote_experts.h"
 #include "distributed/wire.h"
@@ -102,7 +103,9 @@ void ExpertParallel::agree(const Model* model, const std::string& dir, const std
       throw Error(cat("expert parallelism: rank ", r, " loaded a different model than rank 0 (", of(r).substr(3),
                       " vs ", of(0).substr(3), ")"));
   serving_ = true;
-  if (rank_ == 0) executor_ = std::make_unique<RemoteExperts>(size_, model->config().n_routed_experts, options_);
+  if (rank_ > 0) return;
+  heartbeat_ = std::make_unique<Heartbeat>(size_, options_.timeout_s);
+  executor_ = std::make_unique<RemoteExperts>(size_, model->config().n_routed_experts, options_, &heartbeat_->mpi());
 }
 
 void ExpertParallel::serve(const Model& model) {
@@ -116,6 +119,7 @@ void ExpertParallel::serve(const Model& model) {
 void ExpertParallel::release() {
   if (rank_ != 0 || !serving_) return;
   serving_ = false;
+  heartbeat_->stop();  // no ping in flight behind the stop message
   const int64_t stop = wire::kOpStop;
   for (int r = 1; r < size_; ++r) MPI_Send(&stop, 1, MPI_INT64_T, r, wire::kTagHeader, MPI_COMM_WORLD);
   for (int r = 1; r < size_; ++r) {

@@ -16,6 +16,8 @@
 
 namespace dsv4::dist {
 
+class Heartbeat;
+
 // Rank r's routed experts of E over N ranks: contiguous, the first E mod N ranks one more.
 ExpertRange expert_share(int n_experts, int rank, int n_ranks);
 
@@ -68,6 +70,7 @@ class ExpertParallel {
   int rank_ = 0, size_ = 1;
   EpOptions options_;
   bool serving_ = false;  // agreed: the others wait for requests / stop
+  std::unique_ptr<Heartbeat> heartbeat_;  // rank 0 while serving_; outlives executor_ (its lock)
   std::unique_ptr<ExpertExecutor> executor_;
   EpStats remote_;  // what the other ranks reported when released
 };

@@ -5,6 +5,8 @@
 #include <chrono>
 #include <cstdio>
 
+#include "core/error.h"
+
 namespace dsv4::dist {
 
 namespace {
@@ -59,12 +61,13 @@ void wait_one(MPI_Request* req, double timeout_s, const std::string& what) {
   *req = one[0];
 }
 
-void wait_message(int source, int tag, MPI_Status* status) {
+void wait_message(int source, int tag, MPI_Status* status, double timeout_s, const std::string& what) {
   Backoff b;
   for (;;) {
     int flag = 0;
     MPI_Iprobe(source, tag, MPI_COMM_WORLD, &flag, status);
     if (flag) return;
+    if (b.waited() > timeout_s) abort_job(cat(what, ": nothing for ", timeout_s, " s"));
     b.pause();
   }
 }

@@ -17,8 +17,9 @@ void wait_all(std::vector<MPI_Request>* reqs, double timeout_s, const std::strin
 // Waits for one request; returns when done.
 void wait_one(MPI_Request* req, double timeout_s, const std::string& what);
 
-// Blocks (sleeping) until a message with `tag` from `source` is available; no timeout.
-void wait_message(int source, int tag, MPI_Status* status);
+// Blocks (sleeping) until a message with `tag` from `source` is available; none for `timeout_s`
+// ends the job like wait_all.
+void wait_message(int source, int tag, MPI_Status* status, double timeout_s, const std::string& what);
 
 // Lets outstanding transfers progress (called between pieces of compute).
 void progress(std::vector<MPI_Request>* reqs);

@@ -68,9 +68,19 @@ void run_local_expert(const RoutedBatch& b, int e) {
               b.Y + b.first[e] * D, b.pool);
 }
 
+// Echoes a heartbeat's sequence number to rank 0.
+void answer_ping(int64_t seq, double timeout_s) {
+  MPI_Request req;
+  MPI_Isend(&seq, 1, MPI_INT64_T, 0, wire::kTagPong, MPI_COMM_WORLD, &req);
+  wait_one(&req, timeout_s, "expert parallelism: answering rank 0's heartbeat");
+}
+
 }  // namespace
 
 void RemoteExperts::run(const RoutedBatch& b, const std::function<void()>& local) {
+  // MPI calls only with the lock (heartbeat.h); the compute in between leaves it to the heartbeat,
+  // so that expert ranks hear from rank 0 however long its own share takes.
+  std::unique_lock<std::mutex> turn(*mpi_);
   const int64_t D = b.config->dim;
   std::vector<Plan> plans;
   for (int r = 1; r < n_ranks_; ++r) {
@@ -109,13 +119,16 @@ void RemoteExperts::run(const RoutedBatch& b, const std::function<void()>& local
   // Own experts and the shared expert while the others work; transfers progress in between.
   const double t0 = now_s();
   const ExpertRange mine = expert_share(n_experts_, 0, n_ranks_);
+  turn.unlock();
   for (int e = mine.begin; e < mine.end; ++e) {
     if (b.tok[e].empty()) continue;
     run_local_expert(b, e);
+    std::lock_guard<std::mutex> again(*mpi_);
     progress(&sends);
     progress(&recvs);
   }
   local();
+  turn.lock();
   const double t1 = now_s();
   wait_all(&recvs, options_.timeout_s, cat("expert parallelism: layer ", b.layer, " waiting for expert outputs"));
   wait_all(&sends, options_.timeout_s, cat("expert parallelism: layer ", b.layer, " sending expert inputs"));
@@ -132,12 +145,18 @@ EpStats serve_requests(const Model& model, const EpOptions& options) {
   EpStats st;
   for (;;) {
     MPI_Status status;
-    wait_message(0, wire::kTagHeader, &status);
+    // Rank 0 pings while idle (heartbeat.h): silence this long means it died or hangs.
+    wait_message(0, wire::kTagHeader, &status, options.timeout_s,
+                 "expert parallelism: rank 0 died or hangs: no request or heartbeat from it");
     int count = 0;
     MPI_Get_count(&status, MPI_INT64_T, &count);
-    std::vector<int64_t> h(size_t(std::max(count, 1)));
+    std::vector<int64_t> h(size_t(std::max(count, 2)));
     MPI_Recv(h.data(), count, MPI_INT64_T, 0, wire::kTagHeader, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
     if (h[0] == wire::kOpStop) break;
+    if (h[0] == wire::kOpPing) {
+      answer_ping(h[1], options.timeout_s);
+      continue;
+    }
     const int layer = int(h[1]), waves = int(h[3]), entries = int(h[4]);
     if (h[0] != wire::kOpExperts || count != wire::kHeaderFields + wire::kEntryFields * entries || layer < 0 ||
         layer >= c.n_layers + c.n_mtp_layers || waves < 1 || waves > wire::kMaxWaves)

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <memory>
+#include <mutex>
 
 #include "distributed/expert_parallel.h"
 #include "distributed/sim_link.h"
@@ -11,8 +12,9 @@ namespace dsv4::dist {
 
 class RemoteExperts : public ExpertExecutor {
  public:
-  RemoteExperts(int n_ranks, int n_experts, const EpOptions& options)
-      : n_ranks_(n_ranks), n_experts_(n_experts), options_(options), link_(SimLink::from_env()) {}
+  // `mpi` is held for each call (heartbeat.h: rank 0's MPI calls take turns).
+  RemoteExperts(int n_ranks, int n_experts, const EpOptions& options, std::mutex* mpi)
+      : n_ranks_(n_ranks), n_experts_(n_experts), options_(options), link_(SimLink::from_env()), mpi_(mpi) {}
   void run(const RoutedBatch& b, const std::function<void()>& local) override;
   const EpStats& stats() const { return stats_; }
 
@@ -20,6 +22,7 @@ class RemoteExperts : public ExpertExecutor {
   int n_ranks_, n_experts_;
   EpOptions options_;
   SimLink link_;
+  std::mutex* mpi_;
   EpStats stats_;
 };
 

@@ -9,14 +9,16 @@
 //   arrival (kTagArrival, double) after the outputs, only with a simulated link: when the last
 //            outputs would have arrived.
 //   stop    (kTagHeader): kOpStop; the expert rank answers with its statistics (kTagStats).
+//   ping    (kTagHeader): kOpPing, sequence — rank 0's heartbeat while idle (heartbeat.h); the
+//            expert rank echoes the sequence (kTagPong, int64).
 #pragma once
 
 #include <cstdint>
 
 namespace dsv4::dist::wire {
 
-constexpr int kTagHeader = 1, kTagStats = 2, kTagArrival = 4, kTagRows = 100, kTagOutputs = 10000;
-constexpr int64_t kOpExperts = 1, kOpStop = 2;
+constexpr int kTagHeader = 1, kTagStats = 2, kTagArrival = 4, kTagPong = 5, kTagRows = 100, kTagOutputs = 10000;
+constexpr int64_t kOpExperts = 1, kOpStop = 2, kOpPing = 3;
 constexpr int kHeaderFields = 8, kEntryFields = 3;
 constexpr int kMaxWaves = 64;
 

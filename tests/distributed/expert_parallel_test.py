@@ -7,10 +7,17 @@
   chunked prefill, MTP, bit for bit;
 - `dsv4 serve --expert-parallel` answers through rank 0 exactly as one process does (one request
   and two batched), and stops on SIGTERM;
-- a rank killed, or stopped (hung), ends the whole job with a message within a bounded time;
-  ranks that loaded different checkpoints or numerics are refused at start.
+- a rank killed, or stopped (hung), ends the whole job with a message within a bounded time, also
+  while the server is idle (rank 0's heartbeat); ranks that loaded different checkpoints or
+  numerics are refused at start.
 
-usage: expert_parallel_test.py DSV4 EP_FORWARD_CHECK MPIEXEC SHARED_DIR"""
+With `sanitizer` (the ASan + UBSan build, CTest `expert_parallel_sanitizer_test`), a subset that
+fits in about two minutes there — np 2 and 3 bit-identity with decode, MTP, chunks and batching,
+the server, the idle failures — and every process's stderr must hold no sanitizer report.
+Open MPI's own start-up allocations are left to LeakSanitizer's suppressions in
+openmpi.lsan.supp beside this file (only frames inside the Open MPI libraries match).
+
+usage: expert_parallel_test.py DSV4 EP_FORWARD_CHECK MPIEXEC SHARED_DIR [sanitizer]"""
 import json
 import os
 import shutil
@@ -24,8 +31,17 @@ import time
 import urllib.request
 
 DSV4, CHECK, MPIEXEC, SHARED = sys.argv[1:5]
+SANITIZER = sys.argv[5:6] == ["sanitizer"]
 GOLDEN = os.path.join(SHARED, "golden")
 ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OMPI_MCA_mpi_yield_when_idle="1")
+SUPPRESSIONS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "openmpi.lsan.supp")
+ENV["LSAN_OPTIONS"] = ":".join(filter(None, [ENV.get("LSAN_OPTIONS"), f"suppressions={SUPPRESSIONS}"]))
+# Whole allocation stacks (the frame-pointer unwinder stops in Open MPI's plug-ins, which
+# MPI_Finalize unloads: their frames alone cannot be named, the libmpi frames below them can).
+ENV["ASAN_OPTIONS"] = ":".join(filter(None, [ENV.get("ASAN_OPTIONS"), "fast_unwind_on_malloc=0"]))
+ENV["UBSAN_OPTIONS"] = ":".join(filter(None, [ENV.get("UBSAN_OPTIONS"), "halt_on_error=1:print_stacktrace=1"]))
+SANITIZER_REPORTS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:", "Sanitizer:DEADLYSIGNAL",
+                     "SUMMARY: UndefinedBehaviorSanitizer")
 # One machine, possibly more ranks than cores; shared memory only, loopback for the launcher.
 MPI = [MPIEXEC, "--oversubscribe", "--mca", "btl", "self,vader", "--mca", "oob_tcp_if_include", "lo"]
 failures = []
@@ -38,8 +54,17 @@ def check(cond, what):
     return cond
 
 
+def no_sanitizer_report(stderr, what):
+    """Sanitizer build: a report fails the test even where the process was meant to fail."""
+    found = [m for m in SANITIZER_REPORTS if m in stderr] if SANITIZER else []
+    if found:
+        check(False, f"{what}: sanitizer report {found}: {stderr[stderr.find(found[0]):][:1500]}")
+
+
 def run(argv, timeout=300, **kw):
-    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=ENV, **kw)
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=ENV, **kw)
+    no_sanitizer_report(r.stderr, " ".join(os.path.basename(a) for a in argv)[-200:])
+    return r
 
 
 def mpirun(np, *argv, timeout=300):
@@ -67,6 +92,10 @@ def logits_case(tmp, model, name, ids, extra, runs):
 def test_logits(tmp):
     ids = os.path.join(tmp, "ids.json")
     json.dump({"prompt": [(i * 37 + 11) % 900 + 5 for i in range(45)], "decode": [7, 19, 300, 42]}, open(ids, "w"))
+    if SANITIZER:  # np 2 and 3 with chunks, decode and MTP on one golden checkpoint
+        logits_case(tmp, os.path.join(GOLDEN, "flash-mini"), "flash-mini reference", ids, ["--mtp", "--chunk", "16"],
+                    [(2, 1), (3, 4)])
+        return
     for case in ("flash-mini", "pro-mini"):
         model = os.path.join(GOLDEN, case)
         logits_case(tmp, model, f"{case} reference", ids, ["--mtp", "--chunk", "16"], [(2, 1), (3, 4)])
@@ -155,6 +184,7 @@ class Server:
         if self.p.poll() is None:
             os.killpg(self.p.pid, signal.SIGKILL)
             self.p.wait()
+        no_sanitizer_report(self.stderr(), "serve")
 
 
 def test_serve(tmp, tiny):
@@ -184,18 +214,6 @@ def test_serve(tmp, tiny):
 
 
 def test_failures(tmp, tiny):
-    # A rank killed: the launcher ends the job and names it.
-    s = Server(tiny, np=2)
-    try:
-        ranks = s.ranks()
-        if check(set(ranks) == {0, 1}, f"found both ranks: {ranks}"):
-            os.kill(ranks[1], signal.SIGKILL)
-            t0 = time.time()
-            rc = s.wait(30)
-            check(rc not in (None, 0) and "signal 9" in s.stderr(),
-                  f"rank 1 killed: job ended in {time.time() - t0:.1f} s, exit {rc}: {s.stderr()[-400:]}")
-    finally:
-        s.close()
     # A rank that hangs (stopped) in the middle of a request: rank 0 gives up after --ep-timeout.
     s = Server(tiny, np=2, extra=["--ep-timeout", "3"])
     try:
@@ -209,6 +227,45 @@ def test_failures(tmp, tiny):
                   f"rank 1 hung: job ended in {time.time() - t0:.1f} s, exit {rc}: {s.stderr()[-400:]}")
     finally:
         s.close()
+    test_mismatch(tmp, tiny)
+
+
+def ended_within(s, bound, what, messages):
+    """The job ends by itself within `bound` s, with a non-zero exit and one of `messages` on stderr."""
+    t0 = time.time()
+    rc = s.wait(bound)
+    check(rc not in (None, 0) and any(m in s.stderr() for m in messages),
+          f"{what}: job ended in {time.time() - t0:.1f} s (bound {bound} s), exit {rc}: {s.stderr()[-400:]}")
+
+
+def test_idle_failures(tmp, tiny):
+    """A server with no request in flight: rank 0's heartbeat keeps an idle job alive beyond
+    --ep-timeout, and a stopped or killed rank, expert rank or rank 0, still ends the job."""
+    timeout = 3  # short for the test; room for a loaded machine (the sanitizer build, ctest -j)
+    # A killed rank: the launcher (or, if it is slower, the heartbeat) ends the job and says so.
+    killed = ("signal 9", "stopped answering", "rank 0 died or hangs")
+    for victim, sig, messages in ((1, signal.SIGSTOP, ["rank 1 stopped answering"]),
+                                  (1, signal.SIGKILL, killed),
+                                  (0, signal.SIGSTOP, ["rank 0 died or hangs"]),
+                                  (0, signal.SIGKILL, killed)):
+        if SANITIZER and (victim, sig) == (0, signal.SIGKILL):
+            continue  # the launcher's doing, as (1, SIGKILL): not worth the sanitizer build's time
+        s = Server(tiny, np=2, extra=["--ep-timeout", str(timeout)])
+        try:
+            ranks = s.ranks()
+            if not check(set(ranks) == {0, 1}, f"found both ranks: {ranks}"):
+                continue
+            if (victim, sig) == (1, signal.SIGSTOP):  # idle for twice the timeout: the heartbeat keeps it alive
+                time.sleep(2 * timeout)
+                check(s.p.poll() is None and s.complete("hello") != "",
+                      f"idle {2 * timeout} s with --ep-timeout {timeout}: still answers ({s.stderr()[-300:]})")
+            os.kill(ranks[victim], sig)
+            ended_within(s, 8 * timeout, f"idle server, rank {victim} {signal.Signals(sig).name}", messages)
+        finally:
+            s.close()
+
+
+def test_mismatch(tmp, tiny):
     # Different checkpoints / numerics on the ranks (MPMD launch): refused at start on every rank.
     other = os.path.join(tmp, "tiny-other")
     run([DSV4, "make-model", "--preset", "tiny", "--seed", "7", "--no-tokenizer", "--out", other])
@@ -230,8 +287,9 @@ def main():
         check(r.returncode == 0, f"make-model tiny: {r.stderr[-300:]}")
         only = os.environ.get("DSV4_EP_TEST_ONLY", "")  # a section by name, when debugging
         for name, f in (("logits", lambda: test_logits(tmp)), ("batched", lambda: test_batched(tmp)),
-                        ("serve", lambda: test_serve(tmp, tiny)), ("failures", lambda: test_failures(tmp, tiny))):
-            if only and name != only:
+                        ("serve", lambda: test_serve(tmp, tiny)), ("failures", lambda: test_failures(tmp, tiny)),
+                        ("idle", lambda: test_idle_failures(tmp, tiny))):
+            if (only and name != only) or (SANITIZER and name == "failures"):
                 continue
             t0 = time.time()
             try:
