@@ -16,17 +16,6 @@
 namespace dsv4::train {
 namespace {
 
-// A learnable stream: mostly t → (5t + 3) mod V, one random token in eight.
-std::vector<int32_t> learnable_stream(int64_t n, int32_t V) {
-  std::vector<int32_t> out{1};
-  uint64_t x = 12345;
-  for (int64_t i = 1; i < n; ++i) {
-    x = x * 6364136223846793005ull + 1442695040888963407ull;
-    out.push_back((x >> 60) == 0 ? int32_t((x >> 20) % uint64_t(V)) : (5 * out.back() + 3) % V);
-  }
-  return out;
-}
-
 // Uniformly random tokens: the corrupted batch that makes a loss spike.
 std::vector<int32_t> noise_stream(int64_t n, int32_t V) {
   std::vector<int32_t> out;
@@ -83,7 +72,7 @@ std::vector<int64_t> selection(const ModelConfig& c, const Params& p, const std:
 TEST(AnticipatoryRouting, OnSelectsWithTheParametersOfDeltaStepsAgo) {
   set_threads(1);
   const ModelConfig c = test::tiny_config();
-  const std::vector<int32_t> data = learnable_stream(5000, int32_t(c.vocab_size));
+  const std::vector<int32_t> data = test::learnable_stream(5000, int32_t(c.vocab_size));
   const TrainOptions o = options(ArMode::kOn);
   const int64_t delta = o.anticipatory.delta;
   Trainer t(c, o);
@@ -150,7 +139,7 @@ RunLog train(Trainer* t, int64_t steps, int64_t spike, const std::vector<int32_t
 TEST(AnticipatoryRouting, AutoSwitchesOnAtASpikeAndOffAfterCalmSteps) {
   set_threads(1);
   const ModelConfig c = test::tiny_config();
-  const std::vector<int32_t> data = learnable_stream(5000, int32_t(c.vocab_size));
+  const std::vector<int32_t> data = test::learnable_stream(5000, int32_t(c.vocab_size));
   const std::vector<int32_t> noise = noise_stream(5000, int32_t(c.vocab_size));
   const TrainOptions o = options(ArMode::kAuto);
   const int64_t spike = 20, calm = o.anticipatory.calm, steps = spike + calm + 3;
@@ -174,7 +163,7 @@ TEST(AnticipatoryRouting, AutoSwitchesOnAtASpikeAndOffAfterCalmSteps) {
 TEST(AnticipatoryRouting, RerunsAndResumesAreBitIdentical) {
   set_threads(1);
   const ModelConfig c = test::tiny_config();
-  const std::vector<int32_t> data = learnable_stream(5000, int32_t(c.vocab_size));
+  const std::vector<int32_t> data = test::learnable_stream(5000, int32_t(c.vocab_size));
   const std::vector<int32_t> noise = noise_stream(5000, int32_t(c.vocab_size));
   const TrainOptions o = options(ArMode::kAuto);
   Trainer a(c, o), b(c, o);

@@ -1,6 +1,9 @@
 // Helpers of the trainer tests: a tiny config with every layer kind, F64 parameters.
 #pragma once
 
+#include <cstdint>
+#include <vector>
+
 #include "model/config.h"
 #include "train/forward.h"
 
@@ -65,6 +68,17 @@ inline ModelConfig micro_config() {
   c.beta_slow = 1;
   c.has_expert_dtype = true;
   return c;
+}
+
+// A learnable stream: mostly t → (5t + 3) mod V, with one random token in eight.
+inline std::vector<int32_t> learnable_stream(int64_t n, int32_t V) {
+  std::vector<int32_t> out{1};
+  uint64_t x = 12345;
+  for (int64_t i = 1; i < n; ++i) {
+    x = x * 6364136223846793005ull + 1442695040888963407ull;
+    out.push_back((x >> 60) == 0 ? int32_t((x >> 20) % uint64_t(V)) : (5 * out.back() + 3) % V);
+  }
+  return out;
 }
 
 }  // namespace dsv4::train::test

@@ -17,17 +17,6 @@
 namespace dsv4::train {
 namespace {
 
-// A learnable stream: mostly t → (5t + 3) mod V, with one random token in eight.
-std::vector<int32_t> synthetic_stream(int64_t n, int32_t V) {
-  std::vector<int32_t> out{1};
-  uint64_t x = 12345;
-  for (int64_t i = 1; i < n; ++i) {
-    x = x * 6364136223846793005ull + 1442695040888963407ull;
-    out.push_back((x >> 60) == 0 ? int32_t((x >> 20) % uint64_t(V)) : (5 * out.back() + 3) % V);
-  }
-  return out;
-}
-
 TrainOptions short_run() {
   TrainOptions o;
   o.steps = 60;
@@ -41,7 +30,7 @@ TrainOptions short_run() {
 TEST(Trainer, LossFallsBelowBoundInFixedSteps) {
   set_threads(1);
   const ModelConfig c = test::tiny_config();
-  const std::vector<int32_t> data = synthetic_stream(20000, int32_t(c.vocab_size));
+  const std::vector<int32_t> data = test::learnable_stream(20000, int32_t(c.vocab_size));
   Trainer t(c, short_run());
   const double before = t.evaluate(data, 8);
   StepReport r;
@@ -57,7 +46,7 @@ TEST(Trainer, LossFallsBelowBoundInFixedSteps) {
 TEST(Trainer, DeterministicAndResumable) {
   set_threads(1);
   const ModelConfig c = test::tiny_config();
-  const std::vector<int32_t> data = synthetic_stream(5000, int32_t(c.vocab_size));
+  const std::vector<int32_t> data = test::learnable_stream(5000, int32_t(c.vocab_size));
   TrainOptions o = short_run();
   Trainer a(c, o), b(c, o);
   std::vector<double> la, lb;
@@ -94,7 +83,7 @@ double rel_err(const std::vector<float>& a, const torch::Tensor& b) {
 TEST(Trainer, ExportedCheckpointRunsInTheEngine) {
   set_threads(1);
   const ModelConfig c = test::micro_config();
-  const std::vector<int32_t> data = synthetic_stream(5000, int32_t(c.vocab_size));
+  const std::vector<int32_t> data = test::learnable_stream(5000, int32_t(c.vocab_size));
   TrainOptions o = short_run();
   Trainer t(c, o);
   for (int i = 0; i < 3; ++i) t.step(data);  // weights off their initial symmetric values
