@@ -6,11 +6,35 @@
 #include <cstring>
 #include <filesystem>
 #include <string>
+#include <system_error>
 #include <vector>
+
+#include <unistd.h>
 
 #include "io/safetensors.h"
 
 namespace dsv4::test {
+
+// A fresh, empty directory under the system temp dir (tag and pid in its name: ctest runs each
+// test in its own process), removed with everything in it at scope exit.
+class TempDir {
+ public:
+  explicit TempDir(const std::string& tag)
+      : path_(std::filesystem::temp_directory_path() / ("dsv4-test-" + tag + "-" + std::to_string(::getpid()))) {
+    std::filesystem::remove_all(path_);
+    std::filesystem::create_directories(path_);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  std::string str() const { return path_.string(); }
+
+ private:
+  std::filesystem::path path_;
+};
 
 inline std::string shared_dir() { return DSV4_SHARED_DIR; }
 inline bool have_shared() { return std::filesystem::exists(shared_dir() + "/golden/README.md"); }
