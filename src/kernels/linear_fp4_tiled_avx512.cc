@@ -87,9 +87,12 @@ struct F32Pairs {
 // y[t][r][0:16] for RT x rows and NT tiles. A block's 16 products per lane form one dependent
 // chain (their order is the sum's order), so one tile and one x row would wait on the
 // dot-product latency: NT tiles side by side give NT chains — and NT read streams.
+// Tile t's read stream goes on in tile t + NT (the tiles lie in order): its prefetches past the
+// tile's end land there, as a lone tile's land in the next.
 template <class P, int RT, int NT, bool Plain>
 __attribute__((noinline)) void tile_rows(const uint8_t* const* w, const uint8_t* const* s, int64_t K, typename P::X x,
                                          float* const* y, __m512i lut) {
+  const int64_t tile_bytes = K / 2 * kTile;
   __m512 tot[NT][RT];
   for (int t = 0; t < NT; ++t)
     for (int r = 0; r < RT; ++r) tot[t][r] = _mm512_setzero_ps();
@@ -97,10 +100,11 @@ __attribute__((noinline)) void tile_rows(const uint8_t* const* w, const uint8_t*
     __m512 part[NT][RT];
     for (int t = 0; t < NT; ++t)
       for (int r = 0; r < RT; ++r) part[t][r] = _mm512_setzero_ps();
+    const int64_t next = kb * 256 + kAhead < tile_bytes ? kAhead : kAhead + (NT - 1) * tile_bytes;
     for (int c = 0; c < 4; ++c)
       for (int t = 0; t < NT; ++t) {
         const uint8_t* wb = w[t] + kb * 256 + 64 * c;
-        _mm_prefetch(reinterpret_cast<const char*>(wb + kAhead), _MM_HINT_T1);
+        _mm_prefetch(reinterpret_cast<const char*>(wb + next), _MM_HINT_T1);
         const __m512i chunk = _mm512_loadu_si512(wb);
         for (int q = 0; q < 4; ++q) P::template step<RT>(part[t], decode_pair(chunk, q, lut), x, kb * 32 + 8 * c + 2 * q);
       }
