@@ -30,7 +30,8 @@ constexpr int kTile = 16;     // weight rows per tile (one per lane)
 constexpr int kMaxBf16 = 12;  // x rows per pass: 2 sums each beside the decode registers
 constexpr int kMaxF32 = 6;    // F32 x rows take two FMAs and two widened registers per pair
 // Tiles side by side for few x rows per pass (see tile_rows): four up to kQuadRows rows, two
-// up to kPairRows (in-cache 1-row rate +35 % with four; more rows have chains enough).
+// up to kPairRows (1 row in cache: −16 % time with two, −35 % with four; more rows have
+// chains enough).
 constexpr int kQuadRows = 2, kPairRows = 4;
 // Software prefetch distance into L2: one read stream per thread does not reach DRAM bandwidth
 // on its own (the hardware prefetcher keeps too few lines in flight).
