@@ -285,14 +285,19 @@ void run_range(const Call& c, int64_t b, int64_t e, uint16_t* wbuf) {
         }
         case WeightFormat::kFP8:
           if (direct) {
-            Fp8Rows rows{};
-            for (int i = 0; i < kRowsW; ++i) rows.row[i] = w.weight + (r0 + std::min(i, nw - 1)) * K, rows.srow[i] = srow[i];
-            rows.lut = lut;
-            rows.ahead = 4 * kRowsW * K;
+            auto fill = [&](Fp8Rows& rows) {
+              for (int i = 0; i < kRowsW; ++i) rows.row[i] = w.weight + (r0 + std::min(i, nw - 1)) * K, rows.srow[i] = srow[i];
+              for (int k = 0; k < 4; ++k) rows.lut[k] = lut[k];
+              rows.ahead = 4 * kRowsW * K;
+            };
             if (c.whole_k) {
-              rows.fold = &t;
+              Fp8FoldedRows rows{};
+              fill(rows);
+              rows.tables = &t;
               tile_over_x<Scaling::kWholeK, 2, kRowsW>(c, rows, nw, x0, x1, n, 0, c.G);
             } else {
+              Fp8Rows rows{};
+              fill(rows);
               tile_over_x<Scaling::kBlock, 2, kRowsW>(c, rows, nw, x0, x1, n, 0, c.G);
             }
           } else {
