@@ -483,13 +483,13 @@ def test_expert_parallel(tmp, m):
         bad_args(cmd, [["--model", m, "--expert-parallel", "--ep-waves", "0"], ["--model", m, "--ep-timeout", "0"]])
     if os.environ.get("DSV4_TEST_MPI_BUILT") and not MPIEXEC:
         return  # an MPI build whose mpirun cases run elsewhere (the release build: docs/distributed.md)
+    ids = write(f"{tmp}/ep-ids.json", json.dumps({"prompt": [19923, 14, 2058, 3, 671, 9, 88], "decode": [4787, 13769]}))
     if not MPIEXEC:
-        for cmd, extra in (("logits", ["--ids", f"{tmp}/none.json", "--out", f"{tmp}/x"]), ("run", ["-p", "x"]),
+        for cmd, extra in (("logits", ["--ids", ids, "--out", f"{tmp}/x"]), ("run", ["-p", "x"]),
                            ("chat", []), ("bench", [])):
             _, err = dsv4(cmd, "--model", m, *extra, *ep, ok=False)
             check("built without MPI" in err, f"{cmd} --expert-parallel without MPI: {err}")
         return
-    ids = write(f"{tmp}/ep-ids.json", json.dumps({"prompt": [19923, 14, 2058, 3, 671, 9, 88], "decode": [4787, 13769]}))
     one, two = f"{tmp}/ep-one.safetensors", f"{tmp}/ep-two.safetensors"
     dsv4("logits", "--model", m, "--ids", ids, "--out", one, "--mtp", "--chunk", "3")
     rc, _, err = mpi_dsv4(2, "logits", "--model", m, "--ids", ids, "--out", two, "--mtp", "--chunk", "3", *ep)
