@@ -51,6 +51,7 @@ namespace {
 constexpr int64_t kRowsX = 256;  // x rows per cache block at most (x block stays in L2)
 constexpr int64_t kBlockBytes = 512 << 10;  // prepared x bytes per cache block at most
 constexpr int64_t kSpan = 16;    // groups per span of FP4's many-rows path (see tile_over_x)
+constexpr int64_t kFp8RowsMin = 12;  // BF16 x rows from which FP8 takes linear_fp8_rows_avx512 (even at 8)
 
 // Scratch row stride (BF16 values): K plus two lines, so that the rows' stores of one group do
 // not all share an address modulo 4 KB with each other and with the weight loads that follow
@@ -362,6 +363,12 @@ bool linear_rows_avx512(const Linear& w, int64_t row0, int64_t n_out, const floa
     for (int64_t r = 0; r < rows; ++r) c.any_f32 |= ex[r] == 0;
     for (int64_t r = 0; ranges && r < rows; ++r)
       c.x_exp_min = std::min(c.x_exp_min, er[2 * r]), c.x_exp_max = std::max(c.x_exp_max, er[2 * r + 1]);
+  }
+  if (w.format == WeightFormat::kFP8 && !c.whole_k && !c.any_f32 && rows >= kFp8RowsMin) {
+    parallel_for(pool, n_out, [&](int64_t b, int64_t e) {
+      linear_fp8_rows_avx512(w, row0, b, e, c.xprep, w.in * 4, rows, y, n_out);
+    }, 16);
+    return true;
   }
   parallel_for(pool, n_out, [&](int64_t b, int64_t e) {
     // Per-thread decode scratch: 4 rows of BF16 slots (64-byte aligned).
