@@ -51,6 +51,7 @@ namespace {
 constexpr int64_t kRowsX = 256;  // x rows per cache block at most (x block stays in L2)
 constexpr int64_t kBlockBytes = 512 << 10;  // prepared x bytes per cache block at most
 constexpr int64_t kSpan = 16;    // groups per span of FP4's many-rows path (see tile_over_x)
+constexpr int64_t kFewRows = 8;      // x rows up to which FP8 decodes in registers (fp8_few_rows)
 constexpr int64_t kFp8RowsMin = 12;  // BF16 x rows from which FP8 takes linear_fp8_rows_avx512 (even at 8)
 
 // Scratch row stride (BF16 values): K plus two lines, so that the rows' stores of one group do
@@ -187,6 +188,38 @@ void decode_rows(const Linear& w, int64_t n0, int nw, int64_t g0, int64_t g1, ui
     }
 }
 
+// x rows [x0, x1) of one quad of FP8 weight rows decoded in registers, in tiles of RT.
+template <int RT>
+void fp8_quad_direct(const Call& c, const Fp8Rows& rows, int nq, int64_t x0, int64_t x1, int64_t n) {
+  if (x0 >= x1) return;
+  if (c.whole_k) tile_over_x<Scaling::kWholeK, RT, 4>(c, rows, nq, x0, x1, n, 0, c.G);
+  else tile_over_x<Scaling::kBlock, RT, 4>(c, rows, nq, x0, x1, n, 0, c.G);
+}
+
+// FP8 for a few x rows (batched decode, verify): each quad of weight rows decoded in registers
+// as its tiles use it — 3 x rows at a time (4×4 tiles spill their 32 registers), the 1–2 left
+// over in one tile — instead of stored to scratch and read back: for few rows that decode was
+// most of the work. The passes after the first read the quad (4 rows × K bytes) from L1.
+void fp8_few_rows(const Call& c, int64_t r0, int nw, int64_t n, int64_t x0, int64_t x1, const uint8_t* const* srow,
+                  const __m512i* lut) {
+  const Linear& w = *c.w;
+  const int64_t K = c.K, x3 = x0 + (x1 - x0) / 3 * 3;
+  for (int k = 0; 4 * k < nw; ++k) {
+    Fp8Rows rows{};
+    const int nq = std::min(4, nw - 4 * k);
+    for (int i = 0; i < 4; ++i) {
+      const int j = 4 * k + std::min(i, nq - 1);
+      rows.row[i] = w.weight + (r0 + j) * K, rows.srow[i] = srow[j];
+    }
+    rows.lut = lut;
+    rows.ahead = 4 * kRowsW * K;
+    if (c.whole_k) rows.fold = &tables();
+    fp8_quad_direct<3>(c, rows, nq, x0, x3, n + 4 * k);
+    if (x1 - x3 == 2) fp8_quad_direct<2>(c, rows, nq, x3, x1, n + 4 * k);
+    else fp8_quad_direct<1>(c, rows, nq, x3, x1, n + 4 * k);
+  }
+}
+
 // Output rows [b, e) (relative to row0) for every x row. wbuf: [kRowsW, scratch_row(K)] BF16 scratch.
 void run_range(const Call& c, int64_t b, int64_t e, uint16_t* wbuf) {
   const Linear& w = *c.w;
@@ -296,6 +329,8 @@ void run_range(const Call& c, int64_t b, int64_t e, uint16_t* wbuf) {
             } else {
               tile_over_x<Scaling::kBlock, 2, kRowsW>(c, rows, nw, x0, x1, n, 0, c.G);
             }
+          } else if (c.rows <= kFewRows) {
+            fp8_few_rows(c, r0, nw, n, x0, x1, srow, lut);
           } else {
             scratch_quads(c.whole_k ? Scaling::kWholeK : Scaling::kBlock);
           }
