@@ -51,6 +51,7 @@ namespace {
 constexpr int64_t kRowsX = 256;  // x rows per cache block at most (x block stays in L2)
 constexpr int64_t kBlockBytes = 512 << 10;  // prepared x bytes per cache block at most
 constexpr int64_t kSpan = 16;    // groups per span of FP4's many-rows path (see tile_over_x)
+constexpr int64_t kBf16DirectRows = 12;  // BF16 (the head): x rows up to which the 2×8 register tiles beat 4×4
 constexpr int64_t kFewRows = 8;      // x rows up to which FP8 decodes in registers (fp8_few_rows)
 constexpr int64_t kFp8RowsMin = 12;  // BF16 x rows from which FP8 takes linear_fp8_rows_avx512 (even at 8)
 
@@ -300,7 +301,7 @@ void run_range(const Call& c, int64_t b, int64_t e, uint16_t* wbuf) {
                             c.y + r * c.n_out + n + i);
           break;
         case WeightFormat::kBF16: {
-          if (direct) {  // all rows' read streams at once, prefetching the next tile's
+          if (c.rows <= kBf16DirectRows) {  // all rows' read streams at once, prefetching the next tile's
             Bf16Rows rows{};
             for (int i = 0; i < kRowsW; ++i)
               rows.row[i] = reinterpret_cast<const uint16_t*>(w.weight) + (r0 + std::min(i, nw - 1)) * K;

@@ -221,6 +221,14 @@ TEST(LinearFp8ManyRows, SameBitsAsFewRows) {
   set_isa(saved);
 }
 
+// BF16 (the head) past the rows that take the 2×8 register tiles: the 4×4 tiles give the same bits.
+TEST(LinearBf16ManyRows, SameBitsAsFewRows) {
+  const Isa saved = active_isa();
+  const int64_t out = 261, in = 512, rows = 17;
+  check_kernels(make(WeightFormat::kBF16, out, in, 135), rows, 3, 250, activations(rows, in, 79));
+  set_isa(saved);
+}
+
 INSTANTIATE_TEST_SUITE_P(Formats, LinearKernels,
                          ::testing::Values(WeightFormat::kF32, WeightFormat::kBF16, WeightFormat::kFP8, WeightFormat::kFP4),
                          FormatName);
