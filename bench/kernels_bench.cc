@@ -133,6 +133,36 @@ const Matrix& tiled_fp4() {
   return t;
 }
 
+// The 256-row cached FP4 twin in 16-row tiles: the expert kernel's compute speed without DRAM.
+const Matrix& tiled_fp4_cached() {
+  static Matrix t = [] {
+    Matrix c = make_matrix(WeightFormat::kFP4, 256, 4096);
+    kernels::tile_fp4(c.weight.data(), c.scale.data(), c.lin.out, c.lin.in);
+    c.lin.tiled = true;
+    return c;
+  }();
+  return t;
+}
+
+void BM_LinearTiledCached(benchmark::State& state, kernels::Isa isa) {
+  if (!kernels::isa_supported(isa)) {
+    state.SkipWithError("ISA not supported by this CPU");
+    return;
+  }
+  kernels::set_isa(isa);
+  const Matrix& m = tiled_fp4_cached();
+  const std::vector<float> x = make_x(1, m.lin.in, true);
+  std::vector<float> y(size_t(m.lin.out));
+  ThreadPool* pool = ThreadPool::shared();
+  for (auto _ : state) {
+    kernels::linear(m.lin, x.data(), 1, y.data(), pool);
+    benchmark::DoNotOptimize(y.data());
+  }
+  state.counters["GBps"] = benchmark::Counter(double(m.weight.size() + m.scale.size()) * double(state.iterations()) / 1e9,
+                                              benchmark::Counter::kIsRate);
+  state.counters["threads"] = pool->size();
+}
+
 void BM_LinearExperts(benchmark::State& state, kernels::Isa isa, bool tiled) {
   if (!kernels::isa_supported(isa)) {
     state.SkipWithError("ISA not supported by this CPU");
@@ -263,6 +293,11 @@ void register_all() {
       else b->Arg(1)->Arg(4)->Arg(8)->Arg(16)->Arg(128)->Arg(512);  // decode, batch / verify, prefill
       b->Unit(benchmark::kMillisecond)->UseRealTime();
     }
+    if (isa == Isa::kAvx512)
+      benchmark::RegisterBenchmark(("LinearCached/fp4-tiled/" + isa_s).c_str(),
+                                   [isa](benchmark::State& s) { BM_LinearTiledCached(s, isa); })
+          ->Arg(1)
+          ->UseRealTime();
     if (isa != Isa::kScalar)
       for (bool tiled : {false, true})
         benchmark::RegisterBenchmark(("LinearExperts/fp4" + std::string(tiled ? "-tiled/" : "/") + isa_s).c_str(),

@@ -73,13 +73,37 @@ void ThreadPool::run_chunks(uint64_t generation, bool caller) {
     // fields that the next region may be rewriting.
     if ((c >> 2 * kIndexBits) != tag || (c & kIndexMask) >= ((c >> kIndexBits) & kIndexMask)) return;
     if (!claim_.compare_exchange_weak(c, c + 1, std::memory_order_acq_rel, std::memory_order_acquire)) continue;
-    // A claimed, unfinished chunk keeps the caller waiting, so fn_, n_ and chunk_ are stable.
-    const int64_t b = int64_t(c & kIndexMask) * chunk_, e = b + chunk_ < n_ ? b + chunk_ : n_;
+    // A claimed, unfinished chunk keeps the caller waiting, so fn_ and bounds_ are stable.
+    const int64_t b = bounds_[c & kIndexMask], e = bounds_[(c & kIndexMask) + 1];
     (*fn_)(b, e);
     if (!caller) PhaseProfile::count(PhaseProfile::worker_chunks, 1);
     done_.fetch_add(1, std::memory_order_acq_rel);
     c = claim_.load(std::memory_order_acquire);
   }
+}
+
+int chunk_bounds(int64_t n, int64_t grain, int threads, int64_t* bounds) {
+  const int64_t units = (n + grain - 1) / grain, t = std::max(threads, 1);
+  int k = 0;
+  bounds[0] = 0;
+  if (units <= 16 * t) {  // up to 4 equal chunks per thread
+    const int64_t n_chunks = std::min<int64_t>(units, 4 * t), per = (units + n_chunks - 1) / n_chunks;
+    for (int64_t u = per; u < units; u += per) bounds[++k] = u * grain;
+  } else {
+    // Memory-bound regions end with the slowest participant: with equal eighths (2 threads) the
+    // caller waited up to a whole chunk at each region's end. Shrinking chunks keep that to the
+    // last, smallest one.
+    // Not below 4 grains: a kernel's chunk start costs it (its read-ahead begins there).
+    const int64_t smallest = std::max<int64_t>(4, (units + 16 * t - 1) / (16 * t));
+    int64_t u = 0;
+    while (u < units && k < ThreadPool::kMaxChunks - 1) {
+      const int64_t left = units - u;
+      u += std::min(left, std::max(smallest, (left + 2 * t - 1) / (2 * t)));
+      if (u < units) bounds[++k] = u * grain;
+    }
+  }
+  bounds[++k] = n;
+  return k;
 }
 
 void ThreadPool::parallel_for(int64_t n, RangeFn fn, int64_t grain) {
@@ -90,15 +114,10 @@ void ThreadPool::parallel_for(int64_t n, RangeFn fn, int64_t grain) {
     fn(0, n);  // one thread, too little work, or nested: serial on the caller
     return;
   }
-  // A few chunks per thread: whoever runs claims the next one (rows are independent, so which
-  // thread computes a row never changes its value).
-  const int64_t units = (n + grain - 1) / grain;
-  const int64_t n_chunks = std::min<int64_t>(units, int64_t(n_threads_) * 4);
-  const int64_t per = (units + n_chunks - 1) / n_chunks;
+  // Whoever runs claims the next chunk (rows are independent, so which thread computes a row
+  // never changes its value).
+  const int64_t chunks = chunk_bounds(n, grain, n_threads_, bounds_);
   fn_ = &fn;
-  n_ = n;
-  chunk_ = per * grain;
-  const int64_t chunks = (n + chunk_ - 1) / chunk_;
   done_.store(0, std::memory_order_relaxed);
   const uint64_t g = generation_.load(std::memory_order_relaxed) + 1;
   claim_.store(((g & 0xffffff) << 2 * kIndexBits) | (uint64_t(chunks) << kIndexBits), std::memory_order_release);

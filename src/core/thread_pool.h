@@ -1,8 +1,8 @@
 // One pool of worker threads for the whole process's kernels (design §4.6).
 //
-// parallel_for(n, fn) splits [0, n) into at most size() contiguous static chunks and runs
-// fn(begin, end) on them, the caller taking the first chunk. Static chunks keep each output
-// row on a fixed thread and make false sharing a matter of chunk boundaries only. Workers spin
+// parallel_for(n, fn) splits [0, n) into contiguous chunks (chunk_bounds) and runs fn(begin,
+// end) on them, each participant claiming the next unclaimed chunk, the caller the first.
+// Contiguous chunks make false sharing a matter of chunk boundaries only. Workers spin
 // briefly on an atomic generation counter before sleeping (a futex wake costs ~22 µs and a
 // missed wake a 4 ms scheduler tick on the target machine), so the many short regions of one
 // decoded token stay cheap. Regions do not nest: a parallel_for issued from inside a task, or
@@ -43,6 +43,7 @@ class ThreadPool {
   ThreadPool& operator=(const ThreadPool&) = delete;
 
   int size() const { return n_threads_; }
+  static constexpr int kMaxChunks = 256;  // chunks of one region at most
 
   // fn(begin, end) over chunks of [0, n); chunk boundaries are multiples of `grain` (except the
   // last end). Returns when every chunk has finished. Exceptions from fn terminate.
@@ -66,8 +67,16 @@ class ThreadPool {
   std::atomic<bool> busy_{false};         // a region is in flight (nesting → serial)
   std::atomic<bool> stop_{false};
   const RangeFn* fn_ = nullptr;
-  int64_t n_ = 0, chunk_ = 0;
+  // Chunk c of the current region is [bounds_[c], bounds_[c + 1]); see chunk_bounds.
+  int64_t bounds_[kMaxChunks + 1] = {};
 };
+
+// Where parallel_for cuts [0, n) for `threads` participants: boundaries at multiples of `grain`
+// (the last end n), written to bounds[0..k]; returns k, the chunk count (≤ 256). Up to 16
+// grains per thread: up to 4 equal chunks per thread. More: each chunk 1/(2·threads) of what is
+// left, down to 1/(16·threads) of the whole (and 4 grains), so the first chunks are long and
+// the last short enough that the participants finish together.
+int chunk_bounds(int64_t n, int64_t grain, int threads, int64_t* bounds);
 
 // parallel_for on `pool`, or a plain call fn(0, n) when pool is null.
 inline void parallel_for(ThreadPool* pool, int64_t n, RangeFn fn, int64_t grain = 1) {

@@ -190,35 +190,40 @@ void decode_rows(const Linear& w, int64_t n0, int nw, int64_t g0, int64_t g1, ui
 }
 
 // x rows [x0, x1) of one quad of FP8 weight rows decoded in registers, in tiles of RT.
-template <int RT>
-void fp8_quad_direct(const Call& c, const Fp8Rows& rows, int nq, int64_t x0, int64_t x1, int64_t n) {
-  if (x0 >= x1) return;
-  if (c.whole_k) tile_over_x<Scaling::kWholeK, RT, 4>(c, rows, nq, x0, x1, n, 0, c.G);
-  else tile_over_x<Scaling::kBlock, RT, 4>(c, rows, nq, x0, x1, n, 0, c.G);
+template <int RT, class Rows>
+void fp8_quad_direct(const Call& c, const Rows& rows, int nq, int64_t x0, int64_t x1, int64_t n) {
+  constexpr Scaling S = std::is_same_v<Rows, Fp8FoldedRows> ? Scaling::kWholeK : Scaling::kBlock;
+  if (x0 < x1) tile_over_x<S, RT, 4>(c, rows, nq, x0, x1, n, 0, c.G);
 }
 
 // FP8 for a few x rows (batched decode, verify): each quad of weight rows decoded in registers
 // as its tiles use it — 3 x rows at a time (4×4 tiles spill their 32 registers), the 1–2 left
 // over in one tile — instead of stored to scratch and read back: for few rows that decode was
 // most of the work. The passes after the first read the quad (4 rows × K bytes) from L1.
-void fp8_few_rows(const Call& c, int64_t r0, int nw, int64_t n, int64_t x0, int64_t x1, const uint8_t* const* srow,
-                  const __m512i* lut) {
+template <class Rows>
+void fp8_few_rows_as(const Call& c, int64_t r0, int nw, int64_t n, int64_t x0, int64_t x1, const uint8_t* const* srow,
+                     const __m512i* lut) {
   const Linear& w = *c.w;
   const int64_t K = c.K, x3 = x0 + (x1 - x0) / 3 * 3;
   for (int k = 0; 4 * k < nw; ++k) {
-    Fp8Rows rows{};
+    Rows rows{};
     const int nq = std::min(4, nw - 4 * k);
     for (int i = 0; i < 4; ++i) {
       const int j = 4 * k + std::min(i, nq - 1);
       rows.row[i] = w.weight + (r0 + j) * K, rows.srow[i] = srow[j];
     }
-    rows.lut = lut;
+    for (int q = 0; q < 4; ++q) rows.lut[q] = lut[q];
     rows.ahead = 4 * kRowsW * K;
-    if (c.whole_k) rows.fold = &tables();
+    if constexpr (std::is_same_v<Rows, Fp8FoldedRows>) rows.tables = &tables();
     fp8_quad_direct<3>(c, rows, nq, x0, x3, n + 4 * k);
     if (x1 - x3 == 2) fp8_quad_direct<2>(c, rows, nq, x3, x1, n + 4 * k);
     else fp8_quad_direct<1>(c, rows, nq, x3, x1, n + 4 * k);
   }
+}
+void fp8_few_rows(const Call& c, int64_t r0, int nw, int64_t n, int64_t x0, int64_t x1, const uint8_t* const* srow,
+                  const __m512i* lut) {
+  if (c.whole_k) fp8_few_rows_as<Fp8FoldedRows>(c, r0, nw, n, x0, x1, srow, lut);
+  else fp8_few_rows_as<Fp8Rows>(c, r0, nw, n, x0, x1, srow, lut);
 }
 
 // Output rows [b, e) (relative to row0) for every x row. wbuf: [kRowsW, scratch_row(K)] BF16 scratch.
@@ -320,14 +325,19 @@ void run_range(const Call& c, int64_t b, int64_t e, uint16_t* wbuf) {
         }
         case WeightFormat::kFP8:
           if (direct) {
-            Fp8Rows rows{};
-            for (int i = 0; i < kRowsW; ++i) rows.row[i] = w.weight + (r0 + std::min(i, nw - 1)) * K, rows.srow[i] = srow[i];
-            rows.lut = lut;
-            rows.ahead = 4 * kRowsW * K;
+            auto fill = [&](Fp8Rows& rows) {
+              for (int i = 0; i < kRowsW; ++i) rows.row[i] = w.weight + (r0 + std::min(i, nw - 1)) * K, rows.srow[i] = srow[i];
+              for (int k = 0; k < 4; ++k) rows.lut[k] = lut[k];
+              rows.ahead = 4 * kRowsW * K;
+            };
             if (c.whole_k) {
-              rows.fold = &t;
+              Fp8FoldedRows rows{};
+              fill(rows);
+              rows.tables = &t;
               tile_over_x<Scaling::kWholeK, 2, kRowsW>(c, rows, nw, x0, x1, n, 0, c.G);
             } else {
+              Fp8Rows rows{};
+              fill(rows);
               tile_over_x<Scaling::kBlock, 2, kRowsW>(c, rows, nw, x0, x1, n, 0, c.G);
             }
           } else if (c.rows <= kFewRows) {

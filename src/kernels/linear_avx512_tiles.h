@@ -76,16 +76,25 @@ struct ScratchRows {  // rows decoded once into per-thread scratch (many x rows 
 struct Fp8Rows {  // decoded on the fly (few x rows: the decode is not worth storing)
   const uint8_t* row[kRowsW];
   const uint8_t* srow[kRowsW];
-  const __m512i* lut;
+  __m512i lut[4];     // by value: a pointer made every row reload the table from memory
   int64_t ahead = 0;  // bytes to the same place four tiles on (software prefetch into L2)
-  // kWholeK: the table with the block scale folded in, rebuilt when the scale byte changes.
-  const Tables* fold = nullptr;
-  mutable FoldedFp8Lut folded;
-  void get(int i, int64_t g, __m512i w[4]) const {
+  void prefetch(int i, int64_t g) const {
     const char* p = reinterpret_cast<const char*>(row[i] + g * kGroup + ahead);
     _mm_prefetch(p, _MM_HINT_T1);
     _mm_prefetch(p + 64, _MM_HINT_T1);
-    decode_fp8_group(row[i] + g * kGroup, fold ? folded.get(*fold, srow[i][g]) : lut, w);
+  }
+  void get(int i, int64_t g, __m512i w[4]) const {
+    prefetch(i, g);
+    decode_fp8_group(row[i] + g * kGroup, lut, w);
+  }
+};
+// kWholeK: the table with the row's block scale folded in, rebuilt when the scale byte changes.
+struct Fp8FoldedRows : Fp8Rows {
+  const Tables* tables = nullptr;
+  mutable FoldedFp8Lut folded;
+  void get(int i, int64_t g, __m512i w[4]) const {
+    prefetch(i, g);
+    decode_fp8_group(row[i] + g * kGroup, folded.get(*tables, srow[i][g]), w);
   }
 };
 struct Fp4Rows {

@@ -65,14 +65,25 @@ Scratch<float> kv_path(const AttentionArgs& a, const Scratch<int64_t>& pos) {
 void output_projection(const AttentionArgs& a, const float* o) {
   const ModelConfig& c = *a.config;
   const int64_t group_in = c.n_heads / c.o_groups * c.head_dim, R = c.o_lora_rank;
-  // One call per group over all rows (its weights read once): gather [n, group_in], scatter [n, R].
-  Scratch<float> z(size_t(a.n * c.o_groups * R)), og(size_t(a.n * group_in)), zg(size_t(a.n * R));
-  for (int g = 0; g < c.o_groups; ++g) {
-    for (int64_t i = 0; i < a.n; ++i)
-      std::copy(o + (i * c.o_groups + g) * group_in, o + (i * c.o_groups + g + 1) * group_in, og.begin() + i * group_in);
-    kernels::linear_rows(a.weights->wo_a, g * R, R, og.data(), a.n, zg.data(), a.pool);
-    for (int64_t i = 0; i < a.n; ++i)
-      std::copy(zg.begin() + i * R, zg.begin() + (i + 1) * R, z.begin() + (i * c.o_groups + g) * R);
+  Scratch<float> z(size_t(a.n * c.o_groups * R));
+  if (a.n == 1 && a.pool && a.pool->size() > 1 && c.o_groups >= a.pool->size()) {
+    // One token: the groups' calls (the same calls, so the same bits) shared out in one
+    // thread-pool region instead of a region each — o_groups − 1 fewer per layer at decode
+    // (at least a group per thread).
+    parallel_for(a.pool, c.o_groups, [&](int64_t b, int64_t e) {
+      for (int64_t g = b; g < e; ++g)
+        kernels::linear_rows(a.weights->wo_a, g * R, R, o + g * group_in, 1, z.data() + g * R, nullptr);
+    });
+  } else {
+    // One call per group over all rows (its weights read once): gather [n, group_in], scatter [n, R].
+    Scratch<float> og(size_t(a.n * group_in)), zg(size_t(a.n * R));
+    for (int g = 0; g < c.o_groups; ++g) {
+      for (int64_t i = 0; i < a.n; ++i)
+        std::copy(o + (i * c.o_groups + g) * group_in, o + (i * c.o_groups + g + 1) * group_in, og.begin() + i * group_in);
+      kernels::linear_rows(a.weights->wo_a, g * R, R, og.data(), a.n, zg.data(), a.pool);
+      for (int64_t i = 0; i < a.n; ++i)
+        std::copy(zg.begin() + i * R, zg.begin() + (i + 1) * R, z.begin() + (i * c.o_groups + g) * R);
+    }
   }
   Scratch<float> zq = gemm_input(z.data(), a.n, c.o_groups * R, a.numerics);
   kernels::linear(a.weights->wo_b, zq.data(), a.n, a.out, a.pool);
