@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdio>
 
+#include "core/error.h"
 #include "model/context_fill.h"
 
 namespace dsv4::cli {
@@ -99,6 +100,19 @@ PhaseSample profile_decode(const Model& m, SequenceState* st, int n, const Token
   return s;
 }
 
+PhaseSample profile_prefill(const Model& m, int prompt, const TokenSource& tokens) {
+  SequenceState st = m.new_sequence();
+  const std::vector<int32_t> t = tokens(prompt);
+  ForwardOutput out;
+  start_profile();
+  const double c0 = cpu_s(), t0 = now_s();
+  m.forward(&st, t, LogitsMode::kLast, &out);
+  const double wall = now_s() - t0, cpu = cpu_s() - c0;
+  PhaseSample s = stop_profile(prompt);
+  s.wall_s = wall / prompt, s.cpu_s = cpu / prompt;
+  return s;
+}
+
 BatchSample measure_batch(const Model& m, int sequences, int64_t context, int steps, const TokenSource& tokens,
                           const StepBytes& sb) {
   std::vector<SequenceState> seqs = filled_sequences(m, sequences, context);
@@ -175,14 +189,14 @@ nlohmann::ordered_json profile_json(const std::vector<PhaseSample>& reps, const 
   return j;
 }
 
-void print_profile(const std::vector<PhaseSample>& reps, const std::vector<double>& bws) {
+void print_profile(const std::vector<PhaseSample>& reps, const std::vector<double>& bws, const char* title) {
   const nlohmann::ordered_json j = profile_json(reps, bws);
-  std::printf("  decode step by phase (medians)       %9s %9s %8s %6s\n", "ms/token", "MB/token", "GB/s", "% bw");
+  std::printf("  %-36s %9s %9s %8s %6s\n", cat(title, " (medians)").c_str(), "ms/token", "MB/token", "GB/s", "% bw");
   for (const auto& ph : j["phases"])
     std::printf("    %-34s %9.3f %9.2f %8.1f %5.1f%%\n", ph["name"].get<std::string>().c_str(),
                 ph["ms_per_token"].get<double>(), ph["mb_per_token"].get<double>(), ph["gbs"].get<double>(),
                 100 * ph["bandwidth_fraction"].get<double>());
-  std::printf("    %-34s %9.3f %9.2f %8s %5.1f%%   (KV %.2f MB)\n", "step", j["wall_ms_per_token"].get<double>(),
+  std::printf("    %-34s %9.3f %9.2f %8s %5.1f%%   (KV %.2f MB)\n", "all", j["wall_ms_per_token"].get<double>(),
               j["bytes_per_token"].get<double>() / 1e6, "", 100 * j["bandwidth_fraction"].get<double>(),
               j["kv_bytes_per_token"].get<double>() / 1e6);
   std::printf("    %-34s %9.0f regions/token, %.0f %% of chunks on workers, caller waited %.3f ms/token; CPU %.2f "

@@ -37,9 +37,13 @@ struct PhaseSample {
 // n single-token decode steps on `st`, profiled.
 PhaseSample profile_decode(const Model& m, SequenceState* st, int n, const TokenSource& tokens);
 
+// One prefill of `prompt` tokens on a new sequence, profiled; figures per prompt token.
+PhaseSample profile_prefill(const Model& m, int prompt, const TokenSource& tokens);
+
 // Medians over repetitions of per-phase samples, with the bandwidth of each repetition.
 nlohmann::ordered_json profile_json(const std::vector<PhaseSample>& reps, const std::vector<double>& bws);
-void print_profile(const std::vector<PhaseSample>& reps, const std::vector<double>& bws);
+void print_profile(const std::vector<PhaseSample>& reps, const std::vector<double>& bws,
+                   const char* title = "decode step by phase");
 
 // `sequences` sequences at `context` (synthetic state) decoding `steps` steps together.
 struct BatchSample {

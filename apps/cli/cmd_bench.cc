@@ -279,7 +279,7 @@ void run_bench(const BenchFlags& f) {
   const size_t probe_bytes = std::clamp<size_t>(size_t(available_memory() / 8), size_t(64) << 20, size_t(1) << 30);
   IoTotals io_decode, io_prefill;  // expert cache traffic of the measured passes (streaming only)
   std::vector<double> dec_empty, prefill, dec_filled, bws, peaks, frac_dec, frac_decf, frac_pre;
-  std::vector<PhaseSample> profiles;                        // --profile, per repetition
+  std::vector<PhaseSample> profiles, prefill_profiles;      // --profile, per repetition
   std::vector<std::vector<BatchSample>> batches, verifies;  // --batch / --verify, per repetition
   const StepBytes sb = step_bytes(*model, pt);
   const std::vector<int> drafts = f.verify.empty() ? std::vector<int>{} : draft_lengths(f.verify);
@@ -305,6 +305,7 @@ void run_bench(const BenchFlags& f) {
     dec_filled.push_back(decode(&sp, f.gen));
     kv_measured = double(sp.bytes());
     if (f.profile) profiles.push_back(profile_decode(*model, &sp, f.gen, tokens));
+    if (f.profile) prefill_profiles.push_back(profile_prefill(*model, f.prompt, tokens));
     if (!f.batch.empty()) batches.emplace_back();
     for (int n : f.batch) batches.back().push_back(measure_batch(*model, n, fill, f.gen, tokens, sb));
     if (!drafts.empty()) verifies.emplace_back();
@@ -382,6 +383,7 @@ void run_bench(const BenchFlags& f) {
       j["expert_cache"] = e;
     }
     if (f.profile) j["profile"] = profile_json(profiles, bws);
+    if (f.profile) j["prefill_profile"] = profile_json(prefill_profiles, bws);
     if (!f.batch.empty()) j["batch"] = batch_json(f.batch, batches, bws);
     if (!drafts.empty()) j["verify"] = verify_json(drafts, verifies);
     j["repetitions"] = f.reps;
@@ -416,6 +418,7 @@ void run_bench(const BenchFlags& f) {
               (long long)ctx, (kv_fixed + kv_per_token * double(ctx)) / 1e6);
   print_expert_cache(*model, io_decode, io_prefill, dec, disk_probe_gbs);
   if (f.profile) print_profile(profiles, bws);
+  if (f.profile) print_profile(prefill_profiles, bws, cat("prefill of ", f.prompt, " tokens by phase").c_str());
   if (!f.batch.empty()) print_batch(f.batch, batches, bws);
   if (!drafts.empty()) print_verify(drafts, verifies);
   if (ep.ranks) print_ep(ep);
@@ -435,7 +438,7 @@ void add_bench_commands(CLI::App& app) {
       ->check(integer_at_least(0));
   c->add_option("--threads", f->threads, "Kernel threads (default: all CPUs)")->check(integer_at_least(0));
   c->add_option("--reps", f->reps, "Repetitions (medians are reported)")->check(integer_at_least(1));
-  c->add_flag("--profile", f->profile, "Also time a decode step by phase (time, bytes, GB/s of each)");
+  c->add_flag("--profile", f->profile, "Also time a decode step and a prefill by phase (time, bytes, GB/s of each)");
   c->add_option("--batch", f->batch, "Also decode N sequences together, for each N in a comma-separated list (e.g. 1,2,4,8)")
       ->delimiter(',')
       ->check(integer_in(1, 256));

@@ -51,6 +51,9 @@ namespace {
 constexpr int64_t kRowsX = 256;  // x rows per cache block at most (x block stays in L2)
 constexpr int64_t kBlockBytes = 512 << 10;  // prepared x bytes per cache block at most
 constexpr int64_t kSpan = 16;    // groups per span of FP4's many-rows path (see tile_over_x)
+constexpr int64_t kBf16DirectRows = 12;  // BF16 (the head): x rows up to which the 2×8 register tiles beat 4×4
+constexpr int64_t kFewRows = 8;      // x rows up to which FP8 decodes in registers (fp8_few_rows)
+constexpr int64_t kFp8RowsMin = 12;  // BF16 x rows from which FP8 takes linear_fp8_rows_avx512 (even at 8)
 
 // Scratch row stride (BF16 values): K plus two lines, so that the rows' stores of one group do
 // not all share an address modulo 4 KB with each other and with the weight loads that follow
@@ -186,6 +189,43 @@ void decode_rows(const Linear& w, int64_t n0, int nw, int64_t g0, int64_t g1, ui
     }
 }
 
+// x rows [x0, x1) of one quad of FP8 weight rows decoded in registers, in tiles of RT.
+template <int RT, class Rows>
+void fp8_quad_direct(const Call& c, const Rows& rows, int nq, int64_t x0, int64_t x1, int64_t n) {
+  constexpr Scaling S = std::is_same_v<Rows, Fp8FoldedRows> ? Scaling::kWholeK : Scaling::kBlock;
+  if (x0 < x1) tile_over_x<S, RT, 4>(c, rows, nq, x0, x1, n, 0, c.G);
+}
+
+// FP8 for a few x rows (batched decode, verify): each quad of weight rows decoded in registers
+// as its tiles use it — 3 x rows at a time (4×4 tiles spill their 32 registers), the 1–2 left
+// over in one tile — instead of stored to scratch and read back: for few rows that decode was
+// most of the work. The passes after the first read the quad (4 rows × K bytes) from L1.
+template <class Rows>
+void fp8_few_rows_as(const Call& c, int64_t r0, int nw, int64_t n, int64_t x0, int64_t x1, const uint8_t* const* srow,
+                     const __m512i* lut) {
+  const Linear& w = *c.w;
+  const int64_t K = c.K, x3 = x0 + (x1 - x0) / 3 * 3;
+  for (int k = 0; 4 * k < nw; ++k) {
+    Rows rows{};
+    const int nq = std::min(4, nw - 4 * k);
+    for (int i = 0; i < 4; ++i) {
+      const int j = 4 * k + std::min(i, nq - 1);
+      rows.row[i] = w.weight + (r0 + j) * K, rows.srow[i] = srow[j];
+    }
+    for (int q = 0; q < 4; ++q) rows.lut[q] = lut[q];
+    rows.ahead = 4 * kRowsW * K;
+    if constexpr (std::is_same_v<Rows, Fp8FoldedRows>) rows.tables = &tables();
+    fp8_quad_direct<3>(c, rows, nq, x0, x3, n + 4 * k);
+    if (x1 - x3 == 2) fp8_quad_direct<2>(c, rows, nq, x3, x1, n + 4 * k);
+    else fp8_quad_direct<1>(c, rows, nq, x3, x1, n + 4 * k);
+  }
+}
+void fp8_few_rows(const Call& c, int64_t r0, int nw, int64_t n, int64_t x0, int64_t x1, const uint8_t* const* srow,
+                  const __m512i* lut) {
+  if (c.whole_k) fp8_few_rows_as<Fp8FoldedRows>(c, r0, nw, n, x0, x1, srow, lut);
+  else fp8_few_rows_as<Fp8Rows>(c, r0, nw, n, x0, x1, srow, lut);
+}
+
 // Output rows [b, e) (relative to row0) for every x row. wbuf: [kRowsW, scratch_row(K)] BF16 scratch.
 void run_range(const Call& c, int64_t b, int64_t e, uint16_t* wbuf) {
   const Linear& w = *c.w;
@@ -266,7 +306,7 @@ void run_range(const Call& c, int64_t b, int64_t e, uint16_t* wbuf) {
                             c.y + r * c.n_out + n + i);
           break;
         case WeightFormat::kBF16: {
-          if (direct) {  // all rows' read streams at once, prefetching the next tile's
+          if (c.rows <= kBf16DirectRows) {  // all rows' read streams at once, prefetching the next tile's
             Bf16Rows rows{};
             for (int i = 0; i < kRowsW; ++i)
               rows.row[i] = reinterpret_cast<const uint16_t*>(w.weight) + (r0 + std::min(i, nw - 1)) * K;
@@ -300,6 +340,8 @@ void run_range(const Call& c, int64_t b, int64_t e, uint16_t* wbuf) {
               fill(rows);
               tile_over_x<Scaling::kBlock, 2, kRowsW>(c, rows, nw, x0, x1, n, 0, c.G);
             }
+          } else if (c.rows <= kFewRows) {
+            fp8_few_rows(c, r0, nw, n, x0, x1, srow, lut);
           } else {
             scratch_quads(c.whole_k ? Scaling::kWholeK : Scaling::kBlock);
           }
@@ -367,6 +409,12 @@ bool linear_rows_avx512(const Linear& w, int64_t row0, int64_t n_out, const floa
     for (int64_t r = 0; r < rows; ++r) c.any_f32 |= ex[r] == 0;
     for (int64_t r = 0; ranges && r < rows; ++r)
       c.x_exp_min = std::min(c.x_exp_min, er[2 * r]), c.x_exp_max = std::max(c.x_exp_max, er[2 * r + 1]);
+  }
+  if (w.format == WeightFormat::kFP8 && !c.whole_k && !c.any_f32 && rows >= kFp8RowsMin) {
+    parallel_for(pool, n_out, [&](int64_t b, int64_t e) {
+      linear_fp8_rows_avx512(w, row0, b, e, c.xprep, w.in * 4, rows, y, n_out);
+    }, 16);
+    return true;
   }
   parallel_for(pool, n_out, [&](int64_t b, int64_t e) {
     // Per-thread decode scratch: 4 rows of BF16 slots (64-byte aligned).

@@ -153,10 +153,9 @@ __attribute__((noinline)) void tile(const Rows& rows, int nw, const typename P::
       // Four pairs complete: their in-lane sums now, while the next rows' products are computed
       // (left to the end of the group, the whole reduction's latency showed).
       if constexpr (!lane) {
-        if ((i * RT + RT) % 4 == 0) {
-          const int c = (i * RT + RT) / 4 - 1;
-          z[c] = sum_in_lanes4(part[4 * c], part[4 * c + 1], part[4 * c + 2], part[4 * c + 3]);
-        }
+        for (int c = 0; c < NZ; ++c)  // the quads whose last pair this weight row completed
+          if (4 * c + 3 >= i * RT && 4 * c + 3 < i * RT + RT)
+            z[c] = sum_in_lanes4(part[4 * c], part[4 * c + 1], part[4 * c + 2], part[4 * c + 3]);
       }
     }
     if constexpr (whole) {

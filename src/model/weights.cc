@@ -155,10 +155,13 @@ Weights bind_weights(ModelConfig* config, const TensorDirectory& dir, int expert
 int tile_routed_experts(Weights* w, const TensorDirectory& dir, ThreadPool* pool) {
   if (!dir.copied() || kernels::active_isa() != kernels::Isa::kAvx512) return 0;
   std::vector<Linear*> todo;
+  auto add_expert = [&](ExpertWeights& e) {
+    for (Linear* l : {&e.w1, &e.w2, &e.w3})
+      if (l->weight && kernels::can_tile_fp4(*l)) todo.push_back(l);
+  };
   auto add = [&](BlockWeights& b) {
-    for (ExpertWeights& e : b.ffn.experts)
-      for (Linear* l : {&e.w1, &e.w2, &e.w3})
-        if (l->weight && kernels::can_tile_fp4(*l)) todo.push_back(l);
+    for (ExpertWeights& e : b.ffn.experts) add_expert(e);
+    add_expert(b.ffn.shared);  // a prefill's largest product (every prompt row): as fast as the routed ones
   };
   for (BlockWeights& b : w->layers) add(b);
   for (MtpWeights& m : w->mtp) add(m.block);

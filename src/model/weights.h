@@ -122,7 +122,7 @@ Weights bind_weights(ModelConfig* config, const TensorDirectory& dir, int expert
 // or -1 for every other tensor.
 int routed_expert_of(const std::string& name);
 
-// Routed experts' FP4 matrices rearranged in place into 16-row tiles (kernels::tile_fp4), the
+// Routed and shared experts' FP4 matrices rearranged in place into 16-row tiles (kernels::tile_fp4), the
 // layout the AVX-512 kernel reads without horizontal sums (prefill's expert products ~1.5× as
 // fast). Only where that kernel runs and the weights are a private copy (Residency::kCopy): a
 // file mapping stays as stored. Returns how many matrices were tiled.

@@ -595,6 +595,15 @@ def test_bench_passes(tmp, m):
           and p.get("experts_per_token") == L * K and p.get("pool_regions_per_token", 0) > 0
           and 0 <= p.get("pool_worker_chunk_share", -1) <= 1
           and p.get("cpu_ms_per_token", 0) > 0, f"bench --profile totals: {p}")
+    # The profiled prefill: the same phases, per prompt token; the phases' exclusive times add up
+    # to no more than the pass's wall time, and its products read each routed expert the prompt
+    # touched (at most L·E per pass, at least L·K over the 8 tokens).
+    pp = j.get("prefill_profile", {})
+    pnames = [ph.get("name") for ph in pp.get("phases", [])]
+    pms = sum(ph.get("ms_per_token", 0) for ph in pp.get("phases", []))
+    check(pnames == names and 0 < pms <= pp.get("wall_ms_per_token", 0) * 1.001 + 1e-6
+          and L * K / 8 <= pp.get("experts_per_token", 0) <= L * E / 8
+          and pp.get("cpu_ms_per_token", 0) > 0, f"bench --profile prefill: {pp}")
     b = j.get("batch", [])
     check([r.get("sequences") for r in b] == [1, 2, 4], f"bench --batch rows: {b}")
     if len(b) == 3:
@@ -619,7 +628,8 @@ def test_bench_passes(tmp, m):
                   and (k == 1 or 1 < r["bytes_ratio"] < k), f"bench --verify {k}: {r}")
     out, _ = dsv4("bench", "--model", m, "--prompt", "4", "--gen", "1", "--reps", "1", "--profile", "--batch", "2",
                   "--verify", "2", timeout=600)
-    check("decode step by phase" in out and "routed experts" in out and "concurrent sequences" in out
+    check("decode step by phase" in out and "prefill of 4 tokens by phase" in out and "routed experts" in out
+          and "concurrent sequences" in out
           and "verify forward" in out, f"bench --profile text: {out}")
     bad_args("bench", [["--model", m, "--batch", "0"], ["--model", m, "--batch", "2,x"], ["--model", m, "--verify", "-1"],
                        ["--model", m, "--verify", "1000"]])

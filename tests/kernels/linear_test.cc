@@ -203,6 +203,32 @@ TEST(LinearDequantizedFp8, MatchesReferenceAndIsBatchInvariant) {
   set_isa(saved);
 }
 
+// FP8 with many x rows, all BF16-exact (act-quantized, as in a prefill): the kernel that keeps
+// 16 weight rows per register must give every pair the bits of the one- and two-row paths —
+// weight tiles cut by 128-row scale blocks and by the row range, a subnormal block scale,
+// leftover x rows after the 4-row passes.
+TEST(LinearFp8ManyRows, SameBitsAsFewRows) {
+  const Isa saved = active_isa();
+  const int64_t out = 400, in = 640;
+  Matrix m = make(WeightFormat::kFP8, out, in, 2468);
+  for (int64_t rows : {16, 23}) {
+    SCOPED_TRACE("rows " + std::to_string(rows));
+    std::vector<float> x = activations(rows, in, 77);
+    for (int64_t r = 1; r < rows; r += 2) fp8_simulate(x.data() + r * in, in, 128);
+    check_kernels(m, rows, 0, out, x);
+    check_kernels(m, rows, 3, 381, x);
+  }
+  set_isa(saved);
+}
+
+// BF16 (the head) past the rows that take the 2×8 register tiles: the 4×4 tiles give the same bits.
+TEST(LinearBf16ManyRows, SameBitsAsFewRows) {
+  const Isa saved = active_isa();
+  const int64_t out = 261, in = 512, rows = 17;
+  check_kernels(make(WeightFormat::kBF16, out, in, 135), rows, 3, 250, activations(rows, in, 79));
+  set_isa(saved);
+}
+
 INSTANTIATE_TEST_SUITE_P(Formats, LinearKernels,
                          ::testing::Values(WeightFormat::kF32, WeightFormat::kBF16, WeightFormat::kFP8, WeightFormat::kFP4),
                          FormatName);

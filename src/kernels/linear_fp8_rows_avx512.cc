@@ -1,0 +1,182 @@
+// AVX-512 FP8 (per-128-block scales) for many BF16-exact x rows (prefill): 16 weight rows per
+// register, one lane per row, so that a group's horizontal sums become vertical additions.
+//
+// The row-major kernel (linear_avx512.cc) keeps one register per (x row, weight row) pair whose
+// 16 lanes hold the pair's column-pair partials, and sums them across lanes at the end of every
+// 128-column group: about 48 shuffles and additions per 16 pairs and group, beside 64 dot
+// products. Here the decoded weights of 16 rows are transposed once (per tile and group, for all
+// x rows): register (q, j) holds the slot pair (32q + 2j, 32q + 2j + 1) of the 16 rows, and x
+// enters as a broadcast pair. Lane ℓ of accumulator j then holds exactly lane j of the row-major
+// kernel's partial for (x row, weight row ℓ) — the same dot products in the same order — and the
+// row-major kernel's fixed pairing tree (avx512_sums.h: neighbours j, j^1, then j^2, then 128-bit
+// lanes L, L^1, then halves) becomes 15 vertical additions in that tree's order. The block scale
+// multiply-add follows as there. So every (x row, weight row) gets the same bits as from the
+// row-major kernel, and results stay batch invariant (tests/kernels/linear_test.cc).
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "kernels/linear_avx512_formats.h"
+#include "kernels/linear_isa.h"
+
+namespace dsv4::kernels::detail {
+
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512vbmi,avx512bf16,fma,avx2,bmi,bmi2")
+
+namespace {
+
+constexpr int kTile = 16;       // weight rows per register (one per lane)
+constexpr int64_t kSpan = 4;    // groups decoded at a time: 4 × 4 KB of transposed weights stay in L1
+constexpr int kRT = 4;          // x rows per pass: 6 registers each beside a weight register
+
+struct alignas(64) Reg {  // one register's bytes (std::vector<__m512> trips -Wignored-attributes)
+  uint32_t v[16];
+};
+
+// acc + w · (x pair broadcast to every lane).
+inline __m512 dp_bcast(__m512 acc, __m512i w, const uint32_t* x) {
+  asm("vdpbf16ps %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(w), "m"(*reinterpret_cast<const int32_t*>(x)));
+  return acc;
+}
+
+// o[j] lane ℓ = r[ℓ] lane j (32-bit lanes): pairs within 128-bit lanes, then quads, then the
+// 4×4 transpose of 128-bit lanes. 64 shuffles where gathers took about as long as 64 x rows' products.
+inline void transpose16(const __m512i r[16], __m512i o[16]) {
+  __m512i t[16], u[16];
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 4; ++i) {  // u[4i + c], 128-bit lane L: rows 4i..4i+3 of column 4L + c
+    u[4 * i] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
+    u[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
+    u[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+    u[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+  }
+  for (int c = 0; c < 4; ++c) {
+    const __m512i v0 = _mm512_shuffle_i32x4(u[c], u[4 + c], 0x44), v1 = _mm512_shuffle_i32x4(u[c], u[4 + c], 0xEE);
+    const __m512i v2 = _mm512_shuffle_i32x4(u[8 + c], u[12 + c], 0x44), v3 = _mm512_shuffle_i32x4(u[8 + c], u[12 + c], 0xEE);
+    o[c] = _mm512_shuffle_i32x4(v0, v2, 0x88), o[4 + c] = _mm512_shuffle_i32x4(v0, v2, 0xDD);
+    o[8 + c] = _mm512_shuffle_i32x4(v1, v3, 0x88), o[12 + c] = _mm512_shuffle_i32x4(v1, v3, 0xDD);
+  }
+}
+
+// Groups [g0, g1) of weight rows r0 .. r0+nw−1 (padding lanes repeat the last row), decoded and
+// transposed: ws[(g − g0)·64 + 16q + j] lane ℓ = slots 32q + 2j, 32q + 2j + 1 of row ℓ.
+void decode_tile(const Linear& w, int64_t r0, int nw, int64_t g0, int64_t g1, const __m512i lut[4], Reg* ws) {
+  const int64_t K = w.in;
+  alignas(64) uint32_t rowmajor[kTile * 64];  // [ℓ][16q + j]
+  for (int64_t g = g0; g < g1; ++g) {
+    for (int l = 0; l < kTile; ++l) {
+      const uint8_t* p = w.weight + (r0 + std::min(l, nw - 1)) * K + g * kGroup;
+      _mm_prefetch(reinterpret_cast<const char*>(p + kSpan * kGroup), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(p + kSpan * kGroup + 64), _MM_HINT_T0);
+      __m512i v[4];
+      decode_fp8_group(p, lut, v);
+      for (int q = 0; q < 4; ++q) _mm512_store_si512(rowmajor + l * 64 + 16 * q, v[q]);
+    }
+    for (int q = 0; q < 4; ++q) {
+      __m512i r[16], o[16];
+      for (int l = 0; l < kTile; ++l) r[l] = _mm512_load_si512(rowmajor + l * 64 + 16 * q);
+      transpose16(r, o);
+      for (int j = 0; j < 16; ++j) _mm512_store_si512(ws + (g - g0) * 64 + 16 * q + j, o[j]);
+    }
+  }
+}
+
+// One group for RT x rows: acc[r] += Σ(group) · scale, in the row-major kernel's order (see top).
+// xg[r]: the group's 64 BF16 slot pairs of x row r.
+template <int RT>
+__attribute__((noinline)) void group_rows(const Reg* wg, const uint32_t* const* xg, __m512 scale, float* const* acc) {
+  __m512 t01[RT], t23[RT];
+  for (int L = 0; L < 4; ++L) {
+    __m512 a[RT][4];
+    for (int r = 0; r < RT; ++r)
+      for (int k = 0; k < 4; ++k) a[r][k] = _mm512_setzero_ps();
+#pragma GCC unroll 4
+    for (int q = 0; q < 4; ++q)  // q outside: a sum's next product is 4·RT products later
+#pragma GCC unroll 4
+      for (int k = 0; k < 4; ++k) {
+        const int m = 16 * q + 4 * L + k;
+        const __m512i wq = _mm512_load_si512(wg + m);
+        for (int r = 0; r < RT; ++r) a[r][k] = dp_bcast(a[r][k], wq, xg[r] + m);
+      }
+    for (int r = 0; r < RT; ++r) {
+      const __m512 t = _mm512_add_ps(_mm512_add_ps(a[r][0], a[r][1]), _mm512_add_ps(a[r][2], a[r][3]));
+      if (L == 0) t01[r] = t;
+      else if (L == 1) t01[r] = _mm512_add_ps(t01[r], t);
+      else if (L == 2) t23[r] = t;
+      else t23[r] = _mm512_add_ps(t23[r], t);
+    }
+  }
+  for (int r = 0; r < RT; ++r)
+    _mm512_store_ps(acc[r], _mm512_fmadd_ps(_mm512_add_ps(t01[r], t23[r]), scale, _mm512_load_ps(acc[r])));
+}
+
+// Lane ℓ: the block scale of weight row r0 + min(ℓ, nw − 1), group g.
+__m512 row_scales(const Linear& w, int64_t r0, int nw, int64_t g) {
+  const int64_t kb = (w.in + 127) / 128;
+  const int64_t b0 = r0 / 128, b1 = (r0 + nw - 1) / 128;
+  if (b0 == b1) return _mm512_set1_ps(e8m0_to_f32(w.scale[b0 * kb + g]));
+  alignas(64) int32_t b[kTile];
+  for (int l = 0; l < kTile; ++l) b[l] = w.scale[((r0 + std::min(l, nw - 1)) / 128) * kb + g];
+  return e8m0_lanes(_mm512_load_si512(b));
+}
+
+}  // namespace
+
+void linear_fp8_rows_avx512(const Linear& w, int64_t row0, int64_t b, int64_t e, const uint8_t* xprep,
+                            int64_t x_stride, int64_t rows, float* y, int64_t n_out) {
+  const int64_t K = w.in, G = K / kGroup;
+  const Tables& t = tables();
+  __m512i lut[4];
+  lut[0] = _mm512_load_si512(t.fp8_lo), lut[1] = _mm512_load_si512(t.fp8_lo + 64);
+  lut[2] = _mm512_load_si512(t.fp8_hi), lut[3] = _mm512_load_si512(t.fp8_hi + 64);
+  thread_local std::vector<Reg> state;  // [rows]: a tile's sums per x row, between groups
+  thread_local std::vector<Reg> ws;     // [kSpan · 64]
+  if (state.size() < size_t(rows)) state.resize(size_t(rows));
+  if (ws.size() < size_t(kSpan * 64)) ws.resize(size_t(kSpan * 64));
+  for (int64_t n = b; n < e; n += kTile) {
+    const int nw = int(std::min<int64_t>(kTile, e - n));
+    const int64_t r0 = row0 + n;
+    std::fill(state.begin(), state.begin() + rows, Reg{});
+    for (int64_t g0 = 0; g0 < G; g0 += kSpan) {
+      const int64_t g1 = std::min(G, g0 + kSpan);
+      decode_tile(w, r0, nw, g0, g1, lut, ws.data());
+      for (int64_t x0 = 0; x0 < rows; x0 += kRT) {
+        const int rt = int(std::min<int64_t>(kRT, rows - x0));
+        // The span's x of the rows two passes on (from L2 or L3: x is swept once per weight tile).
+        for (int64_t r = x0 + 2 * kRT; r < std::min(rows, x0 + 3 * kRT); ++r) {
+          const char* p = reinterpret_cast<const char*>(xprep + r * x_stride + g0 * kGroup * 2);
+          for (int64_t o = 0; o < (g1 - g0) * kGroup * 2; o += 64) _mm_prefetch(p + o, _MM_HINT_T0);
+        }
+        for (int64_t g = g0; g < g1; ++g) {
+          const uint32_t* xg[kRT];
+          float* acc[kRT];
+          for (int r = 0; r < rt; ++r) {
+            xg[r] = reinterpret_cast<const uint32_t*>(xprep + (x0 + r) * x_stride) + g * (kGroup / 2);
+            acc[r] = reinterpret_cast<float*>(&state[size_t(x0 + r)]);
+          }
+          const __m512 sc = row_scales(w, r0, nw, g);
+          const Reg* wg = ws.data() + (g - g0) * 64;
+          switch (rt) {  // a leftover x row's sums go through the same operations
+            case 4: group_rows<4>(wg, xg, sc, acc); break;
+            case 3: group_rows<3>(wg, xg, sc, acc); break;
+            case 2: group_rows<2>(wg, xg, sc, acc); break;
+            default: group_rows<1>(wg, xg, sc, acc); break;
+          }
+        }
+      }
+    }
+    const __mmask16 keep = __mmask16((1u << nw) - 1);
+    for (int64_t r = 0; r < rows; ++r) _mm512_mask_storeu_ps(y + r * n_out + n, keep, _mm512_load_ps(reinterpret_cast<const float*>(&state[size_t(r)])));
+  }
+}
+
+#pragma GCC pop_options
+
+}  // namespace dsv4::kernels::detail
