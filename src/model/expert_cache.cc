@@ -10,6 +10,7 @@
 #include "core/error.h"
 #include "kernels/isa.h"
 #include "kernels/linear.h"
+#include "model/expert_cache_tile.h"
 
 namespace dsv4 {
 
@@ -112,7 +113,7 @@ size_t ExpertCache::slot_bytes_for(const ModelConfig& c, const Weights&, const T
 
 ExpertCache::ExpertCache(const ModelConfig& c, const Weights& w, const TensorDirectory& dir, size_t budget_bytes,
                          CachePolicy policy, int read_depth, ReadEngine engine)
-    : n_experts_(c.n_routed_experts), policy_(policy), reader_(read_depth, engine) {
+    : n_experts_(c.n_routed_experts), n_hash_layers_(std::min(c.n_hash_layers, c.n_layers)), policy_(policy), reader_(read_depth, engine) {
   for (const auto& f : dir.files()) reader_.open(f->path());
   tile_ = kernels::active_isa() == kernels::Isa::kAvx512;
   const int L = c.n_layers + c.n_mtp_layers;
@@ -202,7 +203,7 @@ void ExpertCache::start_load(int slot, int k) {
   s.job = reader_.submit(std::move(ranges), [w]() mutable {
     for (int i = 0; i < 3; ++i) {
       Linear* m = matrix(w, i);
-      if (m->tiled) kernels::tile_fp4(const_cast<uint8_t*>(m->weight), const_cast<uint8_t*>(m->scale), m->out, m->in);
+      if (m->tiled) tile_fp4_streamed(const_cast<uint8_t*>(m->weight), const_cast<uint8_t*>(m->scale), m->out, m->in);
     }
   });
   slot_of_[size_t(k)] = slot;
@@ -275,7 +276,10 @@ const ExpertWeights& ExpertCache::acquire(int layer_id, int expert) {
     const double t0 = now_s();
     job->wait();
     lock.lock();
-    stats_.wait_s += now_s() - t0;
+    const double waited = now_s() - t0;
+    stats_.wait_s += waited;
+    if (layer_id < n_hash_layers_) stats_.wait_hash_s += waited;
+    ++stats_.waits;
     settle(slot);
     if (slot.state != State::kReady) {
       --slot.pins;
@@ -325,6 +329,7 @@ ExpertCacheStats ExpertCache::stats() const {
   ExpertCacheStats s = stats_;
   s.bytes_read = reader_.bytes_read();
   s.busy_s = reader_.busy_seconds();
+  s.tile_s = reader_.done_seconds();
   return s;
 }
 
