@@ -10,7 +10,6 @@
 #include "core/error.h"
 #include "kernels/isa.h"
 #include "kernels/linear.h"
-#include "model/expert_cache_tile.h"
 
 namespace dsv4 {
 
@@ -203,7 +202,7 @@ void ExpertCache::start_load(int slot, int k) {
   s.job = reader_.submit(std::move(ranges), [w]() mutable {
     for (int i = 0; i < 3; ++i) {
       Linear* m = matrix(w, i);
-      if (m->tiled) tile_fp4_streamed(const_cast<uint8_t*>(m->weight), const_cast<uint8_t*>(m->scale), m->out, m->in);
+      if (m->tiled) kernels::tile_fp4(const_cast<uint8_t*>(m->weight), const_cast<uint8_t*>(m->scale), m->out, m->in);
     }
   });
   slot_of_[size_t(k)] = slot;
