@@ -44,7 +44,7 @@ ReadEngine DirectReader::default_engine() {
 
 DirectReader::DirectReader(int depth, ReadEngine engine) {
   depth = std::max(1, depth);
-  finisher_ = std::thread([this] { finisher(); });
+  for (int i = 0; i < kFinishers; ++i) finishers_.emplace_back([this] { finisher(); });
   if (engine == ReadEngine::kUring && start_uring(depth)) {
     engine_ = ReadEngine::kUring;
     return;
@@ -65,7 +65,7 @@ DirectReader::~DirectReader() {
     done_stop_ = true;
   }
   done_cv_.notify_all();
-  finisher_.join();
+  for (auto& t : finishers_) t.join();
   for (const File& f : files_) ::close(f.fd);
 }
 

@@ -99,7 +99,10 @@ class DirectReader {
     Range range;
   };
   void worker();
-  void finisher();  // runs the jobs' `done` in turn
+  void finisher();  // runs the jobs' `done` as they come
+  // Threads running `done`: two, so that tiling keeps up with the disk on a busy machine
+  // (one tiled a 12.76 MB expert in 10-13 ms at load 10, while the disk read one in ~8).
+  static constexpr int kFinishers = 2;
   std::string read_piece(const Range& r);
   void finish_piece(const std::shared_ptr<Job>& job, const std::string& error);
   // Bookkeeping shared by both engines (under mu_): a piece starts / ends being read.
@@ -132,14 +135,14 @@ class DirectReader {
   uint64_t bytes_ = 0;
   double busy_ = 0, busy_since_ = 0;
   std::vector<std::thread> threads_;
-  // Jobs whose reads are done and whose `done` is to run, on finisher_ (its own lock: a reader
+  // Jobs whose reads are done and whose `done` is to run, on finishers_ (its own lock: a reader
   // hands a job over without waiting for the queue's lock).
   mutable std::mutex done_mu_;
   std::condition_variable done_cv_;
   std::deque<std::shared_ptr<Job>> done_queue_;
   bool done_stop_ = false;
   double done_s_ = 0;
-  std::thread finisher_;
+  std::vector<std::thread> finishers_;
 };
 
 }  // namespace dsv4
