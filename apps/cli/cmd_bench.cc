@@ -199,8 +199,8 @@ void print_expert_cache(const Model& m, const IoTotals& dec_io, const IoTotals& 
               "layers; reads in flight %.0f %% of it at %.2f GB/s)\n",
               "decode step, mean", 1e3 * dec_io.step_s(), 1e3 * dec_io.compute_per_token(),
               1e3 * dec_io.wait_hash_s / std::max(1.0, dec_io.tokens),
-              1e3 * (dec_io.wait_s - dec_io.wait_hash_s) / std::max(1.0, dec_io.tokens), 100 * dec_io.disk_busy_fraction(),
-              dec_io.disk_gbs());
+              1e3 * (dec_io.wait_s - dec_io.wait_hash_s) / std::max(1.0, dec_io.tokens),
+              100 * dec_io.disk_busy_fraction(), dec_io.disk_gbs());
 }
 
 // Expert parallelism over the whole run (warm-up, decode and prefill together): traffic per token

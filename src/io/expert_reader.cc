@@ -60,7 +60,7 @@ DirectReader::~DirectReader() {
   cv_.notify_all();
   for (auto& t : threads_) t.join();
   stop_uring();
-  {  // the readers are gone: nothing more is handed over; the finisher drains what was
+  {  // the readers are gone: nothing more is handed over; the finishers drain what was
     std::lock_guard<std::mutex> lock(done_mu_);
     done_stop_ = true;
   }

@@ -43,7 +43,7 @@ struct ExpertCacheStats {
   double wait_s = 0;        // seconds the forward pass waited for experts
   double wait_hash_s = 0;   // of those, waiting in hash-routed layers (experts known from the token ids)
   uint64_t waits = 0;       // acquire() calls that found their expert still being read
-  double tile_s = 0;        // seconds rearranging read experts into FP4 tiles (on the reader's own thread)
+  double tile_s = 0;        // seconds tiling read experts (FP4), summed over the reader's finisher threads
   uint64_t predicted = 0;       // experts read ahead from the next layer's gate on an earlier input
   uint64_t predicted_used = 0;  // of those, the ones the layer then used
   double prediction_hit_rate() const { return predicted ? double(predicted_used) / double(predicted) : 0; }
