@@ -151,9 +151,12 @@ ExpertCacheStats cache_stats(const Model& m) { return m.expert_cache() ? m.exper
 // Expert cache traffic summed over the measured passes of one kind (decode or prefill).
 struct IoTotals {
   double uses = 0, loads = 0, used_loads = 0, bytes = 0, wait_s = 0, tokens = 0, predicted = 0, predicted_used = 0;
+  double wait_hash_s = 0, busy_s = 0, tile_s = 0, waits = 0, wall_s = 0;  // wall_s: the passes' own time
   void add(const ExpertCacheStats& a, const ExpertCacheStats& b, int n) {
     uses += double(b.uses - a.uses), loads += double(b.loads - a.loads), bytes += double(b.bytes_read - a.bytes_read);
     wait_s += b.wait_s - a.wait_s, tokens += n;
+    wait_hash_s += b.wait_hash_s - a.wait_hash_s, busy_s += b.busy_s - a.busy_s, tile_s += b.tile_s - a.tile_s;
+    waits += double(b.waits - a.waits);
     predicted += double(b.predicted - a.predicted), predicted_used += double(b.predicted_used - a.predicted_used);
     used_loads += double(b.used_loads - a.used_loads);
   }
@@ -161,6 +164,12 @@ struct IoTotals {
   double hit_rate() const { return uses > 0 ? 1 - used_loads / uses : 0; }
   double bytes_per_token() const { return tokens > 0 ? bytes / tokens : 0; }
   double wait_per_token() const { return tokens > 0 ? wait_s / tokens : 0; }
+  double step_s() const { return tokens > 0 ? wall_s / tokens : 0; }  // mean, where tok/s are medians
+  // Where a step's time goes: waiting for reads, else computing (reads overlap the computing).
+  double compute_per_token() const { return std::max(0.0, step_s() - wait_per_token()); }
+  // Reads in flight for this share of the passes' time, at this rate while they were.
+  double disk_busy_fraction() const { return wall_s > 0 ? std::min(1.0, busy_s / wall_s) : 0; }
+  double disk_gbs() const { return busy_s > 0 ? bytes / 1e9 / busy_s : 0; }
   // Tokens/s if nothing but reading the misses took time: disk bandwidth ÷ bytes per token.
   double bound(double disk_gbs) const { return bytes_per_token() > 0 ? disk_gbs * 1e9 / bytes_per_token() : 0; }
 };
@@ -186,6 +195,12 @@ void print_expert_cache(const Model& m, const IoTotals& dec_io, const IoTotals& 
   std::printf("  %-34s %10.2f tok/s  decode at %.0f %% of it; %.1f ms/token waiting for experts\n",
               "I/O bound (misses / disk bandwidth)", bound, bound > 0 ? 100 * dec / bound : 0,
               1e3 * dec_io.wait_per_token());
+  std::printf("  %-34s %10.1f ms       (%.1f computing, waiting %.1f in hash-routed and %.1f in score-routed "
+              "layers; reads in flight %.0f %% of it at %.2f GB/s)\n",
+              "decode step, mean", 1e3 * dec_io.step_s(), 1e3 * dec_io.compute_per_token(),
+              1e3 * dec_io.wait_hash_s / std::max(1.0, dec_io.tokens),
+              1e3 * (dec_io.wait_s - dec_io.wait_hash_s) / std::max(1.0, dec_io.tokens),
+              100 * dec_io.disk_busy_fraction(), dec_io.disk_gbs());
 }
 
 // Expert parallelism over the whole run (warm-up, decode and prefill together): traffic per token
@@ -255,6 +270,7 @@ void run_bench(const BenchFlags& f) {
     return v;
   };
   ForwardOutput out;
+  double decode_wall_s = 0;  // the forwards' own time, summed (expert cache figures)
   auto decode = [&](SequenceState* st, int n) {  // tokens/s of n single-token forwards (median per-token time)
     std::vector<double> dt;
     for (int i = 0; i < n; ++i) {
@@ -262,6 +278,7 @@ void run_bench(const BenchFlags& f) {
       const double a = now_s();
       model->forward(st, t1, LogitsMode::kLast, &out);
       dt.push_back(now_s() - a);
+      decode_wall_s += dt.back();
     }
     return 1.0 / median(dt);
   };
@@ -291,8 +308,10 @@ void run_bench(const BenchFlags& f) {
     peaks.push_back(kernels::measure_dot_peak(&pool, true));
     SequenceState st = model->new_sequence();
     const ExpertCacheStats before_decode = cache_stats(*model);
+    const double wall_before = decode_wall_s;
     dec_empty.push_back(decode(&st, f.gen));
     io_decode.add(before_decode, cache_stats(*model), f.gen);
+    io_decode.wall_s += decode_wall_s - wall_before;
     SequenceState sp = model->new_sequence();
     std::vector<int32_t> prompt = tokens(f.prompt);
     const ExpertCacheStats before_prefill = cache_stats(*model);
@@ -378,6 +397,15 @@ void run_bench(const BenchFlags& f) {
       e["decode_prediction_hit_rate"] = io_decode.prediction_hit_rate();
       e["decode_predicted_per_token"] = io_decode.tokens > 0 ? io_decode.predicted / io_decode.tokens : 0;
       e["decode_wait_s_per_token"] = io_decode.wait_per_token();
+      // Where the rest of a decode step goes (README, "Models larger than memory").
+      e["decode_step_s"] = io_decode.step_s();
+      e["decode_compute_s_per_token"] = io_decode.compute_per_token();
+      e["decode_wait_hash_s_per_token"] = io_decode.wait_hash_s / std::max(1.0, io_decode.tokens);
+      e["decode_wait_score_s_per_token"] = (io_decode.wait_s - io_decode.wait_hash_s) / std::max(1.0, io_decode.tokens);
+      e["decode_disk_busy_fraction"] = io_decode.disk_busy_fraction();
+      e["decode_disk_gbs"] = io_decode.disk_gbs();
+      e["decode_waits_per_token"] = io_decode.waits / std::max(1.0, io_decode.tokens);
+      e["decode_tile_s_per_token"] = io_decode.tile_s / std::max(1.0, io_decode.tokens);
       e["prefill_hit_rate"] = io_prefill.hit_rate();
       e["prefill_disk_bytes_per_token"] = io_prefill.bytes_per_token();
       j["expert_cache"] = e;

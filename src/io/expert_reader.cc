@@ -44,6 +44,7 @@ ReadEngine DirectReader::default_engine() {
 
 DirectReader::DirectReader(int depth, ReadEngine engine) {
   depth = std::max(1, depth);
+  for (int i = 0; i < kFinishers; ++i) finishers_.emplace_back([this] { finisher(); });
   if (engine == ReadEngine::kUring && start_uring(depth)) {
     engine_ = ReadEngine::kUring;
     return;
@@ -59,6 +60,12 @@ DirectReader::~DirectReader() {
   cv_.notify_all();
   for (auto& t : threads_) t.join();
   stop_uring();
+  {  // the readers are gone: nothing more is handed over; the finishers drain what was
+    std::lock_guard<std::mutex> lock(done_mu_);
+    done_stop_ = true;
+  }
+  done_cv_.notify_all();
+  for (auto& t : finishers_) t.join();
   for (const File& f : files_) ::close(f.fd);
 }
 
@@ -139,27 +146,54 @@ void DirectReader::ended_locked(size_t bytes) {
 }
 
 void DirectReader::finish_piece(const std::shared_ptr<Job>& job, const std::string& error) {
-  std::function<void()> done;
+  bool handed_over = false;
   {
     std::lock_guard<std::mutex> lock(job->mu_);
     if (!error.empty() && job->error_.empty()) job->error_ = error;
     if (--job->pending_ > 0) return;
-    if (job->error_.empty()) done = std::move(job->done_);
+    handed_over = job->error_.empty() && job->done_;
+    if (handed_over) {  // the finisher runs it and finishes the job
+      std::lock_guard<std::mutex> dlock(done_mu_);
+      done_queue_.push_back(job);
+    } else {
+      job->finished_ = true;
+    }
   }
-  std::string done_error;
-  if (done) {
+  if (handed_over)
+    done_cv_.notify_one();
+  else
+    job->cv_.notify_all();
+}
+
+void DirectReader::finisher() {
+  for (;;) {
+    std::shared_ptr<Job> job;
+    {
+      std::unique_lock<std::mutex> lock(done_mu_);
+      done_cv_.wait(lock, [&] { return done_stop_ || !done_queue_.empty(); });
+      if (done_queue_.empty()) return;
+      job = std::move(done_queue_.front());
+      done_queue_.pop_front();
+    }
+    std::string done_error;
+    const double t0 = now_s();
     try {
-      done();
+      job->done_();
     } catch (const std::exception& e) {
       done_error = e.what();
     }
+    {
+      std::lock_guard<std::mutex> lock(done_mu_);
+      done_s_ += now_s() - t0;
+    }
+    {
+      std::lock_guard<std::mutex> lock(job->mu_);
+      if (!done_error.empty()) job->error_ = done_error;
+      job->done_ = nullptr;
+      job->finished_ = true;
+    }
+    job->cv_.notify_all();
   }
-  {
-    std::lock_guard<std::mutex> lock(job->mu_);
-    if (!done_error.empty()) job->error_ = done_error;
-    job->finished_ = true;
-  }
-  job->cv_.notify_all();
 }
 
 void DirectReader::worker() {
@@ -185,6 +219,11 @@ void DirectReader::worker() {
 uint64_t DirectReader::bytes_read() const {
   std::lock_guard<std::mutex> lock(mu_);
   return bytes_;
+}
+
+double DirectReader::done_seconds() const {
+  std::lock_guard<std::mutex> lock(done_mu_);
+  return done_s_;
 }
 
 double DirectReader::busy_seconds() const {

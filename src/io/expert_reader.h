@@ -53,8 +53,10 @@ class DirectReader {
   };
 
   // A batch of ranges in flight. wait() returns once every range is read (or failed); error()
-  // then holds "" or a message naming the file. `done` (if set) runs on a reader thread after
-  // the last range succeeds, before wait() returns (load-time rearrangements of the bytes).
+  // then holds "" or a message naming the file. `done` (if set) runs after the last range
+  // succeeds, before wait() returns (rearrangements of the bytes), on one of kFinishers threads:
+  // on a reader thread it kept that reader's share of the queue depth idle meanwhile (on the
+  // io_uring thread, every read's: ~9 ms per 12.76 MB expert with no new read issued).
   class Job {
    public:
     void wait();
@@ -86,6 +88,7 @@ class DirectReader {
   // is the disk bandwidth this process saw.
   uint64_t bytes_read() const;
   double busy_seconds() const;
+  double done_seconds() const;  // spent running the jobs' `done` (the cache's FP4 tiling)
   bool direct() const { return direct_; }  // every file opened with O_DIRECT
   ReadEngine engine() const { return engine_; }
   const char* engine_name() const { return engine_ == ReadEngine::kUring ? "io_uring" : "threads"; }
@@ -96,6 +99,10 @@ class DirectReader {
     Range range;
   };
   void worker();
+  void finisher();  // runs the jobs' `done` as they come
+  // Threads running `done`: two, so that tiling keeps up with the disk on a busy machine
+  // (one tiled a 12.76 MB expert in 10-13 ms at load 10, while the disk read one in ~8).
+  static constexpr int kFinishers = 2;
   std::string read_piece(const Range& r);
   void finish_piece(const std::shared_ptr<Job>& job, const std::string& error);
   // Bookkeeping shared by both engines (under mu_): a piece starts / ends being read.
@@ -128,6 +135,14 @@ class DirectReader {
   uint64_t bytes_ = 0;
   double busy_ = 0, busy_since_ = 0;
   std::vector<std::thread> threads_;
+  // Jobs whose reads are done and whose `done` is to run, on finishers_ (its own lock: a reader
+  // hands a job over without waiting for the queue's lock).
+  mutable std::mutex done_mu_;
+  std::condition_variable done_cv_;
+  std::deque<std::shared_ptr<Job>> done_queue_;
+  bool done_stop_ = false;
+  double done_s_ = 0;
+  std::vector<std::thread> finishers_;
 };
 
 }  // namespace dsv4

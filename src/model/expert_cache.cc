@@ -112,7 +112,9 @@ size_t ExpertCache::slot_bytes_for(const ModelConfig& c, const Weights&, const T
 
 ExpertCache::ExpertCache(const ModelConfig& c, const Weights& w, const TensorDirectory& dir, size_t budget_bytes,
                          CachePolicy policy, int read_depth, ReadEngine engine)
-    : n_experts_(c.n_routed_experts), policy_(policy), reader_(read_depth, engine) {
+    : n_experts_(c.n_routed_experts),
+      n_hash_layers_(std::min(c.n_hash_layers, c.n_layers)),
+      policy_(policy), reader_(read_depth, engine) {
   for (const auto& f : dir.files()) reader_.open(f->path());
   tile_ = kernels::active_isa() == kernels::Isa::kAvx512;
   const int L = c.n_layers + c.n_mtp_layers;
@@ -197,7 +199,7 @@ void ExpertCache::start_load(int slot, int k) {
   }
   std::vector<DirectReader::Range> ranges = src.ranges;
   for (auto& r : ranges) r.dst = base + reinterpret_cast<size_t>(r.dst);
-  // Tiled as tile_routed_experts tiles a copied checkpoint, on the reader thread.
+  // Tiled as tile_routed_experts tiles a copied checkpoint, on the reader's finisher threads.
   ExpertWeights w = s.w;
   s.job = reader_.submit(std::move(ranges), [w]() mutable {
     for (int i = 0; i < 3; ++i) {
@@ -275,7 +277,10 @@ const ExpertWeights& ExpertCache::acquire(int layer_id, int expert) {
     const double t0 = now_s();
     job->wait();
     lock.lock();
-    stats_.wait_s += now_s() - t0;
+    const double waited = now_s() - t0;
+    stats_.wait_s += waited;
+    if (layer_id < n_hash_layers_) stats_.wait_hash_s += waited;
+    ++stats_.waits;
     settle(slot);
     if (slot.state != State::kReady) {
       --slot.pins;
@@ -325,6 +330,7 @@ ExpertCacheStats ExpertCache::stats() const {
   ExpertCacheStats s = stats_;
   s.bytes_read = reader_.bytes_read();
   s.busy_s = reader_.busy_seconds();
+  s.tile_s = reader_.done_seconds();
   return s;
 }
 

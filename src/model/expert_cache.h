@@ -41,6 +41,9 @@ struct ExpertCacheStats {
   uint64_t bytes_read = 0;  // from disk, aligned reads included
   double busy_s = 0;        // seconds with at least one read in flight
   double wait_s = 0;        // seconds the forward pass waited for experts
+  double wait_hash_s = 0;   // of those, waiting in hash-routed layers (experts known from the token ids)
+  uint64_t waits = 0;       // acquire() calls that found their expert still being read
+  double tile_s = 0;        // seconds tiling read experts (FP4), summed over the reader's finisher threads
   uint64_t predicted = 0;       // experts read ahead from the next layer's gate on an earlier input
   uint64_t predicted_used = 0;  // of those, the ones the layer then used
   double prediction_hit_rate() const { return predicted ? double(predicted_used) / double(predicted) : 0; }
@@ -120,6 +123,7 @@ class ExpertCache {
   uint8_t* slot_data(int slot) const { return memory_.get() + size_t(slot) * slot_bytes_; }
 
   int n_experts_ = 0;
+  int n_hash_layers_ = 0;  // blocks [0, n_hash_layers_) are hash-routed (the stats' wait split)
   bool tile_ = false;
   CachePolicy policy_;
   size_t slot_bytes_ = 0;
