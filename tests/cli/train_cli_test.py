@@ -220,6 +220,8 @@ def main():
                            (["--corpus", os.path.join(tmp, "nosuch.txt")], "cannot read"),
                            (["--corpus", corpus, "--config", bad_cfg], "hidden_size"),
                            (["--corpus", corpus, "--preset", "huge"], "preset"),
+                           (["--corpus", corpus, "--val-fraction", 1], "--val-fraction"),
+                           (["--corpus", corpus, "--val-fraction", "-0.5"], "--val-fraction"),
                            (["--corpus", corpus, "--vocab", 280, "--resume", os.path.join(a, "train_state.pt"),
                              *common[:2], "--batch", 2], "another model"),
                            (["--corpus", corpus, "--resume", corpus, *common[:2]], "training state")]:
