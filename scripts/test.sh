@@ -9,8 +9,7 @@ cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DDSV4_WERROR=ON -DDSV4_
 cmake --build build -j"$jobs"
 ctest --test-dir build -j"$jobs" --output-on-failure --timeout 900
 
-# The trainer (DSV4_TRAIN, libtorch) is not yet verified under the sanitizers: release build only.
-cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDSV4_SANITIZE=ON -DDSV4_BUILD_BENCH=OFF -DDSV4_MPI=ON >/dev/null
+cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDSV4_SANITIZE=ON -DDSV4_BUILD_BENCH=OFF -DDSV4_MPI=ON -DDSV4_TRAIN=ON >/dev/null
 cmake --build build-asan -j"$jobs"
 # Under the sanitizers: every unit and golden test; the slow end-to-end client suites and the
 # per-ISA repeats already ran above.

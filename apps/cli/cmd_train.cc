@@ -66,6 +66,9 @@ void split_corpus(const TrainFlags& f, std::string* train, std::string* val) {
     *val = read_file(f.val, "validation text");
     return;
   }
+  // In (0, 1), so that cut >= 1 below (NaN fails the test too).
+  if (!(f.val_fraction > 0 && f.val_fraction < 1))
+    throw Error(cat("--val-fraction must be between 0 and 1 (exclusive), not ", f.val_fraction));
   size_t cut = train->size() - size_t(double(train->size()) * f.val_fraction);
   while (cut < train->size() && (*train)[cut - 1] != '\n') ++cut;
   *val = train->substr(cut);

@@ -19,26 +19,15 @@ import sys
 import tempfile
 import time
 
+sys.dont_write_bytecode = True  # no __pycache__ beside the sources
+from cli_run import SANITIZER_MARKS, check, fail, failures, run
+
 DSV4, SHARED = sys.argv[1], sys.argv[2]
 TOK_DIR = os.path.join(SHARED, "tokenizer")
 COMMANDS = ["tokenize", "detokenize", "template", "parse-completion", "make-model", "inspect", "logits", "run",
             "chat", "bench"]
-SANITIZER_MARKS = ("AddressSanitizer", "LeakSanitizer", "UndefinedBehaviorSanitizer", "runtime error:")
-
-failures = []
 used = {c: set() for c in COMMANDS}  # long flags each subcommand was run with
 aliases = {c: {} for c in COMMANDS}  # short -> long, from --help
-
-
-def fail(what):
-    failures.append(what)
-    print("FAIL:", what, flush=True)
-
-
-def check(cond, what):
-    if not cond:
-        fail(what)
-    return cond
 
 
 def dsv4(cmd, *args, stdin=None, ok=True, timeout=300):
@@ -46,20 +35,7 @@ def dsv4(cmd, *args, stdin=None, ok=True, timeout=300):
     for a in args:
         if isinstance(a, str) and a.startswith("-") and len(a) > 1 and not a[1].isdigit():
             used[cmd].add(aliases[cmd].get(a, a))
-    argv = [DSV4, cmd, *[str(a) for a in args]]
-    p = subprocess.run(argv, input=stdin, capture_output=True, timeout=timeout)
-    out, err = p.stdout.decode(errors="replace"), p.stderr.decode(errors="replace")
-    where = " ".join(argv[1:])[:200]
-    if p.returncode < 0 or any(m in err for m in SANITIZER_MARKS):
-        fail(f"{where}: crashed (exit {p.returncode})\n{err[-3000:]}")
-    elif ok and p.returncode != 0:
-        fail(f"{where}: exit {p.returncode}\n{err[-3000:]}")
-    elif not ok:
-        lines = [l for l in err.splitlines() if l.strip()]
-        check(p.returncode != 0, f"{where}: bad arguments accepted (exit 0)")
-        check(len(lines) == 1 and lines[0].startswith("dsv4") and "error:" in lines[0],
-              f"{where}: expected one error line on stderr, got:\n{err[-3000:]}")
-    return out, err
+    return run([DSV4, cmd, *args], stdin=stdin, ok=ok, timeout=timeout)
 
 
 def help_flags(cmd):

@@ -7,44 +7,20 @@ import csv
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 
+sys.dont_write_bytecode = True  # no __pycache__ beside the sources
+from cli_run import check, failures, run
+
 DSV4 = sys.argv[1]
-SANITIZER_MARKS = ("AddressSanitizer", "LeakSanitizer", "UndefinedBehaviorSanitizer", "runtime error:")
-failures = []
 used = set()
-
-
-def fail(what):
-    failures.append(what)
-    print("FAIL:", what, flush=True)
-
-
-def check(cond, what):
-    if not cond:
-        fail(what)
-    return cond
 
 
 def dsv4(*args, ok=True, cmd="train", timeout=600):
     if cmd == "train":
         used.update(a for a in args if isinstance(a, str) and a.startswith("--"))
-    argv = [DSV4, cmd, *[str(a) for a in args]]
-    p = subprocess.run(argv, capture_output=True, timeout=timeout)
-    out, err = p.stdout.decode(errors="replace"), p.stderr.decode(errors="replace")
-    where = " ".join(argv[1:])[:200]
-    if p.returncode < 0 or any(m in err for m in SANITIZER_MARKS):
-        fail(f"{where}: crashed (exit {p.returncode})\n{err[-3000:]}")
-    elif ok and p.returncode != 0:
-        fail(f"{where}: exit {p.returncode}\n{err[-3000:]}")
-    elif not ok:
-        lines = [l for l in err.splitlines() if l.strip()]
-        check(p.returncode != 0, f"{where}: bad input accepted (exit 0)")
-        check(len(lines) == 1 and lines[0].startswith("dsv4") and "error:" in lines[0],
-              f"{where}: expected one error line on stderr, got:\n{err[-3000:]}")
-    return out, err
+    return run([DSV4, cmd, *args], ok=ok, timeout=timeout)
 
 
 def corpus_text(lines, seed):
@@ -244,6 +220,8 @@ def main():
                            (["--corpus", os.path.join(tmp, "nosuch.txt")], "cannot read"),
                            (["--corpus", corpus, "--config", bad_cfg], "hidden_size"),
                            (["--corpus", corpus, "--preset", "huge"], "preset"),
+                           (["--corpus", corpus, "--val-fraction", 1], "--val-fraction"),
+                           (["--corpus", corpus, "--val-fraction", "-0.5"], "--val-fraction"),
                            (["--corpus", corpus, "--vocab", 280, "--resume", os.path.join(a, "train_state.pt"),
                              *common[:2], "--batch", 2], "another model"),
                            (["--corpus", corpus, "--resume", corpus, *common[:2]], "training state")]:
