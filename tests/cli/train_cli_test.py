@@ -139,7 +139,7 @@ def bench(tmp, corpus, common):
     formula = float(lines[3].split("=")[-1].split()[0])
     check(tps > 0 and peak > 0 and rss > 0 and formula > 0, f"--bench numbers: {lines}")
     with open(DSV4, "rb") as f:
-        sanitized = b"AddressSanitizer" in f.read()
+        sanitized = b"__asan_init" in f.read()  # libasan is shared: the binary holds only its hooks
     check(sanitized or 0.5 < rss / formula < 2.0, f"peak RSS {rss} MiB vs the formula's {formula} MiB")
 
 
