@@ -232,8 +232,7 @@ void run_range(const Call& c, int64_t b, int64_t e, uint16_t* wbuf) {
   const Tables& t = tables();
   __m512i lut[4];
   if (w.format == WeightFormat::kFP8) {
-    lut[0] = _mm512_load_si512(t.fp8_lo), lut[1] = _mm512_load_si512(t.fp8_lo + 64);
-    lut[2] = _mm512_load_si512(t.fp8_hi), lut[3] = _mm512_load_si512(t.fp8_hi + 64);
+    fp8_lut(t, lut);
   } else if (w.format == WeightFormat::kFP4) {
     lut[0] = _mm512_load_si512(t.fp4);
   }

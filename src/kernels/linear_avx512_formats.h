@@ -136,6 +136,19 @@ inline void exponent_range(const float* x, int64_t K, uint8_t* lo, uint8_t* hi) 
   *hi = uint8_t(_mm512_reduce_max_epu32(mx));
 }
 
+// The plain E4M3 → BF16 decode table (decode_fp8_group's lut).
+inline void fp8_lut(const Tables& t, __m512i lut[4]) {
+  lut[0] = _mm512_load_si512(t.fp8_lo), lut[1] = _mm512_load_si512(t.fp8_lo + 64);
+  lut[2] = _mm512_load_si512(t.fp8_hi), lut[3] = _mm512_load_si512(t.fp8_hi + 64);
+}
+
+// acc + w · (x[0], x[1]) broadcast to every lane, the pair read straight from memory: GCC 12
+// does not fold a broadcast into vdpbf16ps, and a separate broadcast per product halved the rate.
+inline __m512 dp_pair(__m512 acc, __m512i w, const uint32_t* x) {
+  asm("vdpbf16ps %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(w), "m"(*reinterpret_cast<const int32_t*>(x)));
+  return acc;
+}
+
 // One 128-column group of one weight row as 4 registers of 32 BF16 slots.
 inline void decode_fp8_group(const uint8_t* p, const __m512i lut[4], __m512i w[4]) {
   const __m512i sign = _mm512_set1_epi8(char(0x80));

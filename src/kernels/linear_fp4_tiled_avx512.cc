@@ -53,13 +53,6 @@ inline __m512 block_scales(const uint8_t* s) {
   return e8m0_lanes(b);
 }
 
-// acc + w · (x[0], x[1]) broadcast to every lane, the pair read straight from memory: GCC 12
-// does not fold a broadcast into vdpbf16ps, and a separate broadcast per product halved the rate.
-inline __m512 dp_pair(__m512 acc, __m512i w, const uint32_t* x) {
-  asm("vdpbf16ps %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(w), "m"(*reinterpret_cast<const int32_t*>(x)));
-  return acc;
-}
-
 // How x meets column pair k (k even) of a tile, for RT x rows. BF16 rows (act-quantized): xi
 // holds the rows' pairs interleaved, [K/2][RT] 32-bit pairs, so that a pair's RT broadcasts read
 // one cache line.

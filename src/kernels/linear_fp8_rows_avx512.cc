@@ -37,12 +37,6 @@ struct alignas(64) Reg {  // one register's bytes (std::vector<__m512> trips -Wi
   uint32_t v[16];
 };
 
-// acc + w · (x pair broadcast to every lane).
-inline __m512 dp_bcast(__m512 acc, __m512i w, const uint32_t* x) {
-  asm("vdpbf16ps %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(w), "m"(*reinterpret_cast<const int32_t*>(x)));
-  return acc;
-}
-
 // o[j] lane ℓ = r[ℓ] lane j (32-bit lanes): pairs within 128-bit lanes, then quads, then the
 // 4×4 transpose of 128-bit lanes. 64 shuffles where gathers took about as long as 64 x rows' products.
 inline void transpose16(const __m512i r[16], __m512i o[16]) {
@@ -103,7 +97,7 @@ __attribute__((noinline)) void group_rows(const Reg* wg, const uint32_t* const* 
       for (int k = 0; k < 4; ++k) {
         const int m = 16 * q + 4 * L + k;
         const __m512i wq = _mm512_load_si512(wg + m);
-        for (int r = 0; r < RT; ++r) a[r][k] = dp_bcast(a[r][k], wq, xg[r] + m);
+        for (int r = 0; r < RT; ++r) a[r][k] = dp_pair(a[r][k], wq, xg[r] + m);
       }
     for (int r = 0; r < RT; ++r) {
       const __m512 t = _mm512_add_ps(_mm512_add_ps(a[r][0], a[r][1]), _mm512_add_ps(a[r][2], a[r][3]));
@@ -132,10 +126,8 @@ __m512 row_scales(const Linear& w, int64_t r0, int nw, int64_t g) {
 void linear_fp8_rows_avx512(const Linear& w, int64_t row0, int64_t b, int64_t e, const uint8_t* xprep,
                             int64_t x_stride, int64_t rows, float* y, int64_t n_out) {
   const int64_t K = w.in, G = K / kGroup;
-  const Tables& t = tables();
   __m512i lut[4];
-  lut[0] = _mm512_load_si512(t.fp8_lo), lut[1] = _mm512_load_si512(t.fp8_lo + 64);
-  lut[2] = _mm512_load_si512(t.fp8_hi), lut[3] = _mm512_load_si512(t.fp8_hi + 64);
+  fp8_lut(tables(), lut);
   thread_local std::vector<Reg> state;  // [rows]: a tile's sums per x row, between groups
   thread_local std::vector<Reg> ws;     // [kSpan · 64]
   if (state.size() < size_t(rows)) state.resize(size_t(rows));
