@@ -81,6 +81,35 @@ std::vector<SequenceState> filled_sequences(const Model& m, int n, int64_t conte
   return seqs;
 }
 
+// run() under the profiler; its figures per token of the n tokens it forwards.
+template <class Run>
+PhaseSample profiled(int n, Run run) {
+  start_profile();
+  const double c0 = cpu_s(), t0 = now_s();
+  run();
+  const double wall = now_s() - t0, cpu = cpu_s() - c0;
+  PhaseSample s = stop_profile(n);
+  s.wall_s = wall / n, s.cpu_s = cpu / n;
+  return s;
+}
+
+// `steps` calls of step(i) under the profiler (whose counters give the bytes): the median time of one.
+template <class Step>
+BatchSample timed_steps(const Model& m, const StepBytes& sb, int steps, Step step) {
+  std::vector<double> dt;
+  start_profile();
+  for (int i = 0; i < steps; ++i) {
+    const double a = now_s();
+    step(i);
+    dt.push_back(now_s() - a);
+  }
+  stop_profile(steps);
+  BatchSample b;
+  b.step_s = median_of(dt);
+  fill_bytes(m, sb, steps, &b);
+  return b;
+}
+
 }  // namespace
 
 double PhaseSample::total_bytes() const {
@@ -91,26 +120,16 @@ double PhaseSample::total_bytes() const {
 
 PhaseSample profile_decode(const Model& m, SequenceState* st, int n, const TokenSource& tokens) {
   ForwardOutput out;
-  start_profile();
-  const double c0 = cpu_s(), t0 = now_s();
-  for (int i = 0; i < n; ++i) m.forward(st, tokens(1), LogitsMode::kLast, &out);
-  const double wall = now_s() - t0, cpu = cpu_s() - c0;
-  PhaseSample s = stop_profile(n);
-  s.wall_s = wall / n, s.cpu_s = cpu / n;
-  return s;
+  return profiled(n, [&] {
+    for (int i = 0; i < n; ++i) m.forward(st, tokens(1), LogitsMode::kLast, &out);
+  });
 }
 
 PhaseSample profile_prefill(const Model& m, int prompt, const TokenSource& tokens) {
   SequenceState st = m.new_sequence();
   const std::vector<int32_t> t = tokens(prompt);
   ForwardOutput out;
-  start_profile();
-  const double c0 = cpu_s(), t0 = now_s();
-  m.forward(&st, t, LogitsMode::kLast, &out);
-  const double wall = now_s() - t0, cpu = cpu_s() - c0;
-  PhaseSample s = stop_profile(prompt);
-  s.wall_s = wall / prompt, s.cpu_s = cpu / prompt;
-  return s;
+  return profiled(prompt, [&] { m.forward(&st, t, LogitsMode::kLast, &out); });
 }
 
 BatchSample measure_batch(const Model& m, int sequences, int64_t context, int steps, const TokenSource& tokens,
@@ -127,18 +146,7 @@ BatchSample measure_batch(const Model& m, int sequences, int64_t context, int st
     m.forward_batch(items, &outs);
   };
   step();  // warm-up: the new sequences' first step allocates
-  std::vector<double> dt;
-  start_profile();
-  for (int s = 0; s < steps; ++s) {
-    const double a = now_s();
-    step();
-    dt.push_back(now_s() - a);
-  }
-  stop_profile(steps);
-  BatchSample b;
-  b.step_s = median_of(dt);
-  fill_bytes(m, sb, steps, &b);
-  return b;
+  return timed_steps(m, sb, steps, [&](int) { step(); });
 }
 
 BatchSample measure_verify(const Model& m, int draft, int64_t context, int reps_per, const TokenSource& tokens,
@@ -146,19 +154,10 @@ BatchSample measure_verify(const Model& m, int draft, int64_t context, int reps_
   std::vector<SequenceState> seqs = filled_sequences(m, 1, context);
   ForwardOutput out;
   m.forward(&seqs[0], tokens(draft), LogitsMode::kAll, &out);  // warm-up
-  std::vector<double> dt;
-  start_profile();
-  for (int r = 0; r < reps_per; ++r) {
-    const std::vector<int32_t> t = tokens(draft);
-    const double a = now_s();
-    m.forward(&seqs[0], t, LogitsMode::kAll, &out);
-    dt.push_back(now_s() - a);
-  }
-  stop_profile(reps_per);
-  BatchSample b;
-  b.step_s = median_of(dt);
-  fill_bytes(m, sb, reps_per, &b);
-  return b;
+  std::vector<std::vector<int32_t>> drafts;  // drawn before the clock starts
+  for (int r = 0; r < reps_per; ++r) drafts.push_back(tokens(draft));
+  return timed_steps(m, sb, reps_per,
+                     [&](int r) { m.forward(&seqs[0], drafts[size_t(r)], LogitsMode::kAll, &out); });
 }
 
 nlohmann::ordered_json profile_json(const std::vector<PhaseSample>& reps, const std::vector<double>& bws) {

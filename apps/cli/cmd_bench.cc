@@ -162,9 +162,12 @@ struct IoTotals {
   }
   double prediction_hit_rate() const { return predicted > 0 ? predicted_used / predicted : 0; }
   double hit_rate() const { return uses > 0 ? 1 - used_loads / uses : 0; }
-  double bytes_per_token() const { return tokens > 0 ? bytes / tokens : 0; }
-  double wait_per_token() const { return tokens > 0 ? wait_s / tokens : 0; }
-  double step_s() const { return tokens > 0 ? wall_s / tokens : 0; }  // mean, where tok/s are medians
+  double per_token(double v) const { return tokens > 0 ? v / tokens : 0; }
+  double bytes_per_token() const { return per_token(bytes); }
+  double wait_per_token() const { return per_token(wait_s); }
+  double wait_hash_per_token() const { return per_token(wait_hash_s); }  // in hash-routed layers
+  double wait_score_per_token() const { return per_token(wait_s - wait_hash_s); }
+  double step_s() const { return per_token(wall_s); }  // mean, where tok/s are medians
   // Where a step's time goes: waiting for reads, else computing (reads overlap the computing).
   double compute_per_token() const { return std::max(0.0, step_s() - wait_per_token()); }
   // Reads in flight for this share of the passes' time, at this rate while they were.
@@ -198,8 +201,7 @@ void print_expert_cache(const Model& m, const IoTotals& dec_io, const IoTotals& 
   std::printf("  %-34s %10.1f ms       (%.1f computing, waiting %.1f in hash-routed and %.1f in score-routed "
               "layers; reads in flight %.0f %% of it at %.2f GB/s)\n",
               "decode step, mean", 1e3 * dec_io.step_s(), 1e3 * dec_io.compute_per_token(),
-              1e3 * dec_io.wait_hash_s / std::max(1.0, dec_io.tokens),
-              1e3 * (dec_io.wait_s - dec_io.wait_hash_s) / std::max(1.0, dec_io.tokens),
+              1e3 * dec_io.wait_hash_per_token(), 1e3 * dec_io.wait_score_per_token(),
               100 * dec_io.disk_busy_fraction(), dec_io.disk_gbs());
 }
 
@@ -270,15 +272,15 @@ void run_bench(const BenchFlags& f) {
     return v;
   };
   ForwardOutput out;
-  double decode_wall_s = 0;  // the forwards' own time, summed (expert cache figures)
-  auto decode = [&](SequenceState* st, int n) {  // tokens/s of n single-token forwards (median per-token time)
+  // tokens/s of n single-token forwards (median per-token time); their summed time added to *wall
+  auto decode = [&](SequenceState* st, int n, double* wall = nullptr) {
     std::vector<double> dt;
     for (int i = 0; i < n; ++i) {
       std::vector<int32_t> t1 = tokens(1);
       const double a = now_s();
       model->forward(st, t1, LogitsMode::kLast, &out);
       dt.push_back(now_s() - a);
-      decode_wall_s += dt.back();
+      if (wall) *wall += dt.back();
     }
     return 1.0 / median(dt);
   };
@@ -308,10 +310,8 @@ void run_bench(const BenchFlags& f) {
     peaks.push_back(kernels::measure_dot_peak(&pool, true));
     SequenceState st = model->new_sequence();
     const ExpertCacheStats before_decode = cache_stats(*model);
-    const double wall_before = decode_wall_s;
-    dec_empty.push_back(decode(&st, f.gen));
+    dec_empty.push_back(decode(&st, f.gen, &io_decode.wall_s));
     io_decode.add(before_decode, cache_stats(*model), f.gen);
-    io_decode.wall_s += decode_wall_s - wall_before;
     SequenceState sp = model->new_sequence();
     std::vector<int32_t> prompt = tokens(f.prompt);
     const ExpertCacheStats before_prefill = cache_stats(*model);
@@ -395,17 +395,17 @@ void run_bench(const BenchFlags& f) {
       e["decode_io_bound_tokens_per_s"] = io_decode.bound(disk);
       e["decode_io_bound_fraction"] = io_decode.bound(disk) > 0 ? dec / io_decode.bound(disk) : 0;
       e["decode_prediction_hit_rate"] = io_decode.prediction_hit_rate();
-      e["decode_predicted_per_token"] = io_decode.tokens > 0 ? io_decode.predicted / io_decode.tokens : 0;
+      e["decode_predicted_per_token"] = io_decode.per_token(io_decode.predicted);
       e["decode_wait_s_per_token"] = io_decode.wait_per_token();
       // Where the rest of a decode step goes (README, "Models larger than memory").
       e["decode_step_s"] = io_decode.step_s();
       e["decode_compute_s_per_token"] = io_decode.compute_per_token();
-      e["decode_wait_hash_s_per_token"] = io_decode.wait_hash_s / std::max(1.0, io_decode.tokens);
-      e["decode_wait_score_s_per_token"] = (io_decode.wait_s - io_decode.wait_hash_s) / std::max(1.0, io_decode.tokens);
+      e["decode_wait_hash_s_per_token"] = io_decode.wait_hash_per_token();
+      e["decode_wait_score_s_per_token"] = io_decode.wait_score_per_token();
       e["decode_disk_busy_fraction"] = io_decode.disk_busy_fraction();
       e["decode_disk_gbs"] = io_decode.disk_gbs();
-      e["decode_waits_per_token"] = io_decode.waits / std::max(1.0, io_decode.tokens);
-      e["decode_tile_s_per_token"] = io_decode.tile_s / std::max(1.0, io_decode.tokens);
+      e["decode_waits_per_token"] = io_decode.per_token(io_decode.waits);
+      e["decode_tile_s_per_token"] = io_decode.per_token(io_decode.tile_s);
       e["prefill_hit_rate"] = io_prefill.hit_rate();
       e["prefill_disk_bytes_per_token"] = io_prefill.bytes_per_token();
       j["expert_cache"] = e;
