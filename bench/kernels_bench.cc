@@ -116,6 +116,28 @@ void BM_Linear(benchmark::State& state, WeightFormat format, kernels::Isa isa, b
   state.counters["threads"] = pool->size();
 }
 
+// One group of V4-Flash's wo_a: FP8 [1024, 4096] that the reference dequantizes (Linear::
+// dequantized), with x as attention outputs come (F32, not BF16-exact) or BF16-exact.
+void BM_LinearWoA(benchmark::State& state, bool bf16_x) {
+  static const Matrix m = [] {
+    Matrix w = make_matrix(WeightFormat::kFP8, 1024, 4096);
+    w.lin.dequantized = true;
+    return w;
+  }();
+  const int64_t rows = state.range(0);
+  std::vector<float> x = make_x(rows, m.lin.in, false);
+  if (bf16_x)
+    for (float& v : x) v = round_bf16(v);
+  std::vector<float> y(size_t(rows * m.lin.out));
+  ThreadPool* pool = ThreadPool::shared();
+  for (auto _ : state) {
+    kernels::linear(m.lin, x.data(), rows, y.data(), pool);
+    benchmark::DoNotOptimize(y.data());
+  }
+  state.counters["GFLOPs"] = benchmark::Counter(2.0 * double(rows * m.lin.out * m.lin.in) * double(state.iterations()) / 1e9,
+                                                benchmark::Counter::kIsRate);
+}
+
 // The FP4 matrix as 16 expert-sized calls of 2048 rows (a decoded token's routed experts): the
 // same bytes as Linear/fp4, so the difference is what each call's start and join cost.
 // The FP4 matrix in 16-row tiles (kernels::tile_fp4), as loading puts routed experts.
@@ -293,6 +315,16 @@ void register_all() {
       else b->Arg(1)->Arg(4)->Arg(8)->Arg(16)->Arg(128)->Arg(512);  // decode, batch / verify, prefill
       b->Unit(benchmark::kMillisecond)->UseRealTime();
     }
+    if (isa == Isa::kAvx512)
+      for (bool bf16_x : {false, true})
+        benchmark::RegisterBenchmark(bf16_x ? "LinearWoA/bf16-x/avx512" : "LinearWoA/f32-x/avx512",
+                                     [bf16_x](benchmark::State& s) { BM_LinearWoA(s, bf16_x); })
+            ->Arg(1)
+            ->Arg(2)
+            ->Arg(512)
+            ->Arg(1024)  // bf16-x: the hi and lo halves of 512 F32 rows
+            ->Unit(benchmark::kMillisecond)
+            ->UseRealTime();
     if (isa == Isa::kAvx512)
       benchmark::RegisterBenchmark(("LinearCached/fp4-tiled/" + isa_s).c_str(),
                                    [isa](benchmark::State& s) { BM_LinearTiledCached(s, isa); })
