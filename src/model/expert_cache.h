@@ -91,6 +91,8 @@ class ExpertCache {
   size_t capacity_bytes() const { return slots_.size() * slot_bytes_; }
   // Experts pinned now (acquired, not released): what a caller may still acquire is slots() − this.
   size_t pinned() const;
+  // Whether the expert is cached or being read now.
+  bool holds(int layer_id, int expert) const;
   bool direct_io() const { return reader_.direct(); }
   const char* read_engine() const { return reader_.engine_name(); }  // "threads" or "io_uring"
   CachePolicy policy() const { return policy_; }
