@@ -209,6 +209,24 @@ void BM_LinearExperts(benchmark::State& state, kernels::Isa isa, bool tiled) {
   state.counters["calls"] = double(m.lin.out / expert_rows);
 }
 
+// kernels::tile_fp4 in place on one thread (as the expert cache's finishers run it), GB/s of
+// weights and scales rearranged: 256 rows × 4096 (544 KB, in L2), an expert's w1 (2048 rows,
+// 4.25 MB, in L3), and 16 of them (68 MB: from DRAM, as an expert that has just been read is).
+void BM_TileFp4(benchmark::State& state, kernels::Isa isa) {
+  if (!kernels::isa_supported(isa)) {
+    state.SkipWithError("ISA not supported by this CPU");
+    return;
+  }
+  kernels::set_isa(isa);
+  Matrix m = make_matrix(WeightFormat::kFP4, state.range(0), 4096);
+  for (auto _ : state) {
+    kernels::tile_fp4(m.weight.data(), m.scale.data(), m.lin.out, m.lin.in);  // each pass re-tiles the last
+    benchmark::DoNotOptimize(m.weight.data());
+  }
+  state.counters["GBps"] = benchmark::Counter(double(m.weight.size() + m.scale.size()) * double(state.iterations()) / 1e9,
+                                              benchmark::Counter::kIsRate);
+}
+
 void BM_SparseAttention(benchmark::State& state, kernels::Isa isa) {
   if (!kernels::isa_supported(isa)) {
     state.SkipWithError("ISA not supported by this CPU");
@@ -338,6 +356,13 @@ void register_all() {
             ->Arg(12)  // a 512-token prefill gives each of 256 experts ~12 rows
             ->Unit(benchmark::kMillisecond)
             ->UseRealTime();
+    if (isa != Isa::kAvx2)  // AVX2 tiles with the scalar twin
+      benchmark::RegisterBenchmark(("TileFp4/" + isa_s).c_str(), [isa](benchmark::State& s) { BM_TileFp4(s, isa); })
+          ->Arg(256)
+          ->Arg(2048)
+          ->Arg(32768)
+          ->Unit(benchmark::kMicrosecond)
+          ->UseRealTime();
     benchmark::RegisterBenchmark(("IndexScore/int/" + isa_s).c_str(),
                                  [isa](benchmark::State& s) { BM_IndexScore(s, isa, true); })
         ->Arg(4096)

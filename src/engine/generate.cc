@@ -45,6 +45,15 @@ struct Emitter {
   }
 };
 
+// A streamed checkpoint's reads for the hash-routed experts of x, the token just sampled, start
+// now rather than when its forward starts: they overlap the token's callback and, speculating,
+// the MTP draft. Not for a token that ends the answer (nothing would use them).
+void read_ahead(Session* s, const GenerateOptions& o, const GenerateResult& r, int32_t x) {
+  const bool last = std::find(o.stop_tokens.begin(), o.stop_tokens.end(), x) != o.stop_tokens.end() ||
+                    int64_t(r.tokens.size()) + 1 >= o.max_tokens || s->position() + 1 >= s->max_context();
+  if (!last) s->model().prefetch_experts(std::span<const int32_t>(&x, 1));
+}
+
 }  // namespace
 
 GenerateResult generate(Session* s, std::span<const int32_t> prompt, const GenerateOptions& o,
@@ -71,7 +80,9 @@ GenerateResult generate(Session* s, std::span<const int32_t> prompt, const Gener
   Emitter emit{o, r};
   int32_t x = sampler.sample(logits, s->tokens());
   const int64_t V = s->model().config().vocab_size;
-  while (emit(x)) {
+  for (;;) {
+    read_ahead(s, o, r, x);
+    if (!emit(x)) break;
     if (s->position() + 1 >= s->max_context()) {
       r.finish = FinishReason::kContext;
       break;

@@ -9,6 +9,7 @@
 #include "core/error.h"
 #include "core/profile.h"
 #include "core/thread_pool.h"
+#include "kernels/fp4_tile_isa.h"
 #include "kernels/isa.h"
 #include "kernels/linear_isa.h"
 #include "kernels/reference/linear_ref.h"
@@ -98,7 +99,11 @@ bool can_tile_fp4(const Linear& w) {
   return w.format == WeightFormat::kFP4 && !w.tiled && w.out % 16 == 0 && w.in % 32 == 0 && w.out > 0;
 }
 
-void tile_fp4(uint8_t* weight, uint8_t* scale, int64_t out, int64_t in) {
+namespace {
+
+// The scalar twin of the AVX-512 tiler (fp4_tile_avx512.cc): a tile's rows copied aside, then
+// each 32-bit word (8 columns of a row) put in place with its nibbles reordered.
+void tile_fp4_scalar(uint8_t* weight, uint8_t* scale, int64_t out, int64_t in) {
   const int64_t P = in / 2, B = in / 32;  // bytes of a row: weights, scales
   std::vector<uint8_t> t(size_t(16 * P));
   for (int64_t blk = 0; blk < out / 16; ++blk) {
@@ -120,6 +125,13 @@ void tile_fp4(uint8_t* weight, uint8_t* scale, int64_t out, int64_t in) {
     for (int64_t b = 0; b < B; ++b)
       for (int64_t l = 0; l < 16; ++l) st[b * 16 + l] = t[size_t(l * B + b)];
   }
+}
+
+}  // namespace
+
+void tile_fp4(uint8_t* weight, uint8_t* scale, int64_t out, int64_t in) {
+  if (active_isa() == Isa::kAvx512) return detail::tile_fp4_avx512(weight, scale, out, in);
+  tile_fp4_scalar(weight, scale, out, in);
 }
 
 }  // namespace dsv4::kernels

@@ -325,6 +325,11 @@ size_t ExpertCache::pinned() const {
   return n;
 }
 
+bool ExpertCache::holds(int layer_id, int expert) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return slot_of_[size_t(key(layer_id, expert))] >= 0;
+}
+
 ExpertCacheStats ExpertCache::stats() const {
   std::lock_guard<std::mutex> lock(mu_);
   ExpertCacheStats s = stats_;

@@ -8,8 +8,8 @@
 // same order and the logits are bit-identical to a fully resident run.
 //
 // Reads start as early as the experts are known (prefetch): hash-routed layers' experts from the
-// token ids when the forward starts, score-routed layers' as soon as the gate has run; the
-// shared expert and the routed experts already present run while the rest arrive. A prefetched
+// token ids when the token is sampled (Model::prefetch_experts), at the latest when the forward
+// starts; score-routed layers' as soon as the gate has run; the shared expert and the routed experts already present run while the rest arrive. A prefetched
 // expert is reserved until it is used, but a slot reserved for a later layer is taken back when
 // the current layer has no other slot, so a small budget costs re-reads, never a deadlock.
 #pragma once
@@ -91,6 +91,8 @@ class ExpertCache {
   size_t capacity_bytes() const { return slots_.size() * slot_bytes_; }
   // Experts pinned now (acquired, not released): what a caller may still acquire is slots() − this.
   size_t pinned() const;
+  // Whether the expert is cached or being read now.
+  bool holds(int layer_id, int expert) const;
   bool direct_io() const { return reader_.direct(); }
   const char* read_engine() const { return reader_.engine_name(); }  // "threads" or "io_uring"
   CachePolicy policy() const { return policy_; }

@@ -68,12 +68,13 @@ void Model::set_expert_executor(ExpertExecutor* e) {
 
 // Every hash-routed layer's experts are known from the token ids: their reads start before the
 // first block runs (as far as the cache has free slots).
-void Model::prefetch_hashed_experts(const int32_t* tokens, int64_t n) const {
+void Model::prefetch_experts(std::span<const int32_t> tokens) const {
   if (!cache_) return;
+  ArenaScope scope;  // the expert lists (a decode loop calls this outside any forward)
   for (int l = 0; l < config_.n_layers; ++l) {
     MoeArgs a;
     a.config = &config_, a.weights = &weights_.layers[size_t(l)].ffn, a.hash_routed = config_.is_hash_layer(l);
-    a.tokens = tokens, a.n = n, a.cache = cache_.get(), a.layer = l;
+    a.tokens = tokens.data(), a.n = int64_t(tokens.size()), a.cache = cache_.get(), a.layer = l;
     moe_prefetch_hashed(a);
   }
 }
@@ -133,7 +134,7 @@ void Model::forward_into(std::span<const BatchItem> items, ForwardOutput* outs, 
         trace->f32(name, items[k].state->pos + int64_t(i), x.data() + (row0[k] + int64_t(i)) * stride, stride);
   };
   trace_rows("hidden.embed");
-  prefetch_hashed_experts(tokens.data(), n);
+  prefetch_experts(tokens);
   Scratch<Segment> segs(items.size());
   for (int l = 0; l < config_.n_layers; ++l) {
     for (size_t k = 0; k < items.size(); ++k)

@@ -103,10 +103,17 @@ class Model {
   void mtp_forward(MtpState* state, const float* hidden, std::span<const int32_t> next_tokens, LogitsMode logits,
                    ForwardOutput* out, Trace* trace = nullptr) const;
 
+  // Streamed experts (an expert cache): starts reading the hash-routed layers' experts of
+  // `tokens`, which a coming forward() will run (they are known from the token ids alone).
+  // forward() starts them itself; a decode loop calls this as soon as it has sampled the next
+  // token, so that the reads overlap whatever it does before that forward (the MTP draft, the
+  // answer's bookkeeping, other sequences' prefill). No effect without a cache; never changes
+  // the results.
+  void prefetch_experts(std::span<const int32_t> tokens) const;
+
  private:
   Model() = default;
   void embed(std::span<const int32_t> tokens, float* x) const;
-  void prefetch_hashed_experts(const int32_t* tokens, int64_t n) const;
   void head_input(const HcHeadWeights& hc, const Vec& norm, const float* x, float* z) const;  // hc_head → norm
   // hc_head → norm → head for each row of streams ([hc, dim] each): logits [rows, vocab], one
   // pass over the head for all of them.

@@ -491,6 +491,9 @@ void Worker::emit(Seq& s, int32_t token, const SampleInfo* info) {
     return;
   }
   s.next = token;
+  // A streamed checkpoint starts reading the token's hash-routed experts now: the other
+  // sequences' sampling and any prefill before the next decode step overlap them.
+  model_.prefetch_experts(std::span<const int32_t>(&s.next, 1));
 }
 
 void Worker::retire(Seq& s, Finish f, const std::string& detail) {

@@ -1,13 +1,17 @@
 // Generation on the golden checkpoints: greedy decoding is the argmax of the forward pass,
 // chunking does not change it, MTP speculative decoding is exact (greedy: identical tokens;
-// sampling: the same distribution), and seeded sampling is reproducible.
+// sampling: the same distribution), and seeded sampling is reproducible. Routed experts streamed
+// through an expert cache give the same tokens, and their reads start when a token is sampled.
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <map>
 
 #include "engine/generate.h"
+#include "model/expert_cache.h"
+#include "model/synthetic.h"
 #include "tests/model/golden_util.h"
+#include "tests/test_util.h"
 
 namespace dsv4 {
 namespace {
@@ -123,6 +127,51 @@ TEST_P(Generate, SpeculativeSamplingPreservesTheDistribution) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Cases, Generate, ::testing::ValuesIn(test::golden_cases()));
+
+// A synthetic stack (2 of 4 layers hash-routed, MTP) with its routed experts streamed from disk:
+// seeded sampling, plain and speculative, gives the tokens of the resident model; and when a
+// token reaches on_token, the reads of its hash-routed experts have already started (generate
+// issues them as soon as the token is sampled, before the callback and the MTP draft).
+TEST(GenerateStreamed, SameTokensAndHashExpertsReadWhenSampled) {
+  test::TempDir dir("gen-stream");
+  write_synthetic_checkpoint(preset_config("tiny", 4, 32), dir.str(), 11);
+  std::unique_ptr<Model> resident = Model::load(dir.str(), Numerics::kReference, nullptr, Residency::kCopy);
+  const ModelConfig& c = resident->config();
+  const size_t slot = ExpertCache::slot_bytes_for(c, resident->weights(), resident->tensors());
+  std::unique_ptr<Model> streamed = Model::load(dir.str(), Numerics::kReference, nullptr, Residency::kCopy, 64 * slot);
+  ASSERT_NE(streamed->expert_cache(), nullptr);
+  ASSERT_GE(c.n_hash_layers, 1);
+  const std::vector<int32_t> prompt{1000, 2000, 3000};
+  const int64_t n = 16;
+  for (bool speculative : {false, true}) {
+    SCOPED_TRACE(speculative ? "speculative" : "plain");
+    GenerateOptions o;
+    o.max_tokens = n;
+    o.speculative = speculative;
+    o.sampling.temperature = 1.0f;
+    o.sampling.seed = 5;
+    Session a(*resident, SessionOptions{0, 256, speculative});
+    const GenerateResult want = generate(&a, prompt, o);
+    int64_t seen = 0, missing = 0;
+    o.on_token = [&](int32_t t) {
+      if (++seen == n) return true;  // the last token: nothing will run it
+      for (int l = 0; l < c.n_hash_layers; ++l)
+        for (int k = 0; k < c.n_activated_experts; ++k) {
+          const int32_t e = streamed->weights().layers[size_t(l)].ffn.tid2eid[size_t(int64_t(t) * c.n_activated_experts + k)];
+          missing += !streamed->expert_cache()->holds(l, e);
+        }
+      return true;
+    };
+    Session b(*streamed, SessionOptions{0, 256, speculative});
+    const GenerateResult got = generate(&b, prompt, o);
+    EXPECT_EQ(got.tokens, want.tokens);
+    ASSERT_EQ(int64_t(got.tokens.size()), n);
+    EXPECT_EQ(missing, 0) << "hash-routed experts of sampled tokens not being read at on_token";
+    if (speculative) {
+      EXPECT_GT(got.drafted, 0);
+    }
+  }
+}
 
 }  // namespace
 }  // namespace dsv4

@@ -187,6 +187,34 @@ TEST(LinearTiledFp4, SameValuesAndKernelsMatchReference) {
   set_isa(saved);
 }
 
+// The AVX-512 tiler against the scalar one, byte for byte, over random bytes (weights and
+// scales): rows 16 to 256; rows of one or several 64-byte steps and of partial ones (P % 64 =
+// 16, 32, 48); scale rows with and without a tail past 16 columns (B % 16 ≠ 0); expert widths.
+TEST(TileFp4, SimdMatchesScalarByteForByte) {
+  const Isa saved = active_isa();
+  struct Shape {
+    int64_t out, in;
+  };
+  const Shape shapes[] = {{16, 32}, {32, 96}, {48, 224}, {16, 544}, {64, 128}, {256, 512}, {32, 2080},
+                          {128, 2048}, {64, 4096}, {16, 7168}};
+  if (!isa_supported(Isa::kAvx512)) GTEST_SKIP() << "no AVX-512 on this CPU: only the scalar tiler exists";
+  std::mt19937 rng(77);
+  for (const Shape& sh : shapes) {
+    SCOPED_TRACE(std::to_string(sh.out) + " x " + std::to_string(sh.in));
+    std::vector<uint8_t> w(size_t(sh.out * sh.in / 2)), s(size_t(sh.out * sh.in / 32));
+    for (auto& b : w) b = uint8_t(rng());
+    for (auto& b : s) b = uint8_t(rng());
+    std::vector<uint8_t> w_ref = w, s_ref = s;
+    set_isa(Isa::kScalar);
+    tile_fp4(w_ref.data(), s_ref.data(), sh.out, sh.in);
+    set_isa(Isa::kAvx512);
+    tile_fp4(w.data(), s.data(), sh.out, sh.in);
+    for (size_t i = 0; i < w.size(); ++i) ASSERT_EQ(int(w[i]), int(w_ref[i])) << "weight byte " << i;
+    for (size_t i = 0; i < s.size(); ++i) ASSERT_EQ(int(s[i]), int(s_ref[i])) << "scale byte " << i;
+  }
+  set_isa(saved);
+}
+
 // FP8 that the reference dequantizes before use (wo_a): with every block scale in the folding
 // range (kernels may sum over all of K, scales in the weights), and with one outside it.
 TEST(LinearDequantizedFp8, MatchesReferenceAndIsBatchInvariant) {
