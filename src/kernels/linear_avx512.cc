@@ -220,8 +220,43 @@ void fp8_few_rows_as(const Call& c, int64_t r0, int nw, int64_t n, int64_t x0, i
     else fp8_quad_direct<1>(c, rows, nq, x3, x1, n + 4 * k);
   }
 }
+// FP8 (kBlock) for kPairRowsMin..8 x rows, all BF16-exact: tile_fp8_two_rows over the weight
+// rows in pairs; false where it does not apply (the rows take fp8_few_rows_as).
+constexpr int64_t kPairRowsMin = 4;  // 3 rows: a third of a 2×4 tile would be padding
+bool fp8_pairs(const Call& c, int64_t r0, int nw, int64_t n, int64_t x0, int64_t x1, const uint8_t* const* srow,
+               const __m512i* lut) {
+  const int m = int(x1 - x0);
+  if (c.whole_k || m < kPairRowsMin || m > 8) return false;
+  for (int64_t r = x0; r < x1; ++r)
+    if (!c.exact[r]) return false;
+  const int rt = (m + 1) & ~1;  // odd counts: a padding row (the last again), its sums dropped
+  const uint16_t* xr[8];
+  float* out[8];
+  float dropped[2];
+  for (int j = 0; j < rt; ++j) {
+    const int64_t r = x0 + std::min(j, m - 1);
+    xr[j] = reinterpret_cast<const uint16_t*>(c.xprep + r * c.K * 4);
+    out[j] = j < m ? c.y + r * c.n_out + n : dropped;
+  }
+  const Linear& w = *c.w;
+  for (int k = 0; 2 * k < nw; ++k) {
+    const int j1 = std::min(2 * k + 1, nw - 1);  // a lone last row twice, its second sums dropped
+    const uint8_t* wrow[2] = {w.weight + (r0 + 2 * k) * c.K, w.weight + (r0 + j1) * c.K};
+    const uint8_t* s[2] = {srow[2 * k], srow[j1]};
+    float* o[8];
+    for (int j = 0; j < rt; ++j) o[j] = out[j] == dropped ? dropped : out[j] + 2 * k;
+    const int64_t ahead = 4 * kRowsW * c.K;
+    const int nw2 = std::min(2, nw - 2 * k);
+    if (rt == 4) tile_fp8_two_rows<4>(wrow, s, lut, ahead, xr, c.G, o, nw2);
+    else if (rt == 6) tile_fp8_two_rows<6>(wrow, s, lut, ahead, xr, c.G, o, nw2);
+    else tile_fp8_two_rows<8>(wrow, s, lut, ahead, xr, c.G, o, nw2);
+  }
+  return true;
+}
+
 void fp8_few_rows(const Call& c, int64_t r0, int nw, int64_t n, int64_t x0, int64_t x1, const uint8_t* const* srow,
                   const __m512i* lut) {
+  if (fp8_pairs(c, r0, nw, n, x0, x1, srow, lut)) return;
   if (c.whole_k) fp8_few_rows_as<Fp8FoldedRows>(c, r0, nw, n, x0, x1, srow, lut);
   else fp8_few_rows_as<Fp8Rows>(c, r0, nw, n, x0, x1, srow, lut);
 }
