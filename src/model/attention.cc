@@ -170,42 +170,55 @@ KeyLists key_lists(const AttentionArgs& a, const Segment& seg, const Scratch<flo
   return L;
 }
 
-// Attention of one sequence's rows over its window and compressed keys.
-void attend_segment(const AttentionArgs& a, const Segment& seg, const Scratch<float>& q, const Scratch<float>& kv,
-                    const Selection& selected, float* o) {
+// Row r of `seg` attending over its keys L, for heads [h0, h0 + hpi).
+void attend_row(const AttentionArgs& a, const Segment& seg, const KeyLists& L, const Scratch<float>& q, int64_t r,
+                int64_t h0, int hpi, Scratch<float>* logits, float* o) {
   const ModelConfig& c = *a.config;
-  const AttentionWeights& w = *a.weights;
   const int64_t Dh = c.head_dim;
-  const KeyLists L = key_lists(a, seg, kv, selected);
-  // Work items are (row, group of heads): heads are independent, so a decode step's single row
-  // still spreads over every thread; with many rows each item is a whole row.
+  const int64_t i = seg.row0 + r, t = seg.start_pos + r;
+  const int64_t n_kv = L.first[size_t(r + 1)] - L.first[size_t(r)];
+  logits->resize(size_t(n_kv * hpi));
+  kernels::SparseAttentionArgs sa;
+  sa.q = q.data() + (i * c.n_heads + h0) * Dh;
+  sa.kv = L.keys.data() + L.first[size_t(r)];
+  sa.n_kv = n_kv;
+  sa.sink = a.weights->attn_sink.data() + h0;
+  sa.n_heads = hpi;
+  sa.head_dim = Dh;
+  sa.softmax_scale = 1.0f / std::sqrt(float(Dh));
+  sa.out = o + (i * c.n_heads + h0) * Dh;
+  sa.scratch = logits->data();
+  kernels::sparse_attention(sa);
+  // Values carry rotated rope dims; rotating the output back makes them relative (§4.4.8).
+  for (int h = 0; h < hpi; ++h) a.rope->apply(sa.out + h * Dh, Dh, t, /*inverse=*/true);
+}
+
+// Attention of every sequence's rows over its window and compressed keys, all in one
+// thread-pool region: several sequences decoding together took a region (a wake-up and a
+// barrier) per sequence. Work items are (row, group of heads): heads are independent, so a
+// decode step's single row still spreads over every thread; with many rows each item is a
+// whole row.
+void attend_segments(const AttentionArgs& a, const Scratch<float>& q, const Scratch<float>& kv,
+                     const Selection& selected, float* o) {
+  const ModelConfig& c = *a.config;
+  Scratch<KeyLists> lists;
+  for (int s = 0; s < a.n_segments; ++s) lists.push_back(key_lists(a, a.segments[s], kv, selected));
   const int threads = a.pool ? a.pool->size() : 1;
   // Groups keep multiples of 4 heads: the SIMD kernel's unit (its per-head results do not
   // depend on the group), so splitting never changes a result.
   int head_split = 1;
-  while (seg.n * head_split < 2 * threads && c.n_heads % (head_split * 8) == 0) head_split *= 2;
+  while (a.n * head_split < 2 * threads && c.n_heads % (head_split * 8) == 0) head_split *= 2;
   const int hpi = c.n_heads / head_split;  // heads per item
-  parallel_for(a.pool, seg.n * head_split, [&](int64_t b, int64_t e) {
+  Scratch<int64_t> first_item(size_t(a.n_segments) + 1, 0);
+  for (int s = 0; s < a.n_segments; ++s) first_item[size_t(s) + 1] = first_item[size_t(s)] + a.segments[s].n * head_split;
+  parallel_for(a.pool, first_item.back(), [&](int64_t b, int64_t e) {
     ArenaScope scope;
     Scratch<float> logits;
+    size_t s = size_t(std::upper_bound(first_item.begin(), first_item.end(), b) - first_item.begin()) - 1;
     for (int64_t item = b; item < e; ++item) {
-      const int64_t r = item / head_split, h0 = (item % head_split) * hpi;
-      const int64_t i = seg.row0 + r, t = seg.start_pos + r;
-      const int64_t n_kv = L.first[size_t(r + 1)] - L.first[size_t(r)];
-      logits.resize(size_t(n_kv * hpi));
-      kernels::SparseAttentionArgs sa;
-      sa.q = q.data() + (i * c.n_heads + h0) * Dh;
-      sa.kv = L.keys.data() + L.first[size_t(r)];
-      sa.n_kv = n_kv;
-      sa.sink = w.attn_sink.data() + h0;
-      sa.n_heads = hpi;
-      sa.head_dim = Dh;
-      sa.softmax_scale = 1.0f / std::sqrt(float(Dh));
-      sa.out = o + (i * c.n_heads + h0) * Dh;
-      sa.scratch = logits.data();
-      kernels::sparse_attention(sa);
-      // Values carry rotated rope dims; rotating the output back makes them relative (§4.4.8).
-      for (int h = 0; h < hpi; ++h) a.rope->apply(sa.out + h * Dh, Dh, t, /*inverse=*/true);
+      while (item >= first_item[s + 1]) ++s;
+      const int64_t k = item - first_item[s];
+      attend_row(a, a.segments[s], lists[s], q, k / head_split, (k % head_split) * hpi, hpi, &logits, o);
     }
   });
 }
@@ -264,7 +277,7 @@ void attention_forward(const AttentionArgs& a) {
   Scratch<float> o(size_t(a.n * c.n_heads * c.head_dim));
   {
     PhaseTimer timer(Phase::kSparseAttention);
-    for (int s = 0; s < a.n_segments; ++s) attend_segment(a, a.segments[s], q, kv, selected, o.data());
+    attend_segments(a, q, kv, selected, o.data());
   }
   {
     PhaseTimer timer(Phase::kAttnProjection);
