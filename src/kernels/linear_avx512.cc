@@ -54,6 +54,10 @@ constexpr int64_t kSpan = 16;    // groups per span of FP4's many-rows path (see
 constexpr int64_t kBf16DirectRows = 12;  // BF16 (the head): x rows up to which the 2×8 register tiles beat 4×4
 constexpr int64_t kFewRows = 8;      // x rows up to which FP8 decodes in registers (fp8_few_rows)
 constexpr int64_t kFp8RowsMin = 12;  // BF16 x rows from which FP8 takes linear_fp8_rows_avx512 (even at 8)
+// x rows per chunk of their preparation (a few µs a row): a batch of decode steps or a verify
+// forward prepares its rows without a thread-pool region of its own (a wake-up and a barrier
+// per product cost more than the work).
+constexpr int64_t kPrepGrain = 16;
 
 // Scratch row stride (BF16 values): K plus two lines, so that the rows' stores of one group do
 // not all share an address modulo 4 KB with each other and with the weight loads that follow
@@ -437,7 +441,7 @@ bool linear_rows_avx512(const Linear& w, int64_t row0, int64_t n_out, const floa
         ex[r] = prep_row_x(x + r * w.in, w.in, order, quant, reinterpret_cast<uint16_t*>(p), reinterpret_cast<float*>(p));
         if (ranges) exponent_range(x + r * w.in, w.in, er + 2 * r, er + 2 * r + 1);
       }
-    }, 4);
+    }, kPrepGrain);
     c.xprep = xp;
     c.exact = ex;
     for (int64_t r = 0; r < rows; ++r) c.any_f32 |= ex[r] == 0;

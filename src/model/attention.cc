@@ -60,32 +60,39 @@ Scratch<float> kv_path(const AttentionArgs& a, const Scratch<int64_t>& pos) {
   return kv;
 }
 
+// wo_a's group g on every row: z's columns [g·R, (g+1)·R) from the group's heads of o. Several
+// rows are gathered into one call ([n, group_in] → [n, R]), so the group's weights are read once.
+void wo_a_group(const AttentionArgs& a, const float* o, int64_t g, float* z, ThreadPool* pool) {
+  const ModelConfig& c = *a.config;
+  const int64_t group_in = c.n_heads / c.o_groups * c.head_dim, R = c.o_lora_rank, G = c.o_groups;
+  if (a.n == 1) return kernels::linear_rows(a.weights->wo_a, g * R, R, o + g * group_in, 1, z + g * R, pool);
+  ArenaScope scope;
+  Scratch<float> og(size_t(a.n * group_in)), zg(size_t(a.n * R));
+  for (int64_t i = 0; i < a.n; ++i)
+    std::copy(o + (i * G + g) * group_in, o + (i * G + g + 1) * group_in, og.begin() + i * group_in);
+  kernels::linear_rows(a.weights->wo_a, g * R, R, og.data(), a.n, zg.data(), pool);
+  for (int64_t i = 0; i < a.n; ++i) std::copy(zg.begin() + i * R, zg.begin() + (i + 1) * R, z + (i * G + g) * R);
+}
+
+// Rows up to which wo_a's groups are shared out whole, one thread-pool region for all of them.
+constexpr int64_t kGroupsInOneRegionRows = 8;
+
 // o [n, H·Dh] → wo_b(wo_a grouped(o)) [n, dim]. Group g maps heads [g·H/G, (g+1)·H/G) through
 // wo_a rows [g·R, (g+1)·R); wo_a takes unquantized input (the reference dequantizes it to BF16).
 void output_projection(const AttentionArgs& a, const float* o) {
   const ModelConfig& c = *a.config;
-  const int64_t group_in = c.n_heads / c.o_groups * c.head_dim, R = c.o_lora_rank;
-  Scratch<float> z(size_t(a.n * c.o_groups * R));
-  if (a.n == 1 && a.pool && a.pool->size() > 1 && c.o_groups >= a.pool->size()) {
-    // One token: the groups' calls (the same calls, so the same bits) shared out in one
-    // thread-pool region instead of a region each — o_groups − 1 fewer per layer at decode
-    // (at least a group per thread).
+  Scratch<float> z(size_t(a.n * c.o_groups * c.o_lora_rank));
+  if (a.n <= kGroupsInOneRegionRows && a.pool && a.pool->size() > 1 && c.o_groups >= a.pool->size()) {
+    // A decode step, a batch of them or a verify forward: the groups' calls (the same calls, so
+    // the same bits) shared out in one region instead of a region each — o_groups − 1 fewer
+    // per layer (at least a group per thread).
     parallel_for(a.pool, c.o_groups, [&](int64_t b, int64_t e) {
-      for (int64_t g = b; g < e; ++g)
-        kernels::linear_rows(a.weights->wo_a, g * R, R, o + g * group_in, 1, z.data() + g * R, nullptr);
+      for (int64_t g = b; g < e; ++g) wo_a_group(a, o, g, z.data(), nullptr);
     });
   } else {
-    // One call per group over all rows (its weights read once): gather [n, group_in], scatter [n, R].
-    Scratch<float> og(size_t(a.n * group_in)), zg(size_t(a.n * R));
-    for (int g = 0; g < c.o_groups; ++g) {
-      for (int64_t i = 0; i < a.n; ++i)
-        std::copy(o + (i * c.o_groups + g) * group_in, o + (i * c.o_groups + g + 1) * group_in, og.begin() + i * group_in);
-      kernels::linear_rows(a.weights->wo_a, g * R, R, og.data(), a.n, zg.data(), a.pool);
-      for (int64_t i = 0; i < a.n; ++i)
-        std::copy(zg.begin() + i * R, zg.begin() + (i + 1) * R, z.begin() + (i * c.o_groups + g) * R);
-    }
+    for (int64_t g = 0; g < c.o_groups; ++g) wo_a_group(a, o, g, z.data(), a.pool);
   }
-  Scratch<float> zq = gemm_input(z.data(), a.n, c.o_groups * R, a.numerics);
+  Scratch<float> zq = gemm_input(z.data(), a.n, c.o_groups * c.o_lora_rank, a.numerics);
   kernels::linear(a.weights->wo_b, zq.data(), a.n, a.out, a.pool);
 }
 
