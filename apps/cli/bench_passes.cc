@@ -98,13 +98,16 @@ template <class Step>
 BatchSample timed_steps(const Model& m, const StepBytes& sb, int steps, Step step) {
   std::vector<double> dt;
   start_profile();
+  const double c0 = cpu_s();
   for (int i = 0; i < steps; ++i) {
     const double a = now_s();
     step(i);
     dt.push_back(now_s() - a);
   }
+  const double cpu = cpu_s() - c0;
   BatchSample b;
   b.phases = stop_profile(steps);
+  b.phases.cpu_s = cpu / steps;
   b.step_s = median_of(dt);
   fill_bytes(m, sb, steps, &b);
   return b;
@@ -218,6 +221,9 @@ nlohmann::ordered_json step_phases_json(const std::vector<std::vector<BatchSampl
   }
   phases["pool_regions"] = median_over(reps.size(), [&](size_t r) { return reps[r][k].phases.regions; });
   phases["pool_wait_ms"] = 1e3 * median_over(reps.size(), [&](size_t r) { return reps[r][k].phases.wait_s; });
+  // All threads' CPU time per step: on a machine shared with other work, the cost that wall
+  // time hides (one thread: the compute alone).
+  phases["cpu_ms"] = 1e3 * median_over(reps.size(), [&](size_t r) { return reps[r][k].phases.cpu_s; });
   return phases;
 }
 

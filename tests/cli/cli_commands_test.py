@@ -566,7 +566,8 @@ def check_step_phases(r, one, what):
     attn = ph.get("attention projections", {}).get("mb", 0)
     check(abs(experts_mb * 1e6 - read) <= 1e-6 * read + 1 and attn > 0
           and abs(attn - ph1.get("attention projections", {}).get("mb", 0)) <= 1e-6 * attn
-          and ph.get("pool_regions", -1) >= 0 and ph.get("pool_wait_ms", -1) >= 0, f"{what}: {ph}")
+          and ph.get("pool_regions", -1) >= 0 and ph.get("pool_wait_ms", -1) >= 0 and ph.get("cpu_ms", 0) > 0,
+          f"{what}: {ph}")
 
 
 def test_bench_passes(tmp, m):
