@@ -53,7 +53,7 @@ constexpr int64_t kBlockBytes = 512 << 10;  // prepared x bytes per cache block 
 constexpr int64_t kSpan = 16;    // groups per span of FP4's many-rows path (see tile_over_x)
 constexpr int64_t kBf16DirectRows = 12;  // BF16 (the head): x rows up to which the 2×8 register tiles beat 4×4
 constexpr int64_t kFewRows = 8;      // x rows up to which FP8 decodes in registers (fp8_few_rows)
-constexpr int64_t kFp8RowsMin = 8;  // BF16 x rows from which FP8 takes linear_fp8_rows_avx512 (4-7: fp8_pairs)
+constexpr int64_t kFp8RowsMin = 12;  // BF16 x rows from which FP8 takes linear_fp8_rows_avx512 (4-8: fp8_pairs)
 // x rows per chunk of their preparation (a few µs a row): a batch of decode steps or a verify
 // forward prepares its rows without a thread-pool region of its own (a wake-up and a barrier
 // per product cost more than the work).
@@ -224,13 +224,13 @@ void fp8_few_rows_as(const Call& c, int64_t r0, int nw, int64_t n, int64_t x0, i
     else fp8_quad_direct<1>(c, rows, nq, x3, x1, n + 4 * k);
   }
 }
-// FP8 (kBlock) for kPairRowsMin..kFp8RowsMin - 1 x rows, all BF16-exact: tile_fp8_two_rows over the weight
+// FP8 (kBlock) for kPairRowsMin..kFewRows x rows, all BF16-exact: tile_fp8_two_rows over the weight
 // rows in pairs; false where it does not apply (the rows take fp8_few_rows_as).
 constexpr int64_t kPairRowsMin = 4;  // 3 rows: a third of a 2×4 tile would be padding
 bool fp8_pairs(const Call& c, int64_t r0, int nw, int64_t n, int64_t x0, int64_t x1, const uint8_t* const* srow,
                const __m512i* lut) {
   const int m = int(x1 - x0);
-  if (c.whole_k || m < kPairRowsMin || m > 8) return false;
+  if (c.whole_k || m < kPairRowsMin || m > kFewRows) return false;
   for (int64_t r = x0; r < x1; ++r)
     if (!c.exact[r]) return false;
   const int rt = (m + 1) & ~1;  // odd counts: a padding row (the last again), its sums dropped

@@ -191,7 +191,7 @@ __attribute__((noinline)) void tile(const Rows& rows, int nw, const typename P::
   }
 }
 
-// FP8 (kBlock) for 4–7 BF16-exact x rows (concurrent sequences, verify): two weight rows at a
+// FP8 (kBlock) for 4–8 BF16-exact x rows (concurrent sequences, verify): two weight rows at a
 // time, each half-group decoded once in registers and used by all RT x rows, x read from L1 as
 // the dot product's memory operand. tile() holds a group's x registers across its weight rows,
 // so past 3 rows it had to re-decode each quad of weight rows once per 3 x rows (8 rows: every

@@ -222,10 +222,10 @@ TEST(LinearFp8ManyRows, SameBitsAsFewRows) {
 }
 
 // FP8 with 3–9 x rows, all BF16-exact (several sequences' decode steps, a verify forward): the
-// kernels that decode each weight pair once for every x row (4–7) or take 16 weight rows per
-// register (8+) must give each pair the bits of the one- and two-row paths — odd row counts (a
-// padding row), weight pairs that straddle a 128-row scale block, a lone last weight row, a
-// subnormal block scale.
+// kernel that decodes each weight pair once for every x row (4–8 rows) must give each pair the
+// bits of the one- and two-row paths — odd row counts (a padding row), weight pairs that straddle
+// a 128-row scale block, a lone last weight row, a subnormal block scale; 3 and 9 rows, the paths
+// on either side.
 TEST(LinearFp8FewRows, SameBitsAsOneRow) {
   const Isa saved = active_isa();
   const int64_t out = 261, in = 512;
