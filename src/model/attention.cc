@@ -200,35 +200,40 @@ void attend_row(const AttentionArgs& a, const Segment& seg, const KeyLists& L, c
   for (int h = 0; h < hpi; ++h) a.rope->apply(sa.out + h * Dh, Dh, t, /*inverse=*/true);
 }
 
-// Attention of every sequence's rows over its window and compressed keys, all in one
-// thread-pool region: several sequences decoding together took a region (a wake-up and a
-// barrier) per sequence. Work items are (row, group of heads): heads are independent, so a
-// decode step's single row still spreads over every thread; with many rows each item is a
-// whole row.
-void attend_segments(const AttentionArgs& a, const Scratch<float>& q, const Scratch<float>& kv,
+// Attention of segments [s0, s1)'s rows over their windows and compressed keys, all in one
+// thread-pool region. Work items are (row, group of heads): heads are independent, so a decode
+// step's single row still spreads over every thread; with many rows each item is a whole row.
+void attend_segments(const AttentionArgs& a, int s0, int s1, const Scratch<float>& q, const Scratch<float>& kv,
                      const Selection& selected, float* o) {
   const ModelConfig& c = *a.config;
   Scratch<KeyLists> lists;
-  for (int s = 0; s < a.n_segments; ++s) lists.push_back(key_lists(a, a.segments[s], kv, selected));
+  Scratch<int64_t> first_item(1, 0);
+  for (int s = s0; s < s1; ++s) lists.push_back(key_lists(a, a.segments[s], kv, selected));
+  int64_t rows = 0;
+  for (int s = s0; s < s1; ++s) rows += a.segments[s].n;
   const int threads = a.pool ? a.pool->size() : 1;
   // Groups keep multiples of 4 heads: the SIMD kernel's unit (its per-head results do not
   // depend on the group), so splitting never changes a result.
   int head_split = 1;
-  while (a.n * head_split < 2 * threads && c.n_heads % (head_split * 8) == 0) head_split *= 2;
+  while (rows * head_split < 2 * threads && c.n_heads % (head_split * 8) == 0) head_split *= 2;
   const int hpi = c.n_heads / head_split;  // heads per item
-  Scratch<int64_t> first_item(size_t(a.n_segments) + 1, 0);
-  for (int s = 0; s < a.n_segments; ++s) first_item[size_t(s) + 1] = first_item[size_t(s)] + a.segments[s].n * head_split;
+  for (int s = s0; s < s1; ++s) first_item.push_back(first_item.back() + a.segments[s].n * head_split);
   parallel_for(a.pool, first_item.back(), [&](int64_t b, int64_t e) {
     ArenaScope scope;
     Scratch<float> logits;
-    size_t s = size_t(std::upper_bound(first_item.begin(), first_item.end(), b) - first_item.begin()) - 1;
+    size_t k = size_t(std::upper_bound(first_item.begin(), first_item.end(), b) - first_item.begin()) - 1;
     for (int64_t item = b; item < e; ++item) {
-      while (item >= first_item[s + 1]) ++s;
-      const int64_t k = item - first_item[s];
-      attend_row(a, a.segments[s], lists[s], q, k / head_split, (k % head_split) * hpi, hpi, &logits, o);
+      while (item >= first_item[k + 1]) ++k;
+      const int64_t j = item - first_item[k];
+      attend_row(a, a.segments[s0 + int(k)], lists[k], q, j / head_split, (j % head_split) * hpi, hpi, &logits, o);
     }
   });
 }
+
+// Rows up to which all sequences attend in one region (a batch of decode steps: it took a
+// region — a wake-up and a barrier — per sequence); longer calls (prompts) go a sequence at a
+// time, so that only one sequence's decoded keys are held at once.
+constexpr int64_t kSequencesInOneRegionRows = 8;
 
 // Only after attention may a ring take the new tokens: earlier queries read the slots they replace.
 void write_window(const ModelConfig& c, const Segment& seg, const Scratch<float>& kv) {
@@ -284,7 +289,11 @@ void attention_forward(const AttentionArgs& a) {
   Scratch<float> o(size_t(a.n * c.n_heads * c.head_dim));
   {
     PhaseTimer timer(Phase::kSparseAttention);
-    attend_segments(a, q, kv, selected, o.data());
+    if (a.n <= kSequencesInOneRegionRows) {
+      attend_segments(a, 0, a.n_segments, q, kv, selected, o.data());
+    } else {
+      for (int s = 0; s < a.n_segments; ++s) attend_segments(a, s, s + 1, q, kv, selected, o.data());
+    }
   }
   {
     PhaseTimer timer(Phase::kAttnProjection);
