@@ -173,11 +173,12 @@ void BM_LinearTiledCached(benchmark::State& state, kernels::Isa isa) {
   }
   kernels::set_isa(isa);
   const Matrix& m = tiled_fp4_cached();
-  const std::vector<float> x = make_x(1, m.lin.in, true);
-  std::vector<float> y(size_t(m.lin.out));
+  const int64_t rows = state.range(0);
+  const std::vector<float> x = make_x(rows, m.lin.in, true);
+  std::vector<float> y(size_t(rows * m.lin.out));
   ThreadPool* pool = ThreadPool::shared();
   for (auto _ : state) {
-    kernels::linear(m.lin, x.data(), 1, y.data(), pool);
+    kernels::linear(m.lin, x.data(), rows, y.data(), pool);
     benchmark::DoNotOptimize(y.data());
   }
   state.counters["GBps"] = benchmark::Counter(double(m.weight.size() + m.scale.size()) * double(state.iterations()) / 1e9,
@@ -327,6 +328,9 @@ void register_all() {
       benchmark::RegisterBenchmark(("LinearCached/" + std::string(format_name(f)) + "/" + isa_s).c_str(),
                                    [f, isa](benchmark::State& s) { BM_Linear(s, f, isa, true); })
           ->Arg(1)
+          ->Arg(2)
+          ->Arg(4)
+          ->Arg(8)  // concurrent sequences, verify: the per-row compute cost without DRAM
           ->UseRealTime();
       // Scalar prefill shapes take minutes; its decode shape is the speed-up baseline.
       if (isa == Isa::kScalar) b->Arg(1);
@@ -347,6 +351,9 @@ void register_all() {
       benchmark::RegisterBenchmark(("LinearCached/fp4-tiled/" + isa_s).c_str(),
                                    [isa](benchmark::State& s) { BM_LinearTiledCached(s, isa); })
           ->Arg(1)
+          ->Arg(2)
+          ->Arg(4)
+          ->Arg(8)
           ->UseRealTime();
     if (isa != Isa::kScalar)
       for (bool tiled : {false, true})

@@ -98,13 +98,16 @@ template <class Step>
 BatchSample timed_steps(const Model& m, const StepBytes& sb, int steps, Step step) {
   std::vector<double> dt;
   start_profile();
+  const double c0 = cpu_s();
   for (int i = 0; i < steps; ++i) {
     const double a = now_s();
     step(i);
     dt.push_back(now_s() - a);
   }
-  stop_profile(steps);
+  const double cpu = cpu_s() - c0;
   BatchSample b;
+  b.phases = stop_profile(steps);
+  b.phases.cpu_s = cpu / steps;
   b.step_s = median_of(dt);
   fill_bytes(m, sb, steps, &b);
   return b;
@@ -204,6 +207,28 @@ void print_profile(const std::vector<PhaseSample>& reps, const std::vector<doubl
               j["cpu_ms_per_token"].get<double>());
 }
 
+namespace {
+
+// A batch or verify step by phase (medians over repetitions): ms and MB per step; the phases
+// that took no time are left out.
+nlohmann::ordered_json step_phases_json(const std::vector<std::vector<BatchSample>>& reps, size_t k) {
+  nlohmann::ordered_json phases = nlohmann::ordered_json::object();
+  for (int p = 0; p < int(Phase::kCount); ++p) {
+    const double ms = 1e3 * median_over(reps.size(), [&](size_t r) { return reps[r][k].phases.s[p]; });
+    if (ms <= 0) continue;
+    phases[phase_name(Phase(p))] = {
+        {"ms", ms}, {"mb", 1e-6 * median_over(reps.size(), [&](size_t r) { return reps[r][k].phases.bytes[p]; })}};
+  }
+  phases["pool_regions"] = median_over(reps.size(), [&](size_t r) { return reps[r][k].phases.regions; });
+  phases["pool_wait_ms"] = 1e3 * median_over(reps.size(), [&](size_t r) { return reps[r][k].phases.wait_s; });
+  // All threads' CPU time per step: on a machine shared with other work, the cost that wall
+  // time hides (one thread: the compute alone).
+  phases["cpu_ms"] = 1e3 * median_over(reps.size(), [&](size_t r) { return reps[r][k].phases.cpu_s; });
+  return phases;
+}
+
+}  // namespace
+
 nlohmann::ordered_json batch_json(const std::vector<int>& ns, const std::vector<std::vector<BatchSample>>& reps,
                                   const std::vector<double>& bws) {
   nlohmann::ordered_json rows = nlohmann::ordered_json::array();
@@ -221,6 +246,7 @@ nlohmann::ordered_json batch_json(const std::vector<int>& ns, const std::vector<
     j["kv_bytes_per_step"] = med([](const BatchSample& b, double) { return b.kv_bytes; });
     j["bound_tokens_per_s"] = med([&](const BatchSample& b, double bw) { return n * bw * 1e9 / b.union_bytes; });
     j["bound_fraction"] = med([&](const BatchSample& b, double bw) { return (n / b.step_s) / (n * bw * 1e9 / b.union_bytes); });
+    j["phases"] = step_phases_json(reps, k);
     rows.push_back(j);
   }
   return rows;
@@ -251,6 +277,7 @@ nlohmann::ordered_json verify_json(const std::vector<int>& ks, const std::vector
     j["experts"] = med([](const BatchSample& b, const BatchSample&) { return b.experts; });
     j["expert_bytes_read"] = med([](const BatchSample& b, const BatchSample&) { return b.expert_read_bytes; });
     j["expert_union_bytes"] = med([](const BatchSample& b, const BatchSample&) { return b.expert_union_bytes; });
+    j["phases"] = step_phases_json(reps, k);
     rows.push_back(j);
   }
   return rows;

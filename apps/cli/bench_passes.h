@@ -53,6 +53,7 @@ struct BatchSample {
   double union_bytes = 0;         // per step: dense weights + distinct experts + KV read
   double experts = 0;             // distinct routed experts per step (all layers)
   double kv_bytes = 0;
+  PhaseSample phases;             // the same steps by phase (per step; wall_s unset)
 };
 BatchSample measure_batch(const Model& m, int sequences, int64_t context, int steps, const TokenSource& tokens,
                           const StepBytes& sb);

@@ -53,7 +53,11 @@ constexpr int64_t kBlockBytes = 512 << 10;  // prepared x bytes per cache block 
 constexpr int64_t kSpan = 16;    // groups per span of FP4's many-rows path (see tile_over_x)
 constexpr int64_t kBf16DirectRows = 12;  // BF16 (the head): x rows up to which the 2×8 register tiles beat 4×4
 constexpr int64_t kFewRows = 8;      // x rows up to which FP8 decodes in registers (fp8_few_rows)
-constexpr int64_t kFp8RowsMin = 12;  // BF16 x rows from which FP8 takes linear_fp8_rows_avx512 (even at 8)
+constexpr int64_t kFp8RowsMin = 12;  // BF16 x rows from which FP8 takes linear_fp8_rows_avx512 (4-8: fp8_pairs)
+// x rows per chunk of their preparation (a few µs a row): a batch of decode steps or a verify
+// forward prepares its rows without a thread-pool region of its own (a wake-up and a barrier
+// per product cost more than the work).
+constexpr int64_t kPrepGrain = 16;
 
 // Scratch row stride (BF16 values): K plus two lines, so that the rows' stores of one group do
 // not all share an address modulo 4 KB with each other and with the weight loads that follow
@@ -220,8 +224,43 @@ void fp8_few_rows_as(const Call& c, int64_t r0, int nw, int64_t n, int64_t x0, i
     else fp8_quad_direct<1>(c, rows, nq, x3, x1, n + 4 * k);
   }
 }
+// FP8 (kBlock) for kPairRowsMin..kFewRows x rows, all BF16-exact: tile_fp8_two_rows over the weight
+// rows in pairs; false where it does not apply (the rows take fp8_few_rows_as).
+constexpr int64_t kPairRowsMin = 4;  // 3 rows: a third of a 2×4 tile would be padding
+bool fp8_pairs(const Call& c, int64_t r0, int nw, int64_t n, int64_t x0, int64_t x1, const uint8_t* const* srow,
+               const __m512i* lut) {
+  const int m = int(x1 - x0);
+  if (c.whole_k || m < kPairRowsMin || m > kFewRows) return false;
+  for (int64_t r = x0; r < x1; ++r)
+    if (!c.exact[r]) return false;
+  const int rt = (m + 1) & ~1;  // odd counts: a padding row (the last again), its sums dropped
+  const uint16_t* xr[8];
+  float* out[8];
+  float dropped[2];
+  for (int j = 0; j < rt; ++j) {
+    const int64_t r = x0 + std::min(j, m - 1);
+    xr[j] = reinterpret_cast<const uint16_t*>(c.xprep + r * c.K * 4);
+    out[j] = j < m ? c.y + r * c.n_out + n : dropped;
+  }
+  const Linear& w = *c.w;
+  for (int k = 0; 2 * k < nw; ++k) {
+    const int j1 = std::min(2 * k + 1, nw - 1);  // a lone last row twice, its second sums dropped
+    const uint8_t* wrow[2] = {w.weight + (r0 + 2 * k) * c.K, w.weight + (r0 + j1) * c.K};
+    const uint8_t* s[2] = {srow[2 * k], srow[j1]};
+    float* o[8];
+    for (int j = 0; j < rt; ++j) o[j] = out[j] == dropped ? dropped : out[j] + 2 * k;
+    const int64_t ahead = 4 * kRowsW * c.K;
+    const int nw2 = std::min(2, nw - 2 * k);
+    if (rt == 4) tile_fp8_two_rows<4>(wrow, s, lut, ahead, xr, c.G, o, nw2);
+    else if (rt == 6) tile_fp8_two_rows<6>(wrow, s, lut, ahead, xr, c.G, o, nw2);
+    else tile_fp8_two_rows<8>(wrow, s, lut, ahead, xr, c.G, o, nw2);
+  }
+  return true;
+}
+
 void fp8_few_rows(const Call& c, int64_t r0, int nw, int64_t n, int64_t x0, int64_t x1, const uint8_t* const* srow,
                   const __m512i* lut) {
+  if (fp8_pairs(c, r0, nw, n, x0, x1, srow, lut)) return;
   if (c.whole_k) fp8_few_rows_as<Fp8FoldedRows>(c, r0, nw, n, x0, x1, srow, lut);
   else fp8_few_rows_as<Fp8Rows>(c, r0, nw, n, x0, x1, srow, lut);
 }
@@ -402,7 +441,7 @@ bool linear_rows_avx512(const Linear& w, int64_t row0, int64_t n_out, const floa
         ex[r] = prep_row_x(x + r * w.in, w.in, order, quant, reinterpret_cast<uint16_t*>(p), reinterpret_cast<float*>(p));
         if (ranges) exponent_range(x + r * w.in, w.in, er + 2 * r, er + 2 * r + 1);
       }
-    }, 4);
+    }, kPrepGrain);
     c.xprep = xp;
     c.exact = ex;
     for (int64_t r = 0; r < rows; ++r) c.any_f32 |= ex[r] == 0;

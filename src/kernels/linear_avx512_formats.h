@@ -149,17 +149,20 @@ inline __m512 dp_pair(__m512 acc, __m512i w, const uint32_t* x) {
   return acc;
 }
 
+// 64 E4M3 bytes as 2 registers of 32 BF16 slots (half of a group: slot registers 2h, 2h + 1).
+inline void decode_fp8_half(const uint8_t* p, const __m512i lut[4], __m512i w[2]) {
+  const __m512i sign = _mm512_set1_epi8(char(0x80));
+  const __m512i v = _mm512_loadu_si512(p);
+  const __m512i lo = _mm512_permutex2var_epi8(lut[0], v, lut[1]);
+  __m512i hi = _mm512_permutex2var_epi8(lut[2], v, lut[3]);
+  hi = _mm512_ternarylogic_epi32(hi, v, sign, 0xF8);  // hi | (v & 0x80)
+  w[0] = _mm512_unpacklo_epi8(lo, hi);
+  w[1] = _mm512_unpackhi_epi8(lo, hi);
+}
 // One 128-column group of one weight row as 4 registers of 32 BF16 slots.
 inline void decode_fp8_group(const uint8_t* p, const __m512i lut[4], __m512i w[4]) {
-  const __m512i sign = _mm512_set1_epi8(char(0x80));
-  for (int h = 0; h < 2; ++h) {
-    const __m512i v = _mm512_loadu_si512(p + 64 * h);
-    const __m512i lo = _mm512_permutex2var_epi8(lut[0], v, lut[1]);
-    __m512i hi = _mm512_permutex2var_epi8(lut[2], v, lut[3]);
-    hi = _mm512_ternarylogic_epi32(hi, v, sign, 0xF8);  // hi | (v & 0x80)
-    w[2 * h] = _mm512_unpacklo_epi8(lo, hi);
-    w[2 * h + 1] = _mm512_unpackhi_epi8(lo, hi);
-  }
+  decode_fp8_half(p, lut, w);
+  decode_fp8_half(p + 64, lut, w + 2);
 }
 
 // Each 16-bit word of the 64 bytes holds 4 codes; vpermw looks up the word's low 5 bits in a

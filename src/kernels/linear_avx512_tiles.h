@@ -191,6 +191,48 @@ __attribute__((noinline)) void tile(const Rows& rows, int nw, const typename P::
   }
 }
 
+// FP8 (kBlock) for 4–8 BF16-exact x rows (concurrent sequences, verify): two weight rows at a
+// time, each half-group decoded once in registers and used by all RT x rows, x read from L1 as
+// the dot product's memory operand. tile() holds a group's x registers across its weight rows,
+// so past 3 rows it had to re-decode each quad of weight rows once per 3 x rows (8 rows: every
+// weight decoded 3 times). The 2·RT pairs (i·RT + r) fill one accumulator's lanes and see
+// tile()'s operations in tile()'s order: the same bits.
+template <int RT>
+__attribute__((noinline)) void tile_fp8_two_rows(const uint8_t* const* wrow, const uint8_t* const* srow,
+                                                 const __m512i* table, int64_t ahead, const uint16_t* const* xr,
+                                                 int64_t G, float* const* out, int nw) {
+  constexpr int NW = 2, NP = RT * NW, NZ = NP / 4;
+  static_assert(NP % 4 == 0 && NP <= 16);
+  __m512i lut[4];
+  for (int q = 0; q < 4; ++q) lut[q] = table[q];
+  __m512 acc = _mm512_setzero_ps();
+  for (int64_t g = 0; g < G; ++g) {
+    __m512 part[NP];
+    for (int p = 0; p < NP; ++p) part[p] = _mm512_setzero_ps();
+    for (int h = 0; h < 2; ++h) {
+      __m512i w[NW][2];
+      for (int i = 0; i < NW; ++i) {
+        const uint8_t* p = wrow[i] + g * kGroup + 64 * h;
+        _mm_prefetch(reinterpret_cast<const char*>(p + ahead), _MM_HINT_T1);
+        decode_fp8_half(p, lut, w[i]);
+      }
+      for (int qq = 0; qq < 2; ++qq)
+        for (int i = 0; i < NW; ++i)
+          for (int r = 0; r < RT; ++r)
+            part[i * RT + r] = Bf16Product::step(part[i * RT + r], Bf16Product::load(xr[r] + g * kGroup + 32 * (2 * h + qq)),
+                                                 w[i][qq]);
+    }
+    __m512 z[4];
+    for (int c = 0; c < NZ; ++c) z[c] = sum_in_lanes4(part[4 * c], part[4 * c + 1], part[4 * c + 2], part[4 * c + 3]);
+    for (int c = NZ; c < 4; ++c) z[c] = _mm512_setzero_ps();
+    acc = _mm512_fmadd_ps(sum_across_lanes4(z[0], z[1], z[2], z[3]), fp8_row_scales<RT, NW>(srow, g), acc);
+  }
+  alignas(64) float lanes[16];
+  _mm512_store_ps(lanes, acc);
+  for (int r = 0; r < RT; ++r)
+    for (int i = 0; i < nw; ++i) out[r][i] = lanes[i * RT + r];
+}
+
 // tile() for scratch rows with scales folded in (kFolded FP4, kWholeK FP8), looping over a
 // group's column steps outside its weight rows: one weight and RT x registers live at a time
 // instead of a group's 4 + 4·RT, which leaves room for 4×4 tiles of whole-K sums and for F32 x

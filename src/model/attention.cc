@@ -60,32 +60,39 @@ Scratch<float> kv_path(const AttentionArgs& a, const Scratch<int64_t>& pos) {
   return kv;
 }
 
+// wo_a's group g on every row: z's columns [g·R, (g+1)·R) from the group's heads of o. Several
+// rows are gathered into one call ([n, group_in] → [n, R]), so the group's weights are read once.
+void wo_a_group(const AttentionArgs& a, const float* o, int64_t g, float* z, ThreadPool* pool) {
+  const ModelConfig& c = *a.config;
+  const int64_t group_in = c.n_heads / c.o_groups * c.head_dim, R = c.o_lora_rank, G = c.o_groups;
+  if (a.n == 1) return kernels::linear_rows(a.weights->wo_a, g * R, R, o + g * group_in, 1, z + g * R, pool);
+  ArenaScope scope;
+  Scratch<float> og(size_t(a.n * group_in)), zg(size_t(a.n * R));
+  for (int64_t i = 0; i < a.n; ++i)
+    std::copy(o + (i * G + g) * group_in, o + (i * G + g + 1) * group_in, og.begin() + i * group_in);
+  kernels::linear_rows(a.weights->wo_a, g * R, R, og.data(), a.n, zg.data(), pool);
+  for (int64_t i = 0; i < a.n; ++i) std::copy(zg.begin() + i * R, zg.begin() + (i + 1) * R, z + (i * G + g) * R);
+}
+
+// Rows up to which wo_a's groups are shared out whole, one thread-pool region for all of them.
+constexpr int64_t kGroupsInOneRegionRows = 8;
+
 // o [n, H·Dh] → wo_b(wo_a grouped(o)) [n, dim]. Group g maps heads [g·H/G, (g+1)·H/G) through
 // wo_a rows [g·R, (g+1)·R); wo_a takes unquantized input (the reference dequantizes it to BF16).
 void output_projection(const AttentionArgs& a, const float* o) {
   const ModelConfig& c = *a.config;
-  const int64_t group_in = c.n_heads / c.o_groups * c.head_dim, R = c.o_lora_rank;
-  Scratch<float> z(size_t(a.n * c.o_groups * R));
-  if (a.n == 1 && a.pool && a.pool->size() > 1 && c.o_groups >= a.pool->size()) {
-    // One token: the groups' calls (the same calls, so the same bits) shared out in one
-    // thread-pool region instead of a region each — o_groups − 1 fewer per layer at decode
-    // (at least a group per thread).
+  Scratch<float> z(size_t(a.n * c.o_groups * c.o_lora_rank));
+  if (a.n <= kGroupsInOneRegionRows && a.pool && a.pool->size() > 1 && c.o_groups >= a.pool->size()) {
+    // A decode step, a batch of them or a verify forward: the groups' calls (the same calls, so
+    // the same bits) shared out in one region instead of a region each — o_groups − 1 fewer
+    // per layer (at least a group per thread).
     parallel_for(a.pool, c.o_groups, [&](int64_t b, int64_t e) {
-      for (int64_t g = b; g < e; ++g)
-        kernels::linear_rows(a.weights->wo_a, g * R, R, o + g * group_in, 1, z.data() + g * R, nullptr);
+      for (int64_t g = b; g < e; ++g) wo_a_group(a, o, g, z.data(), nullptr);
     });
   } else {
-    // One call per group over all rows (its weights read once): gather [n, group_in], scatter [n, R].
-    Scratch<float> og(size_t(a.n * group_in)), zg(size_t(a.n * R));
-    for (int g = 0; g < c.o_groups; ++g) {
-      for (int64_t i = 0; i < a.n; ++i)
-        std::copy(o + (i * c.o_groups + g) * group_in, o + (i * c.o_groups + g + 1) * group_in, og.begin() + i * group_in);
-      kernels::linear_rows(a.weights->wo_a, g * R, R, og.data(), a.n, zg.data(), a.pool);
-      for (int64_t i = 0; i < a.n; ++i)
-        std::copy(zg.begin() + i * R, zg.begin() + (i + 1) * R, z.begin() + (i * c.o_groups + g) * R);
-    }
+    for (int64_t g = 0; g < c.o_groups; ++g) wo_a_group(a, o, g, z.data(), a.pool);
   }
-  Scratch<float> zq = gemm_input(z.data(), a.n, c.o_groups * R, a.numerics);
+  Scratch<float> zq = gemm_input(z.data(), a.n, c.o_groups * c.o_lora_rank, a.numerics);
   kernels::linear(a.weights->wo_b, zq.data(), a.n, a.out, a.pool);
 }
 
@@ -170,45 +177,63 @@ KeyLists key_lists(const AttentionArgs& a, const Segment& seg, const Scratch<flo
   return L;
 }
 
-// Attention of one sequence's rows over its window and compressed keys.
-void attend_segment(const AttentionArgs& a, const Segment& seg, const Scratch<float>& q, const Scratch<float>& kv,
-                    const Selection& selected, float* o) {
+// Row r of `seg` attending over its keys L, for heads [h0, h0 + hpi).
+void attend_row(const AttentionArgs& a, const Segment& seg, const KeyLists& L, const Scratch<float>& q, int64_t r,
+                int64_t h0, int hpi, Scratch<float>* logits, float* o) {
   const ModelConfig& c = *a.config;
-  const AttentionWeights& w = *a.weights;
   const int64_t Dh = c.head_dim;
-  const KeyLists L = key_lists(a, seg, kv, selected);
-  // Work items are (row, group of heads): heads are independent, so a decode step's single row
-  // still spreads over every thread; with many rows each item is a whole row.
+  const int64_t i = seg.row0 + r, t = seg.start_pos + r;
+  const int64_t n_kv = L.first[size_t(r + 1)] - L.first[size_t(r)];
+  logits->resize(size_t(n_kv * hpi));
+  kernels::SparseAttentionArgs sa;
+  sa.q = q.data() + (i * c.n_heads + h0) * Dh;
+  sa.kv = L.keys.data() + L.first[size_t(r)];
+  sa.n_kv = n_kv;
+  sa.sink = a.weights->attn_sink.data() + h0;
+  sa.n_heads = hpi;
+  sa.head_dim = Dh;
+  sa.softmax_scale = 1.0f / std::sqrt(float(Dh));
+  sa.out = o + (i * c.n_heads + h0) * Dh;
+  sa.scratch = logits->data();
+  kernels::sparse_attention(sa);
+  // Values carry rotated rope dims; rotating the output back makes them relative (§4.4.8).
+  for (int h = 0; h < hpi; ++h) a.rope->apply(sa.out + h * Dh, Dh, t, /*inverse=*/true);
+}
+
+// Attention of segments [s0, s1)'s rows over their windows and compressed keys, all in one
+// thread-pool region. Work items are (row, group of heads): heads are independent, so a decode
+// step's single row still spreads over every thread; with many rows each item is a whole row.
+void attend_segments(const AttentionArgs& a, int s0, int s1, const Scratch<float>& q, const Scratch<float>& kv,
+                     const Selection& selected, float* o) {
+  const ModelConfig& c = *a.config;
+  Scratch<KeyLists> lists;
+  Scratch<int64_t> first_item(1, 0);
+  for (int s = s0; s < s1; ++s) lists.push_back(key_lists(a, a.segments[s], kv, selected));
+  int64_t rows = 0;
+  for (int s = s0; s < s1; ++s) rows += a.segments[s].n;
   const int threads = a.pool ? a.pool->size() : 1;
   // Groups keep multiples of 4 heads: the SIMD kernel's unit (its per-head results do not
   // depend on the group), so splitting never changes a result.
   int head_split = 1;
-  while (seg.n * head_split < 2 * threads && c.n_heads % (head_split * 8) == 0) head_split *= 2;
+  while (rows * head_split < 2 * threads && c.n_heads % (head_split * 8) == 0) head_split *= 2;
   const int hpi = c.n_heads / head_split;  // heads per item
-  parallel_for(a.pool, seg.n * head_split, [&](int64_t b, int64_t e) {
+  for (int s = s0; s < s1; ++s) first_item.push_back(first_item.back() + a.segments[s].n * head_split);
+  parallel_for(a.pool, first_item.back(), [&](int64_t b, int64_t e) {
     ArenaScope scope;
     Scratch<float> logits;
+    size_t k = size_t(std::upper_bound(first_item.begin(), first_item.end(), b) - first_item.begin()) - 1;
     for (int64_t item = b; item < e; ++item) {
-      const int64_t r = item / head_split, h0 = (item % head_split) * hpi;
-      const int64_t i = seg.row0 + r, t = seg.start_pos + r;
-      const int64_t n_kv = L.first[size_t(r + 1)] - L.first[size_t(r)];
-      logits.resize(size_t(n_kv * hpi));
-      kernels::SparseAttentionArgs sa;
-      sa.q = q.data() + (i * c.n_heads + h0) * Dh;
-      sa.kv = L.keys.data() + L.first[size_t(r)];
-      sa.n_kv = n_kv;
-      sa.sink = w.attn_sink.data() + h0;
-      sa.n_heads = hpi;
-      sa.head_dim = Dh;
-      sa.softmax_scale = 1.0f / std::sqrt(float(Dh));
-      sa.out = o + (i * c.n_heads + h0) * Dh;
-      sa.scratch = logits.data();
-      kernels::sparse_attention(sa);
-      // Values carry rotated rope dims; rotating the output back makes them relative (§4.4.8).
-      for (int h = 0; h < hpi; ++h) a.rope->apply(sa.out + h * Dh, Dh, t, /*inverse=*/true);
+      while (item >= first_item[k + 1]) ++k;
+      const int64_t j = item - first_item[k];
+      attend_row(a, a.segments[s0 + int(k)], lists[k], q, j / head_split, (j % head_split) * hpi, hpi, &logits, o);
     }
   });
 }
+
+// Rows up to which all sequences attend in one region (a batch of decode steps: it took a
+// region — a wake-up and a barrier — per sequence); longer calls (prompts) go a sequence at a
+// time, so that only one sequence's decoded keys are held at once.
+constexpr int64_t kSequencesInOneRegionRows = 8;
 
 // Only after attention may a ring take the new tokens: earlier queries read the slots they replace.
 void write_window(const ModelConfig& c, const Segment& seg, const Scratch<float>& kv) {
@@ -264,7 +289,11 @@ void attention_forward(const AttentionArgs& a) {
   Scratch<float> o(size_t(a.n * c.n_heads * c.head_dim));
   {
     PhaseTimer timer(Phase::kSparseAttention);
-    for (int s = 0; s < a.n_segments; ++s) attend_segment(a, a.segments[s], q, kv, selected, o.data());
+    if (a.n <= kSequencesInOneRegionRows) {
+      attend_segments(a, 0, a.n_segments, q, kv, selected, o.data());
+    } else {
+      for (int s = 0; s < a.n_segments; ++s) attend_segments(a, s, s + 1, q, kv, selected, o.data());
+    }
   }
   {
     PhaseTimer timer(Phase::kAttnProjection);

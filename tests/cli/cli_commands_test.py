@@ -556,6 +556,20 @@ def test_bench(tmp, m):
                        ["--model", m, "--context", "-1"], ["--model", f"{tmp}/none"], ["--model", m, "--jsn"]])
 
 
+def check_step_phases(r, one, what):
+    """A batch or verify step by phase: the experts' phases read what the step's expert count says,
+    and the attention projections read their weights once per step whatever the rows (the same MB
+    as one row's step)."""
+    ph, ph1 = r.get("phases", {}), one.get("phases", {})
+    experts_mb = sum(ph.get(n, {}).get("mb", 0) for n in ("routed experts", "shared expert"))
+    read = r.get("expert_bytes_read_per_step", r.get("expert_bytes_read", 0))
+    attn = ph.get("attention projections", {}).get("mb", 0)
+    check(abs(experts_mb * 1e6 - read) <= 1e-6 * read + 1 and attn > 0
+          and abs(attn - ph1.get("attention projections", {}).get("mb", 0)) <= 1e-6 * attn
+          and ph.get("pool_regions", -1) >= 0 and ph.get("pool_wait_ms", -1) >= 0 and ph.get("cpu_ms", 0) > 0,
+          f"{what}: {ph}")
+
+
 def test_bench_passes(tmp, m):
     """--profile, --batch, --verify: the report's fields exist and agree with each other and with the
     model's shape (no timing is checked)."""
@@ -603,6 +617,7 @@ def test_bench_passes(tmp, m):
                   and (n == 1 or u1 < r["union_bytes_per_step"] < n * u1)
                   and r["bound_tokens_per_s"] > 0 and r["tokens_per_s"] > 0 and r["bound_fraction"] > 0,
                   f"bench --batch {n}: {r}")
+            check_step_phases(r, b[0], f"bench --batch {n} phases")
     v = j.get("verify", [])
     check([r.get("draft") for r in v] == [1, 2, 3], f"bench --verify rows (1 added, sorted): {v}")
     if len(v) == 3:
@@ -611,6 +626,7 @@ def test_bench_passes(tmp, m):
             k = r["draft"]
             check(r["expert_bytes_read"] == r["expert_union_bytes"] and r["experts"] >= L * K
                   and (k == 1 or 1 < r["bytes_ratio"] < k), f"bench --verify {k}: {r}")
+            check_step_phases(r, v[0], f"bench --verify {k} phases")
     out, _ = dsv4("bench", "--model", m, "--prompt", "4", "--gen", "1", "--reps", "1", "--profile", "--batch", "2",
                   "--verify", "2", timeout=600)
     check("decode step by phase" in out and "prefill of 4 tokens by phase" in out and "routed experts" in out

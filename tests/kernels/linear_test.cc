@@ -249,6 +249,25 @@ TEST(LinearFp8ManyRows, SameBitsAsFewRows) {
   set_isa(saved);
 }
 
+// FP8 with 3–9 x rows, all BF16-exact (several sequences' decode steps, a verify forward): the
+// kernel that decodes each weight pair once for every x row (4–8 rows) must give each pair the
+// bits of the one- and two-row paths — odd row counts (a padding row), weight pairs that straddle
+// a 128-row scale block, a lone last weight row, a subnormal block scale; 3 and 9 rows, the paths
+// on either side.
+TEST(LinearFp8FewRows, SameBitsAsOneRow) {
+  const Isa saved = active_isa();
+  const int64_t out = 261, in = 512;
+  Matrix m = make(WeightFormat::kFP8, out, in, 1357);
+  for (int64_t rows = 3; rows <= 9; ++rows) {
+    SCOPED_TRACE("rows " + std::to_string(rows));
+    std::vector<float> x = activations(rows, in, 55 + uint32_t(rows));
+    for (int64_t r = 1; r < rows; r += 2) fp8_simulate(x.data() + r * in, in, 128);
+    check_kernels(m, rows, 3, 250, x);
+    check_kernels(m, rows, 0, out, x);
+  }
+  set_isa(saved);
+}
+
 // BF16 (the head) past the rows that take the 2×8 register tiles: the 4×4 tiles give the same bits.
 TEST(LinearBf16ManyRows, SameBitsAsFewRows) {
   const Isa saved = active_isa();
