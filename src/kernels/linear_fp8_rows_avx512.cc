@@ -19,6 +19,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "core/thread_pool.h"
 #include "kernels/linear_avx512_formats.h"
 #include "kernels/linear_isa.h"
 
@@ -122,14 +123,15 @@ __attribute__((noinline)) void span_rows(const Reg* ws, int ng, const uint32_t* 
   for (int r = 0; r < RT; ++r) _mm512_store_ps(reinterpret_cast<float*>(st + r), acc[r]);
 }
 
-// x rearranged span by span ([span][row][the span's slot pairs]), once per call: each tile then
-// reads its span's x as one sequential stream that the hardware prefetcher follows, instead
-// of rows x_stride apart (16 KB for K = 4096) that also fall into the same L1 sets.
-void pack_x(const uint8_t* xprep, int64_t x_stride, int64_t rows, int64_t G, uint32_t* xs) {
+// x rearranged span by span ([span][row][the span's slot pairs]), once per call for all
+// threads (rows [r0, r1) here): each tile then reads its span's x as one sequential stream that
+// the hardware prefetcher follows, instead of rows x_stride apart (16 KB for K = 4096) that
+// also fall into the same L1 sets.
+void pack_x(const uint8_t* xprep, int64_t x_stride, int64_t rows, int64_t G, int64_t r0, int64_t r1, uint32_t* xs) {
   for (int64_t g0 = 0; g0 < G; g0 += kSpan) {
     const int64_t words = (std::min(G, g0 + kSpan) - g0) * (kGroup / 2);
     uint32_t* out = xs + rows * g0 * (kGroup / 2);
-    for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t r = r0; r < r1; ++r) {
       const uint32_t* src = reinterpret_cast<const uint32_t*>(xprep + r * x_stride) + g0 * (kGroup / 2);
       for (int64_t i = 0; i < words; i += 16) _mm512_store_si512(out + r * words + i, _mm512_loadu_si512(src + i));
     }
@@ -146,29 +148,24 @@ __m512 row_scales(const Linear& w, int64_t r0, int nw, int64_t g) {
   return e8m0_lanes(_mm512_load_si512(b));
 }
 
-}  // namespace
-
-void linear_fp8_rows_avx512(const Linear& w, int64_t row0, int64_t b, int64_t e, const uint8_t* xprep,
-                            int64_t x_stride, int64_t rows, float* y, int64_t n_out) {
+// Output rows [b, e) relative to row0 from the packed x.
+void rows_range(const Linear& w, int64_t row0, int64_t b, int64_t e, const uint32_t* xpacked, int64_t rows, float* y,
+                int64_t n_out) {
   const int64_t K = w.in, G = K / kGroup;
   __m512i lut[4];
   fp8_lut(tables(), lut);
-  // kBlock tiles share each span's sweep of x: it comes from L3 for the first tile and from L2
-  // for the others (one tile per sweep read all of x from L3 for every 16 weight rows).
+  // kBlock tiles share each span's sweep of x: from L3 for the first tile, from L2 for the others.
   const int64_t tiles = (e - b + kTile - 1) / kTile;
   thread_local std::vector<Reg> state;  // [kBlock][rows]: each tile's sums per x row, between groups
   thread_local std::vector<Reg> ws;     // [kSpan · 64]
   if (state.size() < size_t(kBlock * rows)) state.resize(size_t(kBlock * rows));
   if (ws.size() < size_t(kSpan * 64)) ws.resize(size_t(kSpan * 64));
-  thread_local std::vector<Reg> xbuf;  // x, packed (pack_x)
-  if (xbuf.size() < size_t(rows * G * 4)) xbuf.resize(size_t(rows * G * 4));
-  pack_x(xprep, x_stride, rows, G, xbuf.data()->v);
   for (int64_t t0 = 0; t0 < tiles; t0 += kBlock) {
     const int nt = int(std::min<int64_t>(kBlock, tiles - t0));
     std::fill(state.begin(), state.begin() + nt * rows, Reg{});
     for (int64_t g0 = 0; g0 < G; g0 += kSpan) {
       const int64_t g1 = std::min(G, g0 + kSpan), span_words = (g1 - g0) * (kGroup / 2);
-      const uint32_t* xs = xbuf.data()->v + rows * g0 * (kGroup / 2);
+      const uint32_t* xs = xpacked + rows * g0 * (kGroup / 2);
       for (int t = 0; t < nt; ++t) {
         const int64_t n = b + (t0 + t) * kTile;
         const int nw = int(std::min<int64_t>(kTile, e - n));
@@ -197,6 +194,18 @@ void linear_fp8_rows_avx512(const Linear& w, int64_t row0, int64_t b, int64_t e,
         _mm512_mask_storeu_ps(y + r * n_out + n, keep, _mm512_load_ps(reinterpret_cast<const float*>(&st[size_t(r)])));
     }
   }
+}
+
+}  // namespace
+
+void linear_fp8_rows_avx512(const Linear& w, int64_t row0, int64_t n_out, const uint8_t* xprep, int64_t x_stride,
+                            int64_t rows, float* y, ThreadPool* pool) {
+  const int64_t G = w.in / kGroup;
+  thread_local std::vector<Reg> xbuf;  // the caller's: x packed for every thread of the call
+  if (xbuf.size() < size_t(rows * G * 4)) xbuf.resize(size_t(rows * G * 4));
+  uint32_t* xs = xbuf.data()->v;
+  parallel_for(pool, rows, [&](int64_t b, int64_t e) { pack_x(xprep, x_stride, rows, G, b, e, xs); }, 16);
+  parallel_for(pool, n_out, [&](int64_t b, int64_t e) { rows_range(w, row0, b, e, xs, rows, y, n_out); }, 16);
 }
 
 #pragma GCC pop_options
