@@ -12,6 +12,10 @@
 // lanes L, L^1, then halves) becomes 15 vertical additions in that tree's order. The block scale
 // multiply-add follows as there. So every (x row, weight row) gets the same bits as from the
 // row-major kernel, and results stay batch invariant (tests/kernels/linear_test.cc).
+//
+// Memory: x is packed once per call span by span (pack_x), so a tile reads its span's x as one
+// sequential stream; 8 tiles share each sweep of a span's x (from L2 after the first); a call
+// of span_rows covers a span's 4 groups for 4 x rows with the running sums in registers.
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
@@ -186,13 +190,13 @@ void rows_range(const Linear& w, int64_t row0, int64_t b, int64_t e, const uint3
         }
       }
     }
-    for (int t = 0; t < nt; ++t) {
-      const int64_t n = b + (t0 + t) * kTile;
-      const __mmask16 keep = __mmask16((1u << std::min<int64_t>(kTile, e - n)) - 1);
-      const Reg* st = state.data() + t * rows;
-      for (int64_t r = 0; r < rows; ++r)
-        _mm512_mask_storeu_ps(y + r * n_out + n, keep, _mm512_load_ps(reinterpret_cast<const float*>(&st[size_t(r)])));
-    }
+    for (int64_t r = 0; r < rows; ++r)  // the block's tiles are one run of each y row
+      for (int t = 0; t < nt; ++t) {
+        const int64_t n = b + (t0 + t) * kTile;
+        const __mmask16 keep = __mmask16((1u << std::min<int64_t>(kTile, e - n)) - 1);
+        const float* st = reinterpret_cast<const float*>(&state[size_t(t * rows + r)]);
+        _mm512_mask_storeu_ps(y + r * n_out + n, keep, _mm512_load_ps(st));
+      }
   }
 }
 
