@@ -334,7 +334,7 @@ void register_all() {
           ->UseRealTime();
       // Scalar prefill shapes take minutes; its decode shape is the speed-up baseline.
       if (isa == Isa::kScalar) b->Arg(1);
-      else b->Arg(1)->Arg(4)->Arg(8)->Arg(16)->Arg(128)->Arg(512);  // decode, batch / verify, prefill
+      else b->Arg(1)->Arg(4)->Arg(8)->Arg(16)->Arg(128)->Arg(256)->Arg(512);  // decode, batch / verify, prefill (a chunk: 256)
       b->Unit(benchmark::kMillisecond)->UseRealTime();
     }
     if (isa == Isa::kAvx512)

@@ -449,9 +449,7 @@ bool linear_rows_avx512(const Linear& w, int64_t row0, int64_t n_out, const floa
       c.x_exp_min = std::min(c.x_exp_min, er[2 * r]), c.x_exp_max = std::max(c.x_exp_max, er[2 * r + 1]);
   }
   if (w.format == WeightFormat::kFP8 && !c.whole_k && !c.any_f32 && rows >= kFp8RowsMin) {
-    parallel_for(pool, n_out, [&](int64_t b, int64_t e) {
-      linear_fp8_rows_avx512(w, row0, b, e, c.xprep, w.in * 4, rows, y, n_out);
-    }, 16);
+    linear_fp8_rows_avx512(w, row0, n_out, c.xprep, w.in * 4, rows, y, pool);
     return true;
   }
   parallel_for(pool, n_out, [&](int64_t b, int64_t e) {

@@ -12,6 +12,10 @@
 // lanes L, L^1, then halves) becomes 15 vertical additions in that tree's order. The block scale
 // multiply-add follows as there. So every (x row, weight row) gets the same bits as from the
 // row-major kernel, and results stay batch invariant (tests/kernels/linear_test.cc).
+//
+// Memory: x is packed once per call span by span (pack_x), so a tile reads its span's x as one
+// sequential stream; 8 tiles share each sweep of a span's x (from L2 after the first); a call
+// of span_rows covers a span's 4 groups for 4 x rows with the running sums in registers.
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
@@ -19,6 +23,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "core/thread_pool.h"
 #include "kernels/linear_avx512_formats.h"
 #include "kernels/linear_isa.h"
 
@@ -32,6 +37,7 @@ namespace {
 constexpr int kTile = 16;       // weight rows per register (one per lane)
 constexpr int64_t kSpan = 4;    // groups decoded at a time: 4 × 4 KB of transposed weights stay in L1
 constexpr int kRT = 4;          // x rows per pass: 6 registers each beside a weight register
+constexpr int64_t kBlock = 8;   // weight tiles per sweep of x
 
 struct alignas(64) Reg {  // one register's bytes (std::vector<__m512> trips -Wignored-attributes)
   uint32_t v[16];
@@ -82,33 +88,58 @@ void decode_tile(const Linear& w, int64_t r0, int nw, int64_t g0, int64_t g1, co
   }
 }
 
-// One group for RT x rows: acc[r] += Σ(group) · scale, in the row-major kernel's order (see top).
-// xg[r]: the group's 64 BF16 slot pairs of x row r.
+// A span's groups for RT x rows: per group, acc[r] += Σ(group) · scale, in the row-major
+// kernel's order (see top). The sums stay in registers across the span. ws: the span's
+// transposed weights (decode_tile); x: RT packed rows (pack_x) of sw words each;
+// sc[i]: group i's scales; st: the RT rows' sums, one after another.
 template <int RT>
-__attribute__((noinline)) void group_rows(const Reg* wg, const uint32_t* const* xg, __m512 scale, float* const* acc) {
-  __m512 t01[RT], t23[RT];
-  for (int L = 0; L < 4; ++L) {
-    __m512 a[RT][4];
-    for (int r = 0; r < RT; ++r)
-      for (int k = 0; k < 4; ++k) a[r][k] = _mm512_setzero_ps();
+__attribute__((noinline)) void span_rows(const Reg* ws, int ng, const uint32_t* x, int64_t sw, const __m512* sc,
+                                         Reg* st) {
+  __m512 acc[RT];
+  for (int r = 0; r < RT; ++r) acc[r] = _mm512_load_ps(reinterpret_cast<const float*>(st + r));
+  for (int i = 0; i < ng; ++i) {
+    const Reg* wg = ws + 64 * i;
+    const uint32_t* xg = x + (kGroup / 2) * i;
+    __m512 t01[RT], t23[RT];
+#pragma GCC unroll 1
+    for (int L = 0; L < 4; ++L) {  // (unrolled, the 16 sums and t01, t23 spill)
+      __m512 a[RT][4];
+      for (int r = 0; r < RT; ++r)
+        for (int k = 0; k < 4; ++k) a[r][k] = _mm512_setzero_ps();
 #pragma GCC unroll 4
-    for (int q = 0; q < 4; ++q)  // q outside: a sum's next product is 4·RT products later
+      for (int q = 0; q < 4; ++q)  // q outside: a sum's next product is 4·RT products later
 #pragma GCC unroll 4
-      for (int k = 0; k < 4; ++k) {
-        const int m = 16 * q + 4 * L + k;
-        const __m512i wq = _mm512_load_si512(wg + m);
-        for (int r = 0; r < RT; ++r) a[r][k] = dp_pair(a[r][k], wq, xg[r] + m);
+        for (int k = 0; k < 4; ++k) {
+          const int m = 16 * q + 4 * L + k;
+          const __m512i wq = _mm512_load_si512(wg + m);
+          for (int r = 0; r < RT; ++r) a[r][k] = dp_pair(a[r][k], wq, xg + r * sw + m);
+        }
+      for (int r = 0; r < RT; ++r) {
+        const __m512 t = _mm512_add_ps(_mm512_add_ps(a[r][0], a[r][1]), _mm512_add_ps(a[r][2], a[r][3]));
+        if (L == 0) t01[r] = t;
+        else if (L == 1) t01[r] = _mm512_add_ps(t01[r], t);
+        else if (L == 2) t23[r] = t;
+        else t23[r] = _mm512_add_ps(t23[r], t);
       }
-    for (int r = 0; r < RT; ++r) {
-      const __m512 t = _mm512_add_ps(_mm512_add_ps(a[r][0], a[r][1]), _mm512_add_ps(a[r][2], a[r][3]));
-      if (L == 0) t01[r] = t;
-      else if (L == 1) t01[r] = _mm512_add_ps(t01[r], t);
-      else if (L == 2) t23[r] = t;
-      else t23[r] = _mm512_add_ps(t23[r], t);
+    }
+    for (int r = 0; r < RT; ++r) acc[r] = _mm512_fmadd_ps(_mm512_add_ps(t01[r], t23[r]), sc[i], acc[r]);
+  }
+  for (int r = 0; r < RT; ++r) _mm512_store_ps(reinterpret_cast<float*>(st + r), acc[r]);
+}
+
+// x rearranged span by span ([span][row][the span's slot pairs]), once per call for all
+// threads (rows [r0, r1) here): each tile then reads its span's x as one sequential stream that
+// the hardware prefetcher follows, instead of rows x_stride apart (16 KB for K = 4096) that
+// also fall into the same L1 sets.
+void pack_x(const uint8_t* xprep, int64_t x_stride, int64_t rows, int64_t G, int64_t r0, int64_t r1, uint32_t* xs) {
+  for (int64_t g0 = 0; g0 < G; g0 += kSpan) {
+    const int64_t words = (std::min(G, g0 + kSpan) - g0) * (kGroup / 2);
+    uint32_t* out = xs + rows * g0 * (kGroup / 2);
+    for (int64_t r = r0; r < r1; ++r) {
+      const uint32_t* src = reinterpret_cast<const uint32_t*>(xprep + r * x_stride) + g0 * (kGroup / 2);
+      for (int64_t i = 0; i < words; i += 16) _mm512_store_si512(out + r * words + i, _mm512_loadu_si512(src + i));
     }
   }
-  for (int r = 0; r < RT; ++r)
-    _mm512_store_ps(acc[r], _mm512_fmadd_ps(_mm512_add_ps(t01[r], t23[r]), scale, _mm512_load_ps(acc[r])));
 }
 
 // Lane ℓ: the block scale of weight row r0 + min(ℓ, nw − 1), group g.
@@ -121,52 +152,64 @@ __m512 row_scales(const Linear& w, int64_t r0, int nw, int64_t g) {
   return e8m0_lanes(_mm512_load_si512(b));
 }
 
-}  // namespace
-
-void linear_fp8_rows_avx512(const Linear& w, int64_t row0, int64_t b, int64_t e, const uint8_t* xprep,
-                            int64_t x_stride, int64_t rows, float* y, int64_t n_out) {
+// Output rows [b, e) relative to row0 from the packed x.
+void rows_range(const Linear& w, int64_t row0, int64_t b, int64_t e, const uint32_t* xpacked, int64_t rows, float* y,
+                int64_t n_out) {
   const int64_t K = w.in, G = K / kGroup;
   __m512i lut[4];
   fp8_lut(tables(), lut);
-  thread_local std::vector<Reg> state;  // [rows]: a tile's sums per x row, between groups
+  // kBlock tiles share each span's sweep of x: from L3 for the first tile, from L2 for the others.
+  const int64_t tiles = (e - b + kTile - 1) / kTile;
+  thread_local std::vector<Reg> state;  // [kBlock][rows]: each tile's sums per x row, between groups
   thread_local std::vector<Reg> ws;     // [kSpan · 64]
-  if (state.size() < size_t(rows)) state.resize(size_t(rows));
+  if (state.size() < size_t(kBlock * rows)) state.resize(size_t(kBlock * rows));
   if (ws.size() < size_t(kSpan * 64)) ws.resize(size_t(kSpan * 64));
-  for (int64_t n = b; n < e; n += kTile) {
-    const int nw = int(std::min<int64_t>(kTile, e - n));
-    const int64_t r0 = row0 + n;
-    std::fill(state.begin(), state.begin() + rows, Reg{});
+  for (int64_t t0 = 0; t0 < tiles; t0 += kBlock) {
+    const int nt = int(std::min<int64_t>(kBlock, tiles - t0));
+    std::fill(state.begin(), state.begin() + nt * rows, Reg{});
     for (int64_t g0 = 0; g0 < G; g0 += kSpan) {
-      const int64_t g1 = std::min(G, g0 + kSpan);
-      decode_tile(w, r0, nw, g0, g1, lut, ws.data());
-      for (int64_t x0 = 0; x0 < rows; x0 += kRT) {
-        const int rt = int(std::min<int64_t>(kRT, rows - x0));
-        // The span's x of the rows two passes on (from L2 or L3: x is swept once per weight tile).
-        for (int64_t r = x0 + 2 * kRT; r < std::min(rows, x0 + 3 * kRT); ++r) {
-          const char* p = reinterpret_cast<const char*>(xprep + r * x_stride + g0 * kGroup * 2);
-          for (int64_t o = 0; o < (g1 - g0) * kGroup * 2; o += 64) _mm_prefetch(p + o, _MM_HINT_T0);
-        }
-        for (int64_t g = g0; g < g1; ++g) {
-          const uint32_t* xg[kRT];
-          float* acc[kRT];
-          for (int r = 0; r < rt; ++r) {
-            xg[r] = reinterpret_cast<const uint32_t*>(xprep + (x0 + r) * x_stride) + g * (kGroup / 2);
-            acc[r] = reinterpret_cast<float*>(&state[size_t(x0 + r)]);
-          }
-          const __m512 sc = row_scales(w, r0, nw, g);
-          const Reg* wg = ws.data() + (g - g0) * 64;
-          switch (rt) {  // a leftover x row's sums go through the same operations
-            case 4: group_rows<4>(wg, xg, sc, acc); break;
-            case 3: group_rows<3>(wg, xg, sc, acc); break;
-            case 2: group_rows<2>(wg, xg, sc, acc); break;
-            default: group_rows<1>(wg, xg, sc, acc); break;
+      const int64_t g1 = std::min(G, g0 + kSpan), span_words = (g1 - g0) * (kGroup / 2);
+      const uint32_t* xs = xpacked + rows * g0 * (kGroup / 2);
+      for (int t = 0; t < nt; ++t) {
+        const int64_t n = b + (t0 + t) * kTile;
+        const int nw = int(std::min<int64_t>(kTile, e - n));
+        const int64_t r0 = row0 + n;
+        Reg* st = state.data() + t * rows;
+        decode_tile(w, r0, nw, g0, g1, lut, ws.data());
+        alignas(64) __m512 sc[kSpan];
+        for (int64_t g = g0; g < g1; ++g) sc[g - g0] = row_scales(w, r0, nw, g);
+        const int ng = int(g1 - g0);
+        for (int64_t x0 = 0; x0 < rows; x0 += kRT) {
+          const uint32_t* x = xs + x0 * span_words;
+          switch (std::min<int64_t>(kRT, rows - x0)) {  // a leftover x row's sums go through the same operations
+            case 4: span_rows<4>(ws.data(), ng, x, span_words, sc, st + x0); break;
+            case 3: span_rows<3>(ws.data(), ng, x, span_words, sc, st + x0); break;
+            case 2: span_rows<2>(ws.data(), ng, x, span_words, sc, st + x0); break;
+            default: span_rows<1>(ws.data(), ng, x, span_words, sc, st + x0); break;
           }
         }
       }
     }
-    const __mmask16 keep = __mmask16((1u << nw) - 1);
-    for (int64_t r = 0; r < rows; ++r) _mm512_mask_storeu_ps(y + r * n_out + n, keep, _mm512_load_ps(reinterpret_cast<const float*>(&state[size_t(r)])));
+    for (int64_t r = 0; r < rows; ++r)  // the block's tiles are one run of each y row
+      for (int t = 0; t < nt; ++t) {
+        const int64_t n = b + (t0 + t) * kTile;
+        const __mmask16 keep = __mmask16((1u << std::min<int64_t>(kTile, e - n)) - 1);
+        const float* st = reinterpret_cast<const float*>(&state[size_t(t * rows + r)]);
+        _mm512_mask_storeu_ps(y + r * n_out + n, keep, _mm512_load_ps(st));
+      }
   }
+}
+
+}  // namespace
+
+void linear_fp8_rows_avx512(const Linear& w, int64_t row0, int64_t n_out, const uint8_t* xprep, int64_t x_stride,
+                            int64_t rows, float* y, ThreadPool* pool) {
+  const int64_t G = w.in / kGroup;
+  thread_local std::vector<Reg> xbuf;  // the caller's: x packed for every thread of the call
+  if (xbuf.size() < size_t(rows * G * 4)) xbuf.resize(size_t(rows * G * 4));
+  uint32_t* xs = xbuf.data()->v;
+  parallel_for(pool, rows, [&](int64_t b, int64_t e) { pack_x(xprep, x_stride, rows, G, b, e, xs); }, 16);
+  parallel_for(pool, n_out, [&](int64_t b, int64_t e) { rows_range(w, row0, b, e, xs, rows, y, n_out); }, 16);
 }
 
 #pragma GCC pop_options

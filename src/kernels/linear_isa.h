@@ -18,10 +18,10 @@ bool linear_rows_avx512(const Linear& w, int64_t row0, int64_t n_out, const floa
 bool linear_rows_fp4_tiled_avx512(const Linear& w, int64_t row0, int64_t n_out, const float* x, int64_t rows,
                                   float* y, ThreadPool* pool);
 // FP8 with per-block scales, every x row exactly BF16 and prepared in the FP8 slot order
-// (linear_avx512.cc: row r at xprep + r·x_stride): output rows [b, e) relative to row0, the same
-// bits as the row-major kernel. For many x rows (prefill).
-void linear_fp8_rows_avx512(const Linear& w, int64_t row0, int64_t b, int64_t e, const uint8_t* xprep,
-                            int64_t x_stride, int64_t rows, float* y, int64_t n_out);
+// (linear_avx512.cc: row r at xprep + r·x_stride): output rows [0, n_out) relative to row0, the
+// same bits as the row-major kernel. For many x rows (prefill).
+void linear_fp8_rows_avx512(const Linear& w, int64_t row0, int64_t n_out, const uint8_t* xprep, int64_t x_stride,
+                            int64_t rows, float* y, ThreadPool* pool);
 bool linear_rows_avx2(const Linear& w, int64_t row0, int64_t n_out, const float* x, int64_t rows, float* y,
                       ThreadPool* pool);
 
