@@ -49,7 +49,7 @@ struct ServeFlags {
   std::string test_completions;
 };
 
-// Threads that libraries start before main() (OpenBLAS's pool in the trainer build, MPI's)
+// Threads that libraries start before main() (MPI's, say)
 // do not inherit serve()'s blocked mask, so a stop signal may land on one of them: this handler
 // hands it to the stopper thread's sigwait() (or leaves it for the stopper to find at its start)
 // instead of letting the default action kill the process. Lock-free atomics and pthread_kill

@@ -12,6 +12,6 @@ void add_make_model_commands(CLI::App& app);  // make-model                (cmd_
 void add_generate_commands(CLI::App& app);  // run, chat                  (cmd_generate.cc)
 void add_serve_commands(CLI::App& app);      // serve                     (cmd_serve.cc)
 void add_bench_commands(CLI::App& app);      // bench                     (cmd_bench.cc)
-void add_train_commands(CLI::App& app);      // train (DSV4_TRAIN builds) (cmd_train.cc)
+void add_train_commands(CLI::App& app);      // train: only in dsv4-train   (cmd_train.cc)
 
 }  // namespace dsv4::cli

@@ -1,41 +1,23 @@
 // `dsv4`: the command-line front end. Subcommands are registered from cmd_*.cc; every error
-// that reaches here is one clear line on stderr and a non-zero exit code.
-#include <malloc.h>
-
+// that reaches here is one clear line on stderr and a non-zero exit code. `dsv4 train` runs in a
+// program of its own (apps/cli/train_launcher.h), so that only training loads libtorch.
 #include <cstdio>
 #include <algorithm>
 #include <exception>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "apps/cli/commands.h"
 #include "apps/cli/model_loader.h"
-#include "core/error.h"
-
-namespace {
-
-// CLI11's parse errors as one line, like every other error: "dsv4 run: error: --prompt is
-// required (see dsv4 run --help)".
-std::string one_line_error(const CLI::App* app, const CLI::Error& e) {
-  std::string where = "dsv4";
-  for (const CLI::App* sub : app->get_subcommands()) where += " " + sub->get_name();
-  std::string what = e.what();
-  for (char& c : what)
-    if (c == '\n') c = ' ';
-  return where + ": error: " + what + " (see " + where + " --help)\n";
-}
-
-}  // namespace
+#include "apps/cli/run_app.h"
+#include "apps/cli/train_launcher.h"
 
 int main(int argc, char** argv) {
-  // A prefill chunk's activations are tens of MB per buffer. glibc would serve each from a fresh
-  // mmap and unmap it on free, so every layer paid page faults and page zeroing again (~25 % of
-  // prefill time, measured with perf). Keep freed memory in the heap for reuse instead.
-  mallopt(M_MMAP_THRESHOLD, 1 << 30);
-  mallopt(M_TRIM_THRESHOLD, 1 << 30);
+  if (argc > 1 && std::string_view(argv[1]) == "train") return dsv4::cli::launch_trainer(argv);
+  dsv4::cli::tune_malloc();
   CLI::App app{"dsv4 — DeepSeek-V4 inference engine"};
   app.require_subcommand(1);
-  app.failure_message(one_line_error);
   app.set_version_flag("--version", "dsv4 0.1.0");
   dsv4::cli::add_model_commands(app);
   dsv4::cli::add_tokenizer_commands(app);
@@ -43,9 +25,7 @@ int main(int argc, char** argv) {
   dsv4::cli::add_make_model_commands(app);
   dsv4::cli::add_serve_commands(app);
   dsv4::cli::add_bench_commands(app);
-#ifdef DSV4_HAVE_TRAIN
-  dsv4::cli::add_train_commands(app);
-#endif
+  dsv4::cli::add_train_entry(app);
   // CLI11 would only say "A subcommand is required" for a misspelt one.
   const std::vector<CLI::App*> commands = app.get_subcommands({});
   auto known = [&](const std::string& name) {
@@ -55,18 +35,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "dsv4: error: unknown command '%s' (see dsv4 --help)\n", argv[1]);
     return 1;
   }
-  int rc = 0;
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    rc = app.exit(e);  // help and version as CLI11 prints them; errors through one_line_error
-  } catch (const dsv4::Error& e) {
-    std::fprintf(stderr, "dsv4: error: %s\n", e.what());
-    rc = 1;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "dsv4: error: %s\n", e.what());
-    rc = 1;
-  }
+  int rc = dsv4::cli::run_app(app, argc, argv);
   // An expert-parallel job's other ranks wait for rank 0 (apps/cli/model_loader.h).
   try {
     dsv4::cli::finish_expert_parallel();
