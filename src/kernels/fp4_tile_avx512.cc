@@ -4,7 +4,7 @@
 // goes to word c·16 + ℓ — with the nibbles inside each word reordered (low nibbles of its four
 // bytes first, then the high ones). Sixteen rows' 64 bytes are loaded as 16 registers, each
 // word's nibbles reordered in place (two vpmaddubsw fold the nibble pairs, one vpshufb orders the
-// bytes), and the 16×16 word block transposed with 48 shuffles: 1 KB of output per step,
+// bytes), and the 16×16 word block transposed with 64 shuffles: 1 KB of output per step,
 // written whole. The scales are a 16×B byte transpose, 16 columns at a time with vpermt2b.
 // The tile is rearranged in place, so each is first copied to a small buffer of its own.
 // GCC 12 reports the intrinsics' undefined operands as uninitialized (as in fp4_index_avx512.cc).
@@ -16,6 +16,7 @@
 #include <cstring>
 #include <vector>
 
+#include "kernels/avx512_transpose.h"
 #include "kernels/fp4_tile_isa.h"
 
 namespace dsv4::kernels::detail {
@@ -36,40 +37,15 @@ __m512i reorder_nibbles(__m512i v) {
   return _mm512_shuffle_epi8(t, order);  // bytes 0 2 1 3 of each word
 }
 
-// r[ℓ] holds words c = 0..15 of row ℓ; afterwards r[c] holds word c of rows 0..15.
-void transpose16(__m512i r[16]) {
-  __m512i a[16], b[16];
-  for (int i = 0; i < 16; i += 2) {
-    a[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
-    a[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
-  }
-  // b[4g + m], 128-bit lane k: rows 4g..4g+3 of word 4k + m.
-  for (int g = 0; g < 4; ++g) {
-    b[4 * g + 0] = _mm512_unpacklo_epi64(a[4 * g], a[4 * g + 2]);
-    b[4 * g + 1] = _mm512_unpackhi_epi64(a[4 * g], a[4 * g + 2]);
-    b[4 * g + 2] = _mm512_unpacklo_epi64(a[4 * g + 1], a[4 * g + 3]);
-    b[4 * g + 3] = _mm512_unpackhi_epi64(a[4 * g + 1], a[4 * g + 3]);
-  }
-  // A 4×4 transpose of 128-bit lanes for each m: word 4k + m takes lane k of b[m], b[4+m], ….
-  for (int m = 0; m < 4; ++m) {
-    const __m512i s0 = _mm512_shuffle_i32x4(b[m], b[4 + m], 0x88), s1 = _mm512_shuffle_i32x4(b[m], b[4 + m], 0xdd);
-    const __m512i s2 = _mm512_shuffle_i32x4(b[8 + m], b[12 + m], 0x88), s3 = _mm512_shuffle_i32x4(b[8 + m], b[12 + m], 0xdd);
-    r[m] = _mm512_shuffle_i32x4(s0, s2, 0x88);
-    r[4 + m] = _mm512_shuffle_i32x4(s1, s3, 0x88);
-    r[8 + m] = _mm512_shuffle_i32x4(s0, s2, 0xdd);
-    r[12 + m] = _mm512_shuffle_i32x4(s1, s3, 0xdd);
-  }
-}
-
 // One tile's weights: src is a copy of its 16 rows of P bytes, dst the tile.
 void tile_weights(const uint8_t* src, int64_t P, uint8_t* dst) {
-  __m512i r[16];
+  __m512i r[16], o[16];
   for (int64_t at = 0; at < P; at += 64) {
     const int words = int(P - at < 64 ? (P - at) / 4 : 16);  // P is a multiple of 16
     const __mmask16 keep = __mmask16((1u << words) - 1);
     for (int l = 0; l < 16; ++l) r[l] = reorder_nibbles(_mm512_maskz_loadu_epi32(keep, src + l * P + at));
-    transpose16(r);
-    for (int c = 0; c < words; ++c) _mm512_storeu_si512(dst + (at / 4 + c) * 64, r[c]);
+    transpose16x16_epi32(r, o);  // o[c]: word c of rows 0..15
+    for (int c = 0; c < words; ++c) _mm512_storeu_si512(dst + (at / 4 + c) * 64, o[c]);
   }
 }
 

@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "core/thread_pool.h"
+#include "kernels/avx512_transpose.h"
 #include "kernels/linear_avx512_formats.h"
 #include "kernels/linear_isa.h"
 
@@ -43,28 +44,6 @@ struct alignas(64) Reg {  // one register's bytes (std::vector<__m512> trips -Wi
   uint32_t v[16];
 };
 
-// o[j] lane ℓ = r[ℓ] lane j (32-bit lanes): pairs within 128-bit lanes, then quads, then the
-// 4×4 transpose of 128-bit lanes. 64 shuffles where gathers took about as long as 64 x rows' products.
-inline void transpose16(const __m512i r[16], __m512i o[16]) {
-  __m512i t[16], u[16];
-  for (int i = 0; i < 8; ++i) {
-    t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
-    t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
-  }
-  for (int i = 0; i < 4; ++i) {  // u[4i + c], 128-bit lane L: rows 4i..4i+3 of column 4L + c
-    u[4 * i] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
-    u[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
-    u[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
-    u[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
-  }
-  for (int c = 0; c < 4; ++c) {
-    const __m512i v0 = _mm512_shuffle_i32x4(u[c], u[4 + c], 0x44), v1 = _mm512_shuffle_i32x4(u[c], u[4 + c], 0xEE);
-    const __m512i v2 = _mm512_shuffle_i32x4(u[8 + c], u[12 + c], 0x44), v3 = _mm512_shuffle_i32x4(u[8 + c], u[12 + c], 0xEE);
-    o[c] = _mm512_shuffle_i32x4(v0, v2, 0x88), o[4 + c] = _mm512_shuffle_i32x4(v0, v2, 0xDD);
-    o[8 + c] = _mm512_shuffle_i32x4(v1, v3, 0x88), o[12 + c] = _mm512_shuffle_i32x4(v1, v3, 0xDD);
-  }
-}
-
 // Groups [g0, g1) of weight rows r0 .. r0+nw−1 (padding lanes repeat the last row), decoded and
 // transposed: ws[(g − g0)·64 + 16q + j] lane ℓ = slots 32q + 2j, 32q + 2j + 1 of row ℓ.
 void decode_tile(const Linear& w, int64_t r0, int nw, int64_t g0, int64_t g1, const __m512i lut[4], Reg* ws) {
@@ -82,7 +61,7 @@ void decode_tile(const Linear& w, int64_t r0, int nw, int64_t g0, int64_t g1, co
     for (int q = 0; q < 4; ++q) {
       __m512i r[16], o[16];
       for (int l = 0; l < kTile; ++l) r[l] = _mm512_load_si512(rowmajor + l * 64 + 16 * q);
-      transpose16(r, o);
+      transpose16x16_epi32(r, o);
       for (int j = 0; j < 16; ++j) _mm512_store_si512(ws + (g - g0) * 64 + 16 * q + j, o[j]);
     }
   }
