@@ -6,8 +6,6 @@
 #include <exception>
 #include <string>
 
-#include "core/error.h"
-
 namespace dsv4::cli {
 
 namespace {
@@ -39,10 +37,7 @@ int run_app(CLI::App& app, int argc, char** argv) {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);  // help and version as CLI11 prints them; errors through one_line_error
-  } catch (const dsv4::Error& e) {
-    std::fprintf(stderr, "dsv4: error: %s\n", e.what());
-    return 1;
-  } catch (const std::exception& e) {
+  } catch (const std::exception& e) {  // dsv4::Error and anything else the command threw
     std::fprintf(stderr, "dsv4: error: %s\n", e.what());
     return 1;
   }

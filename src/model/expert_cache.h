@@ -9,9 +9,10 @@
 //
 // Reads start as early as the experts are known (prefetch): hash-routed layers' experts from the
 // token ids when the token is sampled (Model::prefetch_experts), at the latest when the forward
-// starts; score-routed layers' as soon as the gate has run; the shared expert and the routed experts already present run while the rest arrive. A prefetched
-// expert is reserved until it is used, but a slot reserved for a later layer is taken back when
-// the current layer has no other slot, so a small budget costs re-reads, never a deadlock.
+// starts; score-routed layers' as soon as the gate has run; the shared expert and the routed
+// experts already present run while the rest arrive. A prefetched expert is reserved until it is
+// used, but a slot reserved for a later layer is taken back when the current layer has no other
+// slot, so a small budget costs re-reads, never a deadlock.
 #pragma once
 
 #include <condition_variable>

@@ -59,6 +59,9 @@ def pass_through(tmp):
     check(exit_code([DSV4, *args]) == 106, "exit status of a parse error")
     if os.path.isfile(TRAINER):
         check(exit_code([TRAINER, *args]) == 106, "dsv4-train's exit status of a parse error")
+        # Run directly without the command name, dsv4-train takes its arguments as `train`'s.
+        one_error_line([TRAINER, *args[1:]], "dsv4 train: error: --corpus is required")
+        check(exit_code([TRAINER, *args[1:]]) == 106, "dsv4-train without `train`: exit status of a parse error")
     args = ["train", "--corpus", os.path.join(tmp, "nosuch.txt"), "--out", os.path.join(tmp, "o")]
     one_error_line([DSV4, *args], "cannot read corpus")
     check(exit_code([DSV4, *args]) == 1, "exit status of a run-time error")
