@@ -152,18 +152,21 @@ ExpertCacheStats cache_stats(const Model& m) { return m.expert_cache() ? m.exper
 struct IoTotals {
   double uses = 0, loads = 0, used_loads = 0, bytes = 0, wait_s = 0, tokens = 0, predicted = 0, predicted_used = 0;
   double wait_hash_s = 0, busy_s = 0, tile_s = 0, waits = 0, wall_s = 0;  // wall_s: the passes' own time
+  double used_bytes = 0, cancelled = 0;
   void add(const ExpertCacheStats& a, const ExpertCacheStats& b, int n) {
     uses += double(b.uses - a.uses), loads += double(b.loads - a.loads), bytes += double(b.bytes_read - a.bytes_read);
     wait_s += b.wait_s - a.wait_s, tokens += n;
     wait_hash_s += b.wait_hash_s - a.wait_hash_s, busy_s += b.busy_s - a.busy_s, tile_s += b.tile_s - a.tile_s;
     waits += double(b.waits - a.waits);
     predicted += double(b.predicted - a.predicted), predicted_used += double(b.predicted_used - a.predicted_used);
-    used_loads += double(b.used_loads - a.used_loads);
+    used_loads += double(b.used_loads - a.used_loads), used_bytes += double(b.used_bytes - a.used_bytes);
+    cancelled += double(b.cancelled - a.cancelled);
   }
   double prediction_hit_rate() const { return predicted > 0 ? predicted_used / predicted : 0; }
   double hit_rate() const { return uses > 0 ? 1 - used_loads / uses : 0; }
   double per_token(double v) const { return tokens > 0 ? v / tokens : 0; }
-  double bytes_per_token() const { return per_token(bytes); }
+  double bytes_per_token() const { return per_token(bytes); }  // every read, wrong guesses included
+  double miss_bytes_per_token() const { return per_token(used_bytes); }  // the reads the pass needed
   double wait_per_token() const { return per_token(wait_s); }
   double wait_hash_per_token() const { return per_token(wait_hash_s); }  // in hash-routed layers
   double wait_score_per_token() const { return per_token(wait_s - wait_hash_s); }
@@ -173,8 +176,9 @@ struct IoTotals {
   // Reads in flight for this share of the passes' time, at this rate while they were.
   double disk_busy_fraction() const { return wall_s > 0 ? std::min(1.0, busy_s / wall_s) : 0; }
   double disk_gbs() const { return busy_s > 0 ? bytes / 1e9 / busy_s : 0; }
-  // Tokens/s if nothing but reading the misses took time: disk bandwidth ÷ bytes per token.
-  double bound(double disk_gbs) const { return bytes_per_token() > 0 ? disk_gbs * 1e9 / bytes_per_token() : 0; }
+  // Tokens/s if nothing but reading the misses took time: disk bandwidth ÷ miss bytes per token
+  // (reads of wrongly predicted experts are time lost, not part of the bound).
+  double bound(double disk_gbs) const { return miss_bytes_per_token() > 0 ? disk_gbs * 1e9 / miss_bytes_per_token() : 0; }
 };
 
 void print_expert_cache(const Model& m, const IoTotals& dec_io, const IoTotals& pre_io, double dec, double probe_gbs) {
@@ -187,13 +191,13 @@ void print_expert_cache(const Model& m, const IoTotals& dec_io, const IoTotals& 
               cache->direct_io() ? "O_DIRECT reads" : "buffered reads", cache->read_engine());
   std::printf("  %-34s %10.1f %%       (decode %.1f %%, prefill %.1f %%)\n", "expert cache hit rate",
               100 * all.hit_rate(), 100 * dec_io.hit_rate(), 100 * pre_io.hit_rate());
-  std::printf("  %-34s %10.1f MB/token (prefill %.1f MB/token)\n", "disk reads, decode", dec_io.bytes_per_token() / 1e6,
-              pre_io.bytes_per_token() / 1e6);
+  std::printf("  %-34s %10.1f MB/token (misses %.1f MB/token; prefill %.1f MB/token)\n", "disk reads, decode",
+              dec_io.bytes_per_token() / 1e6, dec_io.miss_bytes_per_token() / 1e6, pre_io.bytes_per_token() / 1e6);
   std::printf("  %-34s %10.2f GB/s      (up to 1 GB at full read depth, this run; %.2f GB/s over its reads)\n",
               "disk bandwidth (measured)", probe_gbs, all.disk_gbs());
-  std::printf("  %-34s %10.1f %%       (%.1f experts read ahead per decoded token)\n",
-              "next-layer prediction hit rate", 100 * dec_io.prediction_hit_rate(),
-              dec_io.tokens > 0 ? dec_io.predicted / dec_io.tokens : 0);
+  std::printf("  %-34s %10.1f %%       (%.1f experts read ahead per decoded token, %.1f wrong ones taken back unread)\n",
+              "next-layer prediction hit rate", 100 * dec_io.prediction_hit_rate(), dec_io.per_token(dec_io.predicted),
+              dec_io.per_token(dec_io.cancelled));
   const double bound = dec_io.bound(probe_gbs > 0 ? probe_gbs : all.disk_gbs());
   std::printf("  %-34s %10.2f tok/s  decode at %.0f %% of it; %.1f ms/token waiting for experts\n",
               "I/O bound (misses / disk bandwidth)", bound, bound > 0 ? 100 * dec / bound : 0,
@@ -392,10 +396,12 @@ void run_bench(const BenchFlags& f) {
       const double disk = disk_probe_gbs > 0 ? disk_probe_gbs : all.disk_gbs();  // the I/O bound's rate
       e["decode_hit_rate"] = io_decode.hit_rate();
       e["decode_disk_bytes_per_token"] = io_decode.bytes_per_token();
+      e["decode_miss_bytes_per_token"] = io_decode.miss_bytes_per_token();
       e["decode_io_bound_tokens_per_s"] = io_decode.bound(disk);
       e["decode_io_bound_fraction"] = io_decode.bound(disk) > 0 ? dec / io_decode.bound(disk) : 0;
       e["decode_prediction_hit_rate"] = io_decode.prediction_hit_rate();
       e["decode_predicted_per_token"] = io_decode.per_token(io_decode.predicted);
+      e["decode_cancelled_per_token"] = io_decode.per_token(io_decode.cancelled);
       e["decode_wait_s_per_token"] = io_decode.wait_per_token();
       // Where the rest of a decode step goes (README, "Models larger than memory").
       e["decode_step_s"] = io_decode.step_s();

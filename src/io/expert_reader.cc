@@ -112,6 +112,23 @@ std::shared_ptr<DirectReader::Job> DirectReader::submit(std::vector<Range> range
   return job;
 }
 
+bool DirectReader::cancel(const std::shared_ptr<Job>& job) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);  // no reader takes a piece meanwhile
+    size_t queued = 0;
+    for (const Piece& p : queue_) queued += p.job == job;
+    std::lock_guard<std::mutex> job_lock(job->mu_);
+    if (queued == 0 || queued != job->pending_) return false;
+    std::erase_if(queue_, [&](const Piece& p) { return p.job == job; });
+    job->pending_ = 0;
+    job->error_ = kCancelled;
+    job->done_ = nullptr;
+    job->finished_ = true;
+  }
+  job->cv_.notify_all();
+  return true;
+}
+
 std::string DirectReader::read_piece(const Range& r) {
   const File& f = files_[size_t(r.file)];
   size_t got = 0;

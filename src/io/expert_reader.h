@@ -83,6 +83,11 @@ class DirectReader {
   // Opens `path` for reading; returns its index for Range::file. Throws Error if it cannot.
   int open(const std::string& path);
   std::shared_ptr<Job> submit(std::vector<Range> ranges, std::function<void()> done = nullptr);
+  // Takes back a job whose remaining pieces are all still queued (none being read): it is then
+  // finished with error() == kCancelled, its `done` not run, and true is returned. False when a
+  // piece is being read or the job is over: it then runs to its end as usual.
+  bool cancel(const std::shared_ptr<Job>& job);
+  static constexpr const char* kCancelled = "cancelled";
 
   // Bytes read so far and the seconds during which at least one read was in flight: their ratio
   // is the disk bandwidth this process saw.

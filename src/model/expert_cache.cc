@@ -123,6 +123,7 @@ ExpertCache::ExpertCache(const ModelConfig& c, const Weights& w, const TensorDir
     for (int e = 0; e < n_experts_; ++e) {
       Source& s = sources_[size_t(key(l, e))];
       slot_bytes_ = std::max(slot_bytes_, plan_reads(expert_extents(c, dir, l, e), &s.ranges, s.offset));
+      for (const DirectReader::Range& r : s.ranges) s.bytes += r.length;
       s.shape = block_of(c, w, l).ffn.experts[size_t(e)];
       for (int i = 0; i < 3; ++i) {
         Linear* m = matrix(s.shape, i);
@@ -253,6 +254,21 @@ void ExpertCache::end_layer(int layer_id) {
     if (s.key >= 0 && s.key / n_experts_ == layer_id) s.reserved = s.predicted = false;
 }
 
+int ExpertCache::cancel_unchosen(int layer_id, std::span<const int32_t> chosen) {
+  std::lock_guard<std::mutex> lock(mu_);
+  int n = 0;
+  for (Slot& s : slots_) {
+    if (s.key < 0 || s.key / n_experts_ != layer_id || !s.predicted || s.pins > 0 || s.state != State::kLoading) continue;
+    if (std::binary_search(chosen.begin(), chosen.end(), s.key % n_experts_) || !reader_.cancel(s.job)) continue;
+    slot_of_[size_t(s.key)] = -1;
+    s = Slot{};
+    --stats_.loads;
+    ++stats_.cancelled;
+    ++n;
+  }
+  return n;
+}
+
 const ExpertWeights& ExpertCache::acquire(int layer_id, int expert) {
   std::unique_lock<std::mutex> lock(mu_);
   const int k = key(layer_id, expert);
@@ -264,7 +280,7 @@ const ExpertWeights& ExpertCache::acquire(int layer_id, int expert) {
   Slot& slot = slots_[size_t(s)];
   ++slot.pins;
   if (slot.predicted) ++stats_.predicted_used;
-  if (slot.fresh) ++stats_.used_loads;
+  if (slot.fresh) ++stats_.used_loads, stats_.used_bytes += sources_[size_t(k)].bytes;
   slot.fresh = false;
   slot.reserved = slot.predicted = false;
   slot.last_use = ++clock_;

@@ -47,6 +47,8 @@ struct ExpertCacheStats {
   double tile_s = 0;        // seconds tiling read experts (FP4), summed over the reader's finisher threads
   uint64_t predicted = 0;       // experts read ahead from the next layer's gate on an earlier input
   uint64_t predicted_used = 0;  // of those, the ones the layer then used
+  uint64_t cancelled = 0;       // predicted reads taken back before they started (cancel_unchosen)
+  uint64_t used_bytes = 0;      // bytes of the reads whose expert was then used: the misses' bytes
   double prediction_hit_rate() const { return predicted ? double(predicted_used) / double(predicted) : 0; }
   // The uses that needed no read of their own (a read for a wrong guess is no miss of a use).
   double hit_rate() const { return uses ? 1.0 - double(used_loads) / double(uses) : 0; }
@@ -77,6 +79,10 @@ class ExpertCache {
   // Block `layer_id` is done: its prefetched experts not used (wrong predictions) are no longer
   // reserved, so they are given up first like any other.
   void end_layer(int layer_id);
+  // Block `layer_id`'s gate chose `chosen` (ascending): the reads predicted for its other experts
+  // that no reader has started are taken back and their slots freed, so the disk reads what is
+  // needed instead of wrong guesses. Returns how many.
+  int cancel_unchosen(int layer_id, std::span<const int32_t> chosen);
   // The expert's weights, read first if needed (waiting for the read); pinned until release().
   // Throws Error if the read failed (the message names the file) or every slot is pinned.
   const ExpertWeights& acquire(int layer_id, int expert);
@@ -102,6 +108,7 @@ class ExpertCache {
  private:
   struct Source {  // where one expert's bytes are on disk, and its matrices' shapes
     std::vector<DirectReader::Range> ranges;  // dst = offset within the slot
+    size_t bytes = 0;                         // read from disk: the ranges' lengths
     ExpertWeights shape;                      // formats and sizes (pointers unset)
     size_t offset[6] = {};                    // w1, w3, w2 weight then scale: where in the slot
   };

@@ -170,7 +170,14 @@ void prefetch_predicted(const MoeArgs& a) {
   p.weights = a.next_weights, p.hash_routed = false, p.trace = nullptr, p.layer = a.next_layer;
   Scratch<float> logits(size_t(a.n * E));
   kernels::linear(p.weights->gate, a.next_x, a.n, logits.data(), nullptr);
-  const Scratch<int32_t> ids = active_experts(group_by_expert(p, logits.data()));
+  const Groups gr = group_by_expert(p, logits.data());
+  Scratch<int32_t> ids = active_experts(gr);
+  // Surest first (largest routing weight): the guesses the next gate then drops are likely still
+  // queued there, where cancel_unchosen takes them back unread.
+  Scratch<float> weight(size_t(E), 0.0f);
+  for (int32_t e : ids)
+    for (float w : gr.wgt[size_t(e)]) weight[size_t(e)] += w;
+  std::stable_sort(ids.begin(), ids.end(), [&](int32_t x, int32_t y) { return weight[size_t(x)] > weight[size_t(y)]; });
   a.cache->prefetch(p.layer, std::span<const int32_t>(ids.data(), ids.size()), /*predicted=*/true);
 }
 
@@ -457,7 +464,9 @@ void moe_forward(const MoeArgs& a) {
   Scratch<float> xq = gemm_input(a.x, a.n, D, a.numerics);
   const Groups gr = group_by_expert(a, logits.data());
   if (a.cache) {  // this layer's reads first, then the next layer's predicted ones behind them
-    prefetch_rest(a, active_experts(gr), 0);
+    const Scratch<int32_t> ids = active_experts(gr);
+    a.cache->cancel_unchosen(a.layer, std::span<const int32_t>(ids.data(), ids.size()));
+    prefetch_rest(a, ids, 0);
     prefetch_predicted(a);
   }
   std::fill(a.out, a.out + a.n * D, 0.0f);

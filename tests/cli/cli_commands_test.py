@@ -523,6 +523,11 @@ def test_bench(tmp, m):
     check(e.get("cache_experts", 0) >= 6 and e.get("resident_bytes", 0) > 0 and e.get("disk_gbs", 0) > 0
           and 0 <= e.get("hit_rate", -1) < 1 and e.get("decode_disk_bytes_per_token", 0) > 0
           and e.get("decode_io_bound_tokens_per_s", 0) > 0, f"bench --expert-cache-gb --json: {out}")
+    # The bound counts the misses' bytes only: reads of wrong guesses are part of every read, not of the misses;
+    # taken-back guesses are some of the predicted ones.
+    check(0 < e.get("decode_miss_bytes_per_token", 0) <= e.get("decode_disk_bytes_per_token", 0)
+          and 0 <= e.get("decode_cancelled_per_token", -1) <= e.get("decode_predicted_per_token", -1),
+          f"bench --expert-cache-gb --json (misses, cancelled guesses): {e}")
     out, _ = dsv4("bench", "--model", m, "--prompt", "4", "--gen", "1", "--reps", "1", "--expert-cache-gb", "0.0005",
                   timeout=600)
     check("expert cache hit rate" in out and "I/O bound" in out and "disk bandwidth" in out

@@ -1,5 +1,6 @@
 // A read job's `done` (the expert cache's FP4 tiling) has run, after all its bytes landed, when
-// wait() returns, now that it runs on the reader's finisher thread rather than a reader's.
+// wait() returns, now that it runs on the reader's finisher thread rather than a reader's; a job
+// cancelled while queued reads nothing and runs no `done`.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -40,6 +41,55 @@ TEST(ExpertReader, DoneHasRunWhenWaitReturns) {
       EXPECT_EQ(std::memcmp(buf[j] + 1, data.data() + size_t(j) * 65536 + 1, 65535), 0) << reader.engine_name();
     }
     EXPECT_EQ(done_count.load(), 8) << reader.engine_name();
+  }
+}
+
+
+// Behind a long job on a one-read-deep reader, a second job is still queued when cancelled: it
+// finishes at once with kCancelled, its buffer untouched and its `done` not run, and the reader
+// goes on with the first job and later ones. A job being read or done cannot be cancelled.
+TEST(ExpertReader, CancelTakesBackAQueuedJobOnly) {
+  test::TempDir dir("cancel");
+  const std::string path = dir.str() + "/f.bin";
+  std::vector<uint8_t> data(size_t(1) << 20);
+  for (size_t i = 0; i < data.size(); ++i) data[i] = uint8_t(i * 13 + 1);
+  std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(data.data()), std::streamsize(data.size()));
+  for (ReadEngine engine : {ReadEngine::kThreads, ReadEngine::kUring}) {
+    DirectReader reader(1, engine);
+    const int f = reader.open(path);
+    alignas(4096) static uint8_t big[1 << 20], small[65536];
+    int cancelled = 0;
+    for (int attempt = 0; attempt < 5 && cancelled == 0; ++attempt) {
+      std::vector<DirectReader::Range> ranges;  // 4096 reads of 4 KB: a queue the reader needs a while for
+      for (int i = 0; i < 4096; ++i) ranges.push_back({f, uint64_t(i % 256) * 4096, 4096, 4096, big + (i % 256) * 4096});
+      auto first = reader.submit(std::move(ranges));
+      std::memset(small, 0xA5, sizeof small);
+      std::atomic<bool> done_ran{false};
+      auto second = reader.submit({{f, 0, 65536, 65536, small}}, [&] { done_ran = true; });
+      if (reader.cancel(second)) {
+        ++cancelled;
+        EXPECT_TRUE(second->finished()) << reader.engine_name();
+        EXPECT_EQ(second->error(), DirectReader::kCancelled);
+        EXPECT_FALSE(reader.cancel(second)) << "cancelled twice";
+      }
+      first->wait();
+      second->wait();
+      EXPECT_EQ(first->error(), "") << reader.engine_name();
+      EXPECT_EQ(std::memcmp(big, data.data(), sizeof big), 0) << reader.engine_name();
+      if (second->error().empty()) {  // it had started: read whole, done run
+        EXPECT_TRUE(done_ran.load());
+        EXPECT_EQ(std::memcmp(small, data.data(), sizeof small), 0);
+      } else {
+        EXPECT_FALSE(done_ran.load()) << "a cancelled job ran its done";
+        for (uint8_t b : small) ASSERT_EQ(b, 0xA5) << "a cancelled job wrote its buffer";
+      }
+      EXPECT_FALSE(reader.cancel(first)) << "a finished job was cancelled";
+    }
+    EXPECT_GT(cancelled, 0) << reader.engine_name() << ": the queued job was never still queued";
+    auto after = reader.submit({{f, 65536, 65536, 65536, small}});  // the reader still reads
+    after->wait();
+    EXPECT_EQ(after->error(), "");
+    EXPECT_EQ(std::memcmp(small, data.data() + 65536, sizeof small), 0) << reader.engine_name();
   }
 }
 

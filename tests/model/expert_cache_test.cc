@@ -76,6 +76,9 @@ void expect_streaming_identical(const std::string& dir, Numerics numerics, size_
   // Every read is a miss of acquire(), or a prefetch: known experts (used later) or predicted ones.
   EXPECT_GE(s.uses + s.predicted, s.loads);
   EXPECT_LE(s.predicted_used, s.predicted);
+  EXPECT_LE(s.cancelled, s.predicted - s.predicted_used);  // only wrong guesses are taken back
+  EXPECT_LE(s.used_bytes, s.bytes_read);
+  EXPECT_GT(s.used_bytes, uint64_t(0));
   EXPECT_LE(s.used_loads, s.loads);
   EXPECT_GE(s.hit_rate(), 0.0);
   EXPECT_LE(s.hit_rate(), 1.0);
