@@ -10,8 +10,8 @@
 # Writes OUT/<config>-{warm,cold,spec}-<round>.{json,txt}, then OUT/summary.json and
 # OUT/summary.md (medians over rounds). Needs root (cgroups, drop_caches).
 #   usage: M=STACK [B=build/bin/dsv4] [OUT=stream-bench] [RUNS=3] [SPEC=0] bench/stream_bench.sh
-# (STACK: e.g. `dsv4 make-model --preset flash --layers 4 --experts 256 --out STACK`, 19 GB.)
-# About 2.5 minutes a round on an idle machine (SPEC=1: 4).
+# (STACK: e.g. `dsv4 make-model --preset flash --layers 8 --experts 256 --out STACK`, 34 GB.)
+# About 4 minutes a round on an idle machine with that stack (SPEC=1: 6).
 set -u
 B=${B:-build/bin/dsv4}
 M=${M:?set M to a checkpoint directory larger than the cgroup limits below}
@@ -71,7 +71,8 @@ def med(v):
 cache_keys = ['decode_hit_rate', 'decode_disk_bytes_per_token', 'disk_probe_gbs', 'decode_io_bound_tokens_per_s',
               'decode_io_bound_fraction', 'decode_step_s', 'decode_compute_s_per_token', 'decode_wait_s_per_token',
               'decode_wait_hash_s_per_token', 'decode_wait_score_s_per_token', 'decode_tile_s_per_token',
-              'decode_disk_busy_fraction', 'decode_disk_gbs', 'decode_prediction_hit_rate']
+              'decode_disk_busy_fraction', 'decode_disk_gbs', 'decode_prediction_hit_rate',
+              'decode_miss_bytes_per_token', 'decode_predicted_per_token', 'decode_cancelled_per_token']
 summary = {}
 for cfg in ['mmap', 'e15', 'e3']:
     rows = {'warm_decode': [], 'warm_decode_filled': [], 'warm_prefill': [], 'cold_prefill': [], 'cold_decode': [],
@@ -101,8 +102,9 @@ for cfg in ['e15', 'e3']:
 json.dump(summary, open(f'{out}/summary.json', 'w'), indent=1)
 names = {'mmap': '`--mmap`', 'e15': '`--expert-cache-gb 1.5`', 'e3': '`--expert-cache-gb 3`'}
 lines = ['| stack (medians) | warm decode tok/s | warm prefill tok/s | cold decode / prefill | cold speculative decode '
-         '| of the I/O bound | step ms = compute + wait (hash / score) | tiling ms/token | reads in flight |',
-         '|---|---|---|---|---|---|---|---|---|']
+         '| hit rate, MB read / missed per token | I/O bound tok/s (disk GB/s) | of the I/O bound '
+         '| step ms = compute + wait (hash / score) | tiling ms/token | reads in flight |',
+         '|---|---|---|---|---|---|---|---|---|---|---|']
 for cfg in ['mmap', 'e15', 'e3']:
     m = summary[cfg]['median']
     e = summary[cfg].get('expert_cache_median', {})
@@ -113,8 +115,14 @@ for cfg in ['mmap', 'e15', 'e3']:
     busy = f"{e['decode_disk_busy_fraction'] * 100:.0f} %" if e.get('decode_disk_busy_fraction') is not None else '—'
     step = (f"{ms('decode_step_s')} = {ms('decode_compute_s_per_token')} + {ms('decode_wait_s_per_token')} "
             f"({ms('decode_wait_hash_s_per_token')} / {ms('decode_wait_score_s_per_token')})") if e else '—'
+    mb = lambda k: f"{e[k] / 1e6:.0f}" if e.get(k) is not None else '—'
+    io = (f"{e['decode_hit_rate'] * 100:.0f} %, {mb('decode_disk_bytes_per_token')} / {mb('decode_miss_bytes_per_token')}"
+          if e.get('decode_hit_rate') is not None else '—')
+    bound = (f"{e['decode_io_bound_tokens_per_s']:.2f} ({e['disk_probe_gbs']:.2f})"
+             if e.get('decode_io_bound_tokens_per_s') is not None and e.get('disk_probe_gbs') is not None else '—')
     lines.append(f"| {names[cfg]} | {cell('warm_decode')} | {cell('warm_prefill')} | {cell('cold_decode')} / "
-                 f"{cell('cold_prefill')} | {cell('spec_decode')} | {frac} | {step} | {ms('decode_tile_s_per_token')} | {busy} |")
+                 f"{cell('cold_prefill')} | {cell('spec_decode')} | {io} | {bound} | {frac} | {step} | "
+                 f"{ms('decode_tile_s_per_token')} | {busy} |")
 open(f'{out}/summary.md', 'w').write('\n'.join(lines) + '\n')
 print('\n'.join(lines))
 PY
