@@ -301,6 +301,40 @@ TEST(LinearFp8ManyRows, SameBitsAsFewRows) {
   set_isa(saved);
 }
 
+// The FP8 ≥ 12-row kernel applies a group's block scale with vscalefps and an addition instead
+// of the multiply-add when every scaled group sum is exactly an F32 (decided per call from the
+// scales and x's exponents). Near the edges of that condition — tiny and huge scales and
+// activations, rows in two 128-row scale blocks — every row must get the bits of the one-row
+// kernel, which always multiplies and adds.
+TEST(LinearFp8ManyRows, SameBitsWhetherScalesFoldOrNot) {
+  const int64_t out = 160, in = 512, rows = 13;
+  const Isa saved = active_isa();
+  for (Isa isa : isas()) {
+    set_isa(isa);
+    for (int base : {1, 6, 40, 127, 200, 250}) {
+      for (int xs : {-110, -90, -60, 0, 60, 100}) {
+        SCOPED_TRACE(std::string(isa_name(isa)) + " scale bytes from " + std::to_string(base) + ", x·2^" +
+                     std::to_string(xs));
+        Matrix m = make(WeightFormat::kFP8, out, in, 99);
+        std::mt19937 rng{uint32_t(base)};
+        for (auto& b : m.s) b = uint8_t(base + int(rng() % 5));
+        std::vector<float> x = activations(rows, in, 8);
+        fp8_simulate(x.data(), rows * in, 128);  // every row BF16-exact: the many-row kernel
+        for (auto& v : x) v = std::ldexp(v, xs);
+        std::vector<float> all(size_t(rows * out)), one(static_cast<size_t>(out));
+        linear_rows(m.lin, 0, out, x.data(), rows, all.data(), nullptr);
+        for (int64_t r = 0; r < rows; ++r) {
+          linear_rows(m.lin, 0, out, x.data() + r * in, 1, one.data(), nullptr);
+          for (int64_t i = 0; i < out; ++i)
+            ASSERT_EQ(std::bit_cast<uint32_t>(one[size_t(i)]), std::bit_cast<uint32_t>(all[size_t(r * out + i)]))
+                << "row " << r << " out " << i;
+        }
+      }
+    }
+  }
+  set_isa(saved);
+}
+
 // FP8 with 3–9 x rows, all BF16-exact (several sequences' decode steps, a verify forward): the
 // kernel that decodes each weight pair once for every x row (4–8 rows) must give each pair the
 // bits of the one- and two-row paths — odd row counts (a padding row), weight pairs that straddle
