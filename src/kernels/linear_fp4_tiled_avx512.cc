@@ -4,8 +4,10 @@
 // sums its own row — no horizontal sums, and a register decoded once serves every x row of the
 // tile. Per 32-column block (one UE8M0 scale per row, 16 bytes) each lane's partial starts at
 // zero, is multiplied by its row's scale and added to the row's sum: the reference fp4_gemm's
-// two-level accumulation (spec §3.7). Each (x row, weight row) goes through these operations in
-// this order whatever the number of x rows, so results are batch invariant.
+// two-level accumulation (spec §3.7) — as one multiply-add, or where that is provably the same
+// bits, as vscalefps and an addition, which leave the dot-product pipe to the products. Each
+// (x row, weight row) goes through these operations in this order whatever the number of x rows,
+// so results are batch invariant.
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
@@ -44,13 +46,30 @@ inline __m512i decode_pair(__m512i chunk, int q, __m512i lut) {
   return _mm512_permutexvar_epi16(q == 0 ? chunk : _mm512_srli_epi16(chunk, unsigned(4 * q)), lut);
 }
 
-// The 16 rows' scales of one 32-column block. Plain: every byte in 1..254 (checked per tile
-// pair), where b << 23 is the F32 2^(b−127) and 0 / 255 need no special case.
-template <bool Plain>
+// How a block's partial sums meet their rows' scales (tot += part · 2^(b−127)):
+enum class Scales {
+  kAny,    // the multiply-add, scales decoded for every byte (0: 2^-127, 255: NaN)
+  kPlain,  // every byte in 1..254 (checked per tile pair): b << 23 is the F32 2^(b−127)
+  // foldable() holds for the call (linear_avx512_formats.h): every nonzero part and part · s is
+  // a normal F32, so vscalefps (part · 2^(b−127)) is exact and the addition that follows rounds
+  // as the multiply-add does — but neither takes the dot-product pipe, which the FMA does
+  kScalef,
+};
+
+// The 16 rows' scales of one 32-column block: 2^(b−127), or for kScalef b − 127.
+template <Scales S>
 inline __m512 block_scales(const uint8_t* s) {
   const __m512i b = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s)));
-  if constexpr (Plain) return _mm512_castsi512_ps(_mm512_slli_epi32(b, 23));
+  if constexpr (S == Scales::kScalef) return _mm512_cvtepi32_ps(_mm512_sub_epi32(b, _mm512_set1_epi32(127)));
+  if constexpr (S == Scales::kPlain) return _mm512_castsi512_ps(_mm512_slli_epi32(b, 23));
   return e8m0_lanes(b);
+}
+
+// tot + part · the block's scales (block_scales).
+template <Scales S>
+inline __m512 add_scaled(__m512 tot, __m512 part, __m512 sc) {
+  if constexpr (S == Scales::kScalef) return _mm512_add_ps(tot, _mm512_scalef_ps(part, sc));
+  return _mm512_fmadd_ps(part, sc, tot);
 }
 
 // How x meets column pair k (k even) of a tile, for RT x rows. BF16 rows (act-quantized): xi
@@ -62,6 +81,16 @@ struct Bf16Pairs {
   static void step(__m512* part, __m512i wq, X xi, int64_t k) {
     const uint32_t* xp = xi + (k / 2) * RT;
     for (int r = 0; r < RT; ++r) part[r] = dp_pair(part[r], wq, xp + r);
+  }
+  // step on zero sums (a block's first pair): the zeroing idiom needs no execution unit.
+  template <int RT>
+  static void first(__m512* part, __m512i wq, X xi, int64_t k) {
+    const uint32_t* xp = xi + (k / 2) * RT;
+    for (int r = 0; r < RT; ++r) {
+      __m512 acc;
+      asm("vpxord %0, %0, %0\n\tvdpbf16ps %2%{1to16%}, %1, %0" : "=&v"(acc) : "v"(wq), "m"(*reinterpret_cast<const int32_t*>(xp + r)));
+      part[r] = acc;
+    }
   }
 };
 // F32 rows as given: the pair's two columns widened and multiplied in turn.
@@ -76,6 +105,11 @@ struct F32Pairs {
       part[r] = _mm512_fmadd_ps(wo, _mm512_set1_ps(xf[r][k + 1]), part[r]);
     }
   }
+  template <int RT>
+  static void first(__m512* part, __m512i wq, X xf, int64_t k) {
+    for (int r = 0; r < RT; ++r) part[r] = _mm512_setzero_ps();
+    step<RT>(part, wq, xf, k);
+  }
 };
 
 // y[t][r][0:16] for RT x rows and NT tiles. A block's 16 products per lane form one dependent
@@ -83,7 +117,7 @@ struct F32Pairs {
 // dot-product latency: NT tiles side by side give NT chains — and NT read streams.
 // Tile t's read stream goes on in tile t + NT (the tiles lie in order): its prefetches past the
 // tile's end land there, as a lone tile's land in the next.
-template <class P, int RT, int NT, bool Plain>
+template <class P, int RT, int NT, Scales S>
 __attribute__((noinline)) void tile_rows(const uint8_t* const* w, const uint8_t* const* s, int64_t K, typename P::X x,
                                          float* const* y, __m512i lut) {
   const int64_t tile_bytes = K / 2 * kTile;
@@ -92,19 +126,23 @@ __attribute__((noinline)) void tile_rows(const uint8_t* const* w, const uint8_t*
     for (int r = 0; r < RT; ++r) tot[t][r] = _mm512_setzero_ps();
   for (int64_t kb = 0; kb < K / 32; ++kb) {
     __m512 part[NT][RT];
-    for (int t = 0; t < NT; ++t)
-      for (int r = 0; r < RT; ++r) part[t][r] = _mm512_setzero_ps();
     const int64_t next = kb * 256 + kAhead < tile_bytes ? kAhead : kAhead + (NT - 1) * tile_bytes;
+#pragma GCC unroll 4
     for (int c = 0; c < 4; ++c)
       for (int t = 0; t < NT; ++t) {
         const uint8_t* wb = w[t] + kb * 256 + 64 * c;
         _mm_prefetch(reinterpret_cast<const char*>(wb + next), _MM_HINT_T1);
         const __m512i chunk = _mm512_loadu_si512(wb);
-        for (int q = 0; q < 4; ++q) P::template step<RT>(part[t], decode_pair(chunk, q, lut), x, kb * 32 + 8 * c + 2 * q);
+        for (int q = 0; q < 4; ++q) {
+          const __m512i wq = decode_pair(chunk, q, lut);
+          const int64_t k = kb * 32 + 8 * c + 2 * q;
+          if (c == 0 && q == 0) P::template first<RT>(part[t], wq, x, k);
+          else P::template step<RT>(part[t], wq, x, k);
+        }
       }
     for (int t = 0; t < NT; ++t) {
-      const __m512 sc = block_scales<Plain>(s[t] + kb * 16);
-      for (int r = 0; r < RT; ++r) tot[t][r] = _mm512_fmadd_ps(part[t][r], sc, tot[t][r]);
+      const __m512 sc = block_scales<S>(s[t] + kb * 16);
+      for (int r = 0; r < RT; ++r) tot[t][r] = add_scaled<S>(tot[t][r], part[t][r], sc);
     }
   }
   for (int t = 0; t < NT; ++t)
@@ -112,17 +150,26 @@ __attribute__((noinline)) void tile_rows(const uint8_t* const* w, const uint8_t*
 }
 
 // tile_rows for nt tiles: 4 only for RT ≤ kQuadRows, 2 only for RT ≤ kPairRows (the caller's
-// choice); plain: all their scale bytes are in 1..254.
-template <class P, int RT>
-void tiles_rows(int nt, bool plain, const uint8_t* const* w, const uint8_t* const* s, int64_t K, typename P::X x,
-                float* const* y, __m512i lut) {
+// choice), with scales S.
+template <class P, int RT, Scales S>
+void tiles_rows_s(int nt, const uint8_t* const* w, const uint8_t* const* s, int64_t K, typename P::X x, float* const* y,
+                  __m512i lut) {
   if constexpr (RT <= kQuadRows) {
-    if (nt == 4) return plain ? tile_rows<P, RT, 4, true>(w, s, K, x, y, lut) : tile_rows<P, RT, 4, false>(w, s, K, x, y, lut);
+    if (nt == 4) return tile_rows<P, RT, 4, S>(w, s, K, x, y, lut);
   }
   if constexpr (RT <= kPairRows) {
-    if (nt == 2) return plain ? tile_rows<P, RT, 2, true>(w, s, K, x, y, lut) : tile_rows<P, RT, 2, false>(w, s, K, x, y, lut);
+    if (nt == 2) return tile_rows<P, RT, 2, S>(w, s, K, x, y, lut);
   }
-  plain ? tile_rows<P, RT, 1, true>(w, s, K, x, y, lut) : tile_rows<P, RT, 1, false>(w, s, K, x, y, lut);
+  tile_rows<P, RT, 1, S>(w, s, K, x, y, lut);
+}
+template <class P, int RT>
+void tiles_rows(int nt, Scales sc, const uint8_t* const* w, const uint8_t* const* s, int64_t K, typename P::X x,
+                float* const* y, __m512i lut) {
+  if constexpr (std::is_same_v<P, Bf16Pairs>) {  // (F32 rows never take kScalef)
+    if (sc == Scales::kScalef) return tiles_rows_s<P, RT, Scales::kScalef>(nt, w, s, K, x, y, lut);
+  }
+  if (sc == Scales::kPlain) return tiles_rows_s<P, RT, Scales::kPlain>(nt, w, s, K, x, y, lut);
+  tiles_rows_s<P, RT, Scales::kAny>(nt, w, s, K, x, y, lut);
 }
 
 // f(std::integral_constant<int, n>) for 1 ≤ n ≤ Max: a tile instance per row count.
@@ -155,6 +202,12 @@ bool linear_rows_fp4_tiled_avx512(const Linear& w, int64_t row0, int64_t n_out, 
   thread_local std::vector<uint32_t> xi;
   bf16_rows.clear(), f32_rows.clear();
   for (int64_t r = 0; r < rows; ++r) (bf16_exact(x + r * K, K) ? bf16_rows : f32_rows).push_back(r);
+  uint8_t x_lo = 255, x_hi = 0;  // exponent fields of the BF16 rows' nonzero values (for foldable)
+  for (int64_t r : bf16_rows) {
+    uint8_t lo, hi;
+    exponent_range(x + r * K, K, &lo, &hi);
+    x_lo = std::min(x_lo, lo), x_hi = std::max(x_hi, hi);
+  }
   // Groups as even as kMaxBf16 allows (15 rows: 8 + 7, not 12 + 3: a register decoded for few
   // rows is mostly decode).
   const size_t nb = bf16_rows.size(), groups = (nb + kMaxBf16 - 1) / kMaxBf16, per = groups ? (nb + groups - 1) / groups : 1;
@@ -186,14 +239,16 @@ bool linear_rows_fp4_tiled_avx512(const Linear& w, int64_t row0, int64_t n_out, 
         const int64_t tile = row0 / kTile + t + j;
         wt[j] = w.weight + tile * (K / 2) * kTile, st[j] = w.scale + tile * (K / 32) * kTile;
       }
-      const bool plain = scale_range(st[0], nt * (K / 32) * kTile).plain();  // the tiles' scales are contiguous
+      const ScaleRange range = scale_range(st[0], nt * (K / 32) * kTile);  // the tiles' scales are contiguous
+      const Scales plain = range.plain() ? Scales::kPlain : Scales::kAny;
+      const Scales bf16_scales = foldable(range, K, x_lo, x_hi) ? Scales::kScalef : plain;
       for (size_t i = 0; i < nb; i += per) {
         const int n = int(std::min(per, nb - i));
         float* yr[4 * kMaxBf16];
         for (int j = 0; j < nt; ++j)
           for (int r = 0; r < n; ++r) yr[j * n + r] = y + brow[i + r] * n_out + (t + j) * kTile;
         with_rows<kMaxBf16>(n, [&](auto rt) {
-          tiles_rows<Bf16Pairs, decltype(rt)::value>(nt, plain, wt, st, K, xip + i * size_t(K / 2), yr, lut);
+          tiles_rows<Bf16Pairs, decltype(rt)::value>(nt, bf16_scales, wt, st, K, xip + i * size_t(K / 2), yr, lut);
         });
       }
       for (int j = 0; j < nt; ++j)

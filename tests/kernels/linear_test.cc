@@ -187,6 +187,58 @@ TEST(LinearTiledFp4, SameValuesAndKernelsMatchReference) {
   set_isa(saved);
 }
 
+// The tiled FP4 kernel's BF16 rows take a block's scales with vscalefps and an addition instead
+// of the multiply-add when no intermediate can leave F32's normal range (decided per call from
+// the scales and the rows' exponents). A row must get the same bits either way, at the edges of
+// that range (tiny and huge scales and activations): alone and with the other rows (calls that
+// may fold), beside a row holding 2^-120 (a call that may not), and against a twin matrix whose
+// tiles never fold — one all-zero block of each tile given the scale byte 0 (2^-127, outside
+// the folding range), which adds +0 either way.
+TEST(LinearTiledFp4, SameBitsWhetherScalesFoldOrNot) {
+  const int64_t out = 32, in = 512, rows = 5, zero_block = 3;
+  const Isa saved = active_isa();
+  for (Isa isa : isas()) {
+    set_isa(isa);
+    for (int base : {2, 6, 40, 127, 200, 248}) {
+      for (int xs : {-118, -100, -60, 0, 60, 100}) {
+        SCOPED_TRACE(std::string(isa_name(isa)) + " scale bytes from " + std::to_string(base) + ", x·2^" +
+                     std::to_string(xs));
+        Matrix m = make(WeightFormat::kFP4, out, in, 77);
+        std::mt19937 rng{uint32_t(base)};
+        for (auto& b : m.s) b = uint8_t(base + int(rng() % 5));
+        for (int64_t r = 0; r < out; ++r)
+          std::memset(m.w.data() + r * in / 2 + zero_block * 16, 0, 16);
+        Matrix never = m;
+        for (int64_t r = 0; r < out; ++r) never.s[size_t(r * (in / 32) + zero_block)] = 0;
+        for (Matrix* t : {&m, &never}) {
+          t->lin.weight = t->w.data(), t->lin.scale = t->s.data();
+          tile_fp4(t->w.data(), t->s.data(), out, in);
+          t->lin.tiled = true;
+        }
+        std::vector<float> x = activations(rows + 1, in, 5);
+        fp8_simulate(x.data(), (rows + 1) * in, 128);  // every row BF16-exact
+        for (auto& v : x) v = std::ldexp(v, xs);
+        x[size_t(rows * in)] = std::ldexp(1.0f, -120);  // the last row: no call with it folds
+        std::vector<float> mixed(size_t((rows + 1) * out)), all(size_t(rows * out)), twin(all.size()),
+            one(static_cast<size_t>(out));
+        linear_rows(m.lin, 0, out, x.data(), rows + 1, mixed.data(), nullptr);
+        linear_rows(m.lin, 0, out, x.data(), rows, all.data(), nullptr);
+        linear_rows(never.lin, 0, out, x.data(), rows, twin.data(), nullptr);
+        for (int64_t r = 0; r < rows; ++r) {
+          linear_rows(m.lin, 0, out, x.data() + r * in, 1, one.data(), nullptr);
+          for (int64_t i = 0; i < out; ++i) {
+            const size_t k = size_t(r * out + i);
+            ASSERT_EQ(std::bit_cast<uint32_t>(all[k]), std::bit_cast<uint32_t>(twin[k])) << "row " << r << " out " << i;
+            ASSERT_EQ(std::bit_cast<uint32_t>(all[k]), std::bit_cast<uint32_t>(mixed[k])) << "row " << r << " out " << i;
+            ASSERT_EQ(std::bit_cast<uint32_t>(one[size_t(i)]), std::bit_cast<uint32_t>(all[k])) << "row " << r << " out " << i;
+          }
+        }
+      }
+    }
+  }
+  set_isa(saved);
+}
+
 // The AVX-512 tiler against the scalar one, byte for byte, over random bytes (weights and
 // scales): rows 16 to 256; rows of one or several 64-byte steps and of partial ones (P % 64 =
 // 16, 32, 48); scale rows with and without a tail past 16 columns (B % 16 ≠ 0); expert widths.
@@ -245,6 +297,40 @@ TEST(LinearFp8ManyRows, SameBitsAsFewRows) {
     for (int64_t r = 1; r < rows; r += 2) fp8_simulate(x.data() + r * in, in, 128);
     check_kernels(m, rows, 0, out, x);
     check_kernels(m, rows, 3, 381, x);
+  }
+  set_isa(saved);
+}
+
+// The FP8 ≥ 12-row kernel applies a group's block scale with vscalefps and an addition instead
+// of the multiply-add when every scaled group sum is exactly an F32 (decided per call from the
+// scales and x's exponents). Near the edges of that condition — tiny and huge scales and
+// activations, rows in two 128-row scale blocks — every row must get the bits of the one-row
+// kernel, which always multiplies and adds.
+TEST(LinearFp8ManyRows, SameBitsWhetherScalesFoldOrNot) {
+  const int64_t out = 160, in = 512, rows = 13;
+  const Isa saved = active_isa();
+  for (Isa isa : isas()) {
+    set_isa(isa);
+    for (int base : {1, 6, 40, 127, 200, 250}) {
+      for (int xs : {-110, -90, -60, 0, 60, 100}) {
+        SCOPED_TRACE(std::string(isa_name(isa)) + " scale bytes from " + std::to_string(base) + ", x·2^" +
+                     std::to_string(xs));
+        Matrix m = make(WeightFormat::kFP8, out, in, 99);
+        std::mt19937 rng{uint32_t(base)};
+        for (auto& b : m.s) b = uint8_t(base + int(rng() % 5));
+        std::vector<float> x = activations(rows, in, 8);
+        fp8_simulate(x.data(), rows * in, 128);  // every row BF16-exact: the many-row kernel
+        for (auto& v : x) v = std::ldexp(v, xs);
+        std::vector<float> all(size_t(rows * out)), one(static_cast<size_t>(out));
+        linear_rows(m.lin, 0, out, x.data(), rows, all.data(), nullptr);
+        for (int64_t r = 0; r < rows; ++r) {
+          linear_rows(m.lin, 0, out, x.data() + r * in, 1, one.data(), nullptr);
+          for (int64_t i = 0; i < out; ++i)
+            ASSERT_EQ(std::bit_cast<uint32_t>(one[size_t(i)]), std::bit_cast<uint32_t>(all[size_t(r * out + i)]))
+                << "row " << r << " out " << i;
+        }
+      }
+    }
   }
   set_isa(saved);
 }
