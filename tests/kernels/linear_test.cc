@@ -268,6 +268,23 @@ TEST(LinearFp8FewRows, SameBitsAsOneRow) {
   set_isa(saved);
 }
 
+// BF16 (the head) with 3–9 x rows (F32, as the head gets them: a verify forward, several
+// sequences' decode steps): the kernel that loads each weight half-group once for every x row
+// (4–8 rows) must give each pair the bits of the one- and two-row paths — odd row counts (a
+// padding row), a lone last weight row; 3 and 9 rows, the paths on either side.
+TEST(LinearBf16FewRows, SameBitsAsOneRow) {
+  const Isa saved = active_isa();
+  const int64_t out = 261, in = 512;
+  Matrix m = make(WeightFormat::kBF16, out, in, 2469);
+  for (int64_t rows = 3; rows <= 9; ++rows) {
+    SCOPED_TRACE("rows " + std::to_string(rows));
+    const std::vector<float> x = activations(rows, in, 66 + uint32_t(rows));
+    check_kernels(m, rows, 3, 250, x);
+    check_kernels(m, rows, 0, out, x);
+  }
+  set_isa(saved);
+}
+
 // BF16 (the head) past the rows that take the 2×8 register tiles: the 4×4 tiles give the same bits.
 TEST(LinearBf16ManyRows, SameBitsAsFewRows) {
   const Isa saved = active_isa();
