@@ -224,7 +224,7 @@ void fp8_few_rows_as(const Call& c, int64_t r0, int nw, int64_t n, int64_t x0, i
     else fp8_quad_direct<1>(c, rows, nq, x3, x1, n + 4 * k);
   }
 }
-// kByHalfRowsMin..kFewRows x rows by tile_rows_by_half — FP8 (kBlock) with every row
+// kByHalfRowsMin..kFewRows x rows by tile_rows_by_half — FP8 (kBlock, kWholeK) with every row
 // BF16-exact, BF16 (its rows are F32) — in passes of at most 4 x rows against 4 weight rows at a
 // time (kernels_bench-like loop, 1 thread, in cache: 8 rows as 8 × 2 pairs ran 0–10 % (FP8) and
 // 13 % (BF16) slower than as 2 passes of 4 × 4; 3 rows −6 % (FP8, from 3×4 tiles) and −31 %
@@ -262,10 +262,12 @@ void by_half(const Call& c, const Rows& rows, int rt, const uint8_t* const* xr, 
 bool few_rows_by_half(const Call& c, int64_t r0, int nw, int64_t n, int64_t x0, int64_t x1, const __m512i* lut) {
   const int m = int(x1 - x0);
   const bool fp8 = c.w->format == WeightFormat::kFP8;
-  if (m < kByHalfRowsMin || m > kFewRows || (fp8 && c.whole_k)) return false;
+  if (m < kByHalfRowsMin || m > kFewRows) return false;
   for (int64_t r = x0; r < x1; ++r)
     if (bool(c.exact[r]) != fp8) return false;  // FP8: BF16-exact rows; BF16 weights: F32 rows
   Fp8Halves fp8_rows{};
+  Fp8FoldedHalves folded_rows{};
+  folded_rows.tables = &tables();
   if (fp8)
     for (int q = 0; q < 4; ++q) fp8_rows.lut[q] = lut[q];
   const int passes = (m + 3) / 4;
@@ -277,7 +279,8 @@ bool few_rows_by_half(const Call& c, int64_t r0, int nw, int64_t n, int64_t x0, 
       const int64_t r = x0 + done + j;
       xr[j] = c.xprep + r * c.K * 4, out[j] = c.y + r * c.n_out + n;
     }
-    if (fp8) by_half<Bf16Product>(c, fp8_rows, rt, xr, r0, nw, out);
+    if (fp8 && c.whole_k) by_half<Bf16Product>(c, folded_rows, rt, xr, r0, nw, out);
+    else if (fp8) by_half<Bf16Product>(c, fp8_rows, rt, xr, r0, nw, out);
     else by_half<F32Product>(c, Bf16Halves{}, rt, xr, r0, nw, out);
     done += rt;
   }

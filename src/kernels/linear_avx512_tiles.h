@@ -205,6 +205,17 @@ struct Fp8Halves {  // FP8 decoded in registers, block scales per group (kBlock)
     decode_fp8_half(p, lut, w);
   }
 };
+// FP8 that the reference dequantizes (wo_a): the row's block scale in the decode table (kWholeK).
+struct Fp8FoldedHalves : Fp8Halves {
+  static constexpr Scaling kScaling = Scaling::kWholeK;
+  const Tables* tables = nullptr;
+  mutable FoldedFp8Lut folded;
+  void get(int i, int64_t g, int h, __m512i w[2]) const {
+    const uint8_t* p = row[i] + g * kGroup + 64 * h;
+    _mm_prefetch(reinterpret_cast<const char*>(p + ahead), _MM_HINT_T1);
+    decode_fp8_half(p, folded.get(*tables, srow[i][g]), w);
+  }
+};
 struct Bf16Halves {  // BF16 as stored (kNone)
   static constexpr Scaling kScaling = Scaling::kNone;
   const uint16_t* row[4];
@@ -230,32 +241,45 @@ template <class P, int RT, int NW, class Rows>
 __attribute__((noinline)) void tile_rows_by_half(const Rows& rows, const typename P::X* const* xr, int64_t G,
                                                  float* const* out, int nw) {
   constexpr Scaling S = Rows::kScaling;
+  constexpr bool whole = S == Scaling::kWholeK;  // one sum per pair over all of K, as tile()
   constexpr int NP = RT * NW, NZ = NP / 4;
   static_assert(NP % 4 == 0 && NP <= 16);
-  __m512 acc = _mm512_setzero_ps();
+  __m512 acc[whole ? NP : 1];
+  for (__m512& a : acc) a = _mm512_setzero_ps();
   for (int64_t g = 0; g < G; ++g) {
     __m512 part[NP];
-    for (int p = 0; p < NP; ++p) part[p] = _mm512_setzero_ps();
+    if constexpr (!whole)
+      for (int p = 0; p < NP; ++p) part[p] = _mm512_setzero_ps();
     for (int h = 0; h < 2; ++h) {
       __m512i w[NW][2];
       for (int i = 0; i < NW; ++i) rows.get(i, g, h, w[i]);
       for (int qq = 0; qq < 2; ++qq)
         for (int r = 0; r < RT; ++r) {
           const typename P::XV xv = P::load(xr[r] + g * kGroup + 32 * (2 * h + qq));
-          for (int i = 0; i < NW; ++i) part[i * RT + r] = P::step(part[i * RT + r], xv, w[i][qq]);
+          for (int i = 0; i < NW; ++i) {
+            __m512& sum = whole ? acc[i * RT + r] : part[i * RT + r];
+            sum = P::step(sum, xv, w[i][qq]);
+          }
         }
     }
-    __m512 z[4];
-    for (int c = 0; c < NZ; ++c) z[c] = sum_in_lanes4(part[4 * c], part[4 * c + 1], part[4 * c + 2], part[4 * c + 3]);
-    for (int c = NZ; c < 4; ++c) z[c] = _mm512_setzero_ps();
-    const __m512 red = sum_across_lanes4(z[0], z[1], z[2], z[3]);
-    if constexpr (S == Scaling::kBlock) acc = _mm512_fmadd_ps(red, fp8_row_scales<RT, NW>(rows.srow, g), acc);
-    else acc = _mm512_add_ps(acc, red);
+    if constexpr (!whole) {
+      __m512 z[4];
+      for (int c = 0; c < NZ; ++c) z[c] = sum_in_lanes4(part[4 * c], part[4 * c + 1], part[4 * c + 2], part[4 * c + 3]);
+      for (int c = NZ; c < 4; ++c) z[c] = _mm512_setzero_ps();
+      const __m512 red = sum_across_lanes4(z[0], z[1], z[2], z[3]);
+      if constexpr (S == Scaling::kBlock) acc[0] = _mm512_fmadd_ps(red, fp8_row_scales<RT, NW>(rows.srow, g), acc[0]);
+      else acc[0] = _mm512_add_ps(acc[0], red);
+    }
   }
-  alignas(64) float lanes[16];
-  _mm512_store_ps(lanes, acc);
-  for (int r = 0; r < RT; ++r)
-    for (int i = 0; i < nw; ++i) out[r][i] = lanes[i * RT + r];
+  if constexpr (whole) {
+    for (int r = 0; r < RT; ++r)
+      for (int i = 0; i < nw; ++i) out[r][i] = hsum512(acc[i * RT + r]);
+  } else {
+    alignas(64) float lanes[16];
+    _mm512_store_ps(lanes, acc[0]);
+    for (int r = 0; r < RT; ++r)
+      for (int i = 0; i < nw; ++i) out[r][i] = lanes[i * RT + r];
+  }
 }
 
 // tile() for scratch rows with scales folded in (kFolded FP4, kWholeK FP8), looping over a

@@ -216,17 +216,25 @@ TEST(TileFp4, SimdMatchesScalarByteForByte) {
 }
 
 // FP8 that the reference dequantizes before use (wo_a): with every block scale in the folding
-// range (kernels may sum over all of K, scales in the weights), and with one outside it.
+// range (kernels may sum over all of K, scales in the weights), and with one outside it; 7 rows
+// half of them F32 (the tile paths), 4 and 8 BF16-exact rows (the few-rows kernel in one pass
+// and in two).
 TEST(LinearDequantizedFp8, MatchesReferenceAndIsBatchInvariant) {
   const Isa saved = active_isa();
-  const int64_t out = 384, in = 512, rows = 7;
+  const int64_t out = 384, in = 512;
   for (bool foldable : {true, false}) {
     SCOPED_TRACE(foldable ? "foldable scales" : "a subnormal scale");
     Matrix m = make(WeightFormat::kFP8, out, in, 4321);
     m.lin.dequantized = true;
     if (foldable) m.s[1] = 125;
-    check_kernels(m, rows, 0, out, activations(rows, in, 98));
-    check_kernels(m, rows, 131, 200, activations(rows, in, 97));  // blocks cut by the row range
+    for (int64_t rows : {7, 4, 8}) {
+      SCOPED_TRACE("rows " + std::to_string(rows));
+      std::vector<float> x = activations(rows, in, 98);
+      if (rows != 7)
+        for (int64_t r = 1; r < rows; r += 2) fp8_simulate(x.data() + r * in, in, 128);
+      check_kernels(m, rows, 0, out, x);
+      check_kernels(m, rows, 131, 200, x);  // blocks cut by the row range
+    }
   }
   set_isa(saved);
 }
