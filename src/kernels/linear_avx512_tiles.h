@@ -229,14 +229,14 @@ struct Bf16Halves {  // BF16 as stored (kNone)
   }
 };
 
-// RT ≤ 4 x rows against NW weight rows, for 3–8 x rows in passes (concurrent sequences, verify;
-// FP8 with BF16-exact x, the BF16 head with F32 x): each half-group of a weight row is fetched
-// (FP8: decoded) once in registers and used by all RT x rows, and each x register is loaded once
-// for the NW weight rows (loaded again for each, the 8-row FP8 product ran 14 % slower). tile()
-// holds a group's x registers across its weight rows, so past 2–3 rows it had to fetch each
-// weight again for every 2–3 x rows (the head's 2×8 tiles ran 20–30 % slower than this). The
-// NW·RT pairs (i·RT + r) fill one accumulator's lanes and see tile()'s operations in tile()'s
-// order: the same bits.
+// RT x rows against NW weight rows (up to 4 × 4, or 6 × 2), for 3–8 x rows in passes
+// (concurrent sequences, verify; FP8 with BF16-exact x, the BF16 head with F32 x): each
+// half-group of a weight row is fetched (FP8: decoded) once in registers and used by all RT x
+// rows, and each x register is loaded once for the NW weight rows (loaded again for each, the
+// 8-row FP8 product ran 14 % slower). tile() holds a group's x registers across its weight rows,
+// so past 2–3 rows it had to fetch each weight again for every 2–3 x rows (the head's 2×8 tiles
+// ran 20–30 % slower than this). The NW·RT pairs (i·RT + r) fill one accumulator's lanes and see
+// tile()'s operations in tile()'s order: the same bits.
 template <class P, int RT, int NW, class Rows>
 __attribute__((noinline)) void tile_rows_by_half(const Rows& rows, const typename P::X* const* xr, int64_t G,
                                                  float* const* out, int nw) {

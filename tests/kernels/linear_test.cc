@@ -217,8 +217,8 @@ TEST(TileFp4, SimdMatchesScalarByteForByte) {
 
 // FP8 that the reference dequantizes before use (wo_a): with every block scale in the folding
 // range (kernels may sum over all of K, scales in the weights), and with one outside it; 7 rows
-// half of them F32 (the tile paths), 4 and 8 BF16-exact rows (the few-rows kernel in one pass
-// and in two).
+// half of them F32 (the tile paths), 4, 6 and 8 BF16-exact rows (the few-rows kernel in one
+// pass of 4 × 4 or 6 × 2 pairs, and in two).
 TEST(LinearDequantizedFp8, MatchesReferenceAndIsBatchInvariant) {
   const Isa saved = active_isa();
   const int64_t out = 384, in = 512;
@@ -227,7 +227,7 @@ TEST(LinearDequantizedFp8, MatchesReferenceAndIsBatchInvariant) {
     Matrix m = make(WeightFormat::kFP8, out, in, 4321);
     m.lin.dequantized = true;
     if (foldable) m.s[1] = 125;
-    for (int64_t rows : {7, 4, 8}) {
+    for (int64_t rows : {7, 4, 6, 8}) {
       SCOPED_TRACE("rows " + std::to_string(rows));
       std::vector<float> x = activations(rows, in, 98);
       if (rows != 7)
