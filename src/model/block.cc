@@ -34,16 +34,9 @@ Scratch<float> pre_norm(const BlockArgs& a, const HcWeights& hc, const Vec& norm
     kernels::rms_norm(y.data(), norm.data(), D, c.norm_eps, y.data());
     return y;
   }
-  // Several tokens: the mix products of up to 8 at a time first, fn read once for them (their
-  // streams, 512 KB, stay in L2 meanwhile).
-  constexpr int64_t kTokens = 8;
-  const int64_t M = c.hc_mix_dim();
-  Scratch<float> m(size_t(a.n * M));
   parallel_for(a.pool, a.n, [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; i += kTokens)
-      hc_mix_products_rows(c, hc, a.x + i * stride, std::min(kTokens, e - i), m.data() + i * M);
     for (int64_t i = b; i < e; ++i) {
-      hc_pre(c, hc, a.x + i * stride, y.data() + i * D, &(*mixes)[size_t(i)], m.data() + i * M);
+      hc_pre(c, hc, a.x + i * stride, y.data() + i * D, &(*mixes)[size_t(i)]);
       kernels::rms_norm(y.data() + i * D, norm.data(), D, c.norm_eps, y.data() + i * D);
     }
   });

@@ -29,12 +29,6 @@ void hc_mix_products(const ModelConfig& c, const HcWeights& w, const float* x, i
   kernels::dot_rows(w.fn.data() + r0 * n, r1 - r0, x, n, m + r0);
 }
 
-void hc_mix_products_rows(const ModelConfig& c, const HcWeights& w, const float* x, int64_t n, float* m) {
-  const int64_t M = c.hc_mix_dim(), stride = c.hc_mult * c.dim;
-  for (int64_t r0 = 0; r0 < M; r0 += 4)
-    for (int64_t i = 0; i < n; ++i) hc_mix_products(c, w, x + i * stride, r0, std::min(M, r0 + 4), m + i * M);
-}
-
 void sinkhorn(float* c, int hc, int iters, float eps) {
   for (int j = 0; j < hc; ++j) {  // row softmax, then + eps
     float* row = c + j * hc;

@@ -30,10 +30,6 @@ void hc_pre(const ModelConfig& c, const HcWeights& w, const float* x, float* u, 
 // hc_pre (1.5 MB per call at Flash widths), split over threads for a decode step. r0 must be a
 // multiple of 4 (kernels::dot_rows sums rows in groups of four), so any split gives the same bits.
 void hc_mix_products(const ModelConfig& c, const HcWeights& w, const float* x, int64_t r0, int64_t r1, float* m);
-// The mix products of n tokens (x: [n, hc, dim]) into m [n, hc_mix_dim], four rows of fn at a
-// time for every token, so that fn is read once for all of them instead of once per token
-// (hc_mix_products' bits).
-void hc_mix_products_rows(const ModelConfig& c, const HcWeights& w, const float* x, int64_t n, float* m);
 // x: [hc, dim] streams updated in place: x'_k = post_k·f + Σ_j comb[j][k]·x_j.
 void hc_post(const ModelConfig& c, const HcMix& mix, const float* f, float* x);
 // Final collapse: x [hc, dim] → u [dim].
