@@ -51,8 +51,8 @@ namespace {
 constexpr int64_t kRowsX = 256;  // x rows per cache block at most (x block stays in L2)
 constexpr int64_t kBlockBytes = 512 << 10;  // prepared x bytes per cache block at most
 constexpr int64_t kSpan = 16;    // groups per span of FP4's many-rows path (see tile_over_x)
-constexpr int64_t kBf16DirectRows = 12;  // BF16 (the head): x rows up to which the 2×8 register tiles beat 4×4
-constexpr int64_t kFewRows = 8;      // x rows up to which FP8 decodes in registers (fp8_few_rows)
+constexpr int64_t kBf16DirectRows = 12;  // BF16 (the head): x rows up to which the 2×8 register tiles beat 4×4 (3–8: few_rows_by_half)
+constexpr int64_t kFewRows = 8;      // x rows up to which FP8 decodes in registers (fp8_few_rows), BF16 too (few_rows_by_half)
 constexpr int64_t kFp8RowsMin = 12;  // BF16 x rows from which FP8 takes linear_fp8_rows_avx512 (4-8: fp8_pairs)
 // x rows per chunk of their preparation (a few µs a row): a batch of decode steps or a verify
 // forward prepares its rows without a thread-pool region of its own (a wake-up and a barrier
@@ -224,43 +224,74 @@ void fp8_few_rows_as(const Call& c, int64_t r0, int nw, int64_t n, int64_t x0, i
     else fp8_quad_direct<1>(c, rows, nq, x3, x1, n + 4 * k);
   }
 }
-// FP8 (kBlock) for kPairRowsMin..kFewRows x rows, all BF16-exact: tile_fp8_two_rows over the weight
-// rows in pairs; false where it does not apply (the rows take fp8_few_rows_as).
-constexpr int64_t kPairRowsMin = 4;  // 3 rows: a third of a 2×4 tile would be padding
-bool fp8_pairs(const Call& c, int64_t r0, int nw, int64_t n, int64_t x0, int64_t x1, const uint8_t* const* srow,
-               const __m512i* lut) {
-  const int m = int(x1 - x0);
-  if (c.whole_k || m < kPairRowsMin || m > kFewRows) return false;
-  for (int64_t r = x0; r < x1; ++r)
-    if (!c.exact[r]) return false;
-  const int rt = (m + 1) & ~1;  // odd counts: a padding row (the last again), its sums dropped
-  const uint16_t* xr[8];
-  float* out[8];
-  float dropped[2];
-  for (int j = 0; j < rt; ++j) {
-    const int64_t r = x0 + std::min(j, m - 1);
-    xr[j] = reinterpret_cast<const uint16_t*>(c.xprep + r * c.K * 4);
-    out[j] = j < m ? c.y + r * c.n_out + n : dropped;
+// kByHalfRowsMin..kFewRows x rows by tile_rows_by_half — FP8 (kBlock, kWholeK) with every row
+// BF16-exact, BF16 (its rows are F32) — in passes of at most 4 x rows against 4 weight rows at a
+// time (kernels_bench-like loop, 1 thread, in cache: 8 rows as 8 × 2 pairs ran 0–10 % (FP8) and
+// 13 % (BF16) slower than as 2 passes of 4 × 4; 3 rows −6 % (FP8, from 3×4 tiles) and −31 %
+// (BF16, from 2×8 + 1×8 tiles)); false where it does not apply.
+constexpr int64_t kByHalfRowsMin = 3;
+constexpr int kByHalfRowsW = 4;  // weight rows per tile
+// Points slot i of a tile_rows_by_half weight source at weight row r.
+void point_row(Fp8Halves& rows, int i, const Linear& w, int64_t r) {
+  rows.row[i] = w.weight + r * w.in, rows.srow[i] = w.scale + (r / 128) * ((w.in + 127) / 128);
+}
+void point_row(Bf16Halves& rows, int i, const Linear& w, int64_t r) {
+  rows.row[i] = reinterpret_cast<const uint16_t*>(w.weight) + r * w.in;
+}
+// Weight rows r0 .. r0 + nw - 1 for the RT x rows xr (out[r]: their outputs for weight row r0).
+template <class P, int RT, class Rows, int NW = kByHalfRowsW>
+void by_half(const Call& c, Rows rows, const uint8_t* const* xr, int64_t r0, int nw, float* const* out) {
+  const int64_t row_bytes = c.w->format == WeightFormat::kFP8 ? c.K : 2 * c.K;
+  rows.ahead = 4 * kRowsW * row_bytes;
+  for (int k = 0; NW * k < nw; ++k) {
+    const int nk = std::min(NW, nw - NW * k);
+    for (int i = 0; i < NW; ++i) point_row(rows, i, *c.w, r0 + NW * k + std::min(i, nk - 1));  // padding: the last again
+    float* o[RT];
+    const typename P::X* x[RT];
+    for (int r = 0; r < RT; ++r) o[r] = out[r] + NW * k, x[r] = reinterpret_cast<const typename P::X*>(xr[r]);
+    tile_rows_by_half<P, RT, NW>(rows, x, c.G, o, nk);
   }
-  const Linear& w = *c.w;
-  for (int k = 0; 2 * k < nw; ++k) {
-    const int j1 = std::min(2 * k + 1, nw - 1);  // a lone last row twice, its second sums dropped
-    const uint8_t* wrow[2] = {w.weight + (r0 + 2 * k) * c.K, w.weight + (r0 + j1) * c.K};
-    const uint8_t* s[2] = {srow[2 * k], srow[j1]};
-    float* o[8];
-    for (int j = 0; j < rt; ++j) o[j] = out[j] == dropped ? dropped : out[j] + 2 * k;
-    const int64_t ahead = 4 * kRowsW * c.K;
-    const int nw2 = std::min(2, nw - 2 * k);
-    if (rt == 4) tile_fp8_two_rows<4>(wrow, s, lut, ahead, xr, c.G, o, nw2);
-    else if (rt == 6) tile_fp8_two_rows<6>(wrow, s, lut, ahead, xr, c.G, o, nw2);
-    else tile_fp8_two_rows<8>(wrow, s, lut, ahead, xr, c.G, o, nw2);
+}
+template <class P, class Rows>
+void by_half(const Call& c, const Rows& rows, int rt, const uint8_t* const* xr, int64_t r0, int nw, float* const* out) {
+  if (rt == 6) by_half<P, 6, Rows, 2>(c, rows, xr, r0, nw, out);  // 12 pairs
+  else if (rt == 2) by_half<P, 2>(c, rows, xr, r0, nw, out);
+  else if (rt == 3) by_half<P, 3>(c, rows, xr, r0, nw, out);
+  else by_half<P, 4>(c, rows, xr, r0, nw, out);
+}
+bool few_rows_by_half(const Call& c, int64_t r0, int nw, int64_t n, int64_t x0, int64_t x1, const __m512i* lut) {
+  const int m = int(x1 - x0);
+  const bool fp8 = c.w->format == WeightFormat::kFP8;
+  if (m < kByHalfRowsMin || m > kFewRows) return false;
+  for (int64_t r = x0; r < x1; ++r)
+    if (bool(c.exact[r]) != fp8) return false;  // FP8: BF16-exact rows; BF16 weights: F32 rows
+  Fp8Halves fp8_rows{};
+  Fp8FoldedHalves folded_rows{};
+  folded_rows.tables = &tables();
+  if (fp8)
+    for (int q = 0; q < 4; ++q) fp8_rows.lut[q] = lut[q];
+  // FP8, 6 rows: one pass of 6 × 2 pairs (−11 % against 3 + 3, the decode done once; BF16 ran
+  // as fast either way).
+  const int passes = fp8 && m == 6 ? 1 : (m + 3) / 4;
+  for (int p = 0, done = 0; p < passes; ++p) {
+    const int rt = (m - done + passes - p - 1) / (passes - p);  // as even as can be: 7 = 4 + 3
+    const uint8_t* xr[8];
+    float* out[8];
+    for (int j = 0; j < rt; ++j) {
+      const int64_t r = x0 + done + j;
+      xr[j] = c.xprep + r * c.K * 4, out[j] = c.y + r * c.n_out + n;
+    }
+    if (fp8 && c.whole_k) by_half<Bf16Product>(c, folded_rows, rt, xr, r0, nw, out);
+    else if (fp8) by_half<Bf16Product>(c, fp8_rows, rt, xr, r0, nw, out);
+    else by_half<F32Product>(c, Bf16Halves{}, rt, xr, r0, nw, out);
+    done += rt;
   }
   return true;
 }
 
 void fp8_few_rows(const Call& c, int64_t r0, int nw, int64_t n, int64_t x0, int64_t x1, const uint8_t* const* srow,
                   const __m512i* lut) {
-  if (fp8_pairs(c, r0, nw, n, x0, x1, srow, lut)) return;
+  if (few_rows_by_half(c, r0, nw, n, x0, x1, lut)) return;
   if (c.whole_k) fp8_few_rows_as<Fp8FoldedRows>(c, r0, nw, n, x0, x1, srow, lut);
   else fp8_few_rows_as<Fp8Rows>(c, r0, nw, n, x0, x1, srow, lut);
 }
@@ -344,6 +375,7 @@ void run_range(const Call& c, int64_t b, int64_t e, uint16_t* wbuf) {
                             c.y + r * c.n_out + n + i);
           break;
         case WeightFormat::kBF16: {
+          if (few_rows_by_half(c, r0, nw, n, x0, x1, nullptr)) break;
           if (c.rows <= kBf16DirectRows) {  // all rows' read streams at once, prefetching the next tile's
             Bf16Rows rows{};
             for (int i = 0; i < kRowsW; ++i)

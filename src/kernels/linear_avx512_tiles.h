@@ -191,46 +191,95 @@ __attribute__((noinline)) void tile(const Rows& rows, int nw, const typename P::
   }
 }
 
-// FP8 (kBlock) for 4–8 BF16-exact x rows (concurrent sequences, verify): two weight rows at a
-// time, each half-group decoded once in registers and used by all RT x rows, x read from L1 as
-// the dot product's memory operand. tile() holds a group's x registers across its weight rows,
-// so past 3 rows it had to re-decode each quad of weight rows once per 3 x rows (8 rows: every
-// weight decoded 3 times). The 2·RT pairs (i·RT + r) fill one accumulator's lanes and see
-// tile()'s operations in tile()'s order: the same bits.
-template <int RT>
-__attribute__((noinline)) void tile_fp8_two_rows(const uint8_t* const* wrow, const uint8_t* const* srow,
-                                                 const __m512i* table, int64_t ahead, const uint16_t* const* xr,
-                                                 int64_t G, float* const* out, int nw) {
-  constexpr int NW = 2, NP = RT * NW, NZ = NP / 4;
-  static_assert(NP % 4 == 0 && NP <= 16);
+// Weight sources of tile_rows_by_half: half h (64 columns, slot registers 2h and 2h + 1) of
+// group g of weight row i in two registers, prefetching the same place four tiles on into L2.
+struct Fp8Halves {  // FP8 decoded in registers, block scales per group (kBlock)
+  static constexpr Scaling kScaling = Scaling::kBlock;
+  const uint8_t* row[4];
+  const uint8_t* srow[4];
   __m512i lut[4];
-  for (int q = 0; q < 4; ++q) lut[q] = table[q];
-  __m512 acc = _mm512_setzero_ps();
+  int64_t ahead = 0;
+  void get(int i, int64_t g, int h, __m512i w[2]) const {
+    const uint8_t* p = row[i] + g * kGroup + 64 * h;
+    _mm_prefetch(reinterpret_cast<const char*>(p + ahead), _MM_HINT_T1);
+    decode_fp8_half(p, lut, w);
+  }
+};
+// FP8 that the reference dequantizes (wo_a): the row's block scale in the decode table (kWholeK).
+struct Fp8FoldedHalves : Fp8Halves {
+  static constexpr Scaling kScaling = Scaling::kWholeK;
+  const Tables* tables = nullptr;
+  mutable FoldedFp8Lut folded;
+  void get(int i, int64_t g, int h, __m512i w[2]) const {
+    const uint8_t* p = row[i] + g * kGroup + 64 * h;
+    _mm_prefetch(reinterpret_cast<const char*>(p + ahead), _MM_HINT_T1);
+    decode_fp8_half(p, folded.get(*tables, srow[i][g]), w);
+  }
+};
+struct Bf16Halves {  // BF16 as stored (kNone)
+  static constexpr Scaling kScaling = Scaling::kNone;
+  const uint16_t* row[4];
+  int64_t ahead = 0;
+  void get(int i, int64_t g, int h, __m512i w[2]) const {
+    const uint16_t* p = row[i] + g * kGroup + 64 * h;
+    const char* a = reinterpret_cast<const char*>(p) + ahead;
+    _mm_prefetch(a, _MM_HINT_T1);
+    _mm_prefetch(a + 64, _MM_HINT_T1);
+    w[0] = _mm512_loadu_si512(p), w[1] = _mm512_loadu_si512(p + 32);
+  }
+};
+
+// RT x rows against NW weight rows (up to 4 × 4, or 6 × 2), for 3–8 x rows in passes
+// (concurrent sequences, verify; FP8 with BF16-exact x, the BF16 head with F32 x): each
+// half-group of a weight row is fetched (FP8: decoded) once in registers and used by all RT x
+// rows, and each x register is loaded once for the NW weight rows (loaded again for each, the
+// 8-row FP8 product ran 14 % slower). tile() holds a group's x registers across its weight rows,
+// so past 2–3 rows it had to fetch each weight again for every 2–3 x rows (the head's 2×8 tiles
+// ran 20–30 % slower than this). The NW·RT pairs (i·RT + r) fill one accumulator's lanes and see
+// tile()'s operations in tile()'s order: the same bits.
+template <class P, int RT, int NW, class Rows>
+__attribute__((noinline)) void tile_rows_by_half(const Rows& rows, const typename P::X* const* xr, int64_t G,
+                                                 float* const* out, int nw) {
+  constexpr Scaling S = Rows::kScaling;
+  constexpr bool whole = S == Scaling::kWholeK;  // one sum per pair over all of K, as tile()
+  constexpr int NP = RT * NW, NZ = NP / 4;
+  static_assert(NP % 4 == 0 && NP <= 16);
+  __m512 acc[whole ? NP : 1];
+  for (__m512& a : acc) a = _mm512_setzero_ps();
   for (int64_t g = 0; g < G; ++g) {
     __m512 part[NP];
-    for (int p = 0; p < NP; ++p) part[p] = _mm512_setzero_ps();
+    if constexpr (!whole)
+      for (int p = 0; p < NP; ++p) part[p] = _mm512_setzero_ps();
     for (int h = 0; h < 2; ++h) {
       __m512i w[NW][2];
-      for (int i = 0; i < NW; ++i) {
-        const uint8_t* p = wrow[i] + g * kGroup + 64 * h;
-        _mm_prefetch(reinterpret_cast<const char*>(p + ahead), _MM_HINT_T1);
-        decode_fp8_half(p, lut, w[i]);
-      }
+      for (int i = 0; i < NW; ++i) rows.get(i, g, h, w[i]);
       for (int qq = 0; qq < 2; ++qq)
-        for (int i = 0; i < NW; ++i)
-          for (int r = 0; r < RT; ++r)
-            part[i * RT + r] = Bf16Product::step(part[i * RT + r], Bf16Product::load(xr[r] + g * kGroup + 32 * (2 * h + qq)),
-                                                 w[i][qq]);
+        for (int r = 0; r < RT; ++r) {
+          const typename P::XV xv = P::load(xr[r] + g * kGroup + 32 * (2 * h + qq));
+          for (int i = 0; i < NW; ++i) {
+            __m512& sum = whole ? acc[i * RT + r] : part[i * RT + r];
+            sum = P::step(sum, xv, w[i][qq]);
+          }
+        }
     }
-    __m512 z[4];
-    for (int c = 0; c < NZ; ++c) z[c] = sum_in_lanes4(part[4 * c], part[4 * c + 1], part[4 * c + 2], part[4 * c + 3]);
-    for (int c = NZ; c < 4; ++c) z[c] = _mm512_setzero_ps();
-    acc = _mm512_fmadd_ps(sum_across_lanes4(z[0], z[1], z[2], z[3]), fp8_row_scales<RT, NW>(srow, g), acc);
+    if constexpr (!whole) {
+      __m512 z[4];
+      for (int c = 0; c < NZ; ++c) z[c] = sum_in_lanes4(part[4 * c], part[4 * c + 1], part[4 * c + 2], part[4 * c + 3]);
+      for (int c = NZ; c < 4; ++c) z[c] = _mm512_setzero_ps();
+      const __m512 red = sum_across_lanes4(z[0], z[1], z[2], z[3]);
+      if constexpr (S == Scaling::kBlock) acc[0] = _mm512_fmadd_ps(red, fp8_row_scales<RT, NW>(rows.srow, g), acc[0]);
+      else acc[0] = _mm512_add_ps(acc[0], red);
+    }
   }
-  alignas(64) float lanes[16];
-  _mm512_store_ps(lanes, acc);
-  for (int r = 0; r < RT; ++r)
-    for (int i = 0; i < nw; ++i) out[r][i] = lanes[i * RT + r];
+  if constexpr (whole) {
+    for (int r = 0; r < RT; ++r)
+      for (int i = 0; i < nw; ++i) out[r][i] = hsum512(acc[i * RT + r]);
+  } else {
+    alignas(64) float lanes[16];
+    _mm512_store_ps(lanes, acc[0]);
+    for (int r = 0; r < RT; ++r)
+      for (int i = 0; i < nw; ++i) out[r][i] = lanes[i * RT + r];
+  }
 }
 
 // tile() for scratch rows with scales folded in (kFolded FP4, kWholeK FP8), looping over a

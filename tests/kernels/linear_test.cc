@@ -268,17 +268,25 @@ TEST(TileFp4, SimdMatchesScalarByteForByte) {
 }
 
 // FP8 that the reference dequantizes before use (wo_a): with every block scale in the folding
-// range (kernels may sum over all of K, scales in the weights), and with one outside it.
+// range (kernels may sum over all of K, scales in the weights), and with one outside it; 7 rows
+// half of them F32 (the tile paths), 4, 6 and 8 BF16-exact rows (the few-rows kernel in one
+// pass of 4 × 4 or 6 × 2 pairs, and in two).
 TEST(LinearDequantizedFp8, MatchesReferenceAndIsBatchInvariant) {
   const Isa saved = active_isa();
-  const int64_t out = 384, in = 512, rows = 7;
+  const int64_t out = 384, in = 512;
   for (bool foldable : {true, false}) {
     SCOPED_TRACE(foldable ? "foldable scales" : "a subnormal scale");
     Matrix m = make(WeightFormat::kFP8, out, in, 4321);
     m.lin.dequantized = true;
     if (foldable) m.s[1] = 125;
-    check_kernels(m, rows, 0, out, activations(rows, in, 98));
-    check_kernels(m, rows, 131, 200, activations(rows, in, 97));  // blocks cut by the row range
+    for (int64_t rows : {7, 4, 6, 8}) {
+      SCOPED_TRACE("rows " + std::to_string(rows));
+      std::vector<float> x = activations(rows, in, 98);
+      if (rows != 7)
+        for (int64_t r = 1; r < rows; r += 2) fp8_simulate(x.data() + r * in, in, 128);
+      check_kernels(m, rows, 0, out, x);
+      check_kernels(m, rows, 131, 200, x);  // blocks cut by the row range
+    }
   }
   set_isa(saved);
 }
@@ -348,6 +356,23 @@ TEST(LinearFp8FewRows, SameBitsAsOneRow) {
     SCOPED_TRACE("rows " + std::to_string(rows));
     std::vector<float> x = activations(rows, in, 55 + uint32_t(rows));
     for (int64_t r = 1; r < rows; r += 2) fp8_simulate(x.data() + r * in, in, 128);
+    check_kernels(m, rows, 3, 250, x);
+    check_kernels(m, rows, 0, out, x);
+  }
+  set_isa(saved);
+}
+
+// BF16 (the head) with 3–9 x rows (F32, as the head gets them: a verify forward, several
+// sequences' decode steps): the kernel that loads each weight half-group once for every x row
+// (4–8 rows) must give each pair the bits of the one- and two-row paths — odd row counts (a
+// padding row), a lone last weight row; 3 and 9 rows, the paths on either side.
+TEST(LinearBf16FewRows, SameBitsAsOneRow) {
+  const Isa saved = active_isa();
+  const int64_t out = 261, in = 512;
+  Matrix m = make(WeightFormat::kBF16, out, in, 2469);
+  for (int64_t rows = 3; rows <= 9; ++rows) {
+    SCOPED_TRACE("rows " + std::to_string(rows));
+    const std::vector<float> x = activations(rows, in, 66 + uint32_t(rows));
     check_kernels(m, rows, 3, 250, x);
     check_kernels(m, rows, 0, out, x);
   }
