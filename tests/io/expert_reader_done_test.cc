@@ -17,12 +17,19 @@
 namespace dsv4 {
 namespace {
 
+// A 1 MB file of byte pattern i·mul + add in `dir`: its path, and its bytes in *data.
+std::string pattern_file(const test::TempDir& dir, uint8_t mul, uint8_t add, std::vector<uint8_t>* data) {
+  const std::string path = dir.str() + "/f.bin";
+  data->resize(size_t(1) << 20);
+  for (size_t i = 0; i < data->size(); ++i) (*data)[i] = uint8_t(i * mul + add);
+  std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(data->data()), std::streamsize(data->size()));
+  return path;
+}
+
 TEST(ExpertReader, DoneHasRunWhenWaitReturns) {
   test::TempDir dir("tile_done");
-  const std::string path = dir.str() + "/f.bin";
-  std::vector<uint8_t> data(size_t(1) << 20);
-  for (size_t i = 0; i < data.size(); ++i) data[i] = uint8_t(i * 31 + 5);
-  std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(data.data()), std::streamsize(data.size()));
+  std::vector<uint8_t> data;
+  const std::string path = pattern_file(dir, 31, 5, &data);
   for (ReadEngine engine : {ReadEngine::kThreads, ReadEngine::kUring}) {
     DirectReader reader(4, engine);
     const int f = reader.open(path);
@@ -50,10 +57,8 @@ TEST(ExpertReader, DoneHasRunWhenWaitReturns) {
 // goes on with the first job and later ones. A job being read or done cannot be cancelled.
 TEST(ExpertReader, CancelTakesBackAQueuedJobOnly) {
   test::TempDir dir("cancel");
-  const std::string path = dir.str() + "/f.bin";
-  std::vector<uint8_t> data(size_t(1) << 20);
-  for (size_t i = 0; i < data.size(); ++i) data[i] = uint8_t(i * 13 + 1);
-  std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(data.data()), std::streamsize(data.size()));
+  std::vector<uint8_t> data;
+  const std::string path = pattern_file(dir, 13, 1, &data);
   for (ReadEngine engine : {ReadEngine::kThreads, ReadEngine::kUring}) {
     DirectReader reader(1, engine);
     const int f = reader.open(path);

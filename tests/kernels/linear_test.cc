@@ -8,6 +8,7 @@
 #include <bit>
 #include <cmath>
 #include <cstring>
+#include <initializer_list>
 #include <random>
 #include <vector>
 
@@ -154,6 +155,43 @@ void check_kernels(const Matrix& m, int64_t rows, int64_t row0, int64_t n_out, c
   }
 }
 
+// Near the edges of the scales' folding range: body(base, xs) on every ISA for scale bytes drawn
+// from base .. base + 4 and activations scaled by 2^xs, each pair traced.
+template <class Body>
+void at_range_edges(std::initializer_list<int> bases, std::initializer_list<int> shifts, Body body) {
+  const Isa saved = active_isa();
+  for (Isa isa : isas()) {
+    set_isa(isa);
+    for (int base : bases)
+      for (int xs : shifts) {
+        SCOPED_TRACE(std::string(isa_name(isa)) + " scale bytes from " + std::to_string(base) + ", x·2^" +
+                     std::to_string(xs));
+        body(base, xs);
+        if (::testing::Test::HasFatalFailure()) break;
+      }
+    if (::testing::Test::HasFatalFailure()) break;
+  }
+  set_isa(saved);
+}
+
+// Every scale byte drawn from base .. base + 4 (seeded by base).
+void scales_from(Matrix* m, int base) {
+  std::mt19937 rng{uint32_t(base)};
+  for (auto& b : m->s) b = uint8_t(base + int(rng() % 5));
+}
+
+// Each of the `rows` rows of x computed alone has the bits it has in `all` (every row at once).
+void expect_rows_alone_as_in(const Linear& w, const std::vector<float>& x, int64_t rows, const std::vector<float>& all) {
+  const int64_t out = w.out, in = w.in;
+  std::vector<float> one(static_cast<size_t>(out));
+  for (int64_t r = 0; r < rows; ++r) {
+    linear_rows(w, 0, out, x.data() + r * in, 1, one.data(), nullptr);
+    for (int64_t i = 0; i < out; ++i)
+      ASSERT_EQ(std::bit_cast<uint32_t>(one[size_t(i)]), std::bit_cast<uint32_t>(all[size_t(r * out + i)]))
+          << "row " << r << " out " << i;
+  }
+}
+
 TEST_P(LinearKernels, MatchReferenceAndAreBatchInvariant) {
   const int64_t out = 261, in = 512, rows = 7;
   Matrix m = make(GetParam(), out, in, 1234);
@@ -196,47 +234,31 @@ TEST(LinearTiledFp4, SameValuesAndKernelsMatchReference) {
 // the folding range), which adds +0 either way.
 TEST(LinearTiledFp4, SameBitsWhetherScalesFoldOrNot) {
   const int64_t out = 32, in = 512, rows = 5, zero_block = 3;
-  const Isa saved = active_isa();
-  for (Isa isa : isas()) {
-    set_isa(isa);
-    for (int base : {2, 6, 40, 127, 200, 248}) {
-      for (int xs : {-118, -100, -60, 0, 60, 100}) {
-        SCOPED_TRACE(std::string(isa_name(isa)) + " scale bytes from " + std::to_string(base) + ", x·2^" +
-                     std::to_string(xs));
-        Matrix m = make(WeightFormat::kFP4, out, in, 77);
-        std::mt19937 rng{uint32_t(base)};
-        for (auto& b : m.s) b = uint8_t(base + int(rng() % 5));
-        for (int64_t r = 0; r < out; ++r)
-          std::memset(m.w.data() + r * in / 2 + zero_block * 16, 0, 16);
-        Matrix never = m;
-        for (int64_t r = 0; r < out; ++r) never.s[size_t(r * (in / 32) + zero_block)] = 0;
-        for (Matrix* t : {&m, &never}) {
-          t->lin.weight = t->w.data(), t->lin.scale = t->s.data();
-          tile_fp4(t->w.data(), t->s.data(), out, in);
-          t->lin.tiled = true;
-        }
-        std::vector<float> x = activations(rows + 1, in, 5);
-        fp8_simulate(x.data(), (rows + 1) * in, 128);  // every row BF16-exact
-        for (auto& v : x) v = std::ldexp(v, xs);
-        x[size_t(rows * in)] = std::ldexp(1.0f, -120);  // the last row: no call with it folds
-        std::vector<float> mixed(size_t((rows + 1) * out)), all(size_t(rows * out)), twin(all.size()),
-            one(static_cast<size_t>(out));
-        linear_rows(m.lin, 0, out, x.data(), rows + 1, mixed.data(), nullptr);
-        linear_rows(m.lin, 0, out, x.data(), rows, all.data(), nullptr);
-        linear_rows(never.lin, 0, out, x.data(), rows, twin.data(), nullptr);
-        for (int64_t r = 0; r < rows; ++r) {
-          linear_rows(m.lin, 0, out, x.data() + r * in, 1, one.data(), nullptr);
-          for (int64_t i = 0; i < out; ++i) {
-            const size_t k = size_t(r * out + i);
-            ASSERT_EQ(std::bit_cast<uint32_t>(all[k]), std::bit_cast<uint32_t>(twin[k])) << "row " << r << " out " << i;
-            ASSERT_EQ(std::bit_cast<uint32_t>(all[k]), std::bit_cast<uint32_t>(mixed[k])) << "row " << r << " out " << i;
-            ASSERT_EQ(std::bit_cast<uint32_t>(one[size_t(i)]), std::bit_cast<uint32_t>(all[k])) << "row " << r << " out " << i;
-          }
-        }
-      }
+  at_range_edges({2, 6, 40, 127, 200, 248}, {-118, -100, -60, 0, 60, 100}, [&](int base, int xs) {
+    Matrix m = make(WeightFormat::kFP4, out, in, 77);
+    scales_from(&m, base);
+    for (int64_t r = 0; r < out; ++r) std::memset(m.w.data() + r * in / 2 + zero_block * 16, 0, 16);
+    Matrix never = m;
+    for (int64_t r = 0; r < out; ++r) never.s[size_t(r * (in / 32) + zero_block)] = 0;
+    for (Matrix* t : {&m, &never}) {
+      t->lin.weight = t->w.data(), t->lin.scale = t->s.data();
+      tile_fp4(t->w.data(), t->s.data(), out, in);
+      t->lin.tiled = true;
     }
-  }
-  set_isa(saved);
+    std::vector<float> x = activations(rows + 1, in, 5);
+    fp8_simulate(x.data(), (rows + 1) * in, 128);  // every row BF16-exact
+    for (auto& v : x) v = std::ldexp(v, xs);
+    x[size_t(rows * in)] = std::ldexp(1.0f, -120);  // the last row: no call with it folds
+    std::vector<float> mixed(size_t((rows + 1) * out)), all(size_t(rows * out)), twin(all.size());
+    linear_rows(m.lin, 0, out, x.data(), rows + 1, mixed.data(), nullptr);
+    linear_rows(m.lin, 0, out, x.data(), rows, all.data(), nullptr);
+    linear_rows(never.lin, 0, out, x.data(), rows, twin.data(), nullptr);
+    for (size_t k = 0; k < all.size(); ++k) {
+      ASSERT_EQ(std::bit_cast<uint32_t>(all[k]), std::bit_cast<uint32_t>(twin[k])) << "row " << k / out << " out " << k % out;
+      ASSERT_EQ(std::bit_cast<uint32_t>(all[k]), std::bit_cast<uint32_t>(mixed[k])) << "row " << k / out << " out " << k % out;
+    }
+    expect_rows_alone_as_in(m.lin, x, rows, all);
+  });
 }
 
 // The AVX-512 tiler against the scalar one, byte for byte, over random bytes (weights and
@@ -316,31 +338,16 @@ TEST(LinearFp8ManyRows, SameBitsAsFewRows) {
 // kernel, which always multiplies and adds.
 TEST(LinearFp8ManyRows, SameBitsWhetherScalesFoldOrNot) {
   const int64_t out = 160, in = 512, rows = 13;
-  const Isa saved = active_isa();
-  for (Isa isa : isas()) {
-    set_isa(isa);
-    for (int base : {1, 6, 40, 127, 200, 250}) {
-      for (int xs : {-110, -90, -60, 0, 60, 100}) {
-        SCOPED_TRACE(std::string(isa_name(isa)) + " scale bytes from " + std::to_string(base) + ", x·2^" +
-                     std::to_string(xs));
-        Matrix m = make(WeightFormat::kFP8, out, in, 99);
-        std::mt19937 rng{uint32_t(base)};
-        for (auto& b : m.s) b = uint8_t(base + int(rng() % 5));
-        std::vector<float> x = activations(rows, in, 8);
-        fp8_simulate(x.data(), rows * in, 128);  // every row BF16-exact: the many-row kernel
-        for (auto& v : x) v = std::ldexp(v, xs);
-        std::vector<float> all(size_t(rows * out)), one(static_cast<size_t>(out));
-        linear_rows(m.lin, 0, out, x.data(), rows, all.data(), nullptr);
-        for (int64_t r = 0; r < rows; ++r) {
-          linear_rows(m.lin, 0, out, x.data() + r * in, 1, one.data(), nullptr);
-          for (int64_t i = 0; i < out; ++i)
-            ASSERT_EQ(std::bit_cast<uint32_t>(one[size_t(i)]), std::bit_cast<uint32_t>(all[size_t(r * out + i)]))
-                << "row " << r << " out " << i;
-        }
-      }
-    }
-  }
-  set_isa(saved);
+  at_range_edges({1, 6, 40, 127, 200, 250}, {-110, -90, -60, 0, 60, 100}, [&](int base, int xs) {
+    Matrix m = make(WeightFormat::kFP8, out, in, 99);
+    scales_from(&m, base);
+    std::vector<float> x = activations(rows, in, 8);
+    fp8_simulate(x.data(), rows * in, 128);  // every row BF16-exact: the many-row kernel
+    for (auto& v : x) v = std::ldexp(v, xs);
+    std::vector<float> all(size_t(rows * out));
+    linear_rows(m.lin, 0, out, x.data(), rows, all.data(), nullptr);
+    expect_rows_alone_as_in(m.lin, x, rows, all);
+  });
 }
 
 // FP8 with 3–9 x rows, all BF16-exact (several sequences' decode steps, a verify forward): the
@@ -397,30 +404,15 @@ INSTANTIATE_TEST_SUITE_P(Formats, LinearKernels,
 // have the same bits whichever way it was computed.
 TEST(LinearFp4Fold, BatchInvariantAtTheEdgesOfTheNormalRange) {
   const int64_t out = 64, in = 512, rows = 7;
-  const Isa saved = active_isa();
-  for (Isa isa : isas()) {
-    set_isa(isa);
-    for (int base : {2, 6, 40, 127, 200, 248}) {
-      for (int xs : {-118, -100, -60, 0, 60, 100}) {
-        SCOPED_TRACE(std::string(isa_name(isa)) + " scale bytes from " + std::to_string(base) + ", x·2^" +
-                     std::to_string(xs));
-        Matrix m = make(WeightFormat::kFP4, out, in, 77);
-        std::mt19937 rng{uint32_t(base)};
-        for (auto& b : m.s) b = uint8_t(base + int(rng() % 5));
-        std::vector<float> x = activations(rows, in, 5);
-        for (auto& v : x) v = std::ldexp(v, xs);
-        std::vector<float> all(size_t(rows * out)), one(static_cast<size_t>(out));
-        linear_rows(m.lin, 0, out, x.data(), rows, all.data(), nullptr);
-        for (int64_t r = 0; r < rows; ++r) {
-          linear_rows(m.lin, 0, out, x.data() + r * in, 1, one.data(), nullptr);
-          for (int64_t i = 0; i < out; ++i)
-            ASSERT_EQ(std::bit_cast<uint32_t>(one[size_t(i)]), std::bit_cast<uint32_t>(all[size_t(r * out + i)]))
-                << "row " << r << " out " << i;
-        }
-      }
-    }
-  }
-  set_isa(saved);
+  at_range_edges({2, 6, 40, 127, 200, 248}, {-118, -100, -60, 0, 60, 100}, [&](int base, int xs) {
+    Matrix m = make(WeightFormat::kFP4, out, in, 77);
+    scales_from(&m, base);
+    std::vector<float> x = activations(rows, in, 5);
+    for (auto& v : x) v = std::ldexp(v, xs);
+    std::vector<float> all(size_t(rows * out));
+    linear_rows(m.lin, 0, out, x.data(), rows, all.data(), nullptr);
+    expect_rows_alone_as_in(m.lin, x, rows, all);
+  });
 }
 
 TEST(ThreadPool, CoversRangeOnceInGrainChunks) {
