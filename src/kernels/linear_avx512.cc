@@ -53,7 +53,7 @@ constexpr int64_t kBlockBytes = 512 << 10;  // prepared x bytes per cache block 
 constexpr int64_t kSpan = 16;    // groups per span of FP4's many-rows path (see tile_over_x)
 constexpr int64_t kBf16DirectRows = 12;  // BF16 (the head): x rows up to which the 2×8 register tiles beat 4×4 (3–8: few_rows_by_half)
 constexpr int64_t kFewRows = 8;      // x rows up to which FP8 decodes in registers (fp8_few_rows), BF16 too (few_rows_by_half)
-constexpr int64_t kFp8RowsMin = 12;  // BF16 x rows from which FP8 takes linear_fp8_rows_avx512 (4-8: fp8_pairs)
+constexpr int64_t kFp8RowsMin = 12;  // BF16 x rows from which FP8 takes linear_fp8_rows_avx512 (3-8: few_rows_by_half)
 // x rows per chunk of their preparation (a few µs a row): a batch of decode steps or a verify
 // forward prepares its rows without a thread-pool region of its own (a wake-up and a barrier
 // per product cost more than the work).

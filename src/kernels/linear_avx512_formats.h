@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "core/dtype.h"
 
@@ -16,6 +17,15 @@ namespace dsv4::kernels::detail {
 namespace {
 
 constexpr int64_t kGroup = 128;  // columns per group
+
+// f(std::integral_constant<int, n>) for 1 ≤ n ≤ Max (n clamped): a kernel instance per x-row count.
+template <int Max, class F>
+void with_rows(int n, F&& f) {
+  if constexpr (Max > 1) {
+    if (n < Max) return with_rows<Max - 1>(n, f);
+  }
+  f(std::integral_constant<int, Max>{});
+}
 
 // The order of x's values within a 128-column group that a weight format's decoding produces
 // ("slots"), and what prep_row_x needs to put x in that order with a few permutes per group.

@@ -172,15 +172,6 @@ void tiles_rows(int nt, Scales sc, const uint8_t* const* w, const uint8_t* const
   tiles_rows_s<P, RT, Scales::kAny>(nt, w, s, K, x, y, lut);
 }
 
-// f(std::integral_constant<int, n>) for 1 ≤ n ≤ Max: a tile instance per row count.
-template <int Max, class F>
-void with_rows(int n, F&& f) {
-  if constexpr (Max > 1) {
-    if (n < Max) return with_rows<Max - 1>(n, f);
-  }
-  f(std::integral_constant<int, Max>{});
-}
-
 // Whether every value of x[0:K] is exactly BF16 (act-quantized rows are).
 bool bf16_exact(const float* x, int64_t K) {
   __mmask16 bad = 0;

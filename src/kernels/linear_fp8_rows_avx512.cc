@@ -169,17 +169,6 @@ __m512 row_scales(const Linear& w, int64_t r0, int nw, int64_t g, bool scalef) {
   return scalef ? _mm512_cvtepi32_ps(_mm512_sub_epi32(v, _mm512_set1_epi32(127))) : e8m0_lanes(v);
 }
 
-// f(std::integral_constant<int, n>) for 1 ≤ n ≤ kRT: span_rows' instance for n x rows.
-template <class F>
-void with_rt(F&& f, int n) {
-  switch (n) {
-    case 4: return f(std::integral_constant<int, 4>{});
-    case 3: return f(std::integral_constant<int, 3>{});
-    case 2: return f(std::integral_constant<int, 2>{});
-    default: return f(std::integral_constant<int, 1>{});
-  }
-}
-
 // Output rows [b, e) relative to row0 from the packed x.
 void rows_range(const Linear& w, int64_t row0, int64_t b, int64_t e, const uint32_t* xpacked, int64_t rows, float* y,
                 int64_t n_out, bool scalef) {
@@ -210,8 +199,8 @@ void rows_range(const Linear& w, int64_t row0, int64_t b, int64_t e, const uint3
         for (int64_t x0 = 0; x0 < rows; x0 += kRT) {
           const uint32_t* x = xs + x0 * span_words;
           const int n = int(std::min<int64_t>(kRT, rows - x0));  // a leftover x row's sums: the same operations
-          if (scalef) with_rt([&](auto rt) { span_rows<decltype(rt)::value, true>(ws.data(), ng, x, span_words, sc, st + x0); }, n);
-          else with_rt([&](auto rt) { span_rows<decltype(rt)::value, false>(ws.data(), ng, x, span_words, sc, st + x0); }, n);
+          if (scalef) with_rows<kRT>(n, [&](auto rt) { span_rows<decltype(rt)::value, true>(ws.data(), ng, x, span_words, sc, st + x0); });
+          else with_rows<kRT>(n, [&](auto rt) { span_rows<decltype(rt)::value, false>(ws.data(), ng, x, span_words, sc, st + x0); });
         }
       }
     }
