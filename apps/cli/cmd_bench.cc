@@ -152,7 +152,7 @@ ExpertCacheStats cache_stats(const Model& m) { return m.expert_cache() ? m.exper
 struct IoTotals {
   double uses = 0, loads = 0, used_loads = 0, bytes = 0, wait_s = 0, tokens = 0, predicted = 0, predicted_used = 0;
   double wait_hash_s = 0, busy_s = 0, tile_s = 0, waits = 0, wall_s = 0;  // wall_s: the passes' own time
-  double used_bytes = 0, cancelled = 0;
+  double used_bytes = 0, cancelled = 0, depth_s = 0, full_s = 0;
   void add(const ExpertCacheStats& a, const ExpertCacheStats& b, int n) {
     uses += double(b.uses - a.uses), loads += double(b.loads - a.loads), bytes += double(b.bytes_read - a.bytes_read);
     wait_s += b.wait_s - a.wait_s, tokens += n;
@@ -161,6 +161,7 @@ struct IoTotals {
     predicted += double(b.predicted - a.predicted), predicted_used += double(b.predicted_used - a.predicted_used);
     used_loads += double(b.used_loads - a.used_loads), used_bytes += double(b.used_bytes - a.used_bytes);
     cancelled += double(b.cancelled - a.cancelled);
+    depth_s += b.depth_s - a.depth_s, full_s += b.full_s - a.full_s;
   }
   double prediction_hit_rate() const { return predicted > 0 ? predicted_used / predicted : 0; }
   double hit_rate() const { return uses > 0 ? 1 - used_loads / uses : 0; }
@@ -176,6 +177,8 @@ struct IoTotals {
   // Reads in flight for this share of the passes' time, at this rate while they were.
   double disk_busy_fraction() const { return wall_s > 0 ? std::min(1.0, busy_s / wall_s) : 0; }
   double disk_gbs() const { return busy_s > 0 ? bytes / 1e9 / busy_s : 0; }
+  double mean_depth() const { return busy_s > 0 ? depth_s / busy_s : 0; }  // reads in flight while busy
+  double full_fraction() const { return busy_s > 0 ? std::min(1.0, full_s / busy_s) : 0; }  // of busy, at full depth
   // Tokens/s if nothing but reading the misses took time: disk bandwidth ÷ miss bytes per token
   // (reads of wrongly predicted experts are time lost, not part of the bound).
   double bound(double disk_gbs) const { return miss_bytes_per_token() > 0 ? disk_gbs * 1e9 / miss_bytes_per_token() : 0; }
@@ -203,10 +206,11 @@ void print_expert_cache(const Model& m, const IoTotals& dec_io, const IoTotals& 
               "I/O bound (misses / disk bandwidth)", bound, bound > 0 ? 100 * dec / bound : 0,
               1e3 * dec_io.wait_per_token());
   std::printf("  %-34s %10.1f ms       (%.1f computing, waiting %.1f in hash-routed and %.1f in score-routed "
-              "layers; reads in flight %.0f %% of it at %.2f GB/s)\n",
+              "layers; reads in flight %.0f %% of it at %.2f GB/s, %.1f at once on average, all %d %.0f %% of that)\n",
               "decode step, mean", 1e3 * dec_io.step_s(), 1e3 * dec_io.compute_per_token(),
               1e3 * dec_io.wait_hash_per_token(), 1e3 * dec_io.wait_score_per_token(),
-              100 * dec_io.disk_busy_fraction(), dec_io.disk_gbs());
+              100 * dec_io.disk_busy_fraction(), dec_io.disk_gbs(), dec_io.mean_depth(), cache->read_depth(),
+              100 * dec_io.full_fraction());
 }
 
 // Expert parallelism over the whole run (warm-up, decode and prefill together): traffic per token
@@ -410,6 +414,8 @@ void run_bench(const BenchFlags& f) {
       e["decode_wait_score_s_per_token"] = io_decode.wait_score_per_token();
       e["decode_disk_busy_fraction"] = io_decode.disk_busy_fraction();
       e["decode_disk_gbs"] = io_decode.disk_gbs();
+      e["decode_disk_mean_depth"] = io_decode.mean_depth();
+      e["decode_disk_full_fraction"] = io_decode.full_fraction();
       e["decode_waits_per_token"] = io_decode.per_token(io_decode.waits);
       e["decode_tile_s_per_token"] = io_decode.per_token(io_decode.tile_s);
       e["prefill_hit_rate"] = io_prefill.hit_rate();

@@ -44,6 +44,7 @@ ReadEngine DirectReader::default_engine() {
 
 DirectReader::DirectReader(int depth, ReadEngine engine) {
   depth = std::max(1, depth);
+  depth_ = depth;
   for (int i = 0; i < kFinishers; ++i) finishers_.emplace_back([this] { finisher(); });
   if (engine == ReadEngine::kUring && start_uring(depth)) {
     engine_ = ReadEngine::kUring;
@@ -153,13 +154,23 @@ std::string DirectReader::piece_error(const Range& r, size_t got, int err) const
   return "";
 }
 
-void DirectReader::started_locked() {
-  if (in_flight_++ == 0) busy_since_ = now_s();
+// One clock reading per change, so that busy, depth and full seconds add up exactly.
+void DirectReader::depth_changes_locked(int by) {
+  const double t = now_s();
+  if (in_flight_ > 0) {
+    depth_s_ += double(in_flight_) * (t - since_);
+    if (in_flight_ >= depth_) full_s_ += t - since_;
+    busy_ += t - since_;
+  }
+  since_ = t;
+  in_flight_ += by;
 }
+
+void DirectReader::started_locked() { depth_changes_locked(+1); }
 
 void DirectReader::ended_locked(size_t bytes) {
   bytes_ += bytes;
-  if (--in_flight_ == 0) busy_ += now_s() - busy_since_;
+  depth_changes_locked(-1);
 }
 
 void DirectReader::finish_piece(const std::shared_ptr<Job>& job, const std::string& error) {
@@ -243,9 +254,19 @@ double DirectReader::done_seconds() const {
   return done_s_;
 }
 
+double DirectReader::depth_seconds() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return depth_s_ + (in_flight_ > 0 ? double(in_flight_) * (now_s() - since_) : 0);
+}
+
+double DirectReader::full_seconds() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return full_s_ + (in_flight_ >= depth_ ? now_s() - since_ : 0);
+}
+
 double DirectReader::busy_seconds() const {
   std::lock_guard<std::mutex> lock(mu_);
-  return busy_ + (in_flight_ > 0 ? now_s() - busy_since_ : 0);
+  return busy_ + (in_flight_ > 0 ? now_s() - since_ : 0);
 }
 
 }  // namespace dsv4

@@ -93,7 +93,13 @@ class DirectReader {
   // is the disk bandwidth this process saw.
   uint64_t bytes_read() const;
   double busy_seconds() const;
+  // The integral of the reads in flight over time (÷ busy_seconds(): the mean depth while busy),
+  // and the seconds with all `depth` in flight: a disk slower than its probe while busy is one
+  // kept shallow.
+  double depth_seconds() const;
+  double full_seconds() const;
   double done_seconds() const;  // spent running the jobs' `done` (the cache's FP4 tiling)
+  int depth() const { return depth_; }  // reads in flight at most
   bool direct() const { return direct_; }  // every file opened with O_DIRECT
   ReadEngine engine() const { return engine_; }
   const char* engine_name() const { return engine_ == ReadEngine::kUring ? "io_uring" : "threads"; }
@@ -113,6 +119,7 @@ class DirectReader {
   // Bookkeeping shared by both engines (under mu_): a piece starts / ends being read.
   void started_locked();
   void ended_locked(size_t bytes);
+  void depth_changes_locked(int by);
   // io_uring engine (expert_reader_uring.cc): false where unavailable; else runs in uring_thread_.
   bool start_uring(int depth);
   void stop_uring();
@@ -138,7 +145,8 @@ class DirectReader {
   bool stop_ = false;
   int in_flight_ = 0;
   uint64_t bytes_ = 0;
-  double busy_ = 0, busy_since_ = 0;
+  int depth_ = 1;
+  double busy_ = 0, depth_s_ = 0, full_s_ = 0, since_ = 0;  // since_: the last change of in_flight_
   std::vector<std::thread> threads_;
   // Jobs whose reads are done and whose `done` is to run, on finishers_ (its own lock: a reader
   // hands a job over without waiting for the queue's lock).

@@ -351,6 +351,8 @@ ExpertCacheStats ExpertCache::stats() const {
   ExpertCacheStats s = stats_;
   s.bytes_read = reader_.bytes_read();
   s.busy_s = reader_.busy_seconds();
+  s.depth_s = reader_.depth_seconds();
+  s.full_s = reader_.full_seconds();
   s.tile_s = reader_.done_seconds();
   return s;
 }

@@ -41,6 +41,8 @@ struct ExpertCacheStats {
   uint64_t used_loads = 0;  // of those, the ones acquired afterwards (wrong predictions are not)
   uint64_t bytes_read = 0;  // from disk, aligned reads included
   double busy_s = 0;        // seconds with at least one read in flight
+  double depth_s = 0;       // reads in flight integrated over time (÷ busy_s: mean depth while busy)
+  double full_s = 0;        // seconds with the reader's whole depth in flight
   double wait_s = 0;        // seconds the forward pass waited for experts
   double wait_hash_s = 0;   // of those, waiting in hash-routed layers (experts known from the token ids)
   uint64_t waits = 0;       // acquire() calls that found their expert still being read
@@ -101,6 +103,7 @@ class ExpertCache {
   // Whether the expert is cached or being read now.
   bool holds(int layer_id, int expert) const;
   bool direct_io() const { return reader_.direct(); }
+  int read_depth() const { return reader_.depth(); }
   const char* read_engine() const { return reader_.engine_name(); }  // "threads" or "io_uring"
   CachePolicy policy() const { return policy_; }
   ExpertCacheStats stats() const;

@@ -1,6 +1,7 @@
 // A read job's `done` (the expert cache's FP4 tiling) has run, after all its bytes landed, when
 // wait() returns, now that it runs on the reader's finisher thread rather than a reader's; a job
-// cancelled while queued reads nothing and runs no `done`.
+// cancelled while queued reads nothing and runs no `done`; the reads-in-flight bookkeeping stays
+// within its bounds.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -96,6 +97,36 @@ TEST(ExpertReader, CancelTakesBackAQueuedJobOnly) {
     EXPECT_EQ(after->error(), "");
     EXPECT_EQ(std::memcmp(small, data.data() + 65536, sizeof small), 0) << reader.engine_name();
   }
+}
+
+// The depth bookkeeping: while busy at least one read and at most `depth` are in flight, so the
+// integral lies between busy and depth × busy seconds, and the time at full depth within busy;
+// one read deep, all three are the same time.
+TEST(ExpertReader, DepthSecondsLieWithinBusySeconds) {
+  test::TempDir dir("depth");
+  std::vector<uint8_t> data;
+  const std::string path = pattern_file(dir, 7, 3, &data);
+  for (ReadEngine engine : {ReadEngine::kThreads, ReadEngine::kUring})
+    for (int depth : {1, 4}) {
+      DirectReader reader(depth, engine);
+      EXPECT_EQ(reader.depth(), depth);
+      const int f = reader.open(path);
+      alignas(4096) static uint8_t buf[1 << 20];
+      std::vector<DirectReader::Range> ranges;
+      for (int i = 0; i < 2048; ++i) ranges.push_back({f, uint64_t(i % 256) * 4096, 4096, 4096, buf + (i % 256) * 4096});
+      reader.submit(std::move(ranges))->wait();
+      const double busy = reader.busy_seconds(), depth_s = reader.depth_seconds(), full = reader.full_seconds();
+      const double eps = 1e-9 + 1e-9 * busy;
+      EXPECT_GT(busy, 0) << reader.engine_name();
+      EXPECT_GE(depth_s, busy - eps) << reader.engine_name() << " depth " << depth;
+      EXPECT_LE(depth_s, depth * busy + eps) << reader.engine_name() << " depth " << depth;
+      EXPECT_GE(full, 0);
+      EXPECT_LE(full, busy + eps) << reader.engine_name() << " depth " << depth;
+      if (depth == 1) {
+        EXPECT_NEAR(depth_s, busy, 1e-6 + 1e-6 * busy) << reader.engine_name();
+        EXPECT_NEAR(full, busy, 1e-6 + 1e-6 * busy) << reader.engine_name();
+      }
+    }
 }
 
 }  // namespace
