@@ -152,7 +152,7 @@ ExpertCacheStats cache_stats(const Model& m) { return m.expert_cache() ? m.exper
 struct IoTotals {
   double uses = 0, loads = 0, used_loads = 0, bytes = 0, wait_s = 0, tokens = 0, predicted = 0, predicted_used = 0;
   double wait_hash_s = 0, busy_s = 0, tile_s = 0, waits = 0, wall_s = 0;  // wall_s: the passes' own time
-  double used_bytes = 0, cancelled = 0, depth_s = 0, full_s = 0;
+  double used_bytes = 0, cancelled = 0, depth_s = 0, full_s = 0, head_idle_s = 0;
   void add(const ExpertCacheStats& a, const ExpertCacheStats& b, int n) {
     uses += double(b.uses - a.uses), loads += double(b.loads - a.loads), bytes += double(b.bytes_read - a.bytes_read);
     wait_s += b.wait_s - a.wait_s, tokens += n;
@@ -161,7 +161,7 @@ struct IoTotals {
     predicted += double(b.predicted - a.predicted), predicted_used += double(b.predicted_used - a.predicted_used);
     used_loads += double(b.used_loads - a.used_loads), used_bytes += double(b.used_bytes - a.used_bytes);
     cancelled += double(b.cancelled - a.cancelled);
-    depth_s += b.depth_s - a.depth_s, full_s += b.full_s - a.full_s;
+    depth_s += b.depth_s - a.depth_s, full_s += b.full_s - a.full_s, head_idle_s += b.head_idle_s - a.head_idle_s;
   }
   double prediction_hit_rate() const { return predicted > 0 ? predicted_used / predicted : 0; }
   double hit_rate() const { return uses > 0 ? 1 - used_loads / uses : 0; }
@@ -206,11 +206,12 @@ void print_expert_cache(const Model& m, const IoTotals& dec_io, const IoTotals& 
               "I/O bound (misses / disk bandwidth)", bound, bound > 0 ? 100 * dec / bound : 0,
               1e3 * dec_io.wait_per_token());
   std::printf("  %-34s %10.1f ms       (%.1f computing, waiting %.1f in hash-routed and %.1f in score-routed "
-              "layers; reads in flight %.0f %% of it at %.2f GB/s, %.1f at once on average, all %d %.0f %% of that)\n",
+              "layers; reads in flight %.0f %% of it at %.2f GB/s, %.1f at once on average, all %d %.0f %% of that; "
+              "none through %.1f ms of the head)\n",
               "decode step, mean", 1e3 * dec_io.step_s(), 1e3 * dec_io.compute_per_token(),
               1e3 * dec_io.wait_hash_per_token(), 1e3 * dec_io.wait_score_per_token(),
               100 * dec_io.disk_busy_fraction(), dec_io.disk_gbs(), dec_io.mean_depth(), cache->read_depth(),
-              100 * dec_io.full_fraction());
+              100 * dec_io.full_fraction(), 1e3 * dec_io.per_token(dec_io.head_idle_s));
 }
 
 // Expert parallelism over the whole run (warm-up, decode and prefill together): traffic per token
@@ -416,6 +417,7 @@ void run_bench(const BenchFlags& f) {
       e["decode_disk_gbs"] = io_decode.disk_gbs();
       e["decode_disk_mean_depth"] = io_decode.mean_depth();
       e["decode_disk_full_fraction"] = io_decode.full_fraction();
+      e["decode_disk_idle_in_head_s_per_token"] = io_decode.per_token(io_decode.head_idle_s);
       e["decode_waits_per_token"] = io_decode.per_token(io_decode.waits);
       e["decode_tile_s_per_token"] = io_decode.per_token(io_decode.tile_s);
       e["prefill_hit_rate"] = io_prefill.hit_rate();

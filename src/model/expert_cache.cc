@@ -312,6 +312,15 @@ void ExpertCache::release(int layer_id, int expert) {
   if (s >= 0 && slots_[size_t(s)].pins > 0) --slots_[size_t(s)].pins;
 }
 
+ExpertCache::HeadSpan ExpertCache::begin_head() const { return {now_s(), reader_.busy_seconds()}; }
+
+void ExpertCache::end_head(const HeadSpan& h) {
+  const double wall = now_s() - h.t0, busy = reader_.busy_seconds() - h.busy0;
+  std::lock_guard<std::mutex> lock(mu_);
+  stats_.head_s += wall;
+  stats_.head_idle_s += std::clamp(wall - busy, 0.0, wall);
+}
+
 double ExpertCache::measure_disk_gbs(size_t max_bytes) {
   std::lock_guard<std::mutex> lock(mu_);
   const size_t n = std::min(slots_.size(), max_bytes / slot_bytes_);

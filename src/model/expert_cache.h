@@ -43,6 +43,9 @@ struct ExpertCacheStats {
   double busy_s = 0;        // seconds with at least one read in flight
   double depth_s = 0;       // reads in flight integrated over time (÷ busy_s: mean depth while busy)
   double full_s = 0;        // seconds with the reader's whole depth in flight
+  double head_s = 0;        // seconds of the forwards' head passes (begin_head / end_head)
+  double head_idle_s = 0;   // of those, the seconds with no read in flight: a token's end, where the
+                            // next token's experts are not known yet
   double wait_s = 0;        // seconds the forward pass waited for experts
   double wait_hash_s = 0;   // of those, waiting in hash-routed layers (experts known from the token ids)
   uint64_t waits = 0;       // acquire() calls that found their expert still being read
@@ -89,6 +92,14 @@ class ExpertCache {
   // Throws Error if the read failed (the message names the file) or every slot is pinned.
   const ExpertWeights& acquire(int layer_id, int expert);
   void release(int layer_id, int expert);
+
+  // A forward's head pass, timed with the reader's busy time: stats() then says how much of the
+  // head the disk idled through.
+  struct HeadSpan {
+    double t0 = 0, busy0 = 0;
+  };
+  HeadSpan begin_head() const;
+  void end_head(const HeadSpan& h);
 
   // The disk's read rate (GB/s) at the reader's full depth: up to `max_bytes` of experts spread
   // over the checkpoint read at once into the slots, which must all be empty (call before the

@@ -159,7 +159,9 @@ void Model::forward_into(std::span<const BatchItem> items, ForwardOutput* outs, 
   Scratch<float> logits(size_t(head_rows * V));
   {
     PhaseTimer timer(Phase::kHead);
+    const ExpertCache::HeadSpan span = cache_ ? cache_->begin_head() : ExpertCache::HeadSpan{};
     head(weights_.hc_head, weights_.norm, streams, logits.data());
+    if (cache_) cache_->end_head(span);
   }
   for (size_t k = 0; k < items.size(); ++k) {
     const int64_t m = int64_t(items[k].tokens.size());

@@ -532,7 +532,7 @@ def test_bench(tmp, m):
                   timeout=600)
     check("expert cache hit rate" in out and "I/O bound" in out and "disk bandwidth" in out
           and "prediction hit rate" in out and "decode step, mean" in out and "score-routed" in out
-          and "at once on average" in out, f"bench text: {out}")
+          and "at once on average" in out and "of the head" in out, f"bench text: {out}")
     check(e.get("disk_probe_gbs", 0) > 0 and e.get("read_engine") in ("io_uring", "threads")
           and 0 <= e.get("decode_prediction_hit_rate", -1) <= 1, f"bench --expert-cache-gb --json (disk, engine): {e}")
     # Where a decode step goes: computing + waiting = the step; the wait split by layer kind adds up;
@@ -543,7 +543,8 @@ def test_bench(tmp, m):
           and wh >= 0 and ws >= 0 and abs(wh + ws - wait) <= 1e-9 + 1e-6 * wait
           and 0 < e.get("decode_disk_busy_fraction", 0) <= 1 and e.get("decode_disk_gbs", 0) > 0
           and e.get("decode_waits_per_token", -1) >= 0 and e.get("decode_tile_s_per_token", -1) >= 0
-          and 1 <= e.get("decode_disk_mean_depth", 0) <= 8 and 0 <= e.get("decode_disk_full_fraction", -1) <= 1,
+          and 1 <= e.get("decode_disk_mean_depth", 0) <= 8 and 0 <= e.get("decode_disk_full_fraction", -1) <= 1
+          and 0 <= e.get("decode_disk_idle_in_head_s_per_token", -1) <= step,
           f"bench --expert-cache-gb --json (decode step): {e}")
     # DSV4_EXPERT_READER picks the read engine; another value is a one-line error.
     try:

@@ -88,6 +88,11 @@ void expect_streaming_identical(const std::string& dir, Numerics numerics, size_
     EXPECT_GT(s.predicted, uint64_t(0)) << "decode predicted no experts";
   }
   EXPECT_GT(s.bytes_read, uint64_t(0));
+  // The head passes were timed, and the disk idled through part of them (nothing is read after the
+  // last layer's experts until the next token), never through more than all of them.
+  EXPECT_GT(s.head_s, 0.0);
+  EXPECT_GT(s.head_idle_s, 0.0);
+  EXPECT_LE(s.head_idle_s, s.head_s);
 }
 
 class ExpertCacheGolden : public ::testing::TestWithParam<std::string> {};
