@@ -72,7 +72,8 @@ cache_keys = ['decode_hit_rate', 'decode_disk_bytes_per_token', 'disk_probe_gbs'
               'decode_io_bound_fraction', 'decode_step_s', 'decode_compute_s_per_token', 'decode_wait_s_per_token',
               'decode_wait_hash_s_per_token', 'decode_wait_score_s_per_token', 'decode_tile_s_per_token',
               'decode_disk_busy_fraction', 'decode_disk_gbs', 'decode_prediction_hit_rate',
-              'decode_miss_bytes_per_token', 'decode_predicted_per_token', 'decode_cancelled_per_token']
+              'decode_miss_bytes_per_token', 'decode_predicted_per_token', 'decode_cancelled_per_token',
+              'decode_disk_mean_depth', 'decode_disk_idle_in_head_s_per_token']
 summary = {}
 for cfg in ['mmap', 'e15', 'e3']:
     rows = {'warm_decode': [], 'warm_decode_filled': [], 'warm_prefill': [], 'cold_prefill': [], 'cold_decode': [],
@@ -103,7 +104,8 @@ json.dump(summary, open(f'{out}/summary.json', 'w'), indent=1)
 names = {'mmap': '`--mmap`', 'e15': '`--expert-cache-gb 1.5`', 'e3': '`--expert-cache-gb 3`'}
 lines = ['| stack (medians) | warm decode tok/s | warm prefill tok/s | cold decode / prefill | cold speculative decode '
          '| hit rate, MB read / missed per token | I/O bound tok/s (disk GB/s) | of the I/O bound '
-         '| step ms = compute + wait (hash / score) | tiling ms/token | reads in flight |',
+         '| step ms = compute + wait (hash / score) | tiling ms/token | reads in flight: share of the step, '
+         'mean depth; ms of the head with none |',
          '|---|---|---|---|---|---|---|---|---|---|---|']
 for cfg in ['mmap', 'e15', 'e3']:
     m = summary[cfg]['median']
@@ -112,7 +114,9 @@ for cfg in ['mmap', 'e15', 'e3']:
     ms = lambda k: f"{e[k] * 1e3:.0f}" if e.get(k) is not None else '—'
     cell = lambda k: f"{m[k]:.2f}" + (f" ({x[k]}×)" if x.get(k) else '') if m[k] is not None else '—'
     frac = f"{e['decode_io_bound_fraction'] * 100:.0f} %" if e.get('decode_io_bound_fraction') is not None else '—'
-    busy = f"{e['decode_disk_busy_fraction'] * 100:.0f} %" if e.get('decode_disk_busy_fraction') is not None else '—'
+    busy = (f"{e['decode_disk_busy_fraction'] * 100:.0f} %, {e['decode_disk_mean_depth']:.1f}; "
+            f"{ms('decode_disk_idle_in_head_s_per_token')}"
+            if e.get('decode_disk_busy_fraction') is not None and e.get('decode_disk_mean_depth') is not None else '—')
     step = (f"{ms('decode_step_s')} = {ms('decode_compute_s_per_token')} + {ms('decode_wait_s_per_token')} "
             f"({ms('decode_wait_hash_s_per_token')} / {ms('decode_wait_score_s_per_token')})") if e else '—'
     mb = lambda k: f"{e[k] / 1e6:.0f}" if e.get(k) is not None else '—'
