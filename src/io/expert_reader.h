@@ -94,8 +94,7 @@ class DirectReader {
   uint64_t bytes_read() const;
   double busy_seconds() const;
   // The integral of the reads in flight over time (÷ busy_seconds(): the mean depth while busy),
-  // and the seconds with all `depth` in flight: a disk slower than its probe while busy is one
-  // kept shallow.
+  // and the seconds with all `depth` in flight: whether the queue was kept full while busy.
   double depth_seconds() const;
   double full_seconds() const;
   double done_seconds() const;  // spent running the jobs' `done` (the cache's FP4 tiling)
