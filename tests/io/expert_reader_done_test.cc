@@ -27,6 +27,14 @@ std::string pattern_file(const test::TempDir& dir, uint8_t mul, uint8_t add, std
   return path;
 }
 
+// n reads of 4 KB of file f, cycling over its first MB, into the same place of buf (1 MB): a queue
+// the reader needs a while for.
+std::vector<DirectReader::Range> small_reads(int f, uint8_t* buf, int n) {
+  std::vector<DirectReader::Range> ranges;
+  for (int i = 0; i < n; ++i) ranges.push_back({f, uint64_t(i % 256) * 4096, 4096, 4096, buf + (i % 256) * 4096});
+  return ranges;
+}
+
 TEST(ExpertReader, DoneHasRunWhenWaitReturns) {
   test::TempDir dir("tile_done");
   std::vector<uint8_t> data;
@@ -66,9 +74,7 @@ TEST(ExpertReader, CancelTakesBackAQueuedJobOnly) {
     alignas(4096) static uint8_t big[1 << 20], small[65536];
     int cancelled = 0;
     for (int attempt = 0; attempt < 5 && cancelled == 0; ++attempt) {
-      std::vector<DirectReader::Range> ranges;  // 4096 reads of 4 KB: a queue the reader needs a while for
-      for (int i = 0; i < 4096; ++i) ranges.push_back({f, uint64_t(i % 256) * 4096, 4096, 4096, big + (i % 256) * 4096});
-      auto first = reader.submit(std::move(ranges));
+      auto first = reader.submit(small_reads(f, big, 4096));
       std::memset(small, 0xA5, sizeof small);
       std::atomic<bool> done_ran{false};
       auto second = reader.submit({{f, 0, 65536, 65536, small}}, [&] { done_ran = true; });
@@ -112,9 +118,7 @@ TEST(ExpertReader, DepthSecondsLieWithinBusySeconds) {
       EXPECT_EQ(reader.depth(), depth);
       const int f = reader.open(path);
       alignas(4096) static uint8_t buf[1 << 20];
-      std::vector<DirectReader::Range> ranges;
-      for (int i = 0; i < 2048; ++i) ranges.push_back({f, uint64_t(i % 256) * 4096, 4096, 4096, buf + (i % 256) * 4096});
-      reader.submit(std::move(ranges))->wait();
+      reader.submit(small_reads(f, buf, 2048))->wait();
       const double busy = reader.busy_seconds(), depth_s = reader.depth_seconds(), full = reader.full_seconds();
       const double eps = 1e-9 + 1e-9 * busy;
       EXPECT_GT(busy, 0) << reader.engine_name();
