@@ -37,10 +37,14 @@ __m512i reorder_nibbles(__m512i v) {
   return _mm512_shuffle_epi8(t, order);  // bytes 0 2 1 3 of each word
 }
 
-// One tile's weights: src is a copy of its 16 rows of P bytes, dst the tile.
-void tile_weights(const uint8_t* src, int64_t P, uint8_t* dst) {
+// One tile's weights: src is a copy of its 16 rows of P bytes, dst the tile. The next tile's
+// 16·P bytes (`next`, null for none) are fetched meanwhile, 1 KB a step: an expert just read
+// from disk is in DRAM, and copying it would otherwise wait on every line.
+void tile_weights(const uint8_t* src, int64_t P, uint8_t* dst, const uint8_t* next) {
   __m512i r[16], o[16];
   for (int64_t at = 0; at < P; at += 64) {
+    if (next)
+      for (int i = 0; i < 16; ++i) _mm_prefetch(reinterpret_cast<const char*>(next + at * 16 + i * 64), _MM_HINT_T1);
     const int words = int(P - at < 64 ? (P - at) / 4 : 16);  // P is a multiple of 16
     const __mmask16 keep = __mmask16((1u << words) - 1);
     for (int l = 0; l < 16; ++l) r[l] = reorder_nibbles(_mm512_maskz_loadu_epi32(keep, src + l * P + at));
@@ -106,7 +110,7 @@ void tile_fp4_avx512(uint8_t* weight, uint8_t* scale, int64_t out, int64_t in) {
   for (int64_t t = 0; t < out / 16; ++t) {
     uint8_t* wt = weight + t * 16 * P;
     std::memcpy(copy.data(), wt, size_t(16 * P));
-    tile_weights(copy.data(), P, wt);
+    tile_weights(copy.data(), P, wt, t + 1 < out / 16 ? wt + 16 * P : nullptr);
     uint8_t* st = scale + t * 16 * B;
     std::memcpy(copy.data(), st, size_t(16 * B));
     tile_scales(copy.data(), B, st);
