@@ -254,19 +254,15 @@ double DirectReader::done_seconds() const {
   return done_s_;
 }
 
-double DirectReader::depth_seconds() const {
+DirectReader::Times DirectReader::times() const {
   std::lock_guard<std::mutex> lock(mu_);
-  return depth_s_ + (in_flight_ > 0 ? double(in_flight_) * (now_s() - since_) : 0);
-}
-
-double DirectReader::full_seconds() const {
-  std::lock_guard<std::mutex> lock(mu_);
-  return full_s_ + (in_flight_ >= depth_ ? now_s() - since_ : 0);
-}
-
-double DirectReader::busy_seconds() const {
-  std::lock_guard<std::mutex> lock(mu_);
-  return busy_ + (in_flight_ > 0 ? now_s() - since_ : 0);
+  Times t{busy_, depth_s_, full_s_};
+  if (in_flight_ > 0) {  // the span since the last change, as depth_changes_locked will count it
+    const double d = now_s() - since_;
+    t.busy += d, t.depth += double(in_flight_) * d;
+    if (in_flight_ >= depth_) t.full += d;
+  }
+  return t;
 }
 
 }  // namespace dsv4

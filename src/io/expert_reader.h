@@ -92,11 +92,14 @@ class DirectReader {
   // Bytes read so far and the seconds during which at least one read was in flight: their ratio
   // is the disk bandwidth this process saw.
   uint64_t bytes_read() const;
-  double busy_seconds() const;
-  // The integral of the reads in flight over time (÷ busy_seconds(): the mean depth while busy),
-  // and the seconds with all `depth` in flight: whether the queue was kept full while busy.
-  double depth_seconds() const;
-  double full_seconds() const;
+  // Seconds with reads in flight (busy), the integral of the reads in flight over time (depth;
+  // ÷ busy: the mean depth while busy) and the seconds with all `depth` in flight (full: whether
+  // the queue was kept full), up to one clock reading so that they agree.
+  struct Times {
+    double busy = 0, depth = 0, full = 0;
+  };
+  Times times() const;
+  double busy_seconds() const { return times().busy; }
   double done_seconds() const;  // spent running the jobs' `done` (the cache's FP4 tiling)
   int depth() const { return depth_; }  // reads in flight at most
   bool direct() const { return direct_; }  // every file opened with O_DIRECT

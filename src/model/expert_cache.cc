@@ -359,9 +359,8 @@ ExpertCacheStats ExpertCache::stats() const {
   std::lock_guard<std::mutex> lock(mu_);
   ExpertCacheStats s = stats_;
   s.bytes_read = reader_.bytes_read();
-  s.busy_s = reader_.busy_seconds();
-  s.depth_s = reader_.depth_seconds();
-  s.full_s = reader_.full_seconds();
+  const DirectReader::Times t = reader_.times();
+  s.busy_s = t.busy, s.depth_s = t.depth, s.full_s = t.full;
   s.tile_s = reader_.done_seconds();
   return s;
 }

@@ -119,7 +119,8 @@ TEST(ExpertReader, DepthSecondsLieWithinBusySeconds) {
       const int f = reader.open(path);
       alignas(4096) static uint8_t buf[1 << 20];
       reader.submit(small_reads(f, buf, 2048))->wait();
-      const double busy = reader.busy_seconds(), depth_s = reader.depth_seconds(), full = reader.full_seconds();
+      const DirectReader::Times t = reader.times();
+      const double busy = t.busy, depth_s = t.depth, full = t.full;
       const double eps = 1e-9 + 1e-9 * busy;
       EXPECT_GT(busy, 0) << reader.engine_name();
       EXPECT_GE(depth_s, busy - eps) << reader.engine_name() << " depth " << depth;
