@@ -4,12 +4,18 @@
 #   warm: `dsv4 bench --json` (decode, prefill; the expert cache's figures)
 #   cold: `dsv4 run` right after dropping the page cache (and, with SPEC=1, `run --speculative`)
 # Configurations: --mmap (6 GB cgroup), --expert-cache-gb 1.5 (6 GB), --expert-cache-gb 3 (7 GB);
+# a stack whose resident part is larger needs larger cgroups: LIMIT_MMAP, LIMIT_E15, LIMIT_E3 (bytes);
+# CONFIGS picks some of them (default "mmap e15 e3"). READ_BPS caps the disk's read rate (bytes/s,
+# a blkio v1 throttle on the device holding M, for the bench's own processes): a slower disk on a
+# fast machine. The throttle credits a short idle span to the reads after it, so a decode's reads
+# run above the cap while busy (its decode_disk_gbs) and its fraction of the I/O bound reads high.
 # RUNS rounds (default 3), the configurations interleaved within each round. A warm --mmap bench
 # starts after a page-cache drop too, so that only its own cgroup's cache is warm (pages cached by
 # an earlier run's removed cgroup stay in memory uncharged and inflate it).
 # Writes OUT/<config>-{warm,cold,spec}-<round>.{json,txt}, then OUT/summary.json and
 # OUT/summary.md (medians over rounds). Needs root (cgroups, drop_caches).
-#   usage: M=STACK [B=build/bin/dsv4] [OUT=stream-bench] [RUNS=3] [SPEC=0] bench/stream_bench.sh
+#   usage: M=STACK [B=build/bin/dsv4] [OUT=stream-bench] [RUNS=3] [SPEC=0] [LIMIT_*=BYTES] [CONFIGS=...]
+#          [READ_BPS=BYTES] bench/stream_bench.sh
 # (STACK: e.g. `dsv4 make-model --preset flash --layers 8 --experts 256 --out STACK`, 34 GB.)
 # About 4 minutes a round on an idle machine with that stack (SPEC=1: 6).
 set -u
@@ -18,18 +24,37 @@ M=${M:?set M to a checkpoint directory larger than the cgroup limits below}
 RUNS=${RUNS:-3}
 SPEC=${SPEC:-0}  # 1: also a cold `run --speculative` per configuration and round (~30 s each)
 OUT=${OUT:-stream-bench}
+LIMIT_MMAP=${LIMIT_MMAP:-6000000000}
+LIMIT_E15=${LIMIT_E15:-6000000000}
+LIMIT_E3=${LIMIT_E3:-7000000000}
+CONFIGS=${CONFIGS:-mmap e15 e3}
+for cfg in $CONFIGS; do
+  case $cfg in mmap|e15|e3) ;; *) echo "stream_bench: unknown configuration $cfg (mmap, e15, e3)"; exit 1 ;; esac
+done
+READ_BPS=${READ_BPS:-}
 BENCH_ARGS="--prompt 32 --gen 8 --context 32 --reps 2"
 PROMPT='Tell me a story about a dragon'
 mkdir -p "$OUT"
 
 drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches; }
 
-# in_cgroup LIMIT_BYTES STDOUT STDERR COMMAND...: runs COMMAND in a new memory cgroup.
+# The blkio cgroup that caps reads at READ_BPS (none without it).
+BLK=""
+if [ -n "$READ_BPS" ]; then
+  BLK=/sys/fs/cgroup/blkio/dsv4-stream-bench-$$
+  dev=$(lsblk -no PKNAME "$(df --output=source "$M" | tail -n 1)" 2>/dev/null | head -n 1)
+  [ -n "$dev" ] || dev=$(basename "$(df --output=source "$M" | tail -n 1)")
+  mkdir -p $BLK && echo "$(cat /sys/block/$dev/dev) $READ_BPS" > $BLK/blkio.throttle.read_bps_device || exit 1
+  trap 'rmdir $BLK' EXIT
+fi
+
+# in_cgroup LIMIT_BYTES STDOUT STDERR COMMAND...: runs COMMAND in a new memory cgroup (and BLK).
 in_cgroup() {
   local limit=$1 out=$2 err=$3; shift 3
-  local cg=/sys/fs/cgroup/memory/dsv4-stream-bench-$$
+  local cg=/sys/fs/cgroup/memory/dsv4-stream-bench-$$ blk=""
   mkdir -p $cg && echo "$limit" > $cg/memory.limit_in_bytes
-  /usr/bin/time -f "wall %e user %U sys %S" sh -c "echo \$\$ > $cg/cgroup.procs; exec \"\$@\"" sh "$@" > "$out" 2> "$err"
+  [ -n "$BLK" ] && blk="echo \$\$ > $BLK/cgroup.procs;"
+  /usr/bin/time -f "wall %e user %U sys %S" sh -c "echo \$\$ > $cg/cgroup.procs; $blk exec \"\$@\"" sh "$@" > "$out" 2> "$err"
   local rc=$?
   echo "rc=$rc maxmem $(cat $cg/memory.max_usage_in_bytes) failcnt $(cat $cg/memory.failcnt) $(tail -n 1 "$err")"
   rmdir $cg
@@ -49,11 +74,15 @@ one() {
   in_cgroup "$limit" "$OUT/$cfg-warm-$r.json" "$OUT/$cfg-warm-$r.err" $B bench --model "$M" $BENCH_ARGS --json "$@"
 }
 
-echo "stream_bench: $B on $M, $RUNS rounds, $(nproc) CPUs, $(date -u)"
+echo "stream_bench: $B on $M, $RUNS rounds, $(nproc) CPUs, reads capped at ${READ_BPS:-(no cap)} B/s, $(date -u)"
 for r in $(seq 1 "$RUNS"); do
-  one mmap 6000000000 "$r" --mmap
-  one e15 6000000000 "$r" --expert-cache-gb 1.5
-  one e3 7000000000 "$r" --expert-cache-gb 3
+  for cfg in $CONFIGS; do
+    case $cfg in
+      mmap) one mmap "$LIMIT_MMAP" "$r" --mmap ;;
+      e15) one e15 "$LIMIT_E15" "$r" --expert-cache-gb 1.5 ;;
+      e3) one e3 "$LIMIT_E3" "$r" --expert-cache-gb 3 ;;
+    esac
+  done
 done
 
 python3 - "$OUT" "$RUNS" <<'PY'
