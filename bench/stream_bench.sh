@@ -8,7 +8,8 @@
 # CONFIGS picks some of them (default "mmap e15 e3"). READ_BPS caps the disk's read rate (bytes/s,
 # a blkio v1 throttle on the device holding M, for the bench's own processes): a slower disk on a
 # fast machine. The throttle credits a short idle span to the reads after it, so a decode's reads
-# run above the cap while busy (its decode_disk_gbs) and its fraction of the I/O bound reads high.
+# run above the cap while busy (its decode_disk_gbs) and its fraction of the I/O bound reads high;
+# a process's probe may also read below the cap (seen in the first process after the cap is set).
 # RUNS rounds (default 3), the configurations interleaved within each round. A warm --mmap bench
 # starts after a page-cache drop too, so that only its own cgroup's cache is warm (pages cached by
 # an earlier run's removed cgroup stay in memory uncharged and inflate it).
@@ -28,8 +29,18 @@ LIMIT_MMAP=${LIMIT_MMAP:-6000000000}
 LIMIT_E15=${LIMIT_E15:-6000000000}
 LIMIT_E3=${LIMIT_E3:-7000000000}
 CONFIGS=${CONFIGS:-mmap e15 e3}
+# config NAME: sets LIMIT (the cgroup's bytes) and ARGS (dsv4's flags) of a configuration; fails
+# for an unknown name.
+config() {
+  case $1 in
+    mmap) LIMIT=$LIMIT_MMAP ARGS="--mmap" ;;
+    e15) LIMIT=$LIMIT_E15 ARGS="--expert-cache-gb 1.5" ;;
+    e3) LIMIT=$LIMIT_E3 ARGS="--expert-cache-gb 3" ;;
+    *) return 1 ;;
+  esac
+}
 for cfg in $CONFIGS; do
-  case $cfg in mmap|e15|e3) ;; *) echo "stream_bench: unknown configuration $cfg (mmap, e15, e3)"; exit 1 ;; esac
+  config "$cfg" || { echo "stream_bench: unknown configuration $cfg (mmap, e15, e3)"; exit 1; }
 done
 READ_BPS=${READ_BPS:-}
 BENCH_ARGS="--prompt 32 --gen 8 --context 32 --reps 2"
@@ -42,8 +53,9 @@ drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches; }
 BLK=""
 if [ -n "$READ_BPS" ]; then
   BLK=/sys/fs/cgroup/blkio/dsv4-stream-bench-$$
-  dev=$(lsblk -no PKNAME "$(df --output=source "$M" | tail -n 1)" 2>/dev/null | head -n 1)
-  [ -n "$dev" ] || dev=$(basename "$(df --output=source "$M" | tail -n 1)")
+  src=$(df --output=source "$M" | tail -n 1)
+  dev=$(lsblk -no PKNAME "$src" 2>/dev/null | head -n 1)  # a partition's disk
+  [ -n "$dev" ] || dev=$(basename "$src")
   mkdir -p $BLK && echo "$(cat /sys/block/$dev/dev) $READ_BPS" > $BLK/blkio.throttle.read_bps_device || exit 1
   trap 'rmdir $BLK' EXIT
 fi
@@ -77,11 +89,8 @@ one() {
 echo "stream_bench: $B on $M, $RUNS rounds, $(nproc) CPUs, reads capped at ${READ_BPS:-(no cap)} B/s, $(date -u)"
 for r in $(seq 1 "$RUNS"); do
   for cfg in $CONFIGS; do
-    case $cfg in
-      mmap) one mmap "$LIMIT_MMAP" "$r" --mmap ;;
-      e15) one e15 "$LIMIT_E15" "$r" --expert-cache-gb 1.5 ;;
-      e3) one e3 "$LIMIT_E3" "$r" --expert-cache-gb 3 ;;
-    esac
+    config "$cfg"
+    one "$cfg" "$LIMIT" "$r" $ARGS
   done
 done
 
