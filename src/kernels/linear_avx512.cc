@@ -238,26 +238,46 @@ void point_row(Fp8Halves& rows, int i, const Linear& w, int64_t r) {
 void point_row(Bf16Halves& rows, int i, const Linear& w, int64_t r) {
   rows.row[i] = reinterpret_cast<const uint16_t*>(w.weight) + r * w.in;
 }
-// Weight rows r0 .. r0 + nw - 1 for the RT x rows xr (out[r]: their outputs for weight row r0).
-template <class P, int RT, class Rows, int NW = kByHalfRowsW>
-void by_half(const Call& c, Rows rows, const uint8_t* const* xr, int64_t r0, int nw, float* const* out) {
+// One pass of few_rows_by_half: rt x rows (xr; out[r]: their outputs for the block's first weight
+// row) and their running sums.
+struct ByHalfPass {
+  int rt = 0;
+  const uint8_t* xr[8];
+  float* out[8];
+  __m512 state[16];
+};
+// Groups [g0, g1) of pass p against weight rows NW·k .. NW·k + nk − 1 of the block (in `rows`).
+template <class P, int NW, class Rows>
+void pass_groups(const Call& c, const Rows& rows, ByHalfPass& p, int k, int nk, int64_t g0, int64_t g1) {
+  const bool spans = g0 > 0 || g1 < c.G;
+  auto run = [&](auto rt) {
+    constexpr int RT = decltype(rt)::value;
+    float* o[RT];
+    const typename P::X* x[RT];
+    for (int r = 0; r < RT; ++r) o[r] = p.out[r] + NW * k, x[r] = reinterpret_cast<const typename P::X*>(p.xr[r]);
+    if (spans) tile_rows_by_half<P, RT, NW, true>(rows, x, g0, g1, c.G, p.state, o, nk);
+    else tile_rows_by_half<P, RT, NW, false>(rows, x, g0, g1, c.G, p.state, o, nk);
+  };
+  if constexpr (NW == 2) run(std::integral_constant<int, 6>{});  // 12 pairs
+  else if (p.rt == 2) run(std::integral_constant<int, 2>{});
+  else if (p.rt == 3) run(std::integral_constant<int, 3>{});
+  else run(std::integral_constant<int, 4>{});
+}
+// Weight rows r0 .. r0 + nw − 1 for every pass. BF16 weights with F32 x (the head): passes take
+// turns group by group, so that the second reads the group's weights from L1 (its 4 weight rows
+// and 4 x rows over all of K overflow L1; 8 rows of the head −11–16 % time against pass after
+// pass). FP8's pass fits L1 whole, and the turns cost it 5–20 %.
+template <class P, int NW, class Rows>
+void by_half(const Call& c, Rows rows, ByHalfPass* passes, int np, int64_t r0, int nw) {
   const int64_t row_bytes = c.w->format == WeightFormat::kFP8 ? c.K : 2 * c.K;
   rows.ahead = 4 * kRowsW * row_bytes;
+  const int64_t span = std::is_same_v<P, F32Product> && np > 1 ? 1 : c.G;
   for (int k = 0; NW * k < nw; ++k) {
     const int nk = std::min(NW, nw - NW * k);
     for (int i = 0; i < NW; ++i) point_row(rows, i, *c.w, r0 + NW * k + std::min(i, nk - 1));  // padding: the last again
-    float* o[RT];
-    const typename P::X* x[RT];
-    for (int r = 0; r < RT; ++r) o[r] = out[r] + NW * k, x[r] = reinterpret_cast<const typename P::X*>(xr[r]);
-    tile_rows_by_half<P, RT, NW>(rows, x, c.G, o, nk);
+    for (int64_t g0 = 0; g0 < c.G; g0 += span)
+      for (int p = 0; p < np; ++p) pass_groups<P, NW>(c, rows, passes[p], k, nk, g0, std::min(c.G, g0 + span));
   }
-}
-template <class P, class Rows>
-void by_half(const Call& c, const Rows& rows, int rt, const uint8_t* const* xr, int64_t r0, int nw, float* const* out) {
-  if (rt == 6) by_half<P, 6, Rows, 2>(c, rows, xr, r0, nw, out);  // 12 pairs
-  else if (rt == 2) by_half<P, 2>(c, rows, xr, r0, nw, out);
-  else if (rt == 3) by_half<P, 3>(c, rows, xr, r0, nw, out);
-  else by_half<P, 4>(c, rows, xr, r0, nw, out);
 }
 bool few_rows_by_half(const Call& c, int64_t r0, int nw, int64_t n, int64_t x0, int64_t x1, const __m512i* lut) {
   const int m = int(x1 - x0);
@@ -265,26 +285,31 @@ bool few_rows_by_half(const Call& c, int64_t r0, int nw, int64_t n, int64_t x0, 
   if (m < kByHalfRowsMin || m > kFewRows) return false;
   for (int64_t r = x0; r < x1; ++r)
     if (bool(c.exact[r]) != fp8) return false;  // FP8: BF16-exact rows; BF16 weights: F32 rows
-  Fp8Halves fp8_rows{};
-  Fp8FoldedHalves folded_rows{};
-  folded_rows.tables = &tables();
-  if (fp8)
-    for (int q = 0; q < 4; ++q) fp8_rows.lut[q] = lut[q];
   // FP8, 6 rows: one pass of 6 × 2 pairs (−11 % against 3 + 3, the decode done once; BF16 ran
   // as fast either way).
-  const int passes = fp8 && m == 6 ? 1 : (m + 3) / 4;
-  for (int p = 0, done = 0; p < passes; ++p) {
-    const int rt = (m - done + passes - p - 1) / (passes - p);  // as even as can be: 7 = 4 + 3
-    const uint8_t* xr[8];
-    float* out[8];
-    for (int j = 0; j < rt; ++j) {
+  const bool six = fp8 && m == 6;
+  const int np = six ? 1 : (m + 3) / 4;
+  ByHalfPass passes[2];
+  for (int p = 0, done = 0; p < np; ++p) {
+    ByHalfPass& pass = passes[p];
+    pass.rt = (m - done + np - p - 1) / (np - p);  // as even as can be: 7 = 4 + 3
+    for (int j = 0; j < pass.rt; ++j) {
       const int64_t r = x0 + done + j;
-      xr[j] = c.xprep + r * c.K * 4, out[j] = c.y + r * c.n_out + n;
+      pass.xr[j] = c.xprep + r * c.K * 4, pass.out[j] = c.y + r * c.n_out + n;
     }
-    if (fp8 && c.whole_k) by_half<Bf16Product>(c, folded_rows, rt, xr, r0, nw, out);
-    else if (fp8) by_half<Bf16Product>(c, fp8_rows, rt, xr, r0, nw, out);
-    else by_half<F32Product>(c, Bf16Halves{}, rt, xr, r0, nw, out);
-    done += rt;
+    done += pass.rt;
+  }
+  if (fp8 && c.whole_k) {
+    Fp8FoldedHalves rows{};
+    rows.tables = &tables();
+    for (int q = 0; q < 4; ++q) rows.lut[q] = lut[q];
+    six ? by_half<Bf16Product, 2>(c, rows, passes, np, r0, nw) : by_half<Bf16Product, kByHalfRowsW>(c, rows, passes, np, r0, nw);
+  } else if (fp8) {
+    Fp8Halves rows{};
+    for (int q = 0; q < 4; ++q) rows.lut[q] = lut[q];
+    six ? by_half<Bf16Product, 2>(c, rows, passes, np, r0, nw) : by_half<Bf16Product, kByHalfRowsW>(c, rows, passes, np, r0, nw);
+  } else {
+    by_half<F32Product, kByHalfRowsW>(c, Bf16Halves{}, passes, np, r0, nw);
   }
   return true;
 }

@@ -237,16 +237,21 @@ struct Bf16Halves {  // BF16 as stored (kNone)
 // so past 2–3 rows it had to fetch each weight again for every 2–3 x rows (the head's 2×8 tiles
 // ran 20–30 % slower than this). The NW·RT pairs (i·RT + r) fill one accumulator's lanes and see
 // tile()'s operations in tile()'s order: the same bits.
-template <class P, int RT, int NW, class Rows>
-__attribute__((noinline)) void tile_rows_by_half(const Rows& rows, const typename P::X* const* xr, int64_t G,
-                                                 float* const* out, int nw) {
+// Spans: groups [g0, g1) of G, the sums waiting in `state` (NP registers, or 1) until the call
+// that ends at G; otherwise all of K at once (a separate instance: the bounds made the 4-row head
+// 7 % slower).
+template <class P, int RT, int NW, bool Spans, class Rows>
+__attribute__((noinline)) void tile_rows_by_half(const Rows& rows, const typename P::X* const* xr, int64_t g0,
+                                                 int64_t g1, int64_t G, __m512* state, float* const* out, int nw) {
+  if constexpr (!Spans) g0 = 0, g1 = G;
   constexpr Scaling S = Rows::kScaling;
   constexpr bool whole = S == Scaling::kWholeK;  // one sum per pair over all of K, as tile()
   constexpr int NP = RT * NW, NZ = NP / 4;
   static_assert(NP % 4 == 0 && NP <= 16);
-  __m512 acc[whole ? NP : 1];
-  for (__m512& a : acc) a = _mm512_setzero_ps();
-  for (int64_t g = 0; g < G; ++g) {
+  constexpr int NA = whole ? NP : 1;
+  __m512 acc[NA];
+  for (int a = 0; a < NA; ++a) acc[a] = Spans && g0 > 0 ? state[a] : _mm512_setzero_ps();
+  for (int64_t g = g0; g < g1; ++g) {
     __m512 part[NP];
     if constexpr (!whole)
       for (int p = 0; p < NP; ++p) part[p] = _mm512_setzero_ps();
@@ -270,6 +275,10 @@ __attribute__((noinline)) void tile_rows_by_half(const Rows& rows, const typenam
       if constexpr (S == Scaling::kBlock) acc[0] = _mm512_fmadd_ps(red, fp8_row_scales<RT, NW>(rows.srow, g), acc[0]);
       else acc[0] = _mm512_add_ps(acc[0], red);
     }
+  }
+  if (Spans && g1 < G) {
+    for (int a = 0; a < NA; ++a) state[a] = acc[a];
+    return;
   }
   if constexpr (whole) {
     for (int r = 0; r < RT; ++r)
