@@ -225,7 +225,8 @@ void fp8_few_rows_as(const Call& c, int64_t r0, int nw, int64_t n, int64_t x0, i
   }
 }
 // kByHalfRowsMin..kFewRows x rows by tile_rows_by_half — FP8 (kBlock, kWholeK) with every row
-// BF16-exact, BF16 (its rows are F32) — in passes of at most 4 x rows against 4 weight rows at a
+// BF16-exact, wo_a (kWholeK) with every row F32 (3–8 rows 12–25 % faster than fp8_few_rows_as'
+// 3-row tiles), BF16 (its rows are F32) — in passes of at most 4 x rows against 4 weight rows at a
 // time (kernels_bench-like loop, 1 thread, in cache: 8 rows as 8 × 2 pairs ran 0–10 % (FP8) and
 // 13 % (BF16) slower than as 2 passes of 4 × 4; 3 rows −6 % (FP8, from 3×4 tiles) and −31 %
 // (BF16, from 2×8 + 1×8 tiles)); false where it does not apply.
@@ -266,12 +267,12 @@ void pass_groups(const Call& c, const Rows& rows, ByHalfPass& p, int k, int nk, 
 // Weight rows r0 .. r0 + nw − 1 for every pass. BF16 weights with F32 x (the head): passes take
 // turns group by group, so that the second reads the group's weights from L1 (its 4 weight rows
 // and 4 x rows over all of K overflow L1; 8 rows of the head −11–16 % time against pass after
-// pass). FP8's pass fits L1 whole, and the turns cost it 5–20 %.
+// pass). FP8, whose passes each decode the weights, ran 5–30 % slower in turns.
 template <class P, int NW, class Rows>
 void by_half(const Call& c, Rows rows, ByHalfPass* passes, int np, int64_t r0, int nw) {
   const int64_t row_bytes = c.w->format == WeightFormat::kFP8 ? c.K : 2 * c.K;
   rows.ahead = 4 * kRowsW * row_bytes;
-  const int64_t span = std::is_same_v<P, F32Product> && np > 1 ? 1 : c.G;
+  const int64_t span = c.w->format == WeightFormat::kBF16 && np > 1 ? 1 : c.G;
   for (int k = 0; NW * k < nw; ++k) {
     const int nk = std::min(NW, nw - NW * k);
     for (int i = 0; i < NW; ++i) point_row(rows, i, *c.w, r0 + NW * k + std::min(i, nk - 1));  // padding: the last again
@@ -283,11 +284,14 @@ bool few_rows_by_half(const Call& c, int64_t r0, int nw, int64_t n, int64_t x0, 
   const int m = int(x1 - x0);
   const bool fp8 = c.w->format == WeightFormat::kFP8;
   if (m < kByHalfRowsMin || m > kFewRows) return false;
+  // FP8: BF16-exact rows, or (wo_a) all F32; BF16 weights: F32 rows.
+  const bool f32 = !c.exact[x0];
+  if (f32 == fp8 && !(fp8 && c.whole_k)) return false;
   for (int64_t r = x0; r < x1; ++r)
-    if (bool(c.exact[r]) != fp8) return false;  // FP8: BF16-exact rows; BF16 weights: F32 rows
+    if (bool(c.exact[r]) == f32) return false;
   // FP8, 6 rows: one pass of 6 × 2 pairs (−11 % against 3 + 3, the decode done once; BF16 ran
   // as fast either way).
-  const bool six = fp8 && m == 6;
+  const bool six = fp8 && !f32 && m == 6;
   const int np = six ? 1 : (m + 3) / 4;
   ByHalfPass passes[2];
   for (int p = 0, done = 0; p < np; ++p) {
@@ -303,7 +307,9 @@ bool few_rows_by_half(const Call& c, int64_t r0, int nw, int64_t n, int64_t x0, 
     Fp8FoldedHalves rows{};
     rows.tables = &tables();
     for (int q = 0; q < 4; ++q) rows.lut[q] = lut[q];
-    six ? by_half<Bf16Product, 2>(c, rows, passes, np, r0, nw) : by_half<Bf16Product, kByHalfRowsW>(c, rows, passes, np, r0, nw);
+    if (f32) by_half<F32Product, kByHalfRowsW>(c, rows, passes, np, r0, nw);
+    else if (six) by_half<Bf16Product, 2>(c, rows, passes, np, r0, nw);
+    else by_half<Bf16Product, kByHalfRowsW>(c, rows, passes, np, r0, nw);
   } else if (fp8) {
     Fp8Halves rows{};
     for (int q = 0; q < 4; ++q) rows.lut[q] = lut[q];

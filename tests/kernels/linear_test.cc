@@ -292,7 +292,8 @@ TEST(TileFp4, SimdMatchesScalarByteForByte) {
 // FP8 that the reference dequantizes before use (wo_a): with every block scale in the folding
 // range (kernels may sum over all of K, scales in the weights), and with one outside it; 7 rows
 // half of them F32 (the tile paths), 4, 6 and 8 BF16-exact rows (the few-rows kernel in one
-// pass of 4 × 4 or 6 × 2 pairs, and in two).
+// pass of 4 × 4 or 6 × 2 pairs, and in two), and 3–8 rows all F32 (as wo_a gets them: the
+// few-rows kernel with F32 products).
 TEST(LinearDequantizedFp8, MatchesReferenceAndIsBatchInvariant) {
   const Isa saved = active_isa();
   const int64_t out = 384, in = 512;
@@ -308,6 +309,15 @@ TEST(LinearDequantizedFp8, MatchesReferenceAndIsBatchInvariant) {
         for (int64_t r = 1; r < rows; r += 2) fp8_simulate(x.data() + r * in, in, 128);
       check_kernels(m, rows, 0, out, x);
       check_kernels(m, rows, 131, 200, x);  // blocks cut by the row range
+    }
+    for (int64_t rows = 3; rows <= 8; ++rows) {
+      SCOPED_TRACE("F32 rows " + std::to_string(rows));
+      std::mt19937 rng{uint32_t(rows)};
+      std::normal_distribution<float> nd(0.0f, 1.0f);
+      std::vector<float> x(size_t(rows * in));
+      for (auto& v : x) v = nd(rng);
+      check_kernels(m, rows, 0, out, x);
+      check_kernels(m, rows, 131, 200, x);
     }
   }
   set_isa(saved);
