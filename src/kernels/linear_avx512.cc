@@ -10,7 +10,8 @@
 // Where the weights come from depends on how many x rows share them: for 1–2 rows (decode) each
 // group is decoded in registers as it is used, 8 weight rows interleaved with a software
 // prefetch into L2 four tiles ahead (one or two read streams per core do not reach DRAM
-// bandwidth; into L1 or two tiles ahead read 30–60 % slower in kernels_bench); for
+// bandwidth; into L1 or two tiles ahead instead read 30–60 % slower in kernels_bench) and one
+// into L1 512 bytes ahead in each row's stream (kNearAhead); for
 // more rows each weight row is decoded once per block of x rows (≤ 512 KB) into per-thread scratch.
 // Per group of 128 columns a vector partial sum starts at zero. FP8, BF16, F32: it is summed
 // horizontally (sixteen (x row, weight row) pairs at once, in one fixed pairing tree, its
