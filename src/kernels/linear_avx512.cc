@@ -285,9 +285,9 @@ bool few_rows_by_half(const Call& c, int64_t r0, int nw, int64_t n, int64_t x0, 
   const int m = int(x1 - x0);
   const bool fp8 = c.w->format == WeightFormat::kFP8;
   if (m < kByHalfRowsMin || m > kFewRows) return false;
-  // FP8: BF16-exact rows, or (wo_a) all F32; BF16 weights: F32 rows.
+  // Every row as the first: FP8 BF16-exact, or all F32 for wo_a (kWholeK); BF16 weights all F32.
   const bool f32 = !c.exact[x0];
-  if (f32 == fp8 && !(fp8 && c.whole_k)) return false;
+  if (f32 ? fp8 && !c.whole_k : !fp8) return false;
   for (int64_t r = x0; r < x1; ++r)
     if (bool(c.exact[r]) == f32) return false;
   // FP8, 6 rows: one pass of 6 × 2 pairs (−11 % against 3 + 3, the decode done once; BF16 ran
@@ -304,19 +304,21 @@ bool few_rows_by_half(const Call& c, int64_t r0, int nw, int64_t n, int64_t x0, 
     }
     done += pass.rt;
   }
-  if (fp8 && c.whole_k) {
+  auto bf16_rows = [&](const auto& rows) {  // 6 × 2 pairs or 4 × 4
+    if (six) by_half<Bf16Product, 2>(c, rows, passes, np, r0, nw);
+    else by_half<Bf16Product, kByHalfRowsW>(c, rows, passes, np, r0, nw);
+  };
+  if (!fp8) {
+    by_half<F32Product, kByHalfRowsW>(c, Bf16Halves{}, passes, np, r0, nw);
+  } else if (c.whole_k) {
     Fp8FoldedHalves rows{};
     rows.tables = &tables();
-    for (int q = 0; q < 4; ++q) rows.lut[q] = lut[q];
     if (f32) by_half<F32Product, kByHalfRowsW>(c, rows, passes, np, r0, nw);
-    else if (six) by_half<Bf16Product, 2>(c, rows, passes, np, r0, nw);
-    else by_half<Bf16Product, kByHalfRowsW>(c, rows, passes, np, r0, nw);
-  } else if (fp8) {
+    else bf16_rows(rows);
+  } else {
     Fp8Halves rows{};
     for (int q = 0; q < 4; ++q) rows.lut[q] = lut[q];
-    six ? by_half<Bf16Product, 2>(c, rows, passes, np, r0, nw) : by_half<Bf16Product, kByHalfRowsW>(c, rows, passes, np, r0, nw);
-  } else {
-    by_half<F32Product, kByHalfRowsW>(c, Bf16Halves{}, passes, np, r0, nw);
+    bf16_rows(rows);
   }
   return true;
 }

@@ -15,10 +15,10 @@ namespace dsv4::kernels::detail {
 
 namespace {
 constexpr int kRowsW = 8;  // weight rows read together (interleaved read streams)
-// Beside the prefetch into L2 four tiles on, the decode-time weight sources (BF16, FP8 in
-// registers) prefetch each row's own stream this far ahead into L1: its lines came late from L2
-// (in a loop of its own, BF16 4 rows: 512 B 36 GB/s, 1 KB 35, 2 KB 32, none 26–28). The
-// 1-row decode step of the 4 × 64 stack: 21.0 → 23.0 tok/s (medians of 5 alternating processes).
+// Beside the prefetch into L2 four tiles on, the weight sources that decode in registers (BF16;
+// FP8 for 1–2 rows) prefetch each row's own stream this far ahead into L1: its lines came late
+// from L2 (BF16, 4 rows, in a loop of its own: 512 B 36 GB/s, 1 KB 35, 2 KB 32, none 26–28). FP8's
+// by-half passes and the tiled FP4 experts gained nothing from it.
 constexpr int64_t kNearAhead = 512;
 }  // namespace
 
@@ -26,6 +26,12 @@ constexpr int64_t kNearAhead = 512;
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512vbmi,avx512bf16,fma,avx2,bmi,bmi2")
 
 namespace {
+
+// `lines` cache lines kNearAhead bytes past p, into L1.
+inline void prefetch_near(const void* p, int lines) {
+  const char* a = static_cast<const char*>(p) + kNearAhead;
+  for (int l = 0; l < lines; ++l) _mm_prefetch(a + 64 * l, _MM_HINT_T0);
+}
 
 // FP8: per lane ℓ of a tile's sums (pairs numbered i·RT + r), the block scale of weight row
 // (ℓ / RT) % NW.
@@ -87,9 +93,7 @@ struct Fp8Rows {  // decoded on the fly (few x rows: the decode is not worth sto
     const char* p = reinterpret_cast<const char*>(row[i] + g * kGroup + ahead);
     _mm_prefetch(p, _MM_HINT_T1);
     _mm_prefetch(p + 64, _MM_HINT_T1);
-    const char* nr = reinterpret_cast<const char*>(row[i] + g * kGroup) + kNearAhead;
-    _mm_prefetch(nr, _MM_HINT_T0);
-    _mm_prefetch(nr + 64, _MM_HINT_T0);
+    prefetch_near(row[i] + g * kGroup, 2);
   }
   void get(int i, int64_t g, __m512i w[4]) const {
     prefetch(i, g);
@@ -121,8 +125,7 @@ struct Bf16Rows {  // BF16 weights are already BF16 slots (identity order)
   void get(int i, int64_t g, __m512i w[4]) const {
     const char* p = reinterpret_cast<const char*>(row[i] + g * kGroup) + ahead;
     for (int q = 0; q < 4; ++q) _mm_prefetch(p + 64 * q, _MM_HINT_T1);
-    const char* nr = reinterpret_cast<const char*>(row[i] + g * kGroup) + kNearAhead;
-    for (int q = 0; q < 4; ++q) _mm_prefetch(nr + 64 * q, _MM_HINT_T0);
+    prefetch_near(row[i] + g * kGroup, 4);
     for (int q = 0; q < 4; ++q) w[q] = _mm512_loadu_si512(row[i] + g * kGroup + 32 * q);
   }
 };
@@ -235,13 +238,9 @@ struct Bf16Halves {  // BF16 as stored (kNone)
     const char* a = reinterpret_cast<const char*>(p) + ahead;
     _mm_prefetch(a, _MM_HINT_T1);
     _mm_prefetch(a + 64, _MM_HINT_T1);
-    const char* near = reinterpret_cast<const char*>(p) + kNearAhead;
-    _mm_prefetch(near, _MM_HINT_T0);
-    _mm_prefetch(near + 64, _MM_HINT_T0);
+    prefetch_near(p, 2);
     w[0] = _mm512_loadu_si512(p), w[1] = _mm512_loadu_si512(p + 32);
   }
-  // (kNearAhead: head shape, 2 threads, 4 rows 30–32 → 32–37 GB/s, 8 rows 20–23 → 24–26. FP8's
-  // by-half passes and the tiled FP4 experts gained nothing from it.)
 };
 
 // RT x rows against NW weight rows (up to 4 × 4, or 6 × 2), for 3–8 x rows in passes
