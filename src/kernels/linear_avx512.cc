@@ -9,9 +9,9 @@
 //  * F32 path: other rows (plain numerics, BF16 weights) widen the BF16 slots to F32 and FMA.
 // Where the weights come from depends on how many x rows share them: for 1–2 rows (decode) each
 // group is decoded in registers as it is used, 8 weight rows interleaved with a software
-// prefetch into L2 four tiles ahead (one or two read streams per core do not reach DRAM
-// bandwidth; into L1 or two tiles ahead instead read 30–60 % slower in kernels_bench) and one
-// into L1 512 bytes ahead in each row's stream (kNearAhead); for
+// prefetch into L2 four tiles ahead (FP8, FP4: one or two read streams per core do not reach
+// DRAM bandwidth; into L1 or two tiles ahead instead read 30–60 % slower in kernels_bench) and
+// one into L1 512 bytes ahead in each row's stream (kNearAhead; BF16 only this one); for
 // more rows each weight row is decoded once per block of x rows (≤ 512 KB) into per-thread scratch.
 // Per group of 128 columns a vector partial sum starts at zero. FP8, BF16, F32: it is summed
 // horizontally (sixteen (x row, weight row) pairs at once, in one fixed pairing tree, its
@@ -410,11 +410,12 @@ void run_range(const Call& c, int64_t b, int64_t e, uint16_t* wbuf) {
           break;
         case WeightFormat::kBF16: {
           if (few_rows_by_half(c, r0, nw, n, x0, x1, nullptr)) break;
-          if (c.rows <= kBf16DirectRows) {  // all rows' read streams at once, prefetching the next tile's
+          // All rows' read streams at once, each prefetched into L1 only: the prefetch into L2 four
+          // tiles on made the head's 1–2 rows 5–10 % slower (the 8 streams read better without it).
+          if (c.rows <= kBf16DirectRows) {
             Bf16Rows rows{};
             for (int i = 0; i < kRowsW; ++i)
               rows.row[i] = reinterpret_cast<const uint16_t*>(w.weight) + (r0 + std::min(i, nw - 1)) * K;
-            rows.ahead = 4 * kRowsW * K * 2;
             tile_over_x<Scaling::kNone, 2, kRowsW>(c, rows, nw, x0, x1, n, 0, c.G);
             break;
           }

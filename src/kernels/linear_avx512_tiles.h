@@ -121,10 +121,12 @@ struct Fp4Rows {
 };
 struct Bf16Rows {  // BF16 weights are already BF16 slots (identity order)
   const uint16_t* row[kRowsW];
-  int64_t ahead = 0;  // bytes to the same place four tiles on (software prefetch into L2)
+  // Bytes to the same place four tiles on (software prefetch into L2); 0: none.
+  int64_t ahead = 0;
   void get(int i, int64_t g, __m512i w[4]) const {
     const char* p = reinterpret_cast<const char*>(row[i] + g * kGroup) + ahead;
-    for (int q = 0; q < 4; ++q) _mm_prefetch(p + 64 * q, _MM_HINT_T1);
+    if (ahead != 0)
+      for (int q = 0; q < 4; ++q) _mm_prefetch(p + 64 * q, _MM_HINT_T1);
     prefetch_near(row[i] + g * kGroup, 4);
     for (int q = 0; q < 4; ++q) w[q] = _mm512_loadu_si512(row[i] + g * kGroup + 32 * q);
   }
