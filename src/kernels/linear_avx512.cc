@@ -271,8 +271,10 @@ void pass_groups(const Call& c, const Rows& rows, ByHalfPass& p, int k, int nk, 
 // pass). FP8, whose passes each decode the weights, ran 5–30 % slower in turns.
 template <class P, int NW, class Rows>
 void by_half(const Call& c, Rows rows, ByHalfPass* passes, int np, int64_t r0, int nw) {
-  const int64_t row_bytes = c.w->format == WeightFormat::kFP8 ? c.K : 2 * c.K;
-  rows.ahead = 4 * kRowsW * row_bytes;
+  const bool fp8 = c.w->format == WeightFormat::kFP8;
+  // The L2 prefetch's distance in weight rows: FP8, whose passes decode, read 3–8 % faster 8 rows
+  // on than 32 (and 15 % slower with none); BF16 read as fast 8, 16 or 32 rows on.
+  rows.ahead = (fp8 ? 1 : 4) * kRowsW * (fp8 ? c.K : 2 * c.K);
   const int64_t span = c.w->format == WeightFormat::kBF16 && np > 1 ? 1 : c.G;
   for (int k = 0; NW * k < nw; ++k) {
     const int nk = std::min(NW, nw - NW * k);

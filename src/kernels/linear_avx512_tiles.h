@@ -207,7 +207,7 @@ __attribute__((noinline)) void tile(const Rows& rows, int nw, const typename P::
 }
 
 // Weight sources of tile_rows_by_half: half h (64 columns, slot registers 2h and 2h + 1) of
-// group g of weight row i in two registers, prefetching the same place four tiles on into L2.
+// group g of weight row i in two registers, prefetching `ahead` bytes on into L2 (by_half).
 struct Fp8Halves {  // FP8 decoded in registers, block scales per group (kBlock)
   static constexpr Scaling kScaling = Scaling::kBlock;
   const uint8_t* row[4];
