@@ -31,10 +31,11 @@ namespace {
 constexpr int kTile = 16;     // weight rows per tile (one per lane)
 constexpr int kMaxBf16 = 12;  // x rows per pass: 2 sums each beside the decode registers
 constexpr int kMaxF32 = 6;    // F32 x rows take two FMAs and two widened registers per pair
-// Tiles side by side for few x rows per pass (see tile_rows): four up to kQuadRows rows, two
-// up to kPairRows (1 row in cache: −16 % time with two, −35 % with four; more rows have
-// chains enough).
-constexpr int kQuadRows = 2, kPairRows = 4;
+// Tiles side by side for few x rows per pass (see tile_rows): four up to kQuadRows rows, three
+// for kTripleRows, two up to kPairRows (1 row in cache: −16 % time with two, −35 % with four;
+// 3 rows −4–11 % with three against two; more rows have chains enough, and two tiles of 5–6
+// rows ran 6–18 % slower, out of registers; eight tiles gained 1 row nothing).
+constexpr int kQuadRows = 2, kTripleRows = 3, kPairRows = 4;
 // Software prefetch distance into L2: one read stream per thread does not reach DRAM bandwidth
 // on its own (the hardware prefetcher keeps too few lines in flight). 1–2 rows read fastest at
 // 2 KB (1 KB and 4 KB ahead: 4–7 % slower); more rows do not care.
@@ -150,13 +151,16 @@ __attribute__((noinline)) void tile_rows(const uint8_t* const* w, const uint8_t*
     for (int r = 0; r < RT; ++r) _mm512_storeu_ps(y[t * RT + r], tot[t][r]);
 }
 
-// tile_rows for nt tiles: 4 only for RT ≤ kQuadRows, 2 only for RT ≤ kPairRows (the caller's
-// choice), with scales S.
+// tile_rows for nt tiles: 4 only for RT ≤ kQuadRows, 3 only for RT = kTripleRows, 2 only for
+// RT ≤ kPairRows (the caller's choice, tiles_side_by_side), with scales S.
 template <class P, int RT, Scales S>
 void tiles_rows_s(int nt, const uint8_t* const* w, const uint8_t* const* s, int64_t K, typename P::X x, float* const* y,
                   __m512i lut) {
   if constexpr (RT <= kQuadRows) {
     if (nt == 4) return tile_rows<P, RT, 4, S>(w, s, K, x, y, lut);
+  }
+  if constexpr (RT == kTripleRows) {
+    if (nt == 3) return tile_rows<P, RT, 3, S>(w, s, K, x, y, lut);
   }
   if constexpr (RT <= kPairRows) {
     if (nt == 2) return tile_rows<P, RT, 2, S>(w, s, K, x, y, lut);
@@ -171,6 +175,14 @@ void tiles_rows(int nt, Scales sc, const uint8_t* const* w, const uint8_t* const
   }
   if (sc == Scales::kPlain) return tiles_rows_s<P, RT, Scales::kPlain>(nt, w, s, K, x, y, lut);
   tiles_rows_s<P, RT, Scales::kAny>(nt, w, s, K, x, y, lut);
+}
+
+// How many tiles go side by side for passes of `rows` x rows with `left` tiles to go.
+int tiles_side_by_side(size_t rows, int64_t left) {
+  if (rows <= size_t(kQuadRows) && left >= 4) return 4;
+  if (rows == size_t(kTripleRows) && left >= 3) return 3;
+  if (rows <= size_t(kPairRows) && left >= 2) return 2;
+  return 1;
 }
 
 // Whether every value of x[0:K] is exactly BF16 (act-quantized rows are).
@@ -224,7 +236,7 @@ bool linear_rows_fp4_tiled_avx512(const Linear& w, int64_t row0, int64_t n_out, 
   parallel_for(pool, n_out / kTile, [&](int64_t b, int64_t e) {
     const __m512i lut = _mm512_load_si512(tables().fp4);
     for (int64_t t = b; t < e;) {
-      const int nt = per <= kQuadRows && e - t >= 4 ? 4 : per <= kPairRows && e - t >= 2 ? 2 : 1;
+      const int nt = tiles_side_by_side(per, e - t);
       const uint8_t* wt[4];
       const uint8_t* st[4];
       for (int j = 0; j < nt; ++j) {
