@@ -9,9 +9,9 @@
 //  * F32 path: other rows (plain numerics, BF16 weights) widen the BF16 slots to F32 and FMA.
 // Where the weights come from depends on how many x rows share them: for 1–2 rows (decode) each
 // group is decoded in registers as it is used, 8 weight rows interleaved with a software
-// prefetch into L2 four tiles ahead (FP8, FP4: one or two read streams per core do not reach
-// DRAM bandwidth; into L1 or two tiles ahead instead read 30–60 % slower in kernels_bench) and
-// one into L1 512 bytes ahead in each row's stream (kNearAhead; BF16 only this one); for
+// prefetch into L2 (FP8: the next tile; row-major FP4: four tiles on; one or two read streams
+// per core do not reach DRAM bandwidth) and one into L1 512 bytes ahead in each row's stream
+// (kNearAhead; BF16 only this one); for
 // more rows each weight row is decoded once per block of x rows (≤ 512 KB) into per-thread scratch.
 // Per group of 128 columns a vector partial sum starts at zero. FP8, BF16, F32: it is summed
 // horizontally (sixteen (x row, weight row) pairs at once, in one fixed pairing tree, its
@@ -435,7 +435,7 @@ void run_range(const Call& c, int64_t b, int64_t e, uint16_t* wbuf) {
             auto fill = [&](Fp8Rows& rows) {
               for (int i = 0; i < kRowsW; ++i) rows.row[i] = w.weight + (r0 + std::min(i, nw - 1)) * K, rows.srow[i] = srow[i];
               for (int k = 0; k < 4; ++k) rows.lut[k] = lut[k];
-              rows.ahead = 4 * kRowsW * K;
+              rows.ahead = kRowsW * K;  // the next tile (four tiles on: 5–13 % slower)
             };
             if (c.whole_k) {
               Fp8FoldedRows rows{};

@@ -15,9 +15,9 @@ namespace dsv4::kernels::detail {
 
 namespace {
 constexpr int kRowsW = 8;  // weight rows read together (interleaved read streams)
-// Beside the prefetch into L2 four tiles on, the weight sources that decode in registers (BF16;
-// FP8 for 1–2 rows) prefetch each row's own stream this far ahead into L1: its lines came late
-// from L2 (BF16, 4 rows, in a loop of its own: 512 B 36 GB/s, 1 KB 35, 2 KB 32, none 26–28). FP8's
+// The weight sources that decode in registers (BF16; FP8 for 1–2 rows) prefetch each row's own
+// stream this far ahead into L1 (FP8 also the next tile into L2): its lines came late from L2
+// (BF16, 4 rows, in a loop of its own: 512 B 36 GB/s, 1 KB 35, 2 KB 32, none 26–28). FP8's
 // by-half passes and the tiled FP4 experts gained nothing from it.
 constexpr int64_t kNearAhead = 512;
 }  // namespace
@@ -88,7 +88,7 @@ struct Fp8Rows {  // decoded on the fly (few x rows: the decode is not worth sto
   const uint8_t* row[kRowsW];
   const uint8_t* srow[kRowsW];
   __m512i lut[4];     // by value: a pointer made every row reload the table from memory
-  int64_t ahead = 0;  // bytes to the same place four tiles on (software prefetch into L2)
+  int64_t ahead = 0;  // bytes to the same place a tile on (software prefetch into L2)
   void prefetch(int i, int64_t g) const {
     const char* p = reinterpret_cast<const char*>(row[i] + g * kGroup + ahead);
     _mm_prefetch(p, _MM_HINT_T1);
@@ -121,7 +121,7 @@ struct Fp4Rows {
 };
 struct Bf16Rows {  // BF16 weights are already BF16 slots (identity order)
   const uint16_t* row[kRowsW];
-  // Bytes to the same place four tiles on (software prefetch into L2); 0: none.
+  // Bytes to the same place some tiles on (software prefetch into L2); 0: none.
   int64_t ahead = 0;
   void get(int i, int64_t g, __m512i w[4]) const {
     const char* p = reinterpret_cast<const char*>(row[i] + g * kGroup) + ahead;
