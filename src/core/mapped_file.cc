@@ -82,7 +82,7 @@ void* reserve_copy(size_t size, size_t* reserved) {
 
 }  // namespace
 
-MappedFile::MappedFile(const std::string& path, bool copy, bool populate) : path_(path) {
+MappedFile::MappedFile(const std::string& path, bool copy, bool populate, size_t slack) : path_(path) {
   const int fd = open_regular_file(path, &size_);
   if (size_ == 0) {
     ::close(fd);
@@ -90,7 +90,8 @@ MappedFile::MappedFile(const std::string& path, bool copy, bool populate) : path
   }
   void* p = MAP_FAILED;
   if (copy) {
-    p = reserve_copy(size_, &reserved_);
+    slack_ = slack;
+    p = reserve_copy(size_ + slack_, &reserved_);
     if (p != MAP_FAILED) {
       const std::string err = read_all(fd, static_cast<uint8_t*>(p), size_);
       if (!err.empty()) {

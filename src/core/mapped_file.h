@@ -28,8 +28,9 @@ enum class Residency { kMap, kCopy, kStream };
 class MappedFile {
  public:
   // Maps (or, with copy, reads) `path`; throws Error naming the file if it cannot be opened,
-  // mapped or fully read. `populate` pre-faults a mapping (files that fit in RAM).
-  MappedFile(const std::string& path, bool copy = false, bool populate = true);
+  // mapped or fully read. `populate` pre-faults a mapping (files that fit in RAM). A copy has
+  // `slack` writable bytes past the file's end (for rearranging it at load: extent()).
+  MappedFile(const std::string& path, bool copy = false, bool populate = true, size_t slack = 0);
   // A file whose bytes come in only where asked (expert parallelism: a process reads the tensors
   // it holds and no others): reserves the address range, reads nothing yet. load() then reads
   // (copy) or pre-faults (mapping) a byte range; seal() ends the loading.
@@ -43,6 +44,7 @@ class MappedFile {
 
   const uint8_t* data() const { return data_; }
   size_t size() const { return size_; }
+  size_t extent() const { return copied_ ? size_ + slack_ : size_; }  // addressable bytes from data()
   const std::string& path() const { return path_; }
   bool copied() const { return copied_; }
   // A copy's bytes are read-only except between set_writable(true) and set_writable(false)
@@ -54,6 +56,7 @@ class MappedFile {
   const uint8_t* data_ = nullptr;
   size_t size_ = 0;
   size_t reserved_ = 0;  // bytes of the mapping (copy: rounded up to whole huge pages)
+  size_t slack_ = 0;     // a copy's bytes past size_ (zero until written)
   bool copied_ = false;
 };
 

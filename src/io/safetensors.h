@@ -28,6 +28,7 @@ struct TensorView {
   std::vector<int64_t> shape;
   const uint8_t* data = nullptr;  // points into a MappedFile owned by the TensorDirectory
   size_t nbytes = 0;
+  uint64_t file_offset = 0;  // where the bytes are in the file (a copy may hold them elsewhere)
   const std::string* file = nullptr;  // path of the shard holding it (for error messages)
 
   int64_t numel() const;
@@ -63,7 +64,8 @@ class TensorDirectory {
   // copied. Throws Error naming the file if a read fails.
   size_t copy_into_memory(const std::function<bool(const std::string&)>& resident);
   size_t resident_bytes() const { return resident_bytes_; }
-  // Where a tensor's bytes are in its file: the MappedFile and the byte offset.
+  // Where a tensor's bytes are in its file: the MappedFile and the byte offset. (A copied file's
+  // tensors start on 64-byte boundaries: see align_tensors in safetensors.cc.)
   const MappedFile& file_of(const TensorView& t) const;
   uint64_t offset_of(const TensorView& t) const;
 

@@ -40,11 +40,14 @@ void read_exact(int fd, const std::string& path, uint64_t offset, size_t n, uint
 
 const MappedFile& TensorDirectory::file_of(const TensorView& t) const {
   for (const auto& f : files_)
-    if (t.data >= f->data() && t.data < f->data() + f->size()) return *f;
+    if (t.data >= f->data() && t.data < f->data() + f->extent()) return *f;
   throw Error(cat("tensor '", t.name, "' lies in no mapped file (already copied into memory)"));
 }
 
-uint64_t TensorDirectory::offset_of(const TensorView& t) const { return uint64_t(t.data - file_of(t).data()); }
+uint64_t TensorDirectory::offset_of(const TensorView& t) const {
+  file_of(t);  // throws if it is in no file
+  return t.file_offset;
+}
 
 size_t TensorDirectory::copy_into_memory(const std::function<bool(const std::string&)>& resident) {
   std::vector<TensorView*> todo;
@@ -62,8 +65,8 @@ size_t TensorDirectory::copy_into_memory(const std::function<bool(const std::str
     if (fd < 0) throw Error(cat("cannot open ", f->path(), ": ", std::strerror(errno)));
     try {
       for (TensorView* t : todo)
-        if (t->data >= f->data() && t->data < f->data() + f->size()) {
-          read_exact(fd, f->path(), uint64_t(t->data - f->data()), t->nbytes, buf.get() + at);
+        if (t->data >= f->data() && t->data < f->data() + f->extent()) {
+          read_exact(fd, f->path(), t->file_offset, t->nbytes, buf.get() + at);
           t->data = buf.get() + at;
           at += (t->nbytes + 63) / 64 * 64;
         }
