@@ -43,13 +43,19 @@ uint64_t checked_numel(const std::vector<int64_t>& shape, const std::string& whe
   return n;
 }
 
+// The little-endian header length in a file's first 8 bytes.
+uint64_t header_length(const uint8_t* b) {
+  uint64_t n = 0;
+  for (int i = 7; i >= 0; --i) n = (n << 8) | b[i];
+  return n;
+}
+
 }  // namespace
 
 std::vector<TensorView> parse_safetensors(const uint8_t* bytes, size_t size, const std::string* origin) {
   const std::string file = origin ? *origin : std::string("<memory>");
   if (size < 8) throw Error(cat(file, ": truncated safetensors file (", size, " bytes, no header length)"));
-  uint64_t header_len = 0;
-  for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | bytes[i];
+  const uint64_t header_len = header_length(bytes);
   if (header_len > kMaxHeaderBytes || header_len > size - 8)
     throw Error(cat(file, ": header length ", header_len, " exceeds the file size ", size,
                     " (truncated or not a safetensors file)"));
@@ -130,8 +136,7 @@ namespace {
 std::vector<TensorView> load_kept(MappedFile* f, const TensorDirectory::Keep& keep, bool populate) {
   if (f->size() < 8) return parse_safetensors(f->data(), f->size(), &f->path());  // the parse says why
   f->load(0, 8);
-  uint64_t header_len = 0;
-  for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | f->data()[i];
+  const uint64_t header_len = header_length(f->data());
   f->load(8, size_t(std::min<uint64_t>(header_len, f->size() - 8)));
   std::vector<TensorView> views = parse_safetensors(f->data(), f->size(), &f->path());
   std::vector<std::pair<size_t, size_t>> ranges;
@@ -152,11 +157,9 @@ std::vector<TensorView> load_kept(MappedFile* f, const TensorDirectory::Keep& ke
 // entry takes more than 32 bytes. 0 when the header length is unreadable (the parse says why).
 size_t alignment_slack(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
-  unsigned char b[8];
+  uint8_t b[8];
   if (!in.read(reinterpret_cast<char*>(b), 8)) return 0;
-  uint64_t header_len = 0;
-  for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | b[i];
-  return size_t(std::min<uint64_t>(header_len, uint64_t(1) << 30) / 32 + 1) * 64;
+  return size_t(std::min<uint64_t>(header_length(b), uint64_t(1) << 30) / 32 + 1) * 64;
 }
 
 // Moves a copied file's tensors to 64-byte boundaries (in order, each at most 63 bytes plus the
@@ -187,8 +190,7 @@ void align_tensors(MappedFile* f, std::vector<TensorView>* views) {
 size_t kept_bytes(const std::string& path, const TensorDirectory::Keep& keep) {
   MappedFile probe(path, false, MappedFile::Partial{});
   if (probe.size() < 8) return 0;
-  uint64_t header_len = 0;
-  for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | probe.data()[i];
+  const uint64_t header_len = header_length(probe.data());
   if (header_len > probe.size() - 8) return 0;  // add_file reports it
   size_t n = 0;
   for (const TensorView& t : parse_safetensors(probe.data(), probe.size(), &probe.path()))

@@ -274,7 +274,7 @@ void by_half(const Call& c, Rows rows, ByHalfPass* passes, int np, int64_t r0, i
   const bool fp8 = c.w->format == WeightFormat::kFP8;
   // The L2 prefetch's distance in weight rows: FP8, whose passes decode, read 3–8 % faster 8 rows
   // on than 32 (and 15 % slower with none); BF16 read as fast 8, 16 or 32 rows on.
-  rows.ahead = (fp8 ? 1 : 4) * kRowsW * (fp8 ? c.K : 2 * c.K);
+  rows.ahead = fp8 ? kRowsW * c.K : 4 * kRowsW * 2 * c.K;
   const int64_t span = c.w->format == WeightFormat::kBF16 && np > 1 ? 1 : c.G;
   for (int k = 0; NW * k < nw; ++k) {
     const int nk = std::min(NW, nw - NW * k);
@@ -412,9 +412,7 @@ void run_range(const Call& c, int64_t b, int64_t e, uint16_t* wbuf) {
           break;
         case WeightFormat::kBF16: {
           if (few_rows_by_half(c, r0, nw, n, x0, x1, nullptr)) break;
-          // All rows' read streams at once, each prefetched into L1 only: the prefetch into L2 four
-          // tiles on made the head's 1–2 rows 5–10 % slower (the 8 streams read better without it).
-          if (c.rows <= kBf16DirectRows) {
+          if (c.rows <= kBf16DirectRows) {  // all rows' read streams at once
             Bf16Rows rows{};
             for (int i = 0; i < kRowsW; ++i)
               rows.row[i] = reinterpret_cast<const uint16_t*>(w.weight) + (r0 + std::min(i, nw - 1)) * K;
